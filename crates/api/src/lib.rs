@@ -1,0 +1,11 @@
+//! Satchel's LNPay-v1-compatible HTTP API: routes, wire DTOs and the HTTP plumbing that makes
+//! them behave like LNPay's (error envelope, body parsing, pagination, `?fields=`, CORS).
+//!
+//! The API layer holds no SQL and names no concrete backend: handlers parse input into domain
+//! values, call one service method and map the result to a DTO.
+
+pub mod dto;
+pub mod http;
+pub mod routes;
+
+pub use routes::{AppState, app};

@@ -1,0 +1,452 @@
+//! LNPay v1 routes. Each handler: authenticate, parse into domain values, call one service
+//! method, map the result to an LNPay DTO.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::extract::{FromRef, FromRequestParts, OriginalUri, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use satchel_domain::Msat;
+use satchel_service::auth::Caller;
+use satchel_service::payments::{KeysendRequest, PaymentResult, WithdrawRequest};
+use satchel_service::wallets::{InvoiceRequest, TransferRequest};
+use satchel_service::{ErrorClass, ServiceError, Services};
+
+use crate::dto::*;
+use crate::http::{
+    ApiError, Fields, Lnpay, Params, extract_api_key, pagination_headers, parse_page, truthy_header,
+};
+
+/// Shared state of the routes.
+#[derive(Clone)]
+pub struct AppState {
+    /// The services.
+    pub services: Services,
+}
+
+impl FromRef<AppState> for Services {
+    fn from_ref(s: &AppState) -> Services {
+        s.services.clone()
+    }
+}
+
+/// Maps a service error to LNPay's envelope.
+pub fn api_error(e: ServiceError) -> ApiError {
+    match e.class() {
+        ErrorClass::InvalidCredentials => ApiError::invalid_credentials(),
+        ErrorClass::Unauthorized => ApiError::unauthorized(e.to_string()),
+        ErrorClass::BadRequest => ApiError::bad_request(e.to_string()),
+        ErrorClass::Internal => ApiError::internal(e),
+    }
+}
+
+/// The authenticated caller (X-Api-Key, `?access-token=` or Basic username).
+pub struct Authed(pub Caller);
+
+impl<S> FromRequestParts<S> for Authed
+where
+    S: Send + Sync,
+    Services: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let services = Services::from_ref(state);
+        let key = extract_api_key(&parts.headers, parts.uri.query());
+        services
+            .auth
+            .authenticate(key.as_deref())
+            .await
+            .map(Authed)
+            .map_err(api_error)
+    }
+}
+
+type Q = Query<HashMap<String, String>>;
+type ApiResult = Result<Response, ApiError>;
+
+fn sats(params: &Params, name: &str, label: &str) -> Result<Option<Msat>, ApiError> {
+    match params.uint(name, label)? {
+        Some(v) => Msat::from_sats(v)
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("{label} is too big."))),
+        None => Ok(None),
+    }
+}
+
+fn required_sats(params: &Params, name: &str, label: &str) -> Result<Msat, ApiError> {
+    sats(params, name, label)?
+        .ok_or_else(|| ApiError::bad_request(format!("{label} cannot be blank.")))
+}
+
+/// `description_hash`: 32 bytes as hex (LNPay's code) or base64 (LNPay's docs).
+fn description_hash(params: &Params) -> Result<Option<([u8; 32], String)>, ApiError> {
+    let Some(text) = params
+        .string("description_hash", "Description Hash")?
+        .filter(|s| !s.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let text = text.trim().to_owned();
+    let mut out = [0u8; 32];
+    if text.len() == 64 && hex::decode_to_slice(&text, &mut out).is_ok() {
+        return Ok(Some((out, text.to_ascii_lowercase())));
+    }
+    for engine in [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::URL_SAFE,
+    ] {
+        if let Ok(bytes) = engine.decode(&text)
+            && let Ok(arr) = <[u8; 32]>::try_from(bytes.as_slice())
+        {
+            return Ok(Some((arr, hex::encode(arr))));
+        }
+    }
+    Err(ApiError::bad_request(
+        "Description Hash must be a 32-byte hash, hex (or base64) encoded.",
+    ))
+}
+
+/// The request URI for pagination links, without the `access-token` secret.
+fn link_uri(OriginalUri(uri): &OriginalUri) -> Uri {
+    let Some(q) = uri.query() else {
+        return uri.clone();
+    };
+    let kept: Vec<&str> = q
+        .split('&')
+        .filter(|kv| !kv.starts_with("access-token="))
+        .collect();
+    let pq = if kept.is_empty() {
+        uri.path().to_owned()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    pq.parse().unwrap_or_else(|_| uri.clone())
+}
+
+fn payment_response(r: PaymentResult) -> Response {
+    match r {
+        PaymentResult::Done { wtx, .. } => Lnpay::created(WtxDto::from(&wtx)).into_response(),
+        PaymentResult::Pending(l) => Lnpay {
+            status: StatusCode::ACCEPTED,
+            ..Lnpay::ok(PendingPaymentDto {
+                status: "pending",
+                lnTx: LnTxDto::full(&l),
+            })
+        }
+        .into_response(),
+    }
+}
+
+async fn create_wallet(State(s): State<Services>, Authed(c): Authed, p: Params) -> ApiResult {
+    s.auth.require_account_key(&c).map_err(api_error)?;
+    let label = p
+        .string("user_label", "Internal Label")?
+        .unwrap_or_default();
+    let created = s
+        .wallets
+        .create_wallet(&c, &label)
+        .await
+        .map_err(api_error)?;
+    Ok(Lnpay::created(WalletCreatedDto::from(&created)).into_response())
+}
+
+async fn get_wallet(
+    State(s): State<Services>,
+    Authed(c): Authed,
+    Path(key): Path<String>,
+    Query(q): Q,
+) -> ApiResult {
+    let w = s.wallets.get(&c, &key).await.map_err(api_error)?;
+    Ok(Lnpay::ok(WalletDto::from(&w))
+        .with_fields(Fields::from_query(&q))
+        .into_response())
+}
+
+async fn list_wallets(
+    State(s): State<Services>,
+    Authed(c): Authed,
+    uri: OriginalUri,
+    Query(q): Q,
+) -> ApiResult {
+    s.auth.require_secret(&c).map_err(api_error)?;
+    let page = parse_page(&q, 50, 50);
+    let (list, total) = s
+        .wallets
+        .list(&c, page.offset(), page.per_page)
+        .await
+        .map_err(api_error)?;
+    let mut h = HeaderMap::new();
+    pagination_headers(&mut h, &link_uri(&uri), &page, total);
+    let body: Vec<WalletDto> = list.iter().map(WalletDto::from).collect();
+    Ok(Lnpay::ok(body)
+        .with_fields(Fields::from_query(&q))
+        .with_headers(h)
+        .into_response())
+}
+
+async fn wallet_transactions(
+    State(s): State<Services>,
+    Authed(c): Authed,
+    Path(key): Path<String>,
+    uri: OriginalUri,
+    Query(q): Q,
+) -> ApiResult {
+    let page = parse_page(&q, 100, 500);
+    let (list, total) = s
+        .wallets
+        .transactions(&c, &key, page.offset(), page.per_page)
+        .await
+        .map_err(api_error)?;
+    let mut h = HeaderMap::new();
+    pagination_headers(&mut h, &link_uri(&uri), &page, total);
+    let body: Vec<WtxDto> = list.iter().map(WtxDto::from).collect();
+    Ok(Lnpay::ok(body)
+        .with_fields(Fields::from_query(&q))
+        .with_headers(h)
+        .into_response())
+}
+
+async fn account_transactions(
+    State(s): State<Services>,
+    Authed(c): Authed,
+    uri: OriginalUri,
+    Query(q): Q,
+) -> ApiResult {
+    s.auth.require_secret(&c).map_err(api_error)?;
+    let page = parse_page(&q, 20, 50);
+    let wallet = q.get("wallet_id").map(String::as_str);
+    let (list, total) = s
+        .wallets
+        .account_transactions(&c, wallet, page.offset(), page.per_page)
+        .await
+        .map_err(api_error)?;
+    let mut h = HeaderMap::new();
+    pagination_headers(&mut h, &link_uri(&uri), &page, total);
+    let body: Vec<WtxDto> = list.iter().map(WtxDto::from).collect();
+    Ok(Lnpay::ok(body)
+        .with_fields(Fields::from_query(&q))
+        .with_headers(h)
+        .into_response())
+}
+
+async fn create_invoice(
+    State(s): State<Services>,
+    Authed(c): Authed,
+    Path(key): Path<String>,
+    p: Params,
+) -> ApiResult {
+    let req = InvoiceRequest {
+        amount: sats(&p, "num_satoshis", "Num Satoshis")?.unwrap_or(Msat::ZERO),
+        memo: p.string("memo", "Memo")?,
+        expiry_secs: p.uint("expiry", "Expiry")?,
+        description_hash: description_hash(&p)?,
+        pass_thru: p.json_object("passThru", "passThru data must be valid json")?,
+    };
+    let l = s
+        .wallets
+        .create_invoice(&c, &key, req)
+        .await
+        .map_err(api_error)?;
+    Ok(Lnpay::created(LnTxDto::full(&l)).into_response())
+}
+
+async fn withdraw(
+    State(s): State<Services>,
+    Authed(c): Authed,
+    Path(key): Path<String>,
+    p: Params,
+) -> ApiResult {
+    let req = WithdrawRequest {
+        payment_request: p.required_string("payment_request", "Payment Request")?,
+        fee_limit_msat: p.int("fee_limit_msat", "Fee Limit Msat")?,
+        pass_thru: p.json_object("passThru", "passThru data must be valid json")?,
+    };
+    let r = s
+        .payments
+        .withdraw(&c, &key, req)
+        .await
+        .map_err(api_error)?;
+    Ok(payment_response(r))
+}
+
+async fn keysend(
+    State(s): State<Services>,
+    Authed(c): Authed,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> ApiResult {
+    let req = KeysendRequest {
+        dest_pubkey: p.required_string("dest_pubkey", "Dest Pubkey")?,
+        amount: required_sats(&p, "num_satoshis", "Num Satoshis")?,
+        fee_limit_msat: p.int("fee_limit_msat", "Fee Limit Msat")?,
+        custom_records: p.json_object(
+            "custom_records",
+            "custom_records must be an object of TLV type to string value",
+        )?,
+        pass_thru: p.json_object("passThru", "passThru data must be valid json")?,
+    };
+    if truthy_header(&headers, "x-lnpay-async") {
+        let id = s
+            .jobs
+            .enqueue_keysend(&c, &key, req)
+            .await
+            .map_err(api_error)?;
+        return Ok(Lnpay::ok(AsyncDto {
+            success: 1,
+            id: id.to_string(),
+        })
+        .into_response());
+    }
+    let r = s.payments.keysend(&c, &key, req).await.map_err(api_error)?;
+    Ok(payment_response(r))
+}
+
+async fn transfer(
+    State(s): State<Services>,
+    Authed(c): Authed,
+    Path(key): Path<String>,
+    p: Params,
+) -> ApiResult {
+    let req = TransferRequest {
+        dest: p.required_string("dest_wallet_id", "Dest Wallet Id")?,
+        amount: required_sats(&p, "num_satoshis", "Num Satoshis")?,
+        memo: p.string("memo", "Memo")?,
+        pass_thru: p.json_object("passThru", "Invalid passThru json specified")?,
+        lnpay_params: p.json_object("lnPayParams", "Invalid lnPayParams json specified")?,
+    };
+    let done = s.wallets.transfer(&c, &key, req).await.map_err(api_error)?;
+    Ok(Lnpay::created(TransferDto {
+        wtx_transfer_in: WtxDto::from(&done.wtx_in),
+        wtx_transfer_out: WtxDto::from(&done.wtx_out),
+    })
+    .into_response())
+}
+
+async fn get_lntx(
+    State(s): State<Services>,
+    Authed(c): Authed,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> ApiResult {
+    let l = s.wallets.lntx(&c, &id).await.map_err(api_error)?;
+    Ok(Lnpay::ok(LnTxDto::full(&l))
+        .with_fields(Fields::from_query(&q))
+        .into_response())
+}
+
+async fn get_job(
+    State(s): State<Services>,
+    Authed(c): Authed,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let (job, wtx) = s.jobs.get(&c, &id).await.map_err(api_error)?;
+    Ok(Lnpay::ok(JobDto::new(&job, wtx.as_ref())).into_response())
+}
+
+fn check_node(s: &Services, node: &str) -> Result<(), ApiError> {
+    if node == "default" || node == s.ctx.cfg.node_id.as_str() {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!("Node not found: {node}")))
+    }
+}
+
+fn missing(q: &HashMap<String, String>, names: &[&str]) -> Result<(), ApiError> {
+    let absent: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| q.get(*n).is_none_or(|v| v.is_empty()))
+        .collect();
+    if absent.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "Missing required parameters: {}",
+            absent.join(", ")
+        )))
+    }
+}
+
+async fn decode_invoice(
+    State(s): State<Services>,
+    Authed(_c): Authed,
+    Path(node): Path<String>,
+    Query(q): Q,
+) -> ApiResult {
+    check_node(&s, &node)?;
+    missing(&q, &["payment_request"])?;
+    let pr = q
+        .get("payment_request")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let b = s.wallets.decode_invoice(pr).map_err(api_error)?;
+    Ok(Lnpay::ok(DecodedInvoiceDto::from(&b)).into_response())
+}
+
+async fn query_routes(
+    State(s): State<Services>,
+    Authed(_c): Authed,
+    Path(node): Path<String>,
+    Query(q): Q,
+) -> ApiResult {
+    check_node(&s, &node)?;
+    missing(&q, &["pub_key", "amt"])?;
+    let amt = q.get("amt").map(|a| a.trim()).unwrap_or_default();
+    let sats: u64 = amt
+        .parse()
+        .map_err(|_| ApiError::bad_request("Amt must be an integer."))?;
+    let amount = Msat::from_sats(sats).map_err(|_| ApiError::bad_request("Amt is too big."))?;
+    let pub_key = q.get("pub_key").map(String::as_str).unwrap_or_default();
+    let routes = s
+        .wallets
+        .query_routes(pub_key, amount)
+        .await
+        .map_err(api_error)?;
+    Ok(Lnpay::ok(QueryRoutesDto::new(&routes)).into_response())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found_route()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+/// The LNPay v1 API (served under `/v1`).
+pub fn v1_router() -> Router<AppState> {
+    Router::new()
+        .route("/wallet", post(create_wallet))
+        .route("/wallets", get(list_wallets))
+        .route("/wallet-transactions", get(account_transactions))
+        .route("/wallet/{key}", get(get_wallet))
+        .route("/wallet/{key}/transactions", get(wallet_transactions))
+        .route("/wallet/{key}/invoice", post(create_invoice))
+        .route("/wallet/{key}/withdraw", post(withdraw))
+        .route("/wallet/{key}/keysend", post(keysend))
+        .route("/wallet/{key}/transfer", post(transfer))
+        .route("/lntx/{id}", get(get_lntx))
+        .route("/job/{id}", get(get_job))
+        .route("/node/{node}/payments/decodeinvoice", get(decode_invoice))
+        .route("/node/{node}/payments/queryroutes", get(query_routes))
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// The full application: `/v1/...`, CORS, `OPTIONS` on every route, LNPay-shaped 404/405.
+pub fn app(services: Services) -> Router {
+    Router::new()
+        .nest("/v1", v1_router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(AppState { services })
+        // CORS inside, OPTIONS outermost: tower-http's CorsLayer would otherwise answer every
+        // OPTIONS itself, without the `Allow` header LNPay (Yii) sent.
+        .layer(crate::http::cors_layer())
+        .layer(axum::middleware::from_fn(crate::http::options_fallback))
+}

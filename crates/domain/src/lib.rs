@@ -1,0 +1,24 @@
+//! Satchel's domain types: money, identifiers, access keys, payment vocabulary.
+//!
+//! This crate does no I/O. Everything that crosses a layer boundary in Satchel is one of these
+//! types, so the layers above never handle a bare amount, a bare id string or unparsed BOLT11.
+#![deny(missing_docs)]
+
+pub mod bolt11;
+pub mod ids;
+pub mod keys;
+pub mod money;
+pub mod payment;
+pub mod time;
+pub mod wtx;
+
+pub use bolt11::{Bolt11, Bolt11Error, HopHint, Network};
+pub use ids::{AccountId, IdError, JobId, LnTxId, NodeId, WalletId, WtxId};
+pub use keys::{ApiKeySecret, KeyHash, KeyRole, Permission};
+pub use money::{MoneyError, Msat, fee_limit_default, sats_floor};
+pub use payment::{
+    CustomRecords, FailureReason, KEYSEND_PREIMAGE_TLV, NodePubkey, PaymentHash, PaymentStatus,
+    Preimage, WALLET_ROUTING_TLVS,
+};
+pub use time::now_secs;
+pub use wtx::WtxType;

@@ -1,0 +1,292 @@
+//! Lightning backend interface.
+//!
+//! Satchel talks to a Lightning node only through the small capability traits here. Each method's
+//! doc states what the implementor promises and what the caller may assume; every backend (the
+//! scripted test backend, the embedded LDK node, LND, Core Lightning) must pass the same
+//! conformance scenarios.
+//!
+//! The one rule that protects money: **an error is not a failure**. `Err(LnError::Transport)` from
+//! [`Payments::pay`] means "we do not know": the payment may still complete. Only
+//! [`PayOutcome::Failed`] or a [`PaymentLookup::Failed`] from a fresh lookup proves failure.
+#![deny(missing_docs)]
+
+pub mod scripted;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use satchel_domain::{
+    Bolt11, CustomRecords, FailureReason, Msat, Network, NodePubkey, PaymentHash, Preimage,
+};
+
+/// Errors talking to a node. None of them says a payment failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LnError {
+    /// The node could not be reached or answered garbage; the effect of the call is unknown.
+    #[error("node transport error: {0}")]
+    Transport(String),
+    /// The node refused the request before doing anything (bad parameters, unknown invoice...).
+    #[error("node rejected request: {0}")]
+    Rejected(String),
+    /// This backend cannot do that.
+    #[error("not supported by this backend")]
+    NotSupported,
+}
+
+/// Static facts about the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfoData {
+    /// The node's public key (our invoices' payee).
+    pub pubkey: NodePubkey,
+    /// The chain it runs on.
+    pub network: Network,
+    /// Human-readable alias.
+    pub alias: String,
+}
+
+/// What to put in a new invoice. Satchel chooses the preimage so that it can settle internal
+/// payments of the invoice without asking the node.
+#[derive(Debug, Clone)]
+pub struct NewInvoice {
+    /// Amount, or `None` for an amountless invoice.
+    pub amount: Option<Msat>,
+    /// Description (`d`), used when `description_hash` is `None`.
+    pub memo: String,
+    /// Description hash (`h`); when set it replaces the description in the BOLT11.
+    pub description_hash: Option<[u8; 32]>,
+    /// Seconds until expiry.
+    pub expiry_secs: u32,
+    /// The preimage; the invoice's payment hash is its SHA-256.
+    pub preimage: Preimage,
+}
+
+/// State of an invoice we issued, as the node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InvoiceState {
+    /// Not paid yet.
+    Open,
+    /// Paid; the node holds the money.
+    Settled {
+        /// What was actually received (may exceed the invoice amount).
+        amount_received: Msat,
+        /// Unix seconds.
+        settled_at_secs: i64,
+    },
+    /// Cancelled or expired; can no longer be paid.
+    Canceled,
+}
+
+/// An outgoing payment.
+#[derive(Debug, Clone)]
+pub enum PayTarget {
+    /// Pay a BOLT11 invoice.
+    Bolt11 {
+        /// The invoice.
+        invoice: Bolt11,
+        /// Amount to pay (the invoice amount; Satchel refuses amountless invoices).
+        amount: Msat,
+    },
+    /// Spontaneous payment; the preimage travels in TLV 5482373484.
+    Keysend {
+        /// Destination node.
+        dest: NodePubkey,
+        /// Amount delivered to the destination.
+        amount: Msat,
+        /// Our preimage; payment hash = SHA-256 of it.
+        preimage: Preimage,
+        /// Extra TLV records (types >= 65536, never 5482373484: the backend adds that one).
+        custom_records: CustomRecords,
+    },
+}
+
+impl PayTarget {
+    /// The payment hash that identifies this payment everywhere.
+    pub fn payment_hash(&self) -> PaymentHash {
+        match self {
+            PayTarget::Bolt11 { invoice, .. } => invoice.payment_hash(),
+            PayTarget::Keysend { preimage, .. } => preimage.hash(),
+        }
+    }
+
+    /// Amount delivered to the recipient.
+    pub fn amount(&self) -> Msat {
+        match self {
+            PayTarget::Bolt11 { amount, .. } | PayTarget::Keysend { amount, .. } => *amount,
+        }
+    }
+}
+
+/// A request to pay.
+#[derive(Debug, Clone)]
+pub struct PayRequest {
+    /// What to pay.
+    pub target: PayTarget,
+    /// Maximum routing fee. The backend must pass it to the node's pathfinding: a route that
+    /// costs more is never used.
+    pub fee_limit: Msat,
+    /// How long the node may keep trying before it gives up and fails the payment.
+    pub timeout: Duration,
+}
+
+/// Result of [`Payments::pay`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayOutcome {
+    /// Paid. `fee` is the routing fee actually paid (never above the limit).
+    Succeeded {
+        /// Proof of payment.
+        preimage: Preimage,
+        /// Routing fee paid.
+        fee: Msat,
+    },
+    /// Definitely failed: no HTLC is outstanding and none will be.
+    Failed(FailureReason),
+    /// Sent, outcome not known yet (HTLCs in flight). Ask again with [`Payments::lookup_payment`].
+    InFlight,
+}
+
+/// Result of [`Payments::lookup_payment`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentLookup {
+    /// The node has no payment with this hash: it was never sent.
+    NotFound,
+    /// HTLCs are in flight.
+    InFlight,
+    /// Paid.
+    Succeeded {
+        /// Proof of payment.
+        preimage: Preimage,
+        /// Routing fee paid.
+        fee: Msat,
+    },
+    /// Definitely failed.
+    Failed(FailureReason),
+}
+
+/// Something the node received, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingEvent {
+    /// Position in the node's stream; strictly increasing. Callers persist the last one processed
+    /// and resume after it.
+    pub seq: u64,
+    /// What happened.
+    pub kind: IncomingKind,
+}
+
+/// Kinds of incoming payments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncomingKind {
+    /// One of our invoices was paid.
+    InvoiceSettled {
+        /// Its payment hash.
+        payment_hash: PaymentHash,
+        /// Amount received.
+        amount_received: Msat,
+        /// Unix seconds.
+        settled_at_secs: i64,
+    },
+    /// A keysend arrived.
+    KeysendReceived {
+        /// Payment hash (SHA-256 of the preimage).
+        payment_hash: PaymentHash,
+        /// The preimage the sender chose.
+        preimage: Preimage,
+        /// Amount received.
+        amount_received: Msat,
+        /// The sender's custom records (without 5482373484).
+        custom_records: CustomRecords,
+        /// Unix seconds.
+        settled_at_secs: i64,
+    },
+}
+
+/// One hop of a route (LND `QueryRoutes` vocabulary).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteHop {
+    /// Short channel id.
+    pub chan_id: u64,
+    /// Channel capacity in sats (0 if unknown).
+    pub chan_capacity_sats: u64,
+    /// Amount this hop forwards.
+    pub amt_to_forward: Msat,
+    /// Fee this hop charges.
+    pub fee: Msat,
+    /// Absolute CLTV at this hop.
+    pub expiry: u32,
+    /// Next node.
+    pub pub_key: NodePubkey,
+}
+
+/// A candidate route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Absolute CLTV of the first hop.
+    pub total_time_lock: u32,
+    /// Total fees.
+    pub total_fees: Msat,
+    /// Amount plus fees.
+    pub total_amt: Msat,
+    /// The hops.
+    pub hops: Vec<RouteHop>,
+}
+
+/// Node identity.
+#[async_trait]
+pub trait NodeInfo: Send + Sync {
+    /// Our node's pubkey, network and alias. Cheap; may be cached by the implementor.
+    async fn node_info(&self) -> Result<NodeInfoData, LnError>;
+}
+
+/// Invoices we issue.
+#[async_trait]
+pub trait Invoices: Send + Sync {
+    /// Creates and signs an invoice for `req.preimage.hash()`. Calling it twice with the same
+    /// preimage must not create two invoices (return the existing one or `Rejected`).
+    async fn create_invoice(&self, req: NewInvoice) -> Result<Bolt11, LnError>;
+
+    /// Makes an open invoice unpayable (used after Satchel settled it internally). Cancelling an
+    /// unknown, settled or already cancelled invoice is not an error.
+    async fn cancel_invoice(&self, hash: PaymentHash) -> Result<(), LnError>;
+
+    /// Current state of one of our invoices; `None` if the node does not know the hash.
+    async fn lookup_invoice(&self, hash: PaymentHash) -> Result<Option<InvoiceState>, LnError>;
+}
+
+/// Outgoing payments.
+#[async_trait]
+pub trait Payments: Send + Sync {
+    /// Pays. **Idempotent per payment hash**: if a payment with this hash is already in flight or
+    /// done, the implementor must not send a second one; it reports that payment's state instead.
+    /// Implementors return `InFlight` rather than blocking for longer than `req.timeout` plus a
+    /// small margin. `Err(Transport)` means the outcome is unknown.
+    async fn pay(&self, req: PayRequest) -> Result<PayOutcome, LnError>;
+
+    /// The node's current view of a payment. Must come from the node (no cached stale failure
+    /// from an earlier attempt while a newer attempt is in flight).
+    async fn lookup_payment(&self, hash: PaymentHash) -> Result<PaymentLookup, LnError>;
+}
+
+/// The replayable stream of money received by the node.
+#[async_trait]
+pub trait InvoiceEvents: Send + Sync {
+    /// Events with `seq > after`, oldest first, at most `limit`. Waits up to `wait` when there are
+    /// none yet, then returns an empty list. Replaying from an older cursor returns the same
+    /// events again: consumers must be idempotent.
+    async fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<Vec<IncomingEvent>, LnError>;
+}
+
+/// Route queries (LNPay's `queryroutes`).
+#[async_trait]
+pub trait Routes: Send + Sync {
+    /// Routes that could deliver `amount` to `dest`; empty if none.
+    async fn query_routes(&self, dest: NodePubkey, amount: Msat) -> Result<Vec<Route>, LnError>;
+}
+
+/// Everything Satchel needs from a node.
+pub trait LightningBackend: NodeInfo + Invoices + Payments + InvoiceEvents + Routes {}
+
+impl<T: NodeInfo + Invoices + Payments + InvoiceEvents + Routes> LightningBackend for T {}

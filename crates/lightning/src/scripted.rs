@@ -1,0 +1,1880 @@
+//! A deterministic, in-memory Lightning backend whose payment outcomes are chosen by the caller.
+//!
+//! [`ScriptedBackend`] is used by tests and by `satchel serve` until a real embedded node exists.
+//! It moves no money. What it does do for real:
+//!
+//! * it signs genuine BOLT11 invoices (regtest invoices start with `lnbcrt`) with a node key
+//!   derived from a seed, so [`Bolt11::parse`] accepts them and their payee is
+//!   [`ScriptedBackend::pubkey`];
+//! * it simulates one other node, "carol" ([`ScriptedBackend::external_pubkey`]), whose invoices
+//!   ([`ScriptedBackend::external_invoice`]) our node can pay, and an outside world that pays
+//!   our invoices ([`ScriptedBackend::pay_our_invoice`]) or keysends to us
+//!   ([`ScriptedBackend::receive_keysend`]).
+//!
+//! # Payment contract
+//!
+//! [`Payments::pay`] is idempotent per payment hash: while a payment with that hash is in flight or
+//! succeeded, `pay` sends nothing and reports the recorded state. Only after a definite failure
+//! may the hash be sent again. Each actual send increments [`ScriptedBackend::pay_count`].
+//!
+//! Before anything is sent, `pay` rejects (`Err(LnError::Rejected)`, nothing recorded, nothing
+//! counted) an invoice for another network, a zero amount, an amount below the invoice amount,
+//! and keysend custom records with a type below 65536 or equal to the keysend preimage type.
+//!
+//! A send then goes where a real node would send it:
+//!
+//! * an invoice whose payee is our own node: a self-payment. If the invoice is one of ours and
+//!   payable (open, not expired) it is settled exactly as [`ScriptedBackend::pay_our_invoice`]
+//!   would (an [`IncomingKind::InvoiceSettled`] event is appended) and the payment succeeds with
+//!   fee 0; otherwise it fails with [`FailureReason::IncorrectPaymentDetails`]. Scripts are not
+//!   consulted;
+//! * a keysend to our own node: an [`IncomingKind::KeysendReceived`] event is appended and the
+//!   payment succeeds with fee 0. Scripts are not consulted;
+//! * an invoice made by [`ScriptedBackend::external_invoice`] / [`ScriptedBackend::external_invoice_at`]:
+//!   fails with [`FailureReason::IncorrectPaymentDetails`] if expired, otherwise follows the
+//!   [`Script`] for the hash (consumed by this send) or the default script; success reveals the
+//!   invoice's preimage;
+//! * a keysend to any other node: follows the script; success reveals the keysend's preimage;
+//! * any other invoice (its preimage is unknown, so it can never succeed): fails with
+//!   [`FailureReason::NoRoute`].
+//!
+//! A routing fee above `fee_limit` is never paid: a scripted success whose fee exceeds the
+//! payment's fee limit (including one given later through [`ScriptedBackend::complete`]) becomes
+//! a [`FailureReason::NoRoute`] failure, which is how a real node behaves when the limit is too
+//! low.
+//!
+//! The incoming event stream numbers events from 1 without gaps and never forgets them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bitcoin::hashes::{Hash as _, sha256};
+use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
+use lightning_invoice::{
+    Bolt11InvoiceDescription, Currency, Description, InvoiceBuilder, PaymentSecret,
+};
+use satchel_domain::{
+    Bolt11, CustomRecords, FailureReason, KEYSEND_PREIMAGE_TLV, Msat, Network, NodePubkey,
+    PaymentHash, Preimage, now_secs,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::{
+    IncomingEvent, IncomingKind, InvoiceEvents, InvoiceState, Invoices, LnError, NewInvoice,
+    NodeInfo, NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments, Route,
+    RouteHop, Routes,
+};
+
+/// Alias reported by [`NodeInfo::node_info`].
+pub const SCRIPTED_ALIAS: &str = "satchel-scripted";
+
+/// Short channel id of the single simulated channel used by [`Routes::query_routes`]
+/// (block 1, transaction 0, output 0).
+pub const SCRIPTED_CHAN_ID: u64 = 1 << 40;
+
+/// CLTV delta of our invoices and of the simulated routes.
+pub const SCRIPTED_CLTV_DELTA: u32 = 144;
+
+/// Longest description a BOLT11 invoice can carry, in bytes.
+const MAX_DESCRIPTION_BYTES: usize = 639;
+
+/// Smallest custom TLV record type a keysend may carry.
+const MIN_CUSTOM_RECORD_TYPE: u64 = 65_536;
+
+/// What happens when our node sends a payment (see the module docs for which payments follow
+/// scripts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Script {
+    /// `pay` returns `Succeeded` at once (or `Failed(NoRoute)` if `fee` exceeds the fee limit).
+    Succeed {
+        /// Routing fee paid.
+        fee: Msat,
+    },
+    /// `pay` returns `Failed(reason)` at once.
+    Fail(FailureReason),
+    /// `pay` returns `InFlight`; the payment stays in flight until [`ScriptedBackend::complete`]
+    /// resolves it, or [`ScriptedBackend::release`] makes it succeed with `fee`.
+    PendingThenSucceed {
+        /// Routing fee paid when released.
+        fee: Msat,
+    },
+    /// `pay` returns `InFlight`; the payment stays in flight until [`ScriptedBackend::complete`].
+    Unknown,
+    /// `pay` returns `Err(LnError::Transport)`, but the payment did happen as `then` says:
+    /// a lookup reports `then`'s result (`Succeed` -> succeeded, `Fail` -> failed, anything
+    /// pending -> in flight).
+    TransportError {
+        /// What really happened.
+        then: Box<Script>,
+    },
+    /// `pay` blocks (the payment is in flight) until [`ScriptedBackend::complete`] or
+    /// [`ScriptedBackend::release`] is called for the hash, for at most the request's timeout;
+    /// it then reports the payment's state (`InFlight` if still unresolved). `release` applies
+    /// `then`.
+    Hang {
+        /// Outcome applied by [`ScriptedBackend::release`].
+        then: Box<Script>,
+    },
+}
+
+/// How a test resolves an in-flight payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// The payment succeeded with this routing fee (a fee above the payment's limit turns into a
+    /// `NoRoute` failure).
+    Succeed {
+        /// Routing fee paid.
+        fee: Msat,
+    },
+    /// The payment definitely failed.
+    Fail(FailureReason),
+}
+
+/// One of our invoices.
+struct OwnInvoice {
+    bolt11: Bolt11,
+    preimage: Preimage,
+    state: InvoiceState,
+}
+
+/// The node's record of an outgoing payment hash.
+struct PaymentRecord {
+    /// `InFlight`, `Succeeded` or `Failed`.
+    state: PayOutcome,
+    /// Preimage revealed on success, if the destination knows one.
+    success_preimage: Option<Preimage>,
+    /// Fee limit of the latest attempt.
+    fee_limit: Msat,
+    /// What [`ScriptedBackend::release`] applies to an in-flight payment.
+    plan: Option<Script>,
+    /// A `pay` call is blocked on this payment ([`Script::Hang`]).
+    hanging: bool,
+    /// How many times the hash was sent.
+    sends: usize,
+}
+
+#[derive(Default)]
+struct State {
+    default_script: Option<Script>,
+    scripts: HashMap<PaymentHash, Script>,
+    invoices: HashMap<PaymentHash, OwnInvoice>,
+    external: HashMap<PaymentHash, Preimage>,
+    payments: HashMap<PaymentHash, PaymentRecord>,
+    events: Vec<IncomingEvent>,
+}
+
+impl State {
+    fn push_event(&mut self, kind: IncomingKind) {
+        let seq = u64::try_from(self.events.len())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        self.events.push(IncomingEvent { seq, kind });
+    }
+
+    fn default_script(&self) -> Script {
+        self.default_script
+            .clone()
+            .unwrap_or(Script::Succeed { fee: Msat::ZERO })
+    }
+
+    /// Settles one of our invoices paid by someone (an outside payer or ourselves).
+    fn settle_own(
+        &mut self,
+        hash: PaymentHash,
+        amount: Option<Msat>,
+        now: i64,
+    ) -> Result<Preimage, String> {
+        let inv = self
+            .invoices
+            .get_mut(&hash)
+            .ok_or_else(|| format!("unknown invoice {hash}"))?;
+        match inv.state {
+            InvoiceState::Open if inv.bolt11.is_expired_at(now) => {
+                return Err("invoice expired".to_owned());
+            }
+            InvoiceState::Open => {}
+            InvoiceState::Settled { .. } => return Err("invoice already paid".to_owned()),
+            InvoiceState::Canceled => return Err("invoice canceled".to_owned()),
+        }
+        let invoice_amount = inv.bolt11.amount();
+        let amount = amount
+            .or(invoice_amount)
+            .ok_or_else(|| "amount required for an amountless invoice".to_owned())?;
+        if amount.is_zero() {
+            return Err("amount must be positive".to_owned());
+        }
+        if invoice_amount.is_some_and(|a| amount < a) {
+            return Err("amount below the invoice amount".to_owned());
+        }
+        inv.state = InvoiceState::Settled {
+            amount_received: amount,
+            settled_at_secs: now,
+        };
+        let preimage = inv.preimage;
+        self.push_event(IncomingKind::InvoiceSettled {
+            payment_hash: hash,
+            amount_received: amount,
+            settled_at_secs: now,
+        });
+        Ok(preimage)
+    }
+}
+
+/// Result of evaluating a [`Script`].
+struct Resolution {
+    state: PayOutcome,
+    plan: Option<Script>,
+    transport_error: bool,
+    hang: bool,
+}
+
+fn succeed(preimage: Option<Preimage>, fee: Msat, fee_limit: Msat) -> PayOutcome {
+    match preimage {
+        Some(preimage) if fee <= fee_limit => PayOutcome::Succeeded { preimage, fee },
+        _ => PayOutcome::Failed(FailureReason::NoRoute),
+    }
+}
+
+fn resolve(script: Script, preimage: Option<Preimage>, fee_limit: Msat) -> Resolution {
+    let settled = |state| Resolution {
+        state,
+        plan: None,
+        transport_error: false,
+        hang: false,
+    };
+    match script {
+        Script::Succeed { fee } => settled(succeed(preimage, fee, fee_limit)),
+        Script::Fail(reason) => settled(PayOutcome::Failed(reason)),
+        Script::PendingThenSucceed { fee } => Resolution {
+            state: PayOutcome::InFlight,
+            plan: Some(Script::Succeed { fee }),
+            transport_error: false,
+            hang: false,
+        },
+        Script::Unknown => settled(PayOutcome::InFlight),
+        Script::TransportError { then } => {
+            let mut r = resolve(*then, preimage, fee_limit);
+            r.transport_error = true;
+            // The caller gets its error at once; a nested hang only means "in flight".
+            r.hang = false;
+            r
+        }
+        Script::Hang { then } => Resolution {
+            state: PayOutcome::InFlight,
+            plan: Some(*then),
+            transport_error: false,
+            hang: true,
+        },
+    }
+}
+
+fn lookup_of(state: &PayOutcome) -> PaymentLookup {
+    match state {
+        PayOutcome::InFlight => PaymentLookup::InFlight,
+        PayOutcome::Succeeded { preimage, fee } => PaymentLookup::Succeeded {
+            preimage: *preimage,
+            fee: *fee,
+        },
+        PayOutcome::Failed(reason) => PaymentLookup::Failed(*reason),
+    }
+}
+
+/// Where a send goes.
+enum Destination {
+    /// One of our invoices, paid through our own node.
+    OwnInvoice { amount: Msat },
+    /// A keysend to our own node.
+    OwnKeysend {
+        preimage: Preimage,
+        amount: Msat,
+        custom_records: CustomRecords,
+    },
+    /// Out into the (simulated) network, following the script.
+    Scripted { preimage: Preimage },
+    /// Fails without consulting the script.
+    Fail(FailureReason),
+}
+
+/// The deterministic scripted backend. Share it through an `Arc`; every method takes `&self`.
+pub struct ScriptedBackend {
+    network: Network,
+    secp: Secp256k1<All>,
+    node_key: SecretKey,
+    node_pubkey: NodePubkey,
+    carol_key: SecretKey,
+    carol_pubkey: NodePubkey,
+    state: Mutex<State>,
+    /// Woken whenever an event is appended.
+    events_notify: Notify,
+    /// Woken whenever an in-flight payment is completed or released.
+    payments_notify: Notify,
+}
+
+impl fmt::Debug for ScriptedBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScriptedBackend")
+            .field("network", &self.network)
+            .field("pubkey", &self.node_pubkey)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Derives a valid secret key from `sha256(label || seed [|| counter])`.
+fn derive_key(label: &[u8], seed: &[u8; 32]) -> SecretKey {
+    let mut counter: u32 = 0;
+    loop {
+        let mut h = Sha256::new();
+        h.update(label);
+        h.update(seed);
+        if counter > 0 {
+            h.update(counter.to_be_bytes());
+        }
+        let bytes: [u8; 32] = h.finalize().into();
+        // Fails only for zero or a value >= the curve order (probability ~2^-128).
+        if let Ok(key) = SecretKey::from_slice(&bytes) {
+            return key;
+        }
+        counter = counter.wrapping_add(1);
+    }
+}
+
+fn node_pubkey(secp: &Secp256k1<All>, key: &SecretKey) -> NodePubkey {
+    NodePubkey(PublicKey::from_secret_key(secp, key).serialize())
+}
+
+/// Cuts a description to what BOLT11 can carry, on a character boundary.
+fn truncate_description(memo: &str) -> String {
+    let mut end = memo.len().min(MAX_DESCRIPTION_BYTES);
+    while !memo.is_char_boundary(end) {
+        end -= 1;
+    }
+    memo[..end].to_owned()
+}
+
+fn now_duration() -> Duration {
+    Duration::from_secs(u64::try_from(now_secs()).unwrap_or(0))
+}
+
+impl ScriptedBackend {
+    /// A backend on `network` whose node key is `sha256("satchel-scripted-node" || seed)` and
+    /// whose simulated peer "carol" has key `sha256("satchel-scripted-carol" || seed)`.
+    pub fn new(network: Network, seed: [u8; 32]) -> ScriptedBackend {
+        let secp = Secp256k1::new();
+        let node_key = derive_key(b"satchel-scripted-node", &seed);
+        let carol_key = derive_key(b"satchel-scripted-carol", &seed);
+        ScriptedBackend {
+            network,
+            node_pubkey: node_pubkey(&secp, &node_key),
+            carol_pubkey: node_pubkey(&secp, &carol_key),
+            secp,
+            node_key,
+            carol_key,
+            state: Mutex::new(State::default()),
+            events_notify: Notify::new(),
+            payments_notify: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Our node id (the payee of our invoices).
+    pub fn pubkey(&self) -> NodePubkey {
+        self.node_pubkey
+    }
+
+    /// The network this backend runs on.
+    pub fn network(&self) -> Network {
+        self.network
+    }
+
+    /// The outcome of payments that have no script of their own. Initially
+    /// `Script::Succeed { fee: Msat::ZERO }`.
+    pub fn set_default_script(&self, s: Script) {
+        self.lock().default_script = Some(s);
+    }
+
+    /// The outcome of the next send of `hash` (consumed by that send; later sends use the
+    /// default unless scripted again).
+    pub fn script(&self, hash: PaymentHash, s: Script) {
+        self.lock().scripts.insert(hash, s);
+    }
+
+    /// Resolves an in-flight payment (pending, unknown or hanging) and wakes a `pay` call blocked
+    /// on it. Does nothing if the payment was never sent or is already resolved. A success whose
+    /// fee exceeds the payment's fee limit becomes a `NoRoute` failure.
+    pub fn complete(&self, hash: PaymentHash, c: Completion) {
+        {
+            let mut st = self.lock();
+            let Some(p) = st.payments.get_mut(&hash) else {
+                return;
+            };
+            if p.state != PayOutcome::InFlight {
+                return;
+            }
+            p.state = match c {
+                Completion::Succeed { fee } => succeed(p.success_preimage, fee, p.fee_limit),
+                Completion::Fail(reason) => PayOutcome::Failed(reason),
+            };
+            p.plan = None;
+            p.hanging = false;
+        }
+        self.payments_notify.notify_waiters();
+    }
+
+    /// Lets an in-flight payment proceed as scripted: [`Script::PendingThenSucceed`] succeeds
+    /// with its fee, [`Script::Hang`] applies its `then` and unblocks the waiting `pay` call,
+    /// [`Script::Unknown`] stays in flight (a hanging `pay` returns `InFlight`). Returns `false`
+    /// if no payment with this hash is in flight.
+    pub fn release(&self, hash: PaymentHash) -> bool {
+        {
+            let mut st = self.lock();
+            let Some(p) = st.payments.get_mut(&hash) else {
+                return false;
+            };
+            if p.state != PayOutcome::InFlight {
+                return false;
+            }
+            if let Some(plan) = p.plan.take() {
+                let r = resolve(plan, p.success_preimage, p.fee_limit);
+                p.state = r.state;
+                p.plan = r.plan;
+            }
+            p.hanging = false;
+        }
+        self.payments_notify.notify_waiters();
+        true
+    }
+
+    /// How many times `pay` actually sent `hash` (idempotent replays are not counted).
+    pub fn pay_count(&self, hash: PaymentHash) -> usize {
+        self.lock().payments.get(&hash).map_or(0, |p| p.sends)
+    }
+
+    /// Builds and signs an invoice.
+    fn build_invoice(
+        &self,
+        key: &SecretKey,
+        hash: PaymentHash,
+        amount: Option<Msat>,
+        description: Bolt11InvoiceDescription,
+        timestamp: Duration,
+        expiry_secs: u32,
+    ) -> Result<Bolt11, String> {
+        let mut builder = InvoiceBuilder::new(Currency::from(self.network.to_bitcoin()));
+        if let Some(a) = amount {
+            builder = builder.amount_milli_satoshis(a.as_msat());
+        }
+        let invoice = builder
+            .invoice_description(description)
+            .payment_hash(sha256::Hash::from_byte_array(hash.0))
+            .duration_since_epoch(timestamp)
+            .min_final_cltv_expiry_delta(u64::from(SCRIPTED_CLTV_DELTA))
+            .payment_secret(PaymentSecret(rand::random()))
+            .basic_mpp()
+            .expiry_time(Duration::from_secs(u64::from(expiry_secs)))
+            .build_signed(|msg| self.secp.sign_ecdsa_recoverable(msg, key))
+            .map_err(|e| e.to_string())?;
+        Ok(Bolt11::from_invoice(invoice))
+    }
+
+    /// An invoice from carol (another node on our network) for a fresh random preimage, with the
+    /// current time as timestamp. Payments to it follow scripts; success reveals the returned
+    /// preimage. A memo longer than BOLT11 allows (639 bytes) is truncated.
+    pub fn external_invoice(
+        &self,
+        amount: Option<Msat>,
+        memo: &str,
+        expiry_secs: u32,
+    ) -> (Bolt11, Preimage) {
+        self.external_invoice_inner(amount, memo, now_duration(), expiry_secs)
+    }
+
+    /// Like [`ScriptedBackend::external_invoice`] with an explicit creation time (unix seconds),
+    /// e.g. to make an already expired invoice.
+    pub fn external_invoice_at(
+        &self,
+        amount: Option<Msat>,
+        memo: &str,
+        timestamp_secs: u64,
+        expiry_secs: u32,
+    ) -> Bolt11 {
+        self.external_invoice_inner(
+            amount,
+            memo,
+            Duration::from_secs(timestamp_secs),
+            expiry_secs,
+        )
+        .0
+    }
+
+    fn external_invoice_inner(
+        &self,
+        amount: Option<Msat>,
+        memo: &str,
+        timestamp: Duration,
+        expiry_secs: u32,
+    ) -> (Bolt11, Preimage) {
+        let preimage = Preimage::random();
+        let hash = preimage.hash();
+        // Inputs are sanitised so that building cannot fail: the description fits, the
+        // timestamp is within BOLT11's 35 bits, the amount (at most 21M BTC) fits in pico-BTC.
+        let timestamp = timestamp.min(Duration::from_secs(lightning_invoice::MAX_TIMESTAMP));
+        let description = Description::new(truncate_description(memo))
+            .map(Bolt11InvoiceDescription::Direct)
+            .unwrap_or_else(|_| Bolt11InvoiceDescription::Direct(Description::empty()));
+        let bolt11 = match self.build_invoice(
+            &self.carol_key,
+            hash,
+            amount,
+            description,
+            timestamp,
+            expiry_secs,
+        ) {
+            Ok(b) => b,
+            Err(e) => unreachable!("sanitised invoice inputs failed to build: {e}"),
+        };
+        self.lock().external.insert(hash, preimage);
+        (bolt11, preimage)
+    }
+
+    /// Carol's node id (the payee of [`ScriptedBackend::external_invoice`] invoices).
+    pub fn external_pubkey(&self) -> NodePubkey {
+        self.carol_pubkey
+    }
+
+    /// An outside payer pays one of our invoices. The invoice must be ours, open and not expired;
+    /// `amount` defaults to the invoice amount (required for an amountless invoice) and may not
+    /// be below it. Marks the invoice settled and appends an [`IncomingKind::InvoiceSettled`]
+    /// event; anything else is `Err(LnError::Rejected)`.
+    pub fn pay_our_invoice(&self, bolt11: &Bolt11, amount: Option<Msat>) -> Result<(), LnError> {
+        let result = self
+            .lock()
+            .settle_own(bolt11.payment_hash(), amount, now_secs());
+        match result {
+            Ok(_) => {
+                self.events_notify.notify_waiters();
+                Ok(())
+            }
+            Err(e) => Err(LnError::Rejected(e)),
+        }
+    }
+
+    /// An outside node keysends `amount` to us with a random preimage: appends an
+    /// [`IncomingKind::KeysendReceived`] event and returns its payment hash.
+    pub fn receive_keysend(&self, amount: Msat, custom_records: CustomRecords) -> PaymentHash {
+        let preimage = Preimage::random();
+        let hash = preimage.hash();
+        self.lock().push_event(IncomingKind::KeysendReceived {
+            payment_hash: hash,
+            preimage,
+            amount_received: amount,
+            custom_records,
+            settled_at_secs: now_secs(),
+        });
+        self.events_notify.notify_waiters();
+        hash
+    }
+
+    /// Number of incoming events so far (= the seq of the latest one).
+    pub fn events_len(&self) -> usize {
+        self.lock().events.len()
+    }
+
+    /// Validates a payment request and decides where it goes. `Err` means rejected before
+    /// sending.
+    fn destination(&self, st: &State, target: &PayTarget) -> Result<Destination, LnError> {
+        match target {
+            PayTarget::Bolt11 { invoice, amount } => {
+                if invoice.network() != self.network {
+                    return Err(LnError::Rejected(format!(
+                        "invoice is for {}, this node runs on {}",
+                        invoice.network().name(),
+                        self.network.name()
+                    )));
+                }
+                if amount.is_zero() {
+                    return Err(LnError::Rejected("amount must be positive".to_owned()));
+                }
+                if invoice.amount().is_some_and(|a| *amount < a) {
+                    return Err(LnError::Rejected(
+                        "amount below the invoice amount".to_owned(),
+                    ));
+                }
+                let hash = invoice.payment_hash();
+                let payee = invoice.payee();
+                if payee == self.node_pubkey {
+                    return Ok(Destination::OwnInvoice { amount: *amount });
+                }
+                match st.external.get(&hash) {
+                    Some(preimage) if payee == self.carol_pubkey => {
+                        if invoice.is_expired_at(now_secs()) {
+                            Ok(Destination::Fail(FailureReason::IncorrectPaymentDetails))
+                        } else {
+                            Ok(Destination::Scripted {
+                                preimage: *preimage,
+                            })
+                        }
+                    }
+                    _ => Ok(Destination::Fail(FailureReason::NoRoute)),
+                }
+            }
+            PayTarget::Keysend {
+                dest,
+                amount,
+                preimage,
+                custom_records,
+            } => {
+                if amount.is_zero() {
+                    return Err(LnError::Rejected("amount must be positive".to_owned()));
+                }
+                if let Some(t) = custom_records
+                    .0
+                    .keys()
+                    .find(|t| **t < MIN_CUSTOM_RECORD_TYPE || **t == KEYSEND_PREIMAGE_TLV)
+                {
+                    return Err(LnError::Rejected(format!(
+                        "custom record type {t} not allowed"
+                    )));
+                }
+                if *dest == self.node_pubkey {
+                    Ok(Destination::OwnKeysend {
+                        preimage: *preimage,
+                        amount: *amount,
+                        custom_records: custom_records.clone(),
+                    })
+                } else {
+                    Ok(Destination::Scripted {
+                        preimage: *preimage,
+                    })
+                }
+            }
+        }
+    }
+
+    /// `Some(state)` once a hanging payment stopped hanging.
+    fn hang_finished(&self, hash: PaymentHash) -> Option<PayOutcome> {
+        let st = self.lock();
+        match st.payments.get(&hash) {
+            Some(p) if p.hanging => None,
+            Some(p) => Some(p.state.clone()),
+            None => Some(PayOutcome::InFlight),
+        }
+    }
+
+    /// Blocks until the hanging payment is completed/released or `timeout` passes.
+    async fn wait_hanging(&self, hash: PaymentHash, timeout: Duration) -> PayOutcome {
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
+        loop {
+            let notified = self.payments_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(state) = self.hang_finished(hash) {
+                return state;
+            }
+            match deadline {
+                Some(d) => {
+                    if tokio::time::timeout_at(d, notified).await.is_err() {
+                        break;
+                    }
+                }
+                None => notified.await,
+            }
+        }
+        let mut st = self.lock();
+        match st.payments.get_mut(&hash) {
+            Some(p) => {
+                p.hanging = false;
+                p.state.clone()
+            }
+            None => PayOutcome::InFlight,
+        }
+    }
+
+    fn collect_events(&self, after: u64, limit: usize) -> Vec<IncomingEvent> {
+        let st = self.lock();
+        // seq n is at index n - 1, so events after `after` start at index `after`.
+        let start = usize::try_from(after)
+            .unwrap_or(usize::MAX)
+            .min(st.events.len());
+        st.events[start..].iter().take(limit).cloned().collect()
+    }
+
+    fn route_to(&self, dest: NodePubkey, amount: Msat) -> Route {
+        Route {
+            total_time_lock: SCRIPTED_CLTV_DELTA,
+            total_fees: Msat::ZERO,
+            total_amt: amount,
+            hops: vec![RouteHop {
+                chan_id: SCRIPTED_CHAN_ID,
+                chan_capacity_sats: 0,
+                amt_to_forward: amount,
+                fee: Msat::ZERO,
+                expiry: SCRIPTED_CLTV_DELTA,
+                pub_key: dest,
+            }],
+        }
+    }
+}
+
+#[async_trait]
+impl NodeInfo for ScriptedBackend {
+    async fn node_info(&self) -> Result<NodeInfoData, LnError> {
+        Ok(NodeInfoData {
+            pubkey: self.node_pubkey,
+            network: self.network,
+            alias: SCRIPTED_ALIAS.to_owned(),
+        })
+    }
+}
+
+#[async_trait]
+impl Invoices for ScriptedBackend {
+    async fn create_invoice(&self, req: NewInvoice) -> Result<Bolt11, LnError> {
+        let hash = req.preimage.hash();
+        if let Some(existing) = self.lock().invoices.get(&hash) {
+            return Ok(existing.bolt11.clone());
+        }
+        let description = match req.description_hash {
+            Some(h) => Bolt11InvoiceDescription::Hash(lightning_invoice::Sha256(
+                sha256::Hash::from_byte_array(h),
+            )),
+            None => Bolt11InvoiceDescription::Direct(
+                Description::new(req.memo).map_err(|e| LnError::Rejected(e.to_string()))?,
+            ),
+        };
+        let bolt11 = self
+            .build_invoice(
+                &self.node_key,
+                hash,
+                req.amount,
+                description,
+                now_duration(),
+                req.expiry_secs,
+            )
+            .map_err(LnError::Rejected)?;
+        let mut st = self.lock();
+        // A concurrent call with the same preimage may have won the race: keep its invoice.
+        let inv = st.invoices.entry(hash).or_insert(OwnInvoice {
+            bolt11,
+            preimage: req.preimage,
+            state: InvoiceState::Open,
+        });
+        Ok(inv.bolt11.clone())
+    }
+
+    async fn cancel_invoice(&self, hash: PaymentHash) -> Result<(), LnError> {
+        if let Some(inv) = self.lock().invoices.get_mut(&hash)
+            && inv.state == InvoiceState::Open
+        {
+            inv.state = InvoiceState::Canceled;
+        }
+        Ok(())
+    }
+
+    async fn lookup_invoice(&self, hash: PaymentHash) -> Result<Option<InvoiceState>, LnError> {
+        let now = now_secs();
+        Ok(self.lock().invoices.get(&hash).map(|inv| match inv.state {
+            InvoiceState::Open if inv.bolt11.is_expired_at(now) => InvoiceState::Canceled,
+            ref s => s.clone(),
+        }))
+    }
+}
+
+#[async_trait]
+impl Payments for ScriptedBackend {
+    async fn pay(&self, req: PayRequest) -> Result<PayOutcome, LnError> {
+        let hash = req.target.payment_hash();
+        let (resolution, event) = {
+            let mut st = self.lock();
+            if let Some(p) = st.payments.get(&hash)
+                && !matches!(p.state, PayOutcome::Failed(_))
+            {
+                // Idempotency: in flight or succeeded, never send twice.
+                return Ok(p.state.clone());
+            }
+            let destination = self.destination(&st, &req.target)?;
+            let now = now_secs();
+            let (resolution, success_preimage, event) = match destination {
+                Destination::OwnInvoice { amount } => {
+                    match st.settle_own(hash, Some(amount), now) {
+                        Ok(preimage) => (
+                            resolve(
+                                Script::Succeed { fee: Msat::ZERO },
+                                Some(preimage),
+                                req.fee_limit,
+                            ),
+                            Some(preimage),
+                            true,
+                        ),
+                        Err(_) => (
+                            resolve(
+                                Script::Fail(FailureReason::IncorrectPaymentDetails),
+                                None,
+                                req.fee_limit,
+                            ),
+                            None,
+                            false,
+                        ),
+                    }
+                }
+                Destination::OwnKeysend {
+                    preimage,
+                    amount,
+                    custom_records,
+                } => {
+                    st.push_event(IncomingKind::KeysendReceived {
+                        payment_hash: hash,
+                        preimage,
+                        amount_received: amount,
+                        custom_records,
+                        settled_at_secs: now,
+                    });
+                    (
+                        resolve(
+                            Script::Succeed { fee: Msat::ZERO },
+                            Some(preimage),
+                            req.fee_limit,
+                        ),
+                        Some(preimage),
+                        true,
+                    )
+                }
+                Destination::Scripted { preimage } => {
+                    let script = match st.scripts.remove(&hash) {
+                        Some(s) => s,
+                        None => st.default_script(),
+                    };
+                    (
+                        resolve(script, Some(preimage), req.fee_limit),
+                        Some(preimage),
+                        false,
+                    )
+                }
+                Destination::Fail(reason) => (
+                    resolve(Script::Fail(reason), None, req.fee_limit),
+                    None,
+                    false,
+                ),
+            };
+            let record = st.payments.entry(hash).or_insert(PaymentRecord {
+                state: PayOutcome::InFlight,
+                success_preimage: None,
+                fee_limit: req.fee_limit,
+                plan: None,
+                hanging: false,
+                sends: 0,
+            });
+            record.state = resolution.state.clone();
+            record.success_preimage = success_preimage;
+            record.fee_limit = req.fee_limit;
+            record.plan = resolution.plan.clone();
+            record.hanging = resolution.hang;
+            record.sends = record.sends.saturating_add(1);
+            (resolution, event)
+        };
+        if event {
+            self.events_notify.notify_waiters();
+        }
+        if resolution.transport_error {
+            return Err(LnError::Transport("scripted transport error".to_owned()));
+        }
+        if resolution.hang {
+            return Ok(self.wait_hanging(hash, req.timeout).await);
+        }
+        Ok(resolution.state)
+    }
+
+    async fn lookup_payment(&self, hash: PaymentHash) -> Result<PaymentLookup, LnError> {
+        Ok(self
+            .lock()
+            .payments
+            .get(&hash)
+            .map_or(PaymentLookup::NotFound, |p| lookup_of(&p.state)))
+    }
+}
+
+#[async_trait]
+impl InvoiceEvents for ScriptedBackend {
+    async fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<Vec<IncomingEvent>, LnError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let notified = self.events_notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let events = self.collect_events(after, limit);
+        if !events.is_empty() || wait.is_zero() {
+            return Ok(events);
+        }
+        // Either woken by a new event or timed out: check once more either way.
+        let _ = tokio::time::timeout(wait, notified).await;
+        Ok(self.collect_events(after, limit))
+    }
+}
+
+#[async_trait]
+impl Routes for ScriptedBackend {
+    async fn query_routes(&self, dest: NodePubkey, amount: Msat) -> Result<Vec<Route>, LnError> {
+        if dest == self.node_pubkey || dest == self.carol_pubkey {
+            Ok(vec![self.route_to(dest, amount)])
+        } else {
+            Ok(Vec::new())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+
+    fn backend() -> ScriptedBackend {
+        ScriptedBackend::new(Network::Regtest, [7u8; 32])
+    }
+
+    fn sats(n: u64) -> Msat {
+        Msat::from_sats(n).unwrap()
+    }
+
+    fn pay_invoice(invoice: &Bolt11, fee_limit: Msat) -> PayRequest {
+        PayRequest {
+            target: PayTarget::Bolt11 {
+                invoice: invoice.clone(),
+                amount: invoice.amount().unwrap(),
+            },
+            fee_limit,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn keysend(dest: NodePubkey, amount: Msat, preimage: Preimage) -> PayRequest {
+        PayRequest {
+            target: PayTarget::Keysend {
+                dest,
+                amount,
+                preimage,
+                custom_records: CustomRecords::default(),
+            },
+            fee_limit: sats(10),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn new_invoice(amount: Option<Msat>, memo: &str) -> NewInvoice {
+        NewInvoice {
+            amount,
+            memo: memo.to_owned(),
+            description_hash: None,
+            expiry_secs: 3600,
+            preimage: Preimage::random(),
+        }
+    }
+
+    #[test]
+    fn keys_are_deterministic_and_distinct() {
+        let a = backend();
+        let b = backend();
+        let c = ScriptedBackend::new(Network::Regtest, [8u8; 32]);
+        assert_eq!(a.pubkey(), b.pubkey());
+        assert_eq!(a.external_pubkey(), b.external_pubkey());
+        assert_ne!(a.pubkey(), a.external_pubkey());
+        assert_ne!(a.pubkey(), c.pubkey());
+        assert!(format!("{a:?}").contains("ScriptedBackend"));
+    }
+
+    #[tokio::test]
+    async fn node_info_reports_identity() {
+        let b = backend();
+        let info = b.node_info().await.unwrap();
+        assert_eq!(info.pubkey, b.pubkey());
+        assert_eq!(info.network, Network::Regtest);
+        assert_eq!(info.alias, "satchel-scripted");
+    }
+
+    #[tokio::test]
+    async fn invoice_roundtrips_through_parse() {
+        let b = backend();
+        let req = new_invoice(Some(sats(1234)), "coffee");
+        let preimage = req.preimage;
+        let inv = b.create_invoice(req).await.unwrap();
+        assert!(inv.as_str().starts_with("lnbcrt"));
+        let parsed = Bolt11::parse(inv.as_str()).unwrap();
+        assert_eq!(parsed, inv);
+        assert_eq!(parsed.network(), Network::Regtest);
+        assert_eq!(parsed.amount(), Some(sats(1234)));
+        assert_eq!(parsed.payment_hash(), preimage.hash());
+        assert_eq!(parsed.payee(), b.pubkey());
+        assert_eq!(parsed.description().as_deref(), Some("coffee"));
+        assert_eq!(parsed.description_hash(), None);
+        assert_eq!(parsed.expiry_secs(), 3600);
+        assert_eq!(parsed.min_final_cltv_expiry_delta(), 144);
+        assert!(parsed.check_payable(Network::Regtest, now_secs()).is_ok());
+        assert_eq!(
+            b.lookup_invoice(preimage.hash()).await.unwrap(),
+            Some(InvoiceState::Open)
+        );
+
+        // Description hash and amountless.
+        let dh = [0xabu8; 32];
+        let mut req = new_invoice(None, "ignored");
+        req.description_hash = Some(dh);
+        let inv = b.create_invoice(req).await.unwrap();
+        let parsed = Bolt11::parse(&inv.to_string().to_uppercase()).unwrap();
+        assert_eq!(parsed.description(), None);
+        assert_eq!(parsed.description_hash(), Some(dh));
+        assert_eq!(parsed.amount(), None);
+    }
+
+    #[tokio::test]
+    async fn invoice_network_follows_backend() {
+        let b = ScriptedBackend::new(Network::Bitcoin, [1u8; 32]);
+        let inv = b
+            .create_invoice(new_invoice(Some(sats(1)), "x"))
+            .await
+            .unwrap();
+        assert!(inv.as_str().starts_with("lnbc1"));
+        assert_eq!(
+            Bolt11::parse(inv.as_str()).unwrap().network(),
+            Network::Bitcoin
+        );
+        let (ext, _) = b.external_invoice(Some(sats(1)), "x", 60);
+        assert_eq!(ext.network(), Network::Bitcoin);
+    }
+
+    #[tokio::test]
+    async fn create_invoice_is_idempotent_per_preimage() {
+        let b = backend();
+        let req = new_invoice(Some(sats(5)), "once");
+        let first = b.create_invoice(req.clone()).await.unwrap();
+        let mut again = req;
+        again.memo = "twice".to_owned();
+        let second = b.create_invoice(again).await.unwrap();
+        assert_eq!(first.as_str(), second.as_str());
+    }
+
+    #[tokio::test]
+    async fn overlong_memo_is_rejected() {
+        let b = backend();
+        let err = b
+            .create_invoice(new_invoice(Some(sats(5)), &"x".repeat(700)))
+            .await;
+        assert!(matches!(err, Err(LnError::Rejected(_))));
+        // The simulated outside world truncates instead.
+        let (ext, _) = b.external_invoice(Some(sats(5)), &"é".repeat(700), 60);
+        assert!(ext.description().unwrap().len() <= 639);
+    }
+
+    #[tokio::test]
+    async fn external_invoice_is_signed_by_carol() {
+        let b = backend();
+        let (inv, preimage) = b.external_invoice(Some(sats(100)), "from carol", 600);
+        let parsed = Bolt11::parse(inv.as_str()).unwrap();
+        assert_eq!(parsed.payee(), b.external_pubkey());
+        assert_eq!(parsed.payment_hash(), preimage.hash());
+        assert_eq!(parsed.amount(), Some(sats(100)));
+        assert_eq!(parsed.description().as_deref(), Some("from carol"));
+        // Not ours.
+        assert_eq!(b.lookup_invoice(preimage.hash()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn pay_is_idempotent() {
+        let b = backend();
+        let (inv, preimage) = b.external_invoice(Some(sats(100)), "x", 600);
+        let hash = inv.payment_hash();
+        assert_eq!(
+            b.lookup_payment(hash).await.unwrap(),
+            PaymentLookup::NotFound
+        );
+        b.script(
+            hash,
+            Script::Succeed {
+                fee: Msat::from_msat(500).unwrap(),
+            },
+        );
+        let expected = PayOutcome::Succeeded {
+            preimage,
+            fee: Msat::from_msat(500).unwrap(),
+        };
+        assert_eq!(b.pay(pay_invoice(&inv, sats(1))).await.unwrap(), expected);
+        assert_eq!(b.pay(pay_invoice(&inv, sats(1))).await.unwrap(), expected);
+        assert_eq!(b.pay_count(hash), 1);
+        assert_eq!(
+            b.lookup_payment(hash).await.unwrap(),
+            PaymentLookup::Succeeded {
+                preimage,
+                fee: Msat::from_msat(500).unwrap()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn default_script_applies_to_unscripted_payments() {
+        let b = backend();
+        let (inv, preimage) = b.external_invoice(Some(sats(100)), "x", 600);
+        assert_eq!(
+            b.pay(pay_invoice(&inv, Msat::ZERO)).await.unwrap(),
+            PayOutcome::Succeeded {
+                preimage,
+                fee: Msat::ZERO
+            }
+        );
+        b.set_default_script(Script::Fail(FailureReason::InsufficientBalance));
+        let (inv, _) = b.external_invoice(Some(sats(100)), "y", 600);
+        assert_eq!(
+            b.pay(pay_invoice(&inv, sats(1))).await.unwrap(),
+            PayOutcome::Failed(FailureReason::InsufficientBalance)
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_payment_may_be_retried() {
+        let b = backend();
+        let (inv, preimage) = b.external_invoice(Some(sats(100)), "x", 600);
+        let hash = inv.payment_hash();
+        b.script(hash, Script::Fail(FailureReason::Timeout));
+        assert_eq!(
+            b.pay(pay_invoice(&inv, sats(1))).await.unwrap(),
+            PayOutcome::Failed(FailureReason::Timeout)
+        );
+        assert_eq!(
+            b.lookup_payment(hash).await.unwrap(),
+            PaymentLookup::Failed(FailureReason::Timeout)
+        );
+        // The script was consumed: the retry uses the default (succeed, fee 0).
+        assert_eq!(
+            b.pay(pay_invoice(&inv, sats(1))).await.unwrap(),
+            PayOutcome::Succeeded {
+                preimage,
+                fee: Msat::ZERO
+            }
+        );
+        assert_eq!(b.pay_count(hash), 2);
+        assert_eq!(
+            b.lookup_payment(hash).await.unwrap(),
+            PaymentLookup::Succeeded {
+                preimage,
+                fee: Msat::ZERO
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn fee_over_limit_is_no_route() {
+        let b = backend();
+        let (inv, _) = b.external_invoice(Some(sats(100)), "x", 600);
+        let hash = inv.payment_hash();
+        b.script(
+            hash,
+            Script::Succeed {
+                fee: Msat::from_msat(1001).unwrap(),
+            },
+        );
+        assert_eq!(
+            b.pay(pay_invoice(&inv, sats(1))).await.unwrap(),
+            PayOutcome::Failed(FailureReason::NoRoute)
+        );
+        // Exactly at the limit is fine.
+        b.script(hash, Script::Succeed { fee: sats(1) });
+        assert!(matches!(
+            b.pay(pay_invoice(&inv, sats(1))).await.unwrap(),
+            PayOutcome::Succeeded { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn transport_error_still_pays() {
+        let b = backend();
+        let (inv, preimage) = b.external_invoice(Some(sats(100)), "x", 600);
+        let hash = inv.payment_hash();
+        b.script(
+            hash,
+            Script::TransportError {
+                then: Box::new(Script::Succeed { fee: sats(1) }),
+            },
+        );
+        assert!(matches!(
+            b.pay(pay_invoice(&inv, sats(2))).await,
+            Err(LnError::Transport(_))
+        ));
+        assert_eq!(
+            b.lookup_payment(hash).await.unwrap(),
+            PaymentLookup::Succeeded {
+                preimage,
+                fee: sats(1)
+            }
+        );
+        // A retry does not send again.
+        assert_eq!(
+            b.pay(pay_invoice(&inv, sats(2))).await.unwrap(),
+            PayOutcome::Succeeded {
+                preimage,
+                fee: sats(1)
+            }
+        );
+        assert_eq!(b.pay_count(hash), 1);
+
+        let (inv, _) = b.external_invoice(Some(sats(100)), "y", 600);
+        let hash = inv.payment_hash();
+        b.script(
+            hash,
+            Script::TransportError {
+                then: Box::new(Script::Fail(FailureReason::NoRoute)),
+            },
+        );
+        assert!(b.pay(pay_invoice(&inv, sats(2))).await.is_err());
+        assert_eq!(
+            b.lookup_payment(hash).await.unwrap(),
+            PaymentLookup::Failed(FailureReason::NoRoute)
+        );
+
+        let (inv, _) = b.external_invoice(Some(sats(100)), "z", 600);
+        let hash = inv.payment_hash();
+        b.script(
+            hash,
+            Script::TransportError {
+                then: Box::new(Script::Unknown),
+            },
+        );
+        assert!(b.pay(pay_invoice(&inv, sats(2))).await.is_err());
+        assert_eq!(
+            b.lookup_payment(hash).await.unwrap(),
+            PaymentLookup::InFlight
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_until_completed() {
+        let b = backend();
+        let (inv, preimage) = b.external_invoice(Some(sats(100)), "x", 600);
+        let hash = inv.payment_hash();
+        b.script(hash, Script::Unknown);
+        assert_eq!(
+            b.pay(pay_invoice(&inv, sats(1))).await.unwrap(),
+            PayOutcome::InFlight
+        );
+        assert_eq!(
+            b.lookup_payment(hash).await.unwrap(),
+            PaymentLookup::InFlight
+        );
+        // Still in flight: a second pay does not send.
+        assert_eq!(
+            b.pay(pay_invoice(&inv, sats(1))).await.unwrap(),
+            PayOutcome::InFlight
+        );
+        assert_eq!(b.pay_count(hash), 1);
+        // release() has nothing to apply for Unknown.
+        assert!(b.release(hash));
+        assert_eq!(
+            b.lookup_payment(hash).await.unwrap(),
+            PaymentLookup::InFlight
+        );
+        b.complete(
+            hash,
+            Completion::Succeed {
+                fee: Msat::from_msat(7).unwrap(),
+            },
+        );
+        assert_eq!(
+            b.lookup_payment(hash).await.unwrap(),
+            PaymentLookup::Succeeded {
+                preimage,
+                fee: Msat::from_msat(7).unwrap()
+            }
+        );
+        // Completing a resolved payment changes nothing.
+        b.complete(hash, Completion::Fail(FailureReason::Error));
+        assert!(matches!(
+            b.lookup_payment(hash).await.unwrap(),
+            PaymentLookup::Succeeded { .. }
+        ));
+        assert!(!b.release(hash));
+    }
+
+    #[tokio::test]
+    async fn pending_then_succeed() {
+        let b = backend();
+        let (inv, preimage) = b.external_invoice(Some(sats(100)), "x", 600);
+        let hash = inv.payment_hash();
+        b.script(hash, Script::PendingThenSucceed { fee: sats(1) });
+        assert_eq!(
+            b.pay(pay_invoice(&inv, sats(1))).await.unwrap(),
+            PayOutcome::InFlight
+        );
+        assert_eq!(
+            b.lookup_payment(hash).await.unwrap(),
+            PaymentLookup::InFlight
+        );
+        assert!(b.release(hash));
+        assert_eq!(
+            b.lookup_payment(hash).await.unwrap(),
+            PaymentLookup::Succeeded {
+                preimage,
+                fee: sats(1)
+            }
+        );
+
+        // complete() can fail it instead; a too-high completion fee is NoRoute.
+        let (inv, _) = b.external_invoice(Some(sats(100)), "y", 600);
+        let hash = inv.payment_hash();
+        b.script(hash, Script::PendingThenSucceed { fee: sats(1) });
+        assert_eq!(
+            b.pay(pay_invoice(&inv, sats(1))).await.unwrap(),
+            PayOutcome::InFlight
+        );
+        b.complete(hash, Completion::Succeed { fee: sats(2) });
+        assert_eq!(
+            b.lookup_payment(hash).await.unwrap(),
+            PaymentLookup::Failed(FailureReason::NoRoute)
+        );
+    }
+
+    #[tokio::test]
+    async fn hang_released_by_complete() {
+        let b = Arc::new(backend());
+        let (inv, preimage) = b.external_invoice(Some(sats(100)), "x", 600);
+        let hash = inv.payment_hash();
+        b.script(
+            hash,
+            Script::Hang {
+                then: Box::new(Script::Succeed { fee: Msat::ZERO }),
+            },
+        );
+        let task = {
+            let b = Arc::clone(&b);
+            let inv = inv.clone();
+            tokio::spawn(async move { b.pay(pay_invoice(&inv, sats(1))).await })
+        };
+        // Wait until the payment was sent.
+        while b.pay_count(hash) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            b.lookup_payment(hash).await.unwrap(),
+            PaymentLookup::InFlight
+        );
+        // A concurrent pay does not send again and does not block.
+        assert_eq!(
+            b.pay(pay_invoice(&inv, sats(1))).await.unwrap(),
+            PayOutcome::InFlight
+        );
+        assert!(!task.is_finished());
+        b.complete(
+            hash,
+            Completion::Succeed {
+                fee: Msat::from_msat(3).unwrap(),
+            },
+        );
+        let out = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            out.unwrap(),
+            PayOutcome::Succeeded {
+                preimage,
+                fee: Msat::from_msat(3).unwrap()
+            }
+        );
+        assert_eq!(b.pay_count(hash), 1);
+    }
+
+    #[tokio::test]
+    async fn hang_released_by_release_applies_then() {
+        let b = Arc::new(backend());
+        let (inv, _) = b.external_invoice(Some(sats(100)), "x", 600);
+        let hash = inv.payment_hash();
+        b.script(
+            hash,
+            Script::Hang {
+                then: Box::new(Script::Fail(FailureReason::Timeout)),
+            },
+        );
+        let task = {
+            let b = Arc::clone(&b);
+            tokio::spawn(async move { b.pay(pay_invoice(&inv, sats(1))).await })
+        };
+        while b.pay_count(hash) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(b.release(hash));
+        let out = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.unwrap(), PayOutcome::Failed(FailureReason::Timeout));
+    }
+
+    #[tokio::test]
+    async fn hang_times_out_in_flight() {
+        let b = backend();
+        let (inv, preimage) = b.external_invoice(Some(sats(100)), "x", 600);
+        let hash = inv.payment_hash();
+        b.script(
+            hash,
+            Script::Hang {
+                then: Box::new(Script::Succeed { fee: Msat::ZERO }),
+            },
+        );
+        let mut req = pay_invoice(&inv, sats(1));
+        req.timeout = Duration::from_millis(50);
+        let started = Instant::now();
+        assert_eq!(b.pay(req).await.unwrap(), PayOutcome::InFlight);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(
+            b.lookup_payment(hash).await.unwrap(),
+            PaymentLookup::InFlight
+        );
+        // It can still be released later.
+        assert!(b.release(hash));
+        assert_eq!(
+            b.lookup_payment(hash).await.unwrap(),
+            PaymentLookup::Succeeded {
+                preimage,
+                fee: Msat::ZERO
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_foreign_invoice_is_no_route() {
+        let b = backend();
+        // Signed by another backend's carol: its preimage is unknown here.
+        let other = ScriptedBackend::new(Network::Regtest, [9u8; 32]);
+        let (inv, _) = other.external_invoice(Some(sats(10)), "x", 600);
+        assert_eq!(
+            b.pay(pay_invoice(&inv, sats(1))).await.unwrap(),
+            PayOutcome::Failed(FailureReason::NoRoute)
+        );
+        assert_eq!(
+            b.lookup_payment(inv.payment_hash()).await.unwrap(),
+            PaymentLookup::Failed(FailureReason::NoRoute)
+        );
+        // Another node's own invoice too.
+        let theirs = other
+            .create_invoice(new_invoice(Some(sats(10)), "y"))
+            .await
+            .unwrap();
+        assert_eq!(
+            b.pay(pay_invoice(&theirs, sats(1))).await.unwrap(),
+            PayOutcome::Failed(FailureReason::NoRoute)
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_requests_are_rejected_without_sending() {
+        let b = backend();
+        let mainnet = ScriptedBackend::new(Network::Bitcoin, [7u8; 32]);
+        let (inv, _) = mainnet.external_invoice(Some(sats(10)), "x", 600);
+        assert!(matches!(
+            b.pay(pay_invoice(&inv, sats(1))).await,
+            Err(LnError::Rejected(_))
+        ));
+        assert_eq!(b.pay_count(inv.payment_hash()), 0);
+
+        let (inv, _) = b.external_invoice(Some(sats(10)), "x", 600);
+        let req = PayRequest {
+            target: PayTarget::Bolt11 {
+                invoice: inv.clone(),
+                amount: sats(9),
+            },
+            fee_limit: sats(1),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(matches!(b.pay(req).await, Err(LnError::Rejected(_))));
+        assert_eq!(
+            b.lookup_payment(inv.payment_hash()).await.unwrap(),
+            PaymentLookup::NotFound
+        );
+
+        let mut records = CustomRecords::default();
+        records.0.insert(KEYSEND_PREIMAGE_TLV, vec![0; 32]);
+        let req = PayRequest {
+            target: PayTarget::Keysend {
+                dest: b.external_pubkey(),
+                amount: sats(1),
+                preimage: Preimage::random(),
+                custom_records: records,
+            },
+            fee_limit: sats(1),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(matches!(b.pay(req).await, Err(LnError::Rejected(_))));
+    }
+
+    #[tokio::test]
+    async fn pay_our_invoice_events_and_replay() {
+        let b = backend();
+        let inv1 = b
+            .create_invoice(new_invoice(Some(sats(10)), "a"))
+            .await
+            .unwrap();
+        let inv2 = b.create_invoice(new_invoice(None, "b")).await.unwrap();
+        b.pay_our_invoice(&inv1, None).unwrap();
+        assert!(matches!(
+            b.pay_our_invoice(&inv2, None),
+            Err(LnError::Rejected(_))
+        ));
+        b.pay_our_invoice(&inv2, Some(sats(3))).unwrap();
+        assert_eq!(b.events_len(), 2);
+
+        let events = b.events_after(0, 100, Duration::ZERO).await.unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].seq, 1);
+        assert_eq!(events[1].seq, 2);
+        match &events[0].kind {
+            IncomingKind::InvoiceSettled {
+                payment_hash,
+                amount_received,
+                ..
+            } => {
+                assert_eq!(*payment_hash, inv1.payment_hash());
+                assert_eq!(*amount_received, sats(10));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match &events[1].kind {
+            IncomingKind::InvoiceSettled {
+                payment_hash,
+                amount_received,
+                ..
+            } => {
+                assert_eq!(*payment_hash, inv2.payment_hash());
+                assert_eq!(*amount_received, sats(3));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Replays return the same events; cursors and limits work.
+        assert_eq!(
+            b.events_after(0, 100, Duration::ZERO).await.unwrap(),
+            events
+        );
+        assert_eq!(
+            b.events_after(1, 100, Duration::ZERO).await.unwrap(),
+            events[1..].to_vec()
+        );
+        assert_eq!(
+            b.events_after(0, 1, Duration::ZERO).await.unwrap(),
+            events[..1].to_vec()
+        );
+        assert!(
+            b.events_after(2, 100, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            b.events_after(99, 100, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        match b.lookup_invoice(inv1.payment_hash()).await.unwrap() {
+            Some(InvoiceState::Settled {
+                amount_received, ..
+            }) => {
+                assert_eq!(amount_received, sats(10));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn paying_settled_or_unknown_invoice_is_rejected() {
+        let b = backend();
+        let inv = b
+            .create_invoice(new_invoice(Some(sats(10)), "a"))
+            .await
+            .unwrap();
+        b.pay_our_invoice(&inv, None).unwrap();
+        assert!(matches!(
+            b.pay_our_invoice(&inv, None),
+            Err(LnError::Rejected(_))
+        ));
+        assert!(matches!(
+            b.pay_our_invoice(&inv, Some(sats(20))),
+            Err(LnError::Rejected(_))
+        ));
+        let inv2 = b
+            .create_invoice(new_invoice(Some(sats(10)), "b"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            b.pay_our_invoice(&inv2, Some(sats(9))),
+            Err(LnError::Rejected(_))
+        ));
+        let (ext, _) = b.external_invoice(Some(sats(10)), "c", 600);
+        assert!(matches!(
+            b.pay_our_invoice(&ext, None),
+            Err(LnError::Rejected(_))
+        ));
+        assert_eq!(b.events_len(), 1);
+    }
+
+    #[tokio::test]
+    async fn cancel_semantics() {
+        let b = backend();
+        let inv = b
+            .create_invoice(new_invoice(Some(sats(10)), "a"))
+            .await
+            .unwrap();
+        let hash = inv.payment_hash();
+        b.cancel_invoice(hash).await.unwrap();
+        assert_eq!(
+            b.lookup_invoice(hash).await.unwrap(),
+            Some(InvoiceState::Canceled)
+        );
+        b.cancel_invoice(hash).await.unwrap();
+        assert!(matches!(
+            b.pay_our_invoice(&inv, None),
+            Err(LnError::Rejected(_))
+        ));
+
+        // Settled invoices stay settled.
+        let inv = b
+            .create_invoice(new_invoice(Some(sats(10)), "b"))
+            .await
+            .unwrap();
+        b.pay_our_invoice(&inv, None).unwrap();
+        b.cancel_invoice(inv.payment_hash()).await.unwrap();
+        assert!(matches!(
+            b.lookup_invoice(inv.payment_hash()).await.unwrap(),
+            Some(InvoiceState::Settled { .. })
+        ));
+
+        // Unknown hash: fine, and still unknown.
+        let unknown = Preimage::random().hash();
+        b.cancel_invoice(unknown).await.unwrap();
+        assert_eq!(b.lookup_invoice(unknown).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn expired_invoices() {
+        let b = backend();
+        let past = u64::try_from(now_secs()).unwrap() - 7200;
+        let ext = b.external_invoice_at(Some(sats(10)), "old", past, 3600);
+        assert_eq!(
+            Bolt11::parse(ext.as_str()).unwrap().timestamp_secs(),
+            i64::try_from(past).unwrap()
+        );
+        assert!(ext.is_expired_at(now_secs()));
+        assert_eq!(
+            b.pay(pay_invoice(&ext, sats(1))).await.unwrap(),
+            PayOutcome::Failed(FailureReason::IncorrectPaymentDetails)
+        );
+        // A fresh one with the same helper is payable.
+        let fresh = b.external_invoice_at(Some(sats(10)), "new", past + 7200, 3600);
+        assert!(matches!(
+            b.pay(pay_invoice(&fresh, sats(1))).await.unwrap(),
+            PayOutcome::Succeeded { .. }
+        ));
+
+        // Our own invoice with expiry 0 is expired at once: lookup says Canceled, paying fails.
+        let mut req = new_invoice(Some(sats(10)), "short");
+        req.expiry_secs = 0;
+        let inv = b.create_invoice(req).await.unwrap();
+        assert_eq!(
+            b.lookup_invoice(inv.payment_hash()).await.unwrap(),
+            Some(InvoiceState::Canceled)
+        );
+        assert!(matches!(
+            b.pay_our_invoice(&inv, None),
+            Err(LnError::Rejected(_))
+        ));
+        assert_eq!(
+            b.pay(pay_invoice(&inv, sats(1))).await.unwrap(),
+            PayOutcome::Failed(FailureReason::IncorrectPaymentDetails)
+        );
+    }
+
+    #[tokio::test]
+    async fn self_payment_settles_our_invoice() {
+        let b = backend();
+        let req = new_invoice(Some(sats(10)), "self");
+        let preimage = req.preimage;
+        let inv = b.create_invoice(req).await.unwrap();
+        // Scripts are not consulted for self-payments.
+        b.set_default_script(Script::Fail(FailureReason::Error));
+        assert_eq!(
+            b.pay(pay_invoice(&inv, Msat::ZERO)).await.unwrap(),
+            PayOutcome::Succeeded {
+                preimage,
+                fee: Msat::ZERO
+            }
+        );
+        assert!(matches!(
+            b.lookup_invoice(inv.payment_hash()).await.unwrap(),
+            Some(InvoiceState::Settled { .. })
+        ));
+        assert_eq!(b.events_len(), 1);
+        // Idempotent: no second settlement.
+        assert_eq!(
+            b.pay(pay_invoice(&inv, Msat::ZERO)).await.unwrap(),
+            PayOutcome::Succeeded {
+                preimage,
+                fee: Msat::ZERO
+            }
+        );
+        assert_eq!(b.events_len(), 1);
+        assert_eq!(b.pay_count(inv.payment_hash()), 1);
+
+        // A canceled own invoice fails.
+        let inv = b
+            .create_invoice(new_invoice(Some(sats(10)), "canceled"))
+            .await
+            .unwrap();
+        b.cancel_invoice(inv.payment_hash()).await.unwrap();
+        assert_eq!(
+            b.pay(pay_invoice(&inv, Msat::ZERO)).await.unwrap(),
+            PayOutcome::Failed(FailureReason::IncorrectPaymentDetails)
+        );
+    }
+
+    #[tokio::test]
+    async fn keysend_to_self_appends_event() {
+        let b = backend();
+        let preimage = Preimage::random();
+        let mut req = keysend(b.pubkey(), sats(21), preimage);
+        let mut records = CustomRecords::default();
+        records.0.insert(696_969, b"wal_abc".to_vec());
+        if let PayTarget::Keysend { custom_records, .. } = &mut req.target {
+            *custom_records = records.clone();
+        }
+        assert_eq!(
+            b.pay(req).await.unwrap(),
+            PayOutcome::Succeeded {
+                preimage,
+                fee: Msat::ZERO
+            }
+        );
+        let events = b.events_after(0, 10, Duration::ZERO).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            events[0].kind,
+            IncomingKind::KeysendReceived {
+                payment_hash: preimage.hash(),
+                preimage,
+                amount_received: sats(21),
+                custom_records: records,
+                settled_at_secs: match &events[0].kind {
+                    IncomingKind::KeysendReceived {
+                        settled_at_secs, ..
+                    } => *settled_at_secs,
+                    IncomingKind::InvoiceSettled { .. } => unreachable!(),
+                },
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn keysend_out_follows_script() {
+        let b = backend();
+        let preimage = Preimage::random();
+        let dest = NodePubkey::from_hex(&format!("02{}", "ab".repeat(32))).unwrap();
+        b.script(
+            preimage.hash(),
+            Script::Succeed {
+                fee: Msat::from_msat(10).unwrap(),
+            },
+        );
+        assert_eq!(
+            b.pay(keysend(dest, sats(5), preimage)).await.unwrap(),
+            PayOutcome::Succeeded {
+                preimage,
+                fee: Msat::from_msat(10).unwrap()
+            }
+        );
+        assert_eq!(b.events_len(), 0);
+    }
+
+    #[tokio::test]
+    async fn receive_keysend_appends_event() {
+        let b = backend();
+        let mut records = CustomRecords::default();
+        records.0.insert(696_969, b"wal_x".to_vec());
+        let hash = b.receive_keysend(sats(2), records.clone());
+        let events = b.events_after(0, 10, Duration::ZERO).await.unwrap();
+        assert_eq!(events.len(), 1);
+        match &events[0].kind {
+            IncomingKind::KeysendReceived {
+                payment_hash,
+                preimage,
+                amount_received,
+                custom_records,
+                ..
+            } => {
+                assert_eq!(*payment_hash, hash);
+                assert_eq!(preimage.hash(), hash);
+                assert_eq!(*amount_received, sats(2));
+                assert_eq!(*custom_records, records);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn events_after_waits_then_returns_empty() {
+        let b = backend();
+        let started = Instant::now();
+        let events = b
+            .events_after(0, 10, Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert!(events.is_empty());
+        assert!(started.elapsed() >= Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn events_after_wakes_on_new_event() {
+        let b = Arc::new(backend());
+        let task = {
+            let b = Arc::clone(&b);
+            tokio::spawn(async move { b.events_after(0, 10, Duration::from_secs(30)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let hash = b.receive_keysend(sats(1), CustomRecords::default());
+        let events = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        let events = events.unwrap();
+        assert_eq!(events.len(), 1);
+        assert!(matches!(
+            &events[0].kind,
+            IncomingKind::KeysendReceived { payment_hash, .. } if *payment_hash == hash
+        ));
+    }
+
+    #[tokio::test]
+    async fn query_routes_knows_us_and_carol() {
+        let b = backend();
+        for dest in [b.pubkey(), b.external_pubkey()] {
+            let routes = b.query_routes(dest, sats(10)).await.unwrap();
+            assert_eq!(routes.len(), 1);
+            let r = &routes[0];
+            assert_eq!(r.total_amt, sats(10));
+            assert_eq!(r.total_fees, Msat::ZERO);
+            assert_eq!(r.total_time_lock, 144);
+            assert_eq!(r.hops.len(), 1);
+            assert_eq!(r.hops[0].pub_key, dest);
+            assert_eq!(r.hops[0].chan_id, SCRIPTED_CHAN_ID);
+            assert_eq!(r.hops[0].amt_to_forward, sats(10));
+        }
+        let stranger = NodePubkey::from_hex(&format!("03{}", "cd".repeat(32))).unwrap();
+        assert!(b.query_routes(stranger, sats(10)).await.unwrap().is_empty());
+    }
+}

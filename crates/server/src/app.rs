@@ -1,0 +1,141 @@
+//! Wiring: the one place that names concrete backends. Used by `satchel serve` and by the
+//! integration tests (which start the real server on a random port).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use satchel_lightning::LightningBackend;
+use satchel_lightning::scripted::ScriptedBackend;
+use satchel_service::{ServiceConfig, Services};
+use satchel_store::Store;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What to start.
+pub struct StartOptions {
+    /// Database URL.
+    pub database_url: String,
+    /// Listen address (`127.0.0.1:0` for a random port).
+    pub listen: String,
+    /// Lightning backend.
+    pub backend: Arc<dyn LightningBackend>,
+    /// When the backend is the scripted one: mount `/devnet`.
+    pub scripted: Option<Arc<ScriptedBackend>>,
+    /// Service settings.
+    pub service: ServiceConfig,
+}
+
+/// A running server.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The services (tests drive workers directly).
+    pub services: Services,
+    /// The store.
+    pub store: Store,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting requests, drains in-flight ones, stops workers. Payments still pending
+    /// stay recorded and resume on the next start.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+        self.store.close().await;
+    }
+
+    /// Resolves when a shutdown was requested from elsewhere (never, for now).
+    pub fn shutdown_sender(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Opens the database, starts the workers and the HTTP server.
+pub async fn start(opts: StartOptions) -> anyhow::Result<Running> {
+    let store = Store::connect(&opts.database_url)
+        .await
+        .context("opening database")?;
+    let services = Services::new(store.clone(), opts.backend.clone(), opts.service.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("starting services: {e}"))?;
+    let (tx, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    // Incoming payments.
+    tasks.push(tokio::spawn(services.incoming.clone().run(rx.clone())));
+
+    // Outgoing payments and jobs interrupted by the last stop resume now.
+    let recovered = services
+        .payments
+        .recover()
+        .await
+        .map_err(|e| anyhow::anyhow!("recovery: {e}"))?;
+    let resumed = services
+        .jobs
+        .resume()
+        .await
+        .map_err(|e| anyhow::anyhow!("jobs: {e}"))?;
+    if recovered + resumed > 0 {
+        tracing::info!(recovered, resumed, "resumed unfinished payments and jobs");
+    }
+
+    // Reconciler: keeps asking the node about unresolved payments (never releases on a timer).
+    {
+        let payments = services.payments.clone();
+        let every = opts.service.reconcile_every;
+        let mut rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = rx.changed() => return,
+                    _ = tokio::time::sleep(every) => {
+                        if let Err(e) = payments.recover().await {
+                            tracing::error!(error = %e, "reconciler pass failed");
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
+    let mut app = satchel_api::app(services.clone());
+    if let Some(s) = &opts.scripted {
+        app = app.merge(crate::devnet::router(s.clone()));
+    }
+    let listener = tokio::net::TcpListener::bind(&opts.listen)
+        .await
+        .with_context(|| format!("binding {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    let mut rx_http = rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx_http.changed().await;
+        })
+        .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "http server stopped");
+        }
+    }));
+    Ok(Running {
+        addr,
+        services,
+        store,
+        shutdown: tx,
+        tasks,
+    })
+}

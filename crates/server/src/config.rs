@@ -1,0 +1,232 @@
+//! Configuration: defaults < TOML file < environment (`SATCHEL_*`) < command-line flags.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// Which Lightning backend `serve` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Deterministic simulation; no real payments.
+    Scripted,
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<BackendKind> {
+        match s {
+            "scripted" => Ok(BackendKind::Scripted),
+            other => bail!("unknown backend {other:?} (available: scripted)"),
+        }
+    }
+}
+
+/// The TOML file (every key optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Listen address.
+    pub listen: Option<String>,
+    /// Database URL.
+    pub database_url: Option<String>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Backend name.
+    pub backend: Option<String>,
+    /// Network for the scripted backend.
+    pub network: Option<String>,
+    /// Seconds a payment request waits before answering "pending".
+    pub payment_wait_secs: Option<u64>,
+    /// Wallet receiving keysends without a routing TLV.
+    pub default_keysend_wallet: Option<String>,
+    /// Per-invoice receive limit.
+    pub max_receive_sats: Option<u64>,
+    /// Per-request send limit.
+    pub max_send_sats: Option<u64>,
+}
+
+/// Flags/env, as parsed by clap (every value optional so the file can fill gaps).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ConfigArgs {
+    /// TOML config file (default: <data-dir>/satchel.toml if it exists).
+    #[arg(long, env = "SATCHEL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to serve on.
+    #[arg(long, env = "SATCHEL_LISTEN")]
+    pub listen: Option<String>,
+    /// `sqlite://path` or `postgres://user@host/db`.
+    #[arg(long, env = "SATCHEL_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Where Satchel keeps its files.
+    #[arg(long, env = "SATCHEL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Lightning backend.
+    #[arg(long, env = "SATCHEL_BACKEND")]
+    pub backend: Option<String>,
+    /// Network (scripted backend): regtest, testnet, signet, bitcoin.
+    #[arg(long, env = "SATCHEL_NETWORK")]
+    pub network: Option<String>,
+    /// Seconds a withdraw/keysend request waits for the outcome before answering 202 pending.
+    #[arg(long, env = "SATCHEL_PAYMENT_WAIT_SECS")]
+    pub payment_wait_secs: Option<u64>,
+    /// Wallet id that receives keysends without a wallet TLV.
+    #[arg(long, env = "SATCHEL_DEFAULT_KEYSEND_WALLET")]
+    pub default_keysend_wallet: Option<String>,
+    /// Per-invoice receive limit in sats (default: none).
+    #[arg(long, env = "SATCHEL_MAX_RECEIVE_SATS")]
+    pub max_receive_sats: Option<u64>,
+    /// Per-request send limit in sats (default: none).
+    #[arg(long, env = "SATCHEL_MAX_SEND_SATS")]
+    pub max_send_sats: Option<u64>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub listen: String,
+    /// Database URL.
+    pub database_url: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Backend.
+    pub backend: BackendKind,
+    /// Network.
+    pub network: satchel_domain::Network,
+    /// Wait for payment outcomes.
+    pub payment_wait: Duration,
+    /// Default keysend wallet.
+    pub default_keysend_wallet: Option<String>,
+    /// Receive limit.
+    pub max_receive_sats: Option<u64>,
+    /// Send limit.
+    pub max_send_sats: Option<u64>,
+}
+
+impl ConfigArgs {
+    /// Merges flags/env over the file over defaults.
+    pub fn resolve(&self) -> anyhow::Result<Config> {
+        let data_dir_hint = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("./satchel-data"));
+        let file_path = self.config.clone().or_else(|| {
+            let p = data_dir_hint.join("satchel.toml");
+            p.exists().then_some(p)
+        });
+        let file = match &file_path {
+            Some(p) => load_file(p)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or(data_dir_hint);
+        let database_url = self
+            .database_url
+            .clone()
+            .or(file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("satchel.db").display()));
+        let backend = self
+            .backend
+            .clone()
+            .or(file.backend)
+            .unwrap_or_else(|| "scripted".into())
+            .parse()?;
+        let network = self
+            .network
+            .clone()
+            .or(file.network)
+            .unwrap_or_else(|| "regtest".into())
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))?;
+        Ok(Config {
+            listen: self
+                .listen
+                .clone()
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+            database_url,
+            data_dir,
+            backend,
+            network,
+            payment_wait: Duration::from_secs(
+                self.payment_wait_secs
+                    .or(file.payment_wait_secs)
+                    .unwrap_or(30),
+            ),
+            default_keysend_wallet: self
+                .default_keysend_wallet
+                .clone()
+                .or(file.default_keysend_wallet),
+            max_receive_sats: self.max_receive_sats.or(file.max_receive_sats),
+            max_send_sats: self.max_send_sats.or(file.max_send_sats),
+        })
+    }
+}
+
+fn load_file(p: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = ConfigArgs {
+            data_dir: Some("/nonexistent-satchel".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.database_url, "sqlite:///nonexistent-satchel/satchel.db");
+        assert_eq!(c.backend, BackendKind::Scripted);
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        std::fs::write(
+            &p,
+            "listen = \"0.0.0.0:9000\"\ndatabase_url = \"postgres://x/y\"\nmax_send_sats = 5\n",
+        )
+        .unwrap();
+        let args = ConfigArgs {
+            config: Some(p.clone()),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9000");
+        assert_eq!(c.database_url, "postgres://x/y");
+        assert_eq!(c.max_send_sats, Some(5));
+        let args = ConfigArgs {
+            config: Some(p),
+            listen: Some("127.0.0.1:1".into()),
+            ..Default::default()
+        };
+        assert_eq!(args.resolve().unwrap().listen, "127.0.0.1:1");
+    }
+
+    #[test]
+    fn unknown_keys_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        std::fs::write(&p, "lisen = \"x\"\n").unwrap();
+        assert!(
+            ConfigArgs {
+                config: Some(p),
+                ..Default::default()
+            }
+            .resolve()
+            .is_err()
+        );
+    }
+}

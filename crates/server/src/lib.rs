@@ -1,0 +1,6 @@
+//! The `satchel` binary's library half: configuration, wiring and the development-network
+//! control routes. Integration tests start the real server through [`app::start`].
+
+pub mod app;
+pub mod config;
+pub mod devnet;

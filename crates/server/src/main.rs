@@ -1,0 +1,371 @@
+//! `satchel`: a self-hostable, LNPay-compatible Lightning wallet API server.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use satchel::app::{StartOptions, start};
+use satchel::config::{BackendKind, Config, ConfigArgs};
+use satchel::devnet;
+use satchel_domain::{Msat, WalletId};
+use satchel_lightning::scripted::ScriptedBackend;
+use satchel_service::ServiceConfig;
+use satchel_store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "satchel",
+    version,
+    about = "LNPay-compatible Lightning wallet API server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the API (creates a development account on first start).
+    Serve(ConfigArgs),
+    /// Accounts.
+    Account {
+        #[command(subcommand)]
+        cmd: AccountCmd,
+    },
+    /// Recompute every balance from the ledger postings; exit 1 on any mismatch.
+    Audit(ConfigArgs),
+    /// Drive the development network of a running `satchel serve`.
+    Devnet {
+        #[command(subcommand)]
+        cmd: DevnetCmd,
+        /// Server base URL (default: http://<listen>).
+        #[arg(long, global = true, env = "SATCHEL_SERVER")]
+        server: Option<String>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountCmd {
+    /// Create an account and print its secret (sak_) and public (pak_) keys.
+    Create {
+        /// Account label.
+        #[arg(long)]
+        label: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevnetCmd {
+    /// Node pubkeys and peers.
+    Info,
+    /// An outside node creates an invoice.
+    Invoice {
+        /// Peer name.
+        #[arg(long, default_value = "carol")]
+        node: String,
+        /// Amount in sats.
+        #[arg(long)]
+        sats: u64,
+        /// Memo.
+        #[arg(long)]
+        memo: Option<String>,
+    },
+    /// An outside node pays one of our invoices.
+    Pay {
+        /// Peer name.
+        #[arg(long, default_value = "alice")]
+        node: String,
+        /// BOLT11 to pay.
+        payment_request: String,
+        /// Amount for amountless invoices.
+        #[arg(long)]
+        sats: Option<u64>,
+    },
+    /// An outside node keysends to a pubkey.
+    Keysend {
+        /// Peer name.
+        #[arg(long, default_value = "alice")]
+        node: String,
+        /// Destination pubkey.
+        #[arg(long)]
+        to: String,
+        /// Amount in sats.
+        #[arg(long)]
+        sats: u64,
+        /// TLV records as TYPE=VALUE.
+        #[arg(long = "tlv")]
+        tlv: Vec<String>,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn service_config(cfg: &Config) -> anyhow::Result<ServiceConfig> {
+    let sats = |v: Option<u64>| -> anyhow::Result<Option<Msat>> {
+        v.map(|s| Msat::from_sats(s).map_err(|e| anyhow::anyhow!("{e}")))
+            .transpose()
+    };
+    Ok(ServiceConfig {
+        payment_wait: cfg.payment_wait,
+        default_keysend_wallet: cfg
+            .default_keysend_wallet
+            .as_deref()
+            .map(WalletId::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("default_keysend_wallet: {e}"))?,
+        max_receive: sats(cfg.max_receive_sats)?,
+        max_send: sats(cfg.max_send_sats)?,
+        ..ServiceConfig::default()
+    })
+}
+
+/// The scripted node's seed lives in the data dir so its pubkey survives restarts.
+fn scripted_seed(cfg: &Config) -> anyhow::Result<[u8; 32]> {
+    let p = cfg.data_dir.join("scripted-node.seed");
+    if let Ok(text) = std::fs::read_to_string(&p) {
+        let mut seed = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut seed)
+            .with_context(|| format!("bad seed in {}", p.display()))?;
+        return Ok(seed);
+    }
+    let seed: [u8; 32] = rand::random();
+    std::fs::write(&p, hex::encode(seed)).with_context(|| format!("writing {}", p.display()))?;
+    Ok(seed)
+}
+
+async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
+    let cfg = args.resolve()?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let (backend, scripted): (
+        Arc<dyn satchel_lightning::LightningBackend>,
+        Option<Arc<ScriptedBackend>>,
+    ) = match cfg.backend {
+        BackendKind::Scripted => {
+            tracing::warn!(
+                "Lightning backend: scripted simulation. NO REAL PAYMENTS HAPPEN; use /devnet or `satchel devnet` to move simulated money."
+            );
+            let s = Arc::new(ScriptedBackend::new(cfg.network, scripted_seed(&cfg)?));
+            (s.clone(), Some(s))
+        }
+    };
+    let running = start(StartOptions {
+        database_url: cfg.database_url.clone(),
+        listen: cfg.listen.clone(),
+        backend,
+        scripted,
+        service: service_config(&cfg)?,
+    })
+    .await?;
+    if running.store.account_count().await? == 0 {
+        let acct = satchel_service::wallets::create_account(&running.store, "development")
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("Created development account {}", acct.id);
+        println!("  secret key (sak): {}", acct.secret_key.expose());
+        println!("  public key (pak): {}", acct.public_key.expose());
+        println!("These keys are stored only as hashes and will not be shown again.");
+    }
+    tracing::info!(url = %running.url(), database = %redact(&cfg.database_url), "satchel serving LNPay v1 API at {}/v1", running.url());
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining requests; pending payments resume on next start");
+    running.shutdown().await;
+    Ok(())
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn open_store(args: &ConfigArgs) -> anyhow::Result<Store> {
+    let cfg = args.resolve()?;
+    if cfg.database_url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&cfg.data_dir)?;
+    }
+    Store::connect(&cfg.database_url)
+        .await
+        .context("opening database")
+}
+
+async fn audit(args: ConfigArgs) -> anyhow::Result<bool> {
+    let store = open_store(&args).await?;
+    let r = store.audit().await?;
+    println!(
+        "audit: {} wallets, {} ledger transactions, {} postings; liabilities {} msat, in flight {} msat, unclaimed {} msat",
+        r.wallets,
+        r.transactions,
+        r.postings,
+        r.liabilities_msat,
+        r.in_flight_msat,
+        r.unclaimed_msat
+    );
+    for p in &r.problems {
+        println!("PROBLEM: {p}");
+    }
+    println!(
+        "{}",
+        if r.is_clean() {
+            "audit clean"
+        } else {
+            "AUDIT FAILED"
+        }
+    );
+    Ok(r.is_clean())
+}
+
+async fn devnet_cmd(
+    cmd: DevnetCmd,
+    server: Option<String>,
+    config: ConfigArgs,
+) -> anyhow::Result<()> {
+    let base = match server {
+        Some(s) => s,
+        None => format!("http://{}", config.resolve()?.listen),
+    };
+    let http = reqwest::Client::new();
+    let (path, body) = match cmd {
+        DevnetCmd::Info => ("/devnet/info", None),
+        DevnetCmd::Invoice { node, sats, memo } => (
+            "/devnet/invoice",
+            Some(serde_json::to_value(devnet::InvoiceReq {
+                node,
+                sats,
+                memo,
+            })?),
+        ),
+        DevnetCmd::Pay {
+            node,
+            payment_request,
+            sats,
+        } => (
+            "/devnet/pay",
+            Some(serde_json::to_value(devnet::PayReq {
+                node,
+                payment_request,
+                sats,
+            })?),
+        ),
+        DevnetCmd::Keysend {
+            node,
+            to,
+            sats,
+            tlv,
+        } => {
+            let mut records = std::collections::BTreeMap::new();
+            for t in tlv {
+                let (k, v) = t.split_once('=').context("--tlv takes TYPE=VALUE")?;
+                records.insert(
+                    k.trim()
+                        .parse::<u64>()
+                        .context("TLV type must be an integer")?,
+                    v.to_owned(),
+                );
+            }
+            (
+                "/devnet/keysend",
+                Some(serde_json::to_value(devnet::KeysendReq {
+                    node,
+                    to,
+                    sats,
+                    tlv: records,
+                })?),
+            )
+        }
+    };
+    let url = format!("{}{}", base.trim_end_matches('/'), path);
+    let resp = match body {
+        Some(b) => http.post(&url).json(&b).send().await,
+        None => http.get(&url).send().await,
+    }
+    .with_context(|| format!("contacting {url} (is `satchel serve` running?)"))?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    let pretty = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or(text);
+    println!("{pretty}");
+    if !status.is_success() {
+        bail!("server answered {status}");
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<bool> = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Serve(a) => serve(a).await.map(|_| true),
+            Cmd::Audit(a) => audit(a).await,
+            Cmd::Account {
+                cmd: AccountCmd::Create { label, config },
+            } => {
+                let store = open_store(&config).await?;
+                let acct = satchel_service::wallets::create_account(&store, &label)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!("account:    {}", acct.id);
+                println!("secret key: {}", acct.secret_key.expose());
+                println!("public key: {}", acct.public_key.expose());
+                Ok(true)
+            }
+            Cmd::Devnet {
+                cmd,
+                server,
+                config,
+            } => devnet_cmd(cmd, server, config).await.map(|_| true),
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

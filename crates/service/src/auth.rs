@@ -1,0 +1,159 @@
+//! Who is calling, and which wallet the URL's `:wallet_key` names (LNPay spec §3.3–3.5).
+
+use std::sync::Arc;
+
+use satchel_domain::{AccountId, KeyHash, KeyRole, Permission, WalletId};
+use satchel_store::{KeyRecord, WalletRecord};
+
+use crate::{Ctx, ServiceError};
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The account the key belongs to.
+    pub account_id: AccountId,
+    /// The API key's role.
+    pub role: KeyRole,
+}
+
+/// Authentication and authorization.
+#[derive(Clone)]
+pub struct AuthService {
+    ctx: Arc<Ctx>,
+}
+
+impl AuthService {
+    pub(crate) fn new(ctx: Arc<Ctx>) -> AuthService {
+        AuthService { ctx }
+    }
+
+    async fn key(&self, text: &str) -> Result<Option<KeyRecord>, ServiceError> {
+        Ok(self.ctx.store.find_key(&KeyHash::of(text)).await?)
+    }
+
+    /// Authenticates the API key (any transport). Unknown or missing → invalid credentials.
+    pub async fn authenticate(&self, key: Option<&str>) -> Result<Caller, ServiceError> {
+        let key = key
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or(ServiceError::InvalidCredentials)?;
+        let rec = self
+            .key(key)
+            .await?
+            .ok_or(ServiceError::InvalidCredentials)?;
+        if rec.suspended {
+            return Err(if rec.role.is_wallet_key() {
+                ServiceError::WalletKeySuspended
+            } else {
+                ServiceError::KeySuspended
+            });
+        }
+        Ok(Caller {
+            account_id: rec.account_id,
+            role: rec.role,
+        })
+    }
+
+    /// Sak-only endpoints.
+    pub fn require_secret(&self, c: &Caller) -> Result<(), ServiceError> {
+        if c.role == KeyRole::Secret {
+            Ok(())
+        } else {
+            Err(ServiceError::SecretKeyRequired)
+        }
+    }
+
+    /// Account-level endpoints open to sak and pak (wallet keys may not act for the account).
+    pub fn require_account_key(&self, c: &Caller) -> Result<(), ServiceError> {
+        match c.role {
+            KeyRole::Secret | KeyRole::Public => Ok(()),
+            _ => Err(ServiceError::SecretKeyRequired),
+        }
+    }
+
+    /// Resolves the `:wallet_key` path segment for a caller and checks `perm`.
+    ///
+    /// * sak: a wallet id (`wal_…`, legacy `w_…`) or any wallet key of the account;
+    /// * pak: only a wallet key of the account, which must carry `perm`;
+    /// * a wallet key used as the API key: refused (it does not speak for the account).
+    pub async fn wallet_for(
+        &self,
+        caller: &Caller,
+        path_key: &str,
+        perm: Permission,
+    ) -> Result<WalletRecord, ServiceError> {
+        let not_found = || ServiceError::WalletNotFound(path_key.to_owned());
+        let wallet_id = match caller.role {
+            KeyRole::Secret => {
+                if WalletId::looks_like_id(path_key) {
+                    WalletId::parse(path_key).map_err(|_| not_found())?
+                } else {
+                    let rec = self.key(path_key).await?.ok_or_else(not_found)?;
+                    if rec.account_id != caller.account_id {
+                        return Err(not_found());
+                    }
+                    if rec.suspended {
+                        return Err(ServiceError::WalletKeySuspended);
+                    }
+                    rec.wallet_id.ok_or_else(not_found)?
+                }
+            }
+            KeyRole::Public => {
+                if WalletId::looks_like_id(path_key) {
+                    return Err(ServiceError::PakNeedsWalletKey);
+                }
+                let rec = self
+                    .key(path_key)
+                    .await?
+                    .ok_or(ServiceError::PakNeedsWalletKey)?;
+                if rec.account_id != caller.account_id || !rec.role.is_wallet_key() {
+                    return Err(ServiceError::PakNeedsWalletKey);
+                }
+                if rec.suspended {
+                    return Err(ServiceError::WalletKeySuspended);
+                }
+                if !rec.role.has(perm) {
+                    return Err(ServiceError::PermissionDenied {
+                        prefix: rec.prefix,
+                        permission: perm.name(),
+                    });
+                }
+                rec.wallet_id.ok_or(ServiceError::PakNeedsWalletKey)?
+            }
+            _ => return Err(not_found()),
+        };
+        match self.ctx.store.wallet(&wallet_id).await? {
+            Some(w) if w.account_id == caller.account_id => Ok(w),
+            _ => Err(not_found()),
+        }
+    }
+
+    /// Resolves a transfer destination: a wallet id or any wallet key of the same account.
+    pub async fn same_account_wallet(
+        &self,
+        caller: &Caller,
+        id_or_key: &str,
+    ) -> Result<Option<WalletRecord>, ServiceError> {
+        let id = if WalletId::looks_like_id(id_or_key) {
+            match WalletId::parse(id_or_key) {
+                Ok(id) => id,
+                Err(_) => return Ok(None),
+            }
+        } else {
+            match self.key(id_or_key).await? {
+                Some(KeyRecord {
+                    wallet_id: Some(w),
+                    account_id,
+                    ..
+                }) if account_id == caller.account_id => w,
+                _ => return Ok(None),
+            }
+        };
+        Ok(self
+            .ctx
+            .store
+            .wallet(&id)
+            .await?
+            .filter(|w| w.account_id == caller.account_id))
+    }
+}

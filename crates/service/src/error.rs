@@ -1,0 +1,112 @@
+//! Service errors. `Display` is the LNPay message; [`ServiceError::class`] picks the HTTP status.
+
+use satchel_domain::{Bolt11Error, FailureReason};
+use satchel_store::StoreError;
+
+/// How the API should answer an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// 400.
+    BadRequest,
+    /// 401 (LNPay also uses it for unknown wallets and lnTx).
+    Unauthorized,
+    /// 401 with LNPay's invalid-credentials body and challenge.
+    InvalidCredentials,
+    /// 500; the message is logged, never sent.
+    Internal,
+}
+
+/// Everything a use case can refuse or fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// No key, or a key we don't know.
+    #[error("Your request was made with invalid credentials.")]
+    InvalidCredentials,
+    /// The API key is suspended.
+    #[error("Something went wrong, please reach out.")]
+    KeySuspended,
+    /// The wallet key in the URL is suspended.
+    #[error("Key has been suspended")]
+    WalletKeySuspended,
+    /// Unknown or foreign wallet.
+    #[error("Wallet not found: {0}")]
+    WalletNotFound(String),
+    /// A pak was used with a wallet id instead of a wallet key.
+    #[error(
+        "Invalid Wallet Access Key. Keys prefixed with waka_, waki_, wakr, waklw are valid when using pak_"
+    )]
+    PakNeedsWalletKey,
+    /// The wallet key lacks the permission.
+    #[error("{prefix}_ access key provided does not permission to do this: {permission}")]
+    PermissionDenied {
+        /// Key prefix, e.g. `waki`.
+        prefix: String,
+        /// LNPay permission name.
+        permission: &'static str,
+    },
+    /// A secret key is required.
+    #[error("This resource can only be access with secret access key.")]
+    SecretKeyRequired,
+    /// Unknown or foreign lnTx.
+    #[error("LnTx not found")]
+    LnTxNotFound,
+    /// Unknown or foreign job.
+    #[error("You are not allowed to access this resource!")]
+    JobNotFound,
+    /// Invalid input (message is LNPay/Yii style).
+    #[error("{0}")]
+    Invalid(String),
+    /// Balance too low for amount + fee limit. Carries the balance in sats.
+    #[error("Invoice too large :) Max balance: {0}")]
+    InsufficientBalance(u64),
+    /// The payment hash was already paid.
+    #[error("invoice is already paid")]
+    AlreadyPaid,
+    /// A payment of this hash is in flight.
+    #[error("Payment is already in flight for this invoice")]
+    PaymentInFlight,
+    /// The invoice cannot be paid.
+    #[error("{0}")]
+    Invoice(#[from] Bolt11Error),
+    /// The node proved the payment failed; the reserve was refunded.
+    #[error("Failure reason: {}", .0.lnd_name())]
+    PaymentFailed(FailureReason),
+    /// Transfer refused (message from the store's error).
+    #[error("{0}")]
+    Transfer(String),
+    /// Anything unexpected. Logged, never shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    /// The HTTP class.
+    pub fn class(&self) -> ErrorClass {
+        use ServiceError::*;
+        match self {
+            InvalidCredentials => ErrorClass::InvalidCredentials,
+            KeySuspended
+            | WalletKeySuspended
+            | WalletNotFound(_)
+            | PakNeedsWalletKey
+            | PermissionDenied { .. }
+            | SecretKeyRequired
+            | LnTxNotFound
+            | JobNotFound => ErrorClass::Unauthorized,
+            Invalid(_)
+            | InsufficientBalance(_)
+            | AlreadyPaid
+            | PaymentInFlight
+            | Invoice(_)
+            | PaymentFailed(_)
+            | Transfer(_) => ErrorClass::BadRequest,
+            Internal(_) => ErrorClass::Internal,
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> ServiceError {
+        ServiceError::Internal(e.to_string())
+    }
+}

@@ -1,0 +1,146 @@
+//! Money arriving from the node: settled invoices and keysends, credited exactly once.
+//!
+//! The node's event stream is replayable from a cursor. We persist the cursor *after* booking a
+//! batch, so a crash replays some events; every credit is idempotent per payment hash, so a replay
+//! changes nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use satchel_domain::{CustomRecords, LnTxId, WalletId, WtxId};
+use satchel_lightning::{IncomingEvent, IncomingKind};
+use satchel_store::{CreditOutcome, KeysendCredit};
+use serde_json::{Map, Value};
+
+use crate::{Ctx, ServiceError};
+
+/// Name of the persisted cursor of the node's incoming stream.
+pub const CURSOR: &str = "ln_incoming";
+
+/// Incoming payment processing.
+#[derive(Clone)]
+pub struct IncomingService {
+    ctx: Arc<Ctx>,
+}
+
+impl IncomingService {
+    pub(crate) fn new(ctx: Arc<Ctx>) -> IncomingService {
+        IncomingService { ctx }
+    }
+
+    /// Processes the events after the stored cursor (waiting up to `wait` for some); returns how
+    /// many were processed.
+    pub async fn process_batch(&self, wait: Duration) -> Result<usize, ServiceError> {
+        let after = self.ctx.store.cursor(CURSOR).await?;
+        let events = self
+            .ctx
+            .ln
+            .events_after(after, 256, wait)
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let n = events.len();
+        let mut last = after;
+        for ev in events {
+            self.process(&ev).await?;
+            last = last.max(ev.seq);
+        }
+        if last > after {
+            self.ctx.store.set_cursor(CURSOR, last).await?;
+        }
+        Ok(n)
+    }
+
+    /// Books one event (idempotent).
+    pub async fn process(&self, ev: &IncomingEvent) -> Result<CreditOutcome, ServiceError> {
+        let out = match &ev.kind {
+            IncomingKind::InvoiceSettled {
+                payment_hash,
+                amount_received,
+                settled_at_secs,
+            } => {
+                self.ctx
+                    .store
+                    .credit_invoice(
+                        payment_hash,
+                        *amount_received,
+                        *settled_at_secs,
+                        &WtxId::generate(),
+                    )
+                    .await?
+            }
+            IncomingKind::KeysendReceived {
+                payment_hash,
+                preimage,
+                amount_received,
+                custom_records,
+                settled_at_secs,
+            } => {
+                let wallet_id = self.route(custom_records).await?;
+                let mut shown = Map::new();
+                for (t, v) in &custom_records.0 {
+                    shown.insert(
+                        t.to_string(),
+                        Value::String(CustomRecords::display_value(*t, v)),
+                    );
+                }
+                let memo = match custom_records.0.iter().next() {
+                    Some((t, v)) => format!(
+                        "keysend/amp: custom record [{t}] [{}]",
+                        CustomRecords::display_value(*t, v)
+                    ),
+                    None => "keysend/amp".to_owned(),
+                };
+                self.ctx
+                    .store
+                    .credit_keysend(&KeysendCredit {
+                        lntx_id: LnTxId::generate(),
+                        wtx_id: WtxId::generate(),
+                        wallet_id,
+                        payment_hash: *payment_hash,
+                        preimage: *preimage,
+                        amount: *amount_received,
+                        custom_records: Value::Object(shown).to_string(),
+                        memo,
+                        node_id: self.ctx.cfg.node_id.clone(),
+                        dest_pubkey: self.ctx.pubkey().to_hex(),
+                        settled_at: *settled_at_secs,
+                    })
+                    .await?
+            }
+        };
+        if matches!(out, CreditOutcome::Unclaimed) {
+            tracing::warn!(
+                seq = ev.seq,
+                "node received a payment that no wallet can claim; booked to sys:unclaimed"
+            );
+        }
+        Ok(out)
+    }
+
+    /// The wallet an incoming keysend is for: a routing TLV naming one of our wallets, else the
+    /// configured default keysend wallet.
+    async fn route(&self, records: &CustomRecords) -> Result<Option<WalletId>, ServiceError> {
+        if let Some(w) = records.routed_wallet()
+            && let Ok(id) = WalletId::parse(&w)
+            && self.ctx.store.wallet(&id).await?.is_some()
+        {
+            return Ok(Some(id));
+        }
+        Ok(self.ctx.cfg.default_keysend_wallet.clone())
+    }
+
+    /// Consumes the node's stream until `shutdown` flips to true.
+    pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                r = self.process_batch(Duration::from_secs(5)) => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "incoming payment processing failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Satchel's use cases. The service layer owns transaction boundaries (through the store's
+//! one-transaction operations), talks to the Lightning backend through its traits, and never
+//! sees HTTP. Every method takes parsed domain values and returns records or a [`ServiceError`]
+//! whose `Display` is the exact LNPay message a client should see.
+
+pub mod auth;
+mod error;
+pub mod incoming;
+pub mod jobs;
+pub mod passthru;
+pub mod payments;
+pub mod wallets;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use satchel_domain::{Msat, Network, NodeId, NodePubkey, WalletId};
+use satchel_lightning::{LightningBackend, NodeInfoData};
+use satchel_store::Store;
+
+pub use error::{ErrorClass, ServiceError};
+
+/// Operator settings the services need.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// LNPay node id shown on wallets and lnTx (`lnod_…`).
+    pub node_id: NodeId,
+    /// How long a withdraw/keysend request waits for the payment's outcome before answering
+    /// "pending". The payment itself continues regardless.
+    pub payment_wait: Duration,
+    /// How long the node may keep trying a payment.
+    pub node_pay_timeout: Duration,
+    /// Wallet that receives keysends not addressed to a wallet by TLV.
+    pub default_keysend_wallet: Option<WalletId>,
+    /// Per-invoice receive limit (LNPay: 10,000 sats by default; Satchel: none unless set).
+    pub max_receive: Option<Msat>,
+    /// Per-request send limit.
+    pub max_send: Option<Msat>,
+    /// How often the reconciler re-asks the node about unresolved payments.
+    pub reconcile_every: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            node_id: NodeId::from_db("lnod_satchel".to_owned()),
+            payment_wait: Duration::from_secs(30),
+            node_pay_timeout: Duration::from_secs(60),
+            default_keysend_wallet: None,
+            max_receive: None,
+            max_send: None,
+            reconcile_every: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Shared context of all services.
+pub struct Ctx {
+    /// Database.
+    pub store: Store,
+    /// Node.
+    pub ln: Arc<dyn LightningBackend>,
+    /// Settings.
+    pub cfg: ServiceConfig,
+    /// Node facts read once at start.
+    pub node: NodeInfoData,
+}
+
+impl Ctx {
+    /// Our network.
+    pub fn network(&self) -> Network {
+        self.node.network
+    }
+    /// Our pubkey.
+    pub fn pubkey(&self) -> NodePubkey {
+        self.node.pubkey
+    }
+}
+
+/// The services, as the API and workers use them.
+#[derive(Clone)]
+pub struct Services {
+    /// Authentication and wallet-key resolution.
+    pub auth: auth::AuthService,
+    /// Wallets, invoices, transfers, history.
+    pub wallets: wallets::WalletService,
+    /// Outgoing payments.
+    pub payments: payments::PaymentService,
+    /// Asynchronous jobs.
+    pub jobs: jobs::JobService,
+    /// Incoming payments.
+    pub incoming: incoming::IncomingService,
+    /// The shared context.
+    pub ctx: Arc<Ctx>,
+}
+
+impl Services {
+    /// Builds the services; asks the node for its identity once.
+    pub async fn new(
+        store: Store,
+        ln: Arc<dyn LightningBackend>,
+        cfg: ServiceConfig,
+    ) -> Result<Services, ServiceError> {
+        let node = ln
+            .node_info()
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let ctx = Arc::new(Ctx {
+            store,
+            ln,
+            cfg,
+            node,
+        });
+        let payments = payments::PaymentService::new(ctx.clone());
+        Ok(Services {
+            auth: auth::AuthService::new(ctx.clone()),
+            wallets: wallets::WalletService::new(ctx.clone(), payments.clone()),
+            jobs: jobs::JobService::new(ctx.clone(), payments.clone()),
+            incoming: incoming::IncomingService::new(ctx.clone()),
+            payments,
+            ctx,
+        })
+    }
+}

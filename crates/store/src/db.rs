@@ -1,0 +1,280 @@
+//! A thin layer over sqlx that lets every ledger operation be written once for both databases.
+//!
+//! SQL text uses `$1…$n` placeholders, which both SQLite (bound by number) and Postgres accept.
+//! Dialect differences are confined to [`Dialect`] helpers (row locks, schema DDL).
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Postgres, Row as _, Sqlite, Transaction};
+
+use crate::StoreError;
+
+/// Which database we are talking to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite (single writer, serialised by `BEGIN IMMEDIATE`).
+    Sqlite,
+    /// PostgreSQL (row locks).
+    Postgres,
+}
+
+impl Dialect {
+    /// Suffix that takes a row lock in a SELECT. SQLite needs none: `BEGIN IMMEDIATE` already
+    /// holds the database's single write lock for the whole transaction.
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+}
+
+/// A bound argument.
+#[derive(Debug, Clone)]
+pub enum Arg {
+    /// Integer.
+    I64(i64),
+    /// Nullable integer.
+    OptI64(Option<i64>),
+    /// Text.
+    Text(String),
+    /// Nullable text.
+    OptText(Option<String>),
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Arg {
+        Arg::I64(v)
+    }
+}
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Arg {
+        Arg::OptI64(v)
+    }
+}
+impl From<&str> for Arg {
+    fn from(v: &str) -> Arg {
+        Arg::Text(v.to_owned())
+    }
+}
+impl From<String> for Arg {
+    fn from(v: String) -> Arg {
+        Arg::Text(v)
+    }
+}
+impl From<&String> for Arg {
+    fn from(v: &String) -> Arg {
+        Arg::Text(v.clone())
+    }
+}
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Arg {
+        Arg::OptText(v)
+    }
+}
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Arg {
+        Arg::OptText(v.map(str::to_owned))
+    }
+}
+impl From<bool> for Arg {
+    fn from(v: bool) -> Arg {
+        Arg::I64(i64::from(v))
+    }
+}
+
+/// Builds a `Vec<Arg>` from heterogeneous values.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! args {
+    ($($v:expr),* $(,)?) => { vec![$($crate::db::Arg::from($v)),*] };
+}
+
+/// A result row, read by column index.
+pub enum Row {
+    /// From SQLite.
+    Sqlite(SqliteRow),
+    /// From Postgres.
+    Pg(PgRow),
+}
+
+impl Row {
+    /// Non-null integer column.
+    pub fn i64(&self, i: usize) -> Result<i64, StoreError> {
+        self.opt_i64(i)?
+            .ok_or_else(|| StoreError::Corrupt(format!("NULL in integer column {i}")))
+    }
+    /// Nullable integer column. On Postgres, `INTEGER` columns (flags, WTX type codes) are
+    /// `INT4`, which sqlx will not decode as `i64`: those are widened.
+    pub fn opt_i64(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        Ok(match self {
+            Row::Sqlite(r) => r.try_get(i)?,
+            Row::Pg(r) => match r.try_get::<Option<i64>, _>(i) {
+                Ok(v) => v,
+                Err(e) => match r.try_get::<Option<i32>, _>(i) {
+                    Ok(v) => v.map(i64::from),
+                    Err(_) => return Err(e.into()),
+                },
+            },
+        })
+    }
+    /// Non-null text column.
+    pub fn text(&self, i: usize) -> Result<String, StoreError> {
+        Ok(match self {
+            Row::Sqlite(r) => r.try_get(i)?,
+            Row::Pg(r) => r.try_get(i)?,
+        })
+    }
+    /// Nullable text column.
+    pub fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        Ok(match self {
+            Row::Sqlite(r) => r.try_get(i)?,
+            Row::Pg(r) => r.try_get(i)?,
+        })
+    }
+    /// Integer column read as a boolean (0 = false).
+    pub fn flag(&self, i: usize) -> Result<bool, StoreError> {
+        Ok(self.i64(i)? != 0)
+    }
+}
+
+/// A connection, inside a transaction or not. Dropping a transaction variant without
+/// [`Conn::commit`] rolls it back (sqlx queues the ROLLBACK), so `?` is always safe.
+pub enum Conn {
+    /// SQLite transaction.
+    SqliteTx(Transaction<'static, Sqlite>),
+    /// Postgres transaction.
+    PgTx(Transaction<'static, Postgres>),
+    /// SQLite connection in autocommit mode (single-statement reads).
+    Sqlite(PoolConnection<Sqlite>),
+    /// Postgres connection in autocommit mode.
+    Pg(PoolConnection<Postgres>),
+}
+
+macro_rules! bind_all {
+    ($q:expr, $args:expr) => {{
+        let mut q = $q;
+        for a in $args {
+            q = match a {
+                Arg::I64(v) => q.bind(v),
+                Arg::OptI64(v) => q.bind(v),
+                Arg::Text(v) => q.bind(v),
+                Arg::OptText(v) => q.bind(v),
+            };
+        }
+        q
+    }};
+}
+
+impl Conn {
+    /// The database kind.
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Conn::SqliteTx(_) | Conn::Sqlite(_) => Dialect::Sqlite,
+            Conn::PgTx(_) | Conn::Pg(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Executes a statement; returns rows affected. SQL text is always ours (values travel as
+    /// bound arguments), which is what `AssertSqlSafe` asserts.
+    pub async fn exec(&mut self, sql: &str, args: Vec<Arg>) -> Result<u64, StoreError> {
+        Ok(match self {
+            Conn::SqliteTx(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+                .execute(&mut **c)
+                .await?
+                .rows_affected(),
+            Conn::Sqlite(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+                .execute(&mut **c)
+                .await?
+                .rows_affected(),
+            Conn::PgTx(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+                .execute(&mut **c)
+                .await?
+                .rows_affected(),
+            Conn::Pg(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+                .execute(&mut **c)
+                .await?
+                .rows_affected(),
+        })
+    }
+
+    /// Runs several statements with no arguments (schema DDL).
+    pub async fn exec_script(&mut self, sql: &str) -> Result<(), StoreError> {
+        for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            self.exec(stmt, Vec::new()).await?;
+        }
+        Ok(())
+    }
+
+    /// At most one row.
+    pub async fn fetch_opt(
+        &mut self,
+        sql: &str,
+        args: Vec<Arg>,
+    ) -> Result<Option<Row>, StoreError> {
+        Ok(match self {
+            Conn::SqliteTx(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+                .fetch_optional(&mut **c)
+                .await?
+                .map(Row::Sqlite),
+            Conn::Sqlite(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+                .fetch_optional(&mut **c)
+                .await?
+                .map(Row::Sqlite),
+            Conn::PgTx(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+                .fetch_optional(&mut **c)
+                .await?
+                .map(Row::Pg),
+            Conn::Pg(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+                .fetch_optional(&mut **c)
+                .await?
+                .map(Row::Pg),
+        })
+    }
+
+    /// Exactly one row.
+    pub async fn fetch_one(&mut self, sql: &str, args: Vec<Arg>) -> Result<Row, StoreError> {
+        self.fetch_opt(sql, args).await?.ok_or(StoreError::NotFound)
+    }
+
+    /// All rows.
+    pub async fn fetch_all(&mut self, sql: &str, args: Vec<Arg>) -> Result<Vec<Row>, StoreError> {
+        Ok(match self {
+            Conn::SqliteTx(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+                .fetch_all(&mut **c)
+                .await?
+                .into_iter()
+                .map(Row::Sqlite)
+                .collect(),
+            Conn::Sqlite(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+                .fetch_all(&mut **c)
+                .await?
+                .into_iter()
+                .map(Row::Sqlite)
+                .collect(),
+            Conn::PgTx(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+                .fetch_all(&mut **c)
+                .await?
+                .into_iter()
+                .map(Row::Pg)
+                .collect(),
+            Conn::Pg(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+                .fetch_all(&mut **c)
+                .await?
+                .into_iter()
+                .map(Row::Pg)
+                .collect(),
+        })
+    }
+
+    /// Commits a transaction (no-op for autocommit connections).
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Conn::SqliteTx(t) => t.commit().await?,
+            Conn::PgTx(t) => t.commit().await?,
+            Conn::Sqlite(_) | Conn::Pg(_) => {}
+        }
+        Ok(())
+    }
+}

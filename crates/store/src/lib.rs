@@ -1,0 +1,201 @@
+//! Satchel's persistence: a double-entry ledger plus the records around it, on SQLite or Postgres.
+//!
+//! Every method that moves money is **one database transaction** that:
+//! 1. takes the write lock (`BEGIN IMMEDIATE` on SQLite; `SELECT … FOR UPDATE` on the wallet rows,
+//!    in id order, on Postgres),
+//! 2. checks the balance *after* taking the lock,
+//! 3. appends balanced postings (they sum to zero) and updates the stored balances,
+//! 4. writes the user-visible records (wallet transactions, Lightning transactions).
+//!
+//! `CHECK (balance_msat >= 0)` is the second net; unique indexes make every credit and every live
+//! payment unique per payment hash. No process-wide mutex guards money, so several Satchel
+//! processes may share one Postgres database.
+//!
+//! Chart of accounts (signed postings, credits to a wallet positive):
+//! - `wal_…`: what we owe a wallet's owner (never negative);
+//! - `sys:lightning`: the node's holdings on behalf of users (negative of what came in);
+//! - `sys:in_flight`: outgoing payments reserved but not settled (amount + fee limit);
+//! - `sys:unclaimed`: money the node received that belongs to no wallet.
+
+pub mod audit;
+pub mod db;
+mod ledger;
+mod ops;
+mod records;
+pub mod schema;
+pub mod testing;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+pub use audit::AuditReport;
+use db::Conn;
+pub use db::Dialect;
+pub use ops::*;
+pub use records::*;
+
+/// Failures of the storage layer itself (not business rule violations).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A row that must exist does not.
+    #[error("not found")]
+    NotFound,
+    /// A constraint fired (unique, check, foreign key).
+    #[error("constraint violated: {0}")]
+    Constraint(String),
+    /// A stored value could not be decoded.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database could not be opened or the URL is wrong.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Anything else from the driver.
+    #[error("database error: {0}")]
+    Db(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        if let sqlx::Error::Database(d) = &e {
+            use sqlx::error::ErrorKind;
+            match d.kind() {
+                ErrorKind::UniqueViolation
+                | ErrorKind::CheckViolation
+                | ErrorKind::ForeignKeyViolation
+                | ErrorKind::NotNullViolation => {
+                    return StoreError::Constraint(d.message().to_owned());
+                }
+                _ => {}
+            }
+        }
+        StoreError::Db(e)
+    }
+}
+
+impl From<satchel_domain::MoneyError> for StoreError {
+    fn from(e: satchel_domain::MoneyError) -> StoreError {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+enum Pools {
+    Sqlite { read: SqlitePool, write: SqlitePool },
+    Postgres(PgPool),
+}
+
+/// Handle to the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pools: Arc<Pools>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({:?})", self.dialect())
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path` or `postgres://…`) and
+    /// brings its schema up to date.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let pools = if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::Config(e.to_string()))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: a commit is durable (fsynced) before we acknowledge anything.
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(30));
+            // One writer connection: SQLite has a single write lock anyway, and queueing writers
+            // in the pool is cheaper than having them spin on SQLITE_BUSY.
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_with(opts.clone())
+                .await?;
+            let read = SqlitePoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_with(opts.read_only(false))
+                .await?;
+            Pools::Sqlite { read, write }
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let opts =
+                PgConnectOptions::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_with(opts)
+                .await?;
+            Pools::Postgres(pool)
+        } else {
+            return Err(StoreError::Config(format!(
+                "unsupported database URL (use sqlite:// or postgres://): {url}"
+            )));
+        };
+        let store = Store {
+            pools: Arc::new(pools),
+        };
+        let mut tx = store.begin_write().await?;
+        schema::migrate(&mut tx).await?;
+        tx.commit().await?;
+        Ok(store)
+    }
+
+    /// Which database this is.
+    pub fn dialect(&self) -> Dialect {
+        match &*self.pools {
+            Pools::Sqlite { .. } => Dialect::Sqlite,
+            Pools::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Starts a write transaction holding the write lock (SQLite: `BEGIN IMMEDIATE`).
+    pub(crate) async fn begin_write(&self) -> Result<Conn, StoreError> {
+        Ok(match &*self.pools {
+            Pools::Sqlite { write, .. } => {
+                Conn::SqliteTx(write.begin_with("BEGIN IMMEDIATE").await?)
+            }
+            Pools::Postgres(p) => Conn::PgTx(p.begin().await?),
+        })
+    }
+
+    /// Starts a read-only snapshot (several queries see one consistent state).
+    pub(crate) async fn begin_read(&self) -> Result<Conn, StoreError> {
+        Ok(match &*self.pools {
+            Pools::Sqlite { read, .. } => Conn::SqliteTx(read.begin().await?),
+            // Postgres' default READ COMMITTED takes a new snapshot per statement; the audit
+            // compares results of several statements, so it needs one snapshot for all.
+            Pools::Postgres(p) => Conn::PgTx(
+                p.begin()
+                    .await?,
+            ),
+        })
+    }
+
+    /// A connection for single-statement reads.
+    pub(crate) async fn read_conn(&self) -> Result<Conn, StoreError> {
+        Ok(match &*self.pools {
+            Pools::Sqlite { read, .. } => Conn::Sqlite(read.acquire().await?),
+            Pools::Postgres(p) => Conn::Pg(p.acquire().await?),
+        })
+    }
+
+    /// Closes all connections.
+    pub async fn close(&self) {
+        match &*self.pools {
+            Pools::Sqlite { read, write } => {
+                write.close().await;
+                read.close().await;
+            }
+            Pools::Postgres(p) => p.close().await,
+        }
+    }
+}

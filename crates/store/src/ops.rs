@@ -1,0 +1,1338 @@
+//! The store's operations. Each public method is one database transaction.
+
+use satchel_domain::{
+    AccountId, JobId, KeyHash, KeyRole, LnTxId, Msat, NodeId, PaymentHash, PaymentStatus, Preimage,
+    WalletId, WtxId, WtxType,
+};
+
+use crate::db::Conn;
+use crate::ledger::{
+    Account, NewWtx, SYS_IN_FLIGHT, SYS_LIGHTNING, SYS_UNCLAIMED, insert_wtx, leg, lock_wallet,
+    lock_wallets, post,
+};
+use crate::records::*;
+use crate::{Store, StoreError, args};
+
+/// A key to store with a new account or wallet.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// Role.
+    pub role: KeyRole,
+    /// SHA-256 of the key text.
+    pub hash: KeyHash,
+    /// Text before the first `_`.
+    pub prefix: String,
+}
+
+/// A wallet to create.
+#[derive(Debug, Clone)]
+pub struct NewWallet {
+    /// Id.
+    pub id: WalletId,
+    /// Owner.
+    pub account_id: AccountId,
+    /// Label.
+    pub user_label: String,
+    /// Node.
+    pub node_id: NodeId,
+    /// Unix seconds.
+    pub now: i64,
+    /// Its access keys.
+    pub keys: Vec<NewKey>,
+}
+
+/// An invoice we issued, to record.
+#[derive(Debug, Clone)]
+pub struct NewInvoiceRecord {
+    /// Id.
+    pub id: LnTxId,
+    /// Owner.
+    pub account_id: AccountId,
+    /// Receiving wallet.
+    pub wallet_id: WalletId,
+    /// Unix seconds.
+    pub now: i64,
+    /// Node.
+    pub node_id: NodeId,
+    /// Our pubkey (hex).
+    pub dest_pubkey: String,
+    /// BOLT11.
+    pub payment_request: String,
+    /// Hash.
+    pub payment_hash: PaymentHash,
+    /// Our preimage (revealed to an internal payer, shown once settled).
+    pub preimage: Preimage,
+    /// Memo.
+    pub memo: String,
+    /// Description hash (hex).
+    pub description_hash: Option<String>,
+    /// Payment secret (hex).
+    pub payment_addr: Option<String>,
+    /// Amount (zero for amountless).
+    pub amount: Msat,
+    /// Expiry seconds.
+    pub expiry_secs: i64,
+    /// Absolute expiry.
+    pub expires_at: i64,
+    /// passThru JSON object text.
+    pub pass_thru: String,
+}
+
+/// What crediting an incoming payment did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreditOutcome {
+    /// The wallet was credited by this call.
+    Credited(WtxRecord),
+    /// Already processed earlier (a replayed event): nothing changed.
+    AlreadyCredited,
+    /// The node received money no wallet may claim (unknown hash, or an invoice already settled
+    /// internally); it was booked to `sys:unclaimed` so the ledger matches the node.
+    Unclaimed,
+}
+
+/// A keysend that arrived, to credit.
+#[derive(Debug, Clone)]
+pub struct KeysendCredit {
+    /// Id of the incoming LnTx to create.
+    pub lntx_id: LnTxId,
+    /// WTX id to create.
+    pub wtx_id: WtxId,
+    /// Target wallet, if routing found one.
+    pub wallet_id: Option<WalletId>,
+    /// Hash.
+    pub payment_hash: PaymentHash,
+    /// Preimage.
+    pub preimage: Preimage,
+    /// Amount.
+    pub amount: Msat,
+    /// Custom records as JSON object text.
+    pub custom_records: String,
+    /// Memo to show.
+    pub memo: String,
+    /// Node.
+    pub node_id: NodeId,
+    /// Our pubkey.
+    pub dest_pubkey: String,
+    /// Unix seconds.
+    pub settled_at: i64,
+}
+
+/// An internal transfer.
+#[derive(Debug, Clone)]
+pub struct TransferCmd {
+    /// Account doing it (both wallets must be its own).
+    pub account_id: AccountId,
+    /// Source.
+    pub from: WalletId,
+    /// Destination.
+    pub to: WalletId,
+    /// Amount (> 0).
+    pub amount: Msat,
+    /// Label of both WTXs.
+    pub memo: String,
+    /// passThru of both WTXs.
+    pub pass_thru: String,
+    /// Id of the incoming WTX.
+    pub wtx_in_id: WtxId,
+    /// Id of the outgoing WTX.
+    pub wtx_out_id: WtxId,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// Why a transfer was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// Unknown or foreign source wallet.
+    #[error("Invalid source wallet id")]
+    SourceNotFound,
+    /// Unknown or foreign destination wallet.
+    #[error("Invalid dest wallet id")]
+    DestNotFound,
+    /// Same wallet.
+    #[error("Source and destination wallets cannot be the same!")]
+    SameWallet,
+    /// Balance too low.
+    #[error("Insufficient balance in source wallet")]
+    InsufficientBalance,
+    /// Storage failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Both sides of a completed transfer.
+#[derive(Debug, Clone)]
+pub struct TransferDone {
+    /// Credit.
+    pub wtx_in: WtxRecord,
+    /// Debit.
+    pub wtx_out: WtxRecord,
+}
+
+/// Reserve funds for an outgoing payment and record it.
+#[derive(Debug, Clone)]
+pub struct ReserveCmd {
+    /// Id of the outgoing LnTx.
+    pub lntx_id: LnTxId,
+    /// Owner.
+    pub account_id: AccountId,
+    /// Paying wallet.
+    pub wallet_id: WalletId,
+    /// Unix seconds.
+    pub now: i64,
+    /// Node.
+    pub node_id: NodeId,
+    /// Destination pubkey.
+    pub dest_pubkey: String,
+    /// BOLT11 or `<pubkey>:<sats>`.
+    pub payment_request: String,
+    /// Hash.
+    pub payment_hash: PaymentHash,
+    /// Memo.
+    pub memo: String,
+    /// Description hash of the invoice (hex).
+    pub description_hash: Option<String>,
+    /// Payment secret (hex).
+    pub payment_addr: Option<String>,
+    /// Amount to deliver.
+    pub amount: Msat,
+    /// Maximum routing fee (reserved too).
+    pub fee_limit: Msat,
+    /// Expiry seconds.
+    pub expiry_secs: Option<i64>,
+    /// Absolute expiry.
+    pub expires_at: Option<i64>,
+    /// Keysend preimage (we know it up front for keysend).
+    pub preimage: Option<Preimage>,
+    /// Keysend.
+    pub is_keysend: bool,
+    /// Custom records JSON object text.
+    pub custom_records: Option<String>,
+    /// passThru JSON object text.
+    pub pass_thru: String,
+}
+
+/// Why a reserve was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReserveError {
+    /// Unknown wallet.
+    #[error("wallet not found")]
+    WalletNotFound,
+    /// Balance below amount + fee limit. Carries the balance.
+    #[error("insufficient balance")]
+    InsufficientBalance(Msat),
+    /// This payment hash was already paid (by us, internally or externally).
+    #[error("invoice is already paid")]
+    AlreadyPaid,
+    /// A payment of this hash is in flight.
+    #[error("payment already in flight")]
+    InFlight(LnTxId),
+    /// Storage failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Settle a successful outgoing payment.
+#[derive(Debug, Clone)]
+pub struct SettleCmd {
+    /// Payment.
+    pub lntx_id: LnTxId,
+    /// Proof of payment.
+    pub preimage: Preimage,
+    /// Routing fee actually paid.
+    pub fee: Msat,
+    /// WTX id for the withdrawal.
+    pub wtx_id: WtxId,
+    /// WTX id for the network fee (used only if fee > 0).
+    pub fee_wtx_id: WtxId,
+    /// Label of the withdrawal WTX.
+    pub user_label: String,
+    /// passThru of the withdrawal WTX.
+    pub pass_thru: String,
+    /// passThru of the fee WTX.
+    pub fee_pass_thru: String,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// A settled outgoing payment's WTXs.
+#[derive(Debug, Clone)]
+pub struct PaymentSettled {
+    /// The `ln_withdrawal`.
+    pub wtx: WtxRecord,
+    /// The `network_fee`, if a fee was paid.
+    pub fee_wtx: Option<WtxRecord>,
+    /// False if it had already been settled before this call.
+    pub newly_settled: bool,
+}
+
+/// Why a payment transition was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentStateError {
+    /// No such payment.
+    #[error("payment not found")]
+    NotFound,
+    /// It already failed and was refunded; a success now means the node contradicts itself.
+    #[error("payment already failed")]
+    AlreadyFailed,
+    /// It already succeeded; it can never fail.
+    #[error("payment already succeeded")]
+    AlreadySucceeded,
+    /// Storage failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Pay one of our own invoices from a wallet, entirely inside the ledger.
+#[derive(Debug, Clone)]
+pub struct InternalPayCmd {
+    /// Owner of the paying wallet.
+    pub account_id: AccountId,
+    /// Paying wallet.
+    pub payer: WalletId,
+    /// Invoice hash.
+    pub payment_hash: PaymentHash,
+    /// Id of the payer's outgoing LnTx.
+    pub out_lntx_id: LnTxId,
+    /// Payer WTX id.
+    pub payer_wtx_id: WtxId,
+    /// Payee WTX id.
+    pub payee_wtx_id: WtxId,
+    /// Payer's passThru (JSON object text).
+    pub payer_pass_thru: String,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// Result of an internal payment.
+#[derive(Debug, Clone)]
+pub struct InternalPaid {
+    /// Payer's `ln_withdrawal`.
+    pub payer_wtx: WtxRecord,
+    /// Payee's `ln_deposit`.
+    pub payee_wtx: WtxRecord,
+}
+
+/// Why an internal payment was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum InternalPayError {
+    /// Not one of our invoices: pay it over Lightning.
+    #[error("not an internal invoice")]
+    NotInternal,
+    /// Already paid.
+    #[error("invoice is already paid")]
+    AlreadyPaid,
+    /// Expired.
+    #[error("invoice expired")]
+    Expired,
+    /// Unknown payer wallet.
+    #[error("wallet not found")]
+    WalletNotFound,
+    /// Balance too low.
+    #[error("insufficient balance")]
+    InsufficientBalance(Msat),
+    /// The invoice has no amount.
+    #[error("Cannot process any amount invoices")]
+    ZeroAmount,
+    /// Storage failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn status_list(s: &[PaymentStatus]) -> String {
+    s.iter().map(|s| format!("'{}'", s.code())).collect::<Vec<_>>().join(",")
+}
+
+const LIVE_OR_DONE: [PaymentStatus; 4] = [
+    PaymentStatus::Reserved,
+    PaymentStatus::Dispatched,
+    PaymentStatus::Unknown,
+    PaymentStatus::Succeeded,
+];
+
+async fn lntx_in(conn: &mut Conn, id: &str) -> Result<Option<LnTxRecord>, StoreError> {
+    let sql = format!("SELECT {LNTX_COLS} FROM ln_txs l WHERE l.id = $1");
+    match conn.fetch_opt(&sql, args![id]).await? {
+        Some(r) => Ok(Some(LnTxRecord::from_row(&r, 0)?)),
+        None => Ok(None),
+    }
+}
+
+async fn wallet_in(conn: &mut Conn, id: &WalletId) -> Result<WalletRecord, StoreError> {
+    let sql = format!("SELECT {WALLET_COLS} FROM wallets WHERE id = $1");
+    let r = conn.fetch_one(&sql, args![id.as_str()]).await?;
+    WalletRecord::from_row(&r, 0)
+}
+
+async fn wtx_in(conn: &mut Conn, id: &WtxId) -> Result<WtxRecord, StoreError> {
+    let sql = format!("{} WHERE t.id = $1", wtx_select());
+    let r = conn.fetch_one(&sql, args![id.as_str()]).await?;
+    let row = WtxRow::from_row(&r)?;
+    let wallet = wallet_in(conn, &row.wallet_id).await?;
+    Ok(row.with_wallet(wallet))
+}
+
+async fn wtxs_of_lntx(conn: &mut Conn, lntx: &LnTxId) -> Result<Vec<WtxRecord>, StoreError> {
+    let sql = format!("{} WHERE t.lntx_id = $1 ORDER BY t.seq", wtx_select());
+    let rows = conn.fetch_all(&sql, args![lntx.as_str()]).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let row = WtxRow::from_row(&r)?;
+        let wallet = wallet_in(conn, &row.wallet_id).await?;
+        out.push(row.with_wallet(wallet));
+    }
+    Ok(out)
+}
+
+async fn insert_key(
+    conn: &mut Conn,
+    account: &AccountId,
+    wallet: Option<&WalletId>,
+    k: &NewKey,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.exec(
+        "INSERT INTO api_keys (key_hash, account_id, wallet_id, role, prefix, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        args![
+            k.hash.to_hex(),
+            account.as_str(),
+            wallet.map(WalletId::as_str),
+            k.role.code(),
+            k.prefix.as_str(),
+            now
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl Store {
+    // ---------------------------------------------------------------- accounts and keys
+
+    /// Creates an account with its account-level keys.
+    pub async fn create_account(
+        &self,
+        id: &AccountId,
+        label: &str,
+        now: i64,
+        keys: &[NewKey],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        tx.exec(
+            "INSERT INTO accounts (id, label, created_at) VALUES ($1, $2, $3)",
+            args![id.as_str(), label, now],
+        )
+        .await?;
+        for k in keys {
+            insert_key(&mut tx, id, None, k, now).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Number of accounts.
+    pub async fn account_count(&self) -> Result<u64, StoreError> {
+        let mut c = self.read_conn().await?;
+        Ok(to_u64(c.fetch_one("SELECT COUNT(*) FROM accounts", args![]).await?.i64(0)?))
+    }
+
+    /// Adds a key (e.g. an imported legacy key) to an account or wallet.
+    pub async fn add_key(
+        &self,
+        account: &AccountId,
+        wallet: Option<&WalletId>,
+        key: &NewKey,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        insert_key(&mut tx, account, wallet, key, now).await?;
+        tx.commit().await
+    }
+
+    /// Sets or clears a key's suspension.
+    pub async fn set_key_suspended(&self, hash: &KeyHash, suspended: bool) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let n = tx
+            .exec("UPDATE api_keys SET suspended = $1 WHERE key_hash = $2", args![suspended, hash.to_hex()])
+            .await?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// Finds a key by the hash of its text. The lookup is an index probe on the SHA-256 of the
+    /// presented key, so response timing depends only on the hash, never on how many characters
+    /// of a real key an attacker guessed.
+    pub async fn find_key(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        let mut c = self.read_conn().await?;
+        let Some(r) = c
+            .fetch_opt(
+                "SELECT account_id, wallet_id, role, prefix, suspended FROM api_keys WHERE key_hash = $1",
+                args![hash.to_hex()],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let role_code = r.text(2)?;
+        Ok(Some(KeyRecord {
+            account_id: AccountId::from_db(r.text(0)?),
+            wallet_id: r.opt_text(1)?.map(WalletId::from_db),
+            role: KeyRole::from_code(&role_code)
+                .ok_or_else(|| StoreError::Corrupt(format!("key role {role_code}")))?,
+            prefix: r.text(3)?,
+            suspended: r.flag(4)?,
+        }))
+    }
+
+    // ---------------------------------------------------------------- wallets
+
+    /// Creates a wallet with its keys.
+    pub async fn create_wallet(&self, w: &NewWallet) -> Result<WalletRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        tx.exec(
+            "INSERT INTO wallets (id, account_id, user_label, created_at, updated_at, balance_msat, \
+             wtx_count, status, node_id) VALUES ($1, $2, $3, $4, $4, 0, 0, 'active', $5)",
+            args![w.id.as_str(), w.account_id.as_str(), w.user_label.as_str(), w.now, w.node_id.as_str()],
+        )
+        .await?;
+        for k in &w.keys {
+            insert_key(&mut tx, &w.account_id, Some(&w.id), k, w.now).await?;
+        }
+        let rec = wallet_in(&mut tx, &w.id).await?;
+        tx.commit().await?;
+        Ok(rec)
+    }
+
+    /// A wallet by id.
+    pub async fn wallet(&self, id: &WalletId) -> Result<Option<WalletRecord>, StoreError> {
+        let mut c = self.read_conn().await?;
+        let sql = format!("SELECT {WALLET_COLS} FROM wallets WHERE id = $1");
+        match c.fetch_opt(&sql, args![id.as_str()]).await? {
+            Some(r) => Ok(Some(WalletRecord::from_row(&r, 0)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A page of an account's wallets, newest first, and the total count.
+    pub async fn list_wallets(
+        &self,
+        account: &AccountId,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<WalletRecord>, u64), StoreError> {
+        let mut tx = self.begin_read().await?;
+        let total = tx
+            .fetch_one("SELECT COUNT(*) FROM wallets WHERE account_id = $1", args![account.as_str()])
+            .await?
+            .i64(0)?;
+        let sql = format!(
+            "SELECT {WALLET_COLS} FROM wallets WHERE account_id = $1 \
+             ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+        );
+        let rows = tx
+            .fetch_all(&sql, args![account.as_str(), lim(limit), lim(offset)])
+            .await?;
+        let list = rows.iter().map(|r| WalletRecord::from_row(r, 0)).collect::<Result<_, _>>()?;
+        tx.commit().await?;
+        Ok((list, to_u64(total)))
+    }
+
+    /// A page of wallet transactions, newest first, with the total count: of one wallet, or of
+    /// the whole account.
+    pub async fn list_wtxs(
+        &self,
+        account: &AccountId,
+        wallet: Option<&WalletId>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<WtxRecord>, u64), StoreError> {
+        let mut tx = self.begin_read().await?;
+        let (total, rows) = match wallet {
+            Some(w) => {
+                let Some(r) = tx
+                    .fetch_opt(
+                        "SELECT wtx_count FROM wallets WHERE id = $1 AND account_id = $2",
+                        args![w.as_str(), account.as_str()],
+                    )
+                    .await?
+                else {
+                    return Ok((Vec::new(), 0));
+                };
+                let sql = format!("{} WHERE t.wallet_id = $1 ORDER BY t.seq DESC LIMIT $2 OFFSET $3", wtx_select());
+                (r.i64(0)?, tx.fetch_all(&sql, args![w.as_str(), lim(limit), lim(offset)]).await?)
+            }
+            None => {
+                let total = tx
+                    .fetch_one("SELECT COUNT(*) FROM wtxs WHERE account_id = $1", args![account.as_str()])
+                    .await?
+                    .i64(0)?;
+                let sql = format!("{} WHERE t.account_id = $1 ORDER BY t.seq DESC LIMIT $2 OFFSET $3", wtx_select());
+                (total, tx.fetch_all(&sql, args![account.as_str(), lim(limit), lim(offset)]).await?)
+            }
+        };
+        let mut wallets: Vec<WalletRecord> = Vec::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let row = WtxRow::from_row(&r)?;
+            let wallet = match wallets.iter().find(|w| w.id == row.wallet_id) {
+                Some(w) => w.clone(),
+                None => {
+                    let w = wallet_in(&mut tx, &row.wallet_id).await?;
+                    wallets.push(w.clone());
+                    w
+                }
+            };
+            out.push(row.with_wallet(wallet));
+        }
+        tx.commit().await?;
+        Ok((out, to_u64(total)))
+    }
+
+    /// A Lightning transaction by id.
+    pub async fn lntx(&self, id: &LnTxId) -> Result<Option<LnTxRecord>, StoreError> {
+        let mut c = self.read_conn().await?;
+        lntx_in(&mut c, id.as_str()).await
+    }
+
+    /// A wallet transaction by id.
+    pub async fn wtx(&self, id: &WtxId) -> Result<Option<WtxRecord>, StoreError> {
+        let mut tx = self.begin_read().await?;
+        let r = match wtx_in(&mut tx, id).await {
+            Ok(w) => Some(w),
+            Err(StoreError::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    /// The WTXs booked for a Lightning transaction (withdrawal first, then its fee).
+    pub async fn wtxs_of_lntx(&self, id: &LnTxId) -> Result<Vec<WtxRecord>, StoreError> {
+        let mut tx = self.begin_read().await?;
+        let r = wtxs_of_lntx(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    // ---------------------------------------------------------------- incoming
+
+    /// Records an invoice we issued.
+    pub async fn insert_invoice(&self, inv: &NewInvoiceRecord) -> Result<LnTxRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        tx.exec(
+            "INSERT INTO ln_txs (id, account_id, wallet_id, created_at, updated_at, direction, node_id, \
+             dest_pubkey, payment_request, payment_hash, memo, description_hash, payment_addr, \
+             amount_msat, expiry_secs, expires_at, preimage, pass_thru) \
+             VALUES ($1, $2, $3, $4, $4, 'in', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            args![
+                inv.id.as_str(),
+                inv.account_id.as_str(),
+                inv.wallet_id.as_str(),
+                inv.now,
+                inv.node_id.as_str(),
+                inv.dest_pubkey.as_str(),
+                inv.payment_request.as_str(),
+                inv.payment_hash.to_hex(),
+                inv.memo.as_str(),
+                inv.description_hash.clone(),
+                inv.payment_addr.clone(),
+                inv.amount.as_i64(),
+                inv.expiry_secs,
+                inv.expires_at,
+                inv.preimage.to_hex(),
+                inv.pass_thru.as_str()
+            ],
+        )
+        .await?;
+        let rec = lntx_in(&mut tx, inv.id.as_str()).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        Ok(rec)
+    }
+
+    /// Our invoice with this payment hash, if any.
+    pub async fn incoming_by_hash(&self, hash: &PaymentHash) -> Result<Option<LnTxRecord>, StoreError> {
+        let mut c = self.read_conn().await?;
+        let sql = format!("SELECT {LNTX_COLS} FROM ln_txs l WHERE l.payment_hash = $1 AND l.direction = 'in'");
+        match c.fetch_opt(&sql, args![hash.to_hex()]).await? {
+            Some(r) => Ok(Some(LnTxRecord::from_row(&r, 0)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Books a node-side settlement of one of our invoices. Idempotent: replaying the same
+    /// settlement changes nothing. If the invoice was already settled internally, the money the
+    /// node received goes to `sys:unclaimed` (once).
+    pub async fn credit_invoice(
+        &self,
+        hash: &PaymentHash,
+        amount_received: Msat,
+        settled_at: i64,
+        wtx_id: &WtxId,
+    ) -> Result<CreditOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let sql = format!(
+            "SELECT {LNTX_COLS}, l.node_settled FROM ln_txs l WHERE l.payment_hash = $1 AND l.direction = 'in'{}",
+            tx.dialect().for_update()
+        );
+        let received = amount_received.as_i64();
+        let Some(row) = tx.fetch_opt(&sql, args![hash.to_hex()]).await? else {
+            // Not ours at all. Book it so the ledger still equals what the node holds.
+            let reference = format!("unknown:{}", hash.to_hex());
+            // Nothing else is locked for an unknown hash: serialise replays on the first system
+            // account this posts to, so the duplicate check below sees any replay that
+            // committed first (Postgres; SQLite's write lock already serialises).
+            let lock = format!(
+                "SELECT balance_msat FROM system_accounts WHERE code = $1{}",
+                tx.dialect().for_update()
+            );
+            tx.fetch_one(&lock, args![SYS_LIGHTNING]).await?;
+            let dup = tx
+                .fetch_opt("SELECT id FROM ledger_txns WHERE ref = $1", args![reference.as_str()])
+                .await?;
+            if dup.is_some() {
+                return Ok(CreditOutcome::AlreadyCredited);
+            }
+            post(&mut tx, "unclaimed_receive", &reference, settled_at, &[
+                leg(Account::Sys(SYS_LIGHTNING), -received),
+                leg(Account::Sys(SYS_UNCLAIMED), received),
+            ])
+            .await?;
+            tx.commit().await?;
+            return Ok(CreditOutcome::Unclaimed);
+        };
+        let lntx = LnTxRecord::from_row(&row, 0)?;
+        if row.flag(LNTX_NCOLS)? {
+            return Ok(CreditOutcome::AlreadyCredited);
+        }
+        tx.exec("UPDATE ln_txs SET node_settled = 1 WHERE id = $1", args![lntx.id.as_str()]).await?;
+        let wallet_id = match (&lntx.wallet_id, lntx.settled) {
+            (Some(w), false) => w.clone(),
+            _ => {
+                // Settled internally already (or walletless): the node's money is nobody's.
+                post(&mut tx, "unclaimed_receive", lntx.id.as_str(), settled_at, &[
+                    leg(Account::Sys(SYS_LIGHTNING), -received),
+                    leg(Account::Sys(SYS_UNCLAIMED), received),
+                ])
+                .await?;
+                tx.commit().await?;
+                return Ok(CreditOutcome::Unclaimed);
+            }
+        };
+        tx.exec(
+            "UPDATE ln_txs SET settled = 1, settled_at = $1, amount_msat = $2, updated_at = $1 WHERE id = $3",
+            args![settled_at, received, lntx.id.as_str()],
+        )
+        .await?;
+        post(&mut tx, "ln_deposit", lntx.id.as_str(), settled_at, &[
+            leg(Account::Sys(SYS_LIGHTNING), -received),
+            leg(Account::Wallet(&wallet_id), received),
+        ])
+        .await?;
+        insert_wtx(&mut tx, &NewWtx {
+            id: wtx_id,
+            wallet_id: &wallet_id,
+            account_id: lntx.account_id.as_str(),
+            now: settled_at,
+            amount_msat: received,
+            wtx_type: WtxType::LnDeposit,
+            user_label: &lntx.memo,
+            lntx_id: Some(lntx.id.as_str()),
+            pass_thru: &lntx.pass_thru,
+        })
+        .await?;
+        let wtx = wtx_in(&mut tx, wtx_id).await?;
+        tx.commit().await?;
+        Ok(CreditOutcome::Credited(wtx))
+    }
+
+    /// Books a received keysend. Idempotent per payment hash.
+    pub async fn credit_keysend(&self, k: &KeysendCredit) -> Result<CreditOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let exists = tx
+            .fetch_opt(
+                "SELECT id FROM ln_txs WHERE payment_hash = $1 AND direction = 'in'",
+                args![k.payment_hash.to_hex()],
+            )
+            .await?;
+        if exists.is_some() {
+            return Ok(CreditOutcome::AlreadyCredited);
+        }
+        // The wallet must exist; otherwise the money is unclaimed.
+        let (wallet, account) = match &k.wallet_id {
+            Some(w) => match lock_wallet(&mut tx, w).await? {
+                Some(rec) => (Some(rec.id), rec.account_id.as_str().to_owned()),
+                None => (None, String::new()),
+            },
+            None => (None, String::new()),
+        };
+        let received = k.amount.as_i64();
+        let pass_thru = match &wallet {
+            Some(w) => format!(
+                "{{\"wallet_id\":{},\"custom_records\":{}}}",
+                json_str(w.as_str()),
+                k.custom_records
+            ),
+            None => "{}".to_owned(),
+        };
+        let inserted = tx.exec(
+            "INSERT INTO ln_txs (id, account_id, wallet_id, created_at, updated_at, direction, node_id, \
+             dest_pubkey, payment_request, payment_hash, memo, amount_msat, preimage, settled, \
+             settled_at, node_settled, is_keysend, custom_records, pass_thru) \
+             VALUES ($1, $2, $3, $4, $4, 'in', $5, $6, 'keysend', $7, $8, $9, $10, 1, $4, 1, 1, $11, $12)",
+            args![
+                k.lntx_id.as_str(),
+                account.as_str(),
+                wallet.as_ref().map(WalletId::as_str),
+                k.settled_at,
+                k.node_id.as_str(),
+                k.dest_pubkey.as_str(),
+                k.payment_hash.to_hex(),
+                k.memo.as_str(),
+                received,
+                k.preimage.to_hex(),
+                k.custom_records.as_str(),
+                pass_thru.as_str()
+            ],
+        )
+        .await;
+        match inserted {
+            Ok(_) => {}
+            // Postgres: a concurrent replay of the same keysend committed first.
+            Err(StoreError::Constraint(_)) => return Ok(CreditOutcome::AlreadyCredited),
+            Err(e) => return Err(e),
+        }
+        let Some(wallet_id) = wallet else {
+            post(&mut tx, "unclaimed_receive", k.lntx_id.as_str(), k.settled_at, &[
+                leg(Account::Sys(SYS_LIGHTNING), -received),
+                leg(Account::Sys(SYS_UNCLAIMED), received),
+            ])
+            .await?;
+            tx.commit().await?;
+            return Ok(CreditOutcome::Unclaimed);
+        };
+        post(&mut tx, "ln_deposit", k.lntx_id.as_str(), k.settled_at, &[
+            leg(Account::Sys(SYS_LIGHTNING), -received),
+            leg(Account::Wallet(&wallet_id), received),
+        ])
+        .await?;
+        insert_wtx(&mut tx, &NewWtx {
+            id: &k.wtx_id,
+            wallet_id: &wallet_id,
+            account_id: &account,
+            now: k.settled_at,
+            amount_msat: received,
+            wtx_type: WtxType::LnDeposit,
+            user_label: &k.memo,
+            lntx_id: Some(k.lntx_id.as_str()),
+            pass_thru: &pass_thru,
+        })
+        .await?;
+        let wtx = wtx_in(&mut tx, &k.wtx_id).await?;
+        tx.commit().await?;
+        Ok(CreditOutcome::Credited(wtx))
+    }
+
+    // ---------------------------------------------------------------- transfers
+
+    /// Moves money between two wallets of one account.
+    pub async fn transfer(&self, t: &TransferCmd) -> Result<TransferDone, TransferError> {
+        if t.from == t.to {
+            return Err(TransferError::SameWallet);
+        }
+        let mut tx = self.begin_write().await?;
+        let locked = lock_wallets(&mut tx, &[&t.from, &t.to]).await?;
+        let src = match &locked[0] {
+            Some(w) if w.account_id == t.account_id => w.clone(),
+            _ => return Err(TransferError::SourceNotFound),
+        };
+        match &locked[1] {
+            Some(w) if w.account_id == t.account_id => {}
+            _ => return Err(TransferError::DestNotFound),
+        }
+        // The check that matters: made after the lock, inside the transaction.
+        if src.balance < t.amount {
+            return Err(TransferError::InsufficientBalance);
+        }
+        let amount = t.amount.as_i64();
+        post(&mut tx, "transfer", t.wtx_out_id.as_str(), t.now, &[
+            leg(Account::Wallet(&t.from), -amount),
+            leg(Account::Wallet(&t.to), amount),
+        ])
+        .await?;
+        for (id, wallet, amt, ty) in [
+            (&t.wtx_out_id, &t.from, -amount, WtxType::LnTransferOut),
+            (&t.wtx_in_id, &t.to, amount, WtxType::LnTransferIn),
+        ] {
+            insert_wtx(&mut tx, &NewWtx {
+                id,
+                wallet_id: wallet,
+                account_id: t.account_id.as_str(),
+                now: t.now,
+                amount_msat: amt,
+                wtx_type: ty,
+                user_label: &t.memo,
+                lntx_id: None,
+                pass_thru: &t.pass_thru,
+            })
+            .await?;
+        }
+        let wtx_out = wtx_in(&mut tx, &t.wtx_out_id).await?;
+        let wtx_in_rec = wtx_in(&mut tx, &t.wtx_in_id).await?;
+        tx.commit().await?;
+        Ok(TransferDone { wtx_in: wtx_in_rec, wtx_out })
+    }
+
+    // ---------------------------------------------------------------- outgoing
+
+    /// Debits amount + fee limit into `sys:in_flight` and records the payment as `reserved`,
+    /// committed before anyone talks to the node.
+    pub async fn reserve_payment(&self, r: &ReserveCmd) -> Result<LnTxRecord, ReserveError> {
+        let mut tx = self.begin_write().await?;
+        let hash = r.payment_hash.to_hex();
+        // A payment hash is paid at most once, by anyone: our own invoice settled internally,
+        // or a live/successful outgoing payment.
+        let paid_in = tx
+            .fetch_opt(
+                "SELECT settled FROM ln_txs WHERE payment_hash = $1 AND direction = 'in' AND settled = 1",
+                args![hash.as_str()],
+            )
+            .await?;
+        if paid_in.is_some() {
+            return Err(ReserveError::AlreadyPaid);
+        }
+        let sql = format!(
+            "SELECT id, status FROM ln_txs WHERE payment_hash = $1 AND direction = 'out' AND status IN ({})",
+            status_list(&LIVE_OR_DONE)
+        );
+        if let Some(row) = tx.fetch_opt(&sql, args![hash.as_str()]).await? {
+            return Err(if row.text(1)? == PaymentStatus::Succeeded.code() {
+                ReserveError::AlreadyPaid
+            } else {
+                ReserveError::InFlight(LnTxId::from_db(row.text(0)?))
+            });
+        }
+        let Some(wallet) = lock_wallet(&mut tx, &r.wallet_id).await? else {
+            return Err(ReserveError::WalletNotFound);
+        };
+        if wallet.account_id != r.account_id {
+            return Err(ReserveError::WalletNotFound);
+        }
+        let total = r.amount.checked_add(r.fee_limit).map_err(StoreError::from)?;
+        if wallet.balance < total {
+            return Err(ReserveError::InsufficientBalance(wallet.balance));
+        }
+        let inserted = tx
+            .exec(
+                "INSERT INTO ln_txs (id, account_id, wallet_id, created_at, updated_at, direction, node_id, \
+                 dest_pubkey, payment_request, payment_hash, memo, description_hash, payment_addr, \
+                 amount_msat, fee_limit_msat, expiry_secs, expires_at, preimage, is_keysend, \
+                 custom_records, pass_thru, status) VALUES ($1, $2, $3, $4, $4, 'out', $5, $6, $7, $8, \
+                 $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, 'reserved')",
+                args![
+                    r.lntx_id.as_str(),
+                    r.account_id.as_str(),
+                    r.wallet_id.as_str(),
+                    r.now,
+                    r.node_id.as_str(),
+                    r.dest_pubkey.as_str(),
+                    r.payment_request.as_str(),
+                    hash.as_str(),
+                    r.memo.as_str(),
+                    r.description_hash.clone(),
+                    r.payment_addr.clone(),
+                    r.amount.as_i64(),
+                    r.fee_limit.as_i64(),
+                    r.expiry_secs,
+                    r.expires_at,
+                    r.preimage.map(|p| p.to_hex()),
+                    r.is_keysend,
+                    r.custom_records.clone(),
+                    r.pass_thru.as_str()
+                ],
+            )
+            .await;
+        match inserted {
+            Ok(_) => {}
+            // Postgres: a concurrent reserve of the same hash committed first.
+            Err(StoreError::Constraint(_)) => return Err(ReserveError::InFlight(r.lntx_id.clone())),
+            Err(e) => return Err(e.into()),
+        }
+        let total = total.as_i64();
+        post(&mut tx, "payment_reserve", r.lntx_id.as_str(), r.now, &[
+            leg(Account::Wallet(&r.wallet_id), -total),
+            leg(Account::Sys(SYS_IN_FLIGHT), total),
+        ])
+        .await?;
+        let rec = lntx_in(&mut tx, r.lntx_id.as_str()).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        Ok(rec)
+    }
+
+    /// Moves a live payment between non-final states (`reserved` → `dispatched` → `unknown`).
+    /// Returns false if it was not in one of `from`.
+    pub async fn mark_payment(
+        &self,
+        id: &LnTxId,
+        from: &[PaymentStatus],
+        to: PaymentStatus,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        if !to.is_live() {
+            return Err(StoreError::Corrupt("mark_payment only moves between live states".into()));
+        }
+        let mut tx = self.begin_write().await?;
+        let sql = format!(
+            "UPDATE ln_txs SET status = $1, updated_at = $2 WHERE id = $3 AND direction = 'out' AND status IN ({})",
+            status_list(from)
+        );
+        let n = tx.exec(&sql, args![to.code(), now, id.as_str()]).await?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// Books a successful payment: the real fee is charged, the rest of the reserve returns to the
+    /// wallet, and `ln_withdrawal` (+ `network_fee`) WTXs appear. Idempotent.
+    pub async fn settle_payment(&self, s: &SettleCmd) -> Result<PaymentSettled, PaymentStateError> {
+        let mut tx = self.begin_write().await?;
+        let sql = format!("SELECT {LNTX_COLS} FROM ln_txs l WHERE l.id = $1 AND l.direction = 'out'{}", tx.dialect().for_update());
+        let Some(row) = tx.fetch_opt(&sql, args![s.lntx_id.as_str()]).await? else {
+            return Err(PaymentStateError::NotFound);
+        };
+        let p = LnTxRecord::from_row(&row, 0)?;
+        match p.status {
+            Some(PaymentStatus::Succeeded) => {
+                let mut w = wtxs_of_lntx(&mut tx, &p.id).await?.into_iter();
+                let wtx = w.next().ok_or(StoreError::NotFound)?;
+                return Ok(PaymentSettled { wtx, fee_wtx: w.next(), newly_settled: false });
+            }
+            Some(PaymentStatus::Failed) => return Err(PaymentStateError::AlreadyFailed),
+            _ => {}
+        }
+        let wallet_id = p.wallet_id.clone().ok_or(StoreError::NotFound)?;
+        let amount = p.amount.as_i64();
+        let reserved = p.amount.checked_add(p.fee_limit).map_err(StoreError::from)?.as_i64();
+        let fee = s.fee.as_i64();
+        // The node promised to stay within the limit. If it did not, the wallet is charged only
+        // the limit and the operator absorbs the rest (sys:unclaimed goes down), so no wallet is
+        // ever charged more than it agreed to.
+        let charged_fee = fee.min(p.fee_limit.as_i64());
+        let overrun = fee - charged_fee;
+        if overrun > 0 {
+            tracing::error!(lntx = %p.id, fee, limit = p.fee_limit.as_i64(), "node paid more fee than the limit");
+        }
+        post(&mut tx, "payment_settle", p.id.as_str(), s.now, &[
+            leg(Account::Sys(SYS_IN_FLIGHT), -reserved),
+            leg(Account::Wallet(&wallet_id), reserved - amount - charged_fee),
+            leg(Account::Sys(SYS_LIGHTNING), amount + fee),
+            leg(Account::Sys(SYS_UNCLAIMED), -overrun),
+        ])
+        .await?;
+        tx.exec(
+            "UPDATE ln_txs SET status = 'succeeded', settled = 1, settled_at = $1, updated_at = $1, \
+             fee_msat = $2, preimage = $3 WHERE id = $4",
+            args![s.now, fee, s.preimage.to_hex(), p.id.as_str()],
+        )
+        .await?;
+        insert_wtx(&mut tx, &NewWtx {
+            id: &s.wtx_id,
+            wallet_id: &wallet_id,
+            account_id: p.account_id.as_str(),
+            now: s.now,
+            amount_msat: -amount,
+            wtx_type: WtxType::LnWithdrawal,
+            user_label: &s.user_label,
+            lntx_id: Some(p.id.as_str()),
+            pass_thru: &s.pass_thru,
+        })
+        .await?;
+        if charged_fee > 0 {
+            insert_wtx(&mut tx, &NewWtx {
+                id: &s.fee_wtx_id,
+                wallet_id: &wallet_id,
+                account_id: p.account_id.as_str(),
+                now: s.now,
+                amount_msat: -charged_fee,
+                wtx_type: WtxType::NetworkFee,
+                user_label: "Network fee",
+                lntx_id: Some(p.id.as_str()),
+                pass_thru: &s.fee_pass_thru,
+            })
+            .await?;
+        }
+        let wtx = wtx_in(&mut tx, &s.wtx_id).await?;
+        let fee_wtx = if charged_fee > 0 { Some(wtx_in(&mut tx, &s.fee_wtx_id).await?) } else { None };
+        tx.commit().await?;
+        Ok(PaymentSettled { wtx, fee_wtx, newly_settled: true })
+    }
+
+    /// Refunds a payment the node proved failed. Idempotent; refuses a succeeded payment.
+    pub async fn fail_payment(
+        &self,
+        id: &LnTxId,
+        reason: &str,
+        now: i64,
+    ) -> Result<LnTxRecord, PaymentStateError> {
+        let mut tx = self.begin_write().await?;
+        let sql = format!("SELECT {LNTX_COLS} FROM ln_txs l WHERE l.id = $1 AND l.direction = 'out'{}", tx.dialect().for_update());
+        let Some(row) = tx.fetch_opt(&sql, args![id.as_str()]).await? else {
+            return Err(PaymentStateError::NotFound);
+        };
+        let p = LnTxRecord::from_row(&row, 0)?;
+        match p.status {
+            Some(PaymentStatus::Failed) => return Ok(p),
+            Some(PaymentStatus::Succeeded) => return Err(PaymentStateError::AlreadySucceeded),
+            _ => {}
+        }
+        let wallet_id = p.wallet_id.clone().ok_or(StoreError::NotFound)?;
+        let reserved = p.amount.checked_add(p.fee_limit).map_err(StoreError::from)?.as_i64();
+        post(&mut tx, "payment_refund", p.id.as_str(), now, &[
+            leg(Account::Sys(SYS_IN_FLIGHT), -reserved),
+            leg(Account::Wallet(&wallet_id), reserved),
+        ])
+        .await?;
+        tx.exec(
+            "UPDATE ln_txs SET status = 'failed', failure_reason = $1, updated_at = $2 WHERE id = $3",
+            args![reason, now, p.id.as_str()],
+        )
+        .await?;
+        let rec = lntx_in(&mut tx, id.as_str()).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        Ok(rec)
+    }
+
+    /// Outgoing payments still holding a reserve (for recovery).
+    pub async fn live_payments(&self) -> Result<Vec<LnTxRecord>, StoreError> {
+        let mut c = self.read_conn().await?;
+        let sql = format!(
+            "SELECT {LNTX_COLS} FROM ln_txs l WHERE l.direction = 'out' AND l.status IN ({}) ORDER BY l.created_at",
+            status_list(&[PaymentStatus::Reserved, PaymentStatus::Dispatched, PaymentStatus::Unknown])
+        );
+        let rows = c.fetch_all(&sql, args![]).await?;
+        rows.iter().map(|r| LnTxRecord::from_row(r, 0)).collect()
+    }
+
+    /// The newest outgoing payment of a hash that is live or succeeded.
+    pub async fn outgoing_by_hash(&self, hash: &PaymentHash) -> Result<Option<LnTxRecord>, StoreError> {
+        let mut c = self.read_conn().await?;
+        let sql = format!(
+            "SELECT {LNTX_COLS} FROM ln_txs l WHERE l.payment_hash = $1 AND l.direction = 'out' AND l.status IN ({})",
+            status_list(&LIVE_OR_DONE)
+        );
+        match c.fetch_opt(&sql, args![hash.to_hex()]).await? {
+            Some(r) => Ok(Some(LnTxRecord::from_row(&r, 0)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Pays one of our own invoices inside one transaction: payer debited, payee credited,
+    /// invoice marked paid. Cannot happen twice: the invoice row is locked and checked.
+    pub async fn pay_internal(&self, c: &InternalPayCmd) -> Result<InternalPaid, InternalPayError> {
+        let mut tx = self.begin_write().await?;
+        let hash = c.payment_hash.to_hex();
+        let sql = format!(
+            "SELECT {LNTX_COLS} FROM ln_txs l WHERE l.payment_hash = $1 AND l.direction = 'in'{}",
+            tx.dialect().for_update()
+        );
+        let Some(row) = tx.fetch_opt(&sql, args![hash.as_str()]).await? else {
+            return Err(InternalPayError::NotInternal);
+        };
+        let inv = LnTxRecord::from_row(&row, 0)?;
+        let Some(payee) = inv.wallet_id.clone() else {
+            return Err(InternalPayError::NotInternal);
+        };
+        if inv.settled || inv.is_keysend {
+            return Err(InternalPayError::AlreadyPaid);
+        }
+        if inv.expires_at.is_some_and(|e| c.now >= e) {
+            return Err(InternalPayError::Expired);
+        }
+        if inv.amount.is_zero() {
+            return Err(InternalPayError::ZeroAmount);
+        }
+        // An external attempt of the same hash may be live (it will fail at the node, which
+        // knows the invoice is ours); refuse rather than pay twice.
+        let sql = format!(
+            "SELECT id FROM ln_txs WHERE payment_hash = $1 AND direction = 'out' AND status IN ({})",
+            status_list(&LIVE_OR_DONE)
+        );
+        if tx.fetch_opt(&sql, args![hash.as_str()]).await?.is_some() {
+            return Err(InternalPayError::AlreadyPaid);
+        }
+        let locked = lock_wallets(&mut tx, &[&c.payer, &payee]).await?;
+        let payer = match &locked[0] {
+            Some(w) if w.account_id == c.account_id => w.clone(),
+            _ => return Err(InternalPayError::WalletNotFound),
+        };
+        if payer.balance < inv.amount {
+            return Err(InternalPayError::InsufficientBalance(payer.balance));
+        }
+        let amount = inv.amount.as_i64();
+        let preimage = inv.preimage.map(|p| p.to_hex());
+        tx.exec(
+            "UPDATE ln_txs SET settled = 1, settled_at = $1, updated_at = $1 WHERE id = $2",
+            args![c.now, inv.id.as_str()],
+        )
+        .await?;
+        tx.exec(
+            "INSERT INTO ln_txs (id, account_id, wallet_id, created_at, updated_at, direction, node_id, \
+             dest_pubkey, payment_request, payment_hash, memo, description_hash, payment_addr, \
+             amount_msat, expiry_secs, expires_at, preimage, settled, settled_at, pass_thru, status) \
+             VALUES ($1, $2, $3, $4, $4, 'out', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, $4, $16, 'succeeded')",
+            args![
+                c.out_lntx_id.as_str(),
+                c.account_id.as_str(),
+                c.payer.as_str(),
+                c.now,
+                inv.node_id.as_str(),
+                inv.dest_pubkey.as_str(),
+                inv.payment_request.as_str(),
+                hash.as_str(),
+                inv.memo.as_str(),
+                inv.description_hash.clone(),
+                inv.payment_addr.clone(),
+                amount,
+                inv.expiry_secs,
+                inv.expires_at,
+                preimage,
+                c.payer_pass_thru.as_str()
+            ],
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::Constraint(_) => InternalPayError::AlreadyPaid,
+            e => e.into(),
+        })?;
+        post(&mut tx, "internal_payment", c.out_lntx_id.as_str(), c.now, &[
+            leg(Account::Wallet(&c.payer), -amount),
+            leg(Account::Wallet(&payee), amount),
+        ])
+        .await?;
+        insert_wtx(&mut tx, &NewWtx {
+            id: &c.payer_wtx_id,
+            wallet_id: &c.payer,
+            account_id: c.account_id.as_str(),
+            now: c.now,
+            amount_msat: -amount,
+            wtx_type: WtxType::LnWithdrawal,
+            user_label: &inv.memo,
+            lntx_id: Some(c.out_lntx_id.as_str()),
+            pass_thru: &c.payer_pass_thru,
+        })
+        .await?;
+        insert_wtx(&mut tx, &NewWtx {
+            id: &c.payee_wtx_id,
+            wallet_id: &payee,
+            account_id: inv.account_id.as_str(),
+            now: c.now,
+            amount_msat: amount,
+            wtx_type: WtxType::LnDeposit,
+            user_label: &inv.memo,
+            lntx_id: Some(inv.id.as_str()),
+            pass_thru: &inv.pass_thru,
+        })
+        .await?;
+        let payer_wtx = wtx_in(&mut tx, &c.payer_wtx_id).await?;
+        let payee_wtx = wtx_in(&mut tx, &c.payee_wtx_id).await?;
+        tx.commit().await?;
+        Ok(InternalPaid { payer_wtx, payee_wtx })
+    }
+
+    // ---------------------------------------------------------------- jobs and cursors
+
+    /// Records a queued job.
+    pub async fn insert_job(&self, j: &JobRecord) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        tx.exec(
+            &format!("INSERT INTO jobs ({JOB_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+            args![
+                j.id.as_str(),
+                j.account_id.as_str(),
+                j.wallet_id.as_str(),
+                j.kind.as_str(),
+                j.request.as_str(),
+                j.status.code(),
+                j.result_wtx_id.as_ref().map(WtxId::as_str),
+                j.error.clone(),
+                j.created_at,
+                j.updated_at
+            ],
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    /// A job by id.
+    pub async fn job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
+        let mut c = self.read_conn().await?;
+        match c.fetch_opt(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = $1"), args![id.as_str()]).await? {
+            Some(r) => Ok(Some(JobRecord::from_row(&r)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Jobs not finished yet, oldest first.
+    pub async fn queued_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        let mut c = self.read_conn().await?;
+        let rows = c
+            .fetch_all(&format!("SELECT {JOB_COLS} FROM jobs WHERE status = 'queued' ORDER BY created_at"), args![])
+            .await?;
+        rows.iter().map(JobRecord::from_row).collect()
+    }
+
+    /// Finishes a queued job (no-op if already finished).
+    pub async fn finish_job(
+        &self,
+        id: &JobId,
+        status: JobStatus,
+        result_wtx_id: Option<&WtxId>,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        tx.exec(
+            "UPDATE jobs SET status = $1, result_wtx_id = $2, error = $3, updated_at = $4 \
+             WHERE id = $5 AND status = 'queued'",
+            args![status.code(), result_wtx_id.map(WtxId::as_str), error, now, id.as_str()],
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    /// A persisted stream cursor (0 if never set).
+    pub async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
+        let mut c = self.read_conn().await?;
+        match c.fetch_opt("SELECT value FROM cursors WHERE name = $1", args![name]).await? {
+            Some(r) => Ok(to_u64(r.i64(0)?)),
+            None => Ok(0),
+        }
+    }
+
+    /// Advances a cursor (never moves it backwards).
+    pub async fn set_cursor(&self, name: &str, value: u64) -> Result<(), StoreError> {
+        let v = i64::try_from(value).map_err(|_| StoreError::Corrupt("cursor overflow".into()))?;
+        let mut tx = self.begin_write().await?;
+        let n = tx
+            .exec("UPDATE cursors SET value = $1 WHERE name = $2 AND value < $1", args![v, name])
+            .await?;
+        if n == 0 {
+            let exists = tx.fetch_opt("SELECT value FROM cursors WHERE name = $1", args![name]).await?;
+            if exists.is_none() {
+                tx.exec("INSERT INTO cursors (name, value) VALUES ($1, $2)", args![name, v]).await?;
+            }
+        }
+        tx.commit().await
+    }
+}
+
+fn lim(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
+}

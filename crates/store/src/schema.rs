@@ -1,0 +1,160 @@
+//! Schema and forward-only migrations. Never edit a released migration: add a new one.
+//!
+//! Money columns are `BIGINT` millisatoshis. Wallet balances carry `CHECK (balance_msat >= 0)` as
+//! the second net behind the in-transaction balance check. Postings are append-only.
+
+use crate::StoreError;
+use crate::db::{Conn, Dialect};
+
+/// Migrations in order; `{SERIAL}` is the dialect's auto-increment primary key type.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE accounts (
+    id TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE wallets (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts(id),
+    user_label TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    balance_msat BIGINT NOT NULL DEFAULT 0 CHECK (balance_msat >= 0),
+    wtx_count BIGINT NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'active',
+    node_id TEXT NOT NULL
+);
+CREATE INDEX wallets_account ON wallets(account_id, created_at);
+CREATE TABLE api_keys (
+    key_hash TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts(id),
+    wallet_id TEXT REFERENCES wallets(id),
+    role TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    suspended INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX api_keys_wallet ON api_keys(wallet_id);
+CREATE TABLE system_accounts (
+    code TEXT PRIMARY KEY,
+    balance_msat BIGINT NOT NULL DEFAULT 0
+);
+INSERT INTO system_accounts (code, balance_msat) VALUES ('sys:lightning', 0);
+INSERT INTO system_accounts (code, balance_msat) VALUES ('sys:in_flight', 0);
+INSERT INTO system_accounts (code, balance_msat) VALUES ('sys:unclaimed', 0);
+CREATE TABLE ledger_txns (
+    id {SERIAL},
+    kind TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE postings (
+    txn_id BIGINT NOT NULL REFERENCES ledger_txns(id),
+    account TEXT NOT NULL,
+    amount_msat BIGINT NOT NULL
+);
+CREATE INDEX postings_account ON postings(account);
+CREATE INDEX postings_txn ON postings(txn_id);
+CREATE TABLE ln_txs (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    wallet_id TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    node_id TEXT NOT NULL,
+    dest_pubkey TEXT NOT NULL,
+    payment_request TEXT NOT NULL,
+    payment_hash TEXT NOT NULL,
+    memo TEXT NOT NULL,
+    description_hash TEXT,
+    payment_addr TEXT,
+    amount_msat BIGINT NOT NULL CHECK (amount_msat >= 0),
+    fee_msat BIGINT NOT NULL DEFAULT 0 CHECK (fee_msat >= 0),
+    fee_limit_msat BIGINT NOT NULL DEFAULT 0 CHECK (fee_limit_msat >= 0),
+    expiry_secs BIGINT,
+    expires_at BIGINT,
+    preimage TEXT,
+    settled INTEGER NOT NULL DEFAULT 0,
+    settled_at BIGINT,
+    node_settled INTEGER NOT NULL DEFAULT 0,
+    is_keysend INTEGER NOT NULL DEFAULT 0,
+    custom_records TEXT,
+    pass_thru TEXT NOT NULL,
+    status TEXT,
+    failure_reason TEXT
+);
+CREATE UNIQUE INDEX ln_txs_incoming_hash ON ln_txs(payment_hash) WHERE direction = 'in';
+CREATE UNIQUE INDEX ln_txs_outgoing_live_hash ON ln_txs(payment_hash)
+    WHERE direction = 'out' AND status IN ('reserved', 'dispatched', 'unknown', 'succeeded');
+CREATE INDEX ln_txs_live ON ln_txs(status) WHERE status IN ('reserved', 'dispatched', 'unknown');
+CREATE TABLE wtxs (
+    seq {SERIAL},
+    id TEXT NOT NULL UNIQUE,
+    wallet_id TEXT NOT NULL REFERENCES wallets(id),
+    account_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    amount_msat BIGINT NOT NULL,
+    wtx_type INTEGER NOT NULL,
+    user_label TEXT NOT NULL,
+    lntx_id TEXT,
+    pass_thru TEXT NOT NULL
+);
+CREATE INDEX wtxs_wallet ON wtxs(wallet_id, seq);
+CREATE INDEX wtxs_account ON wtxs(account_id, seq);
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    wallet_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    request TEXT NOT NULL,
+    status TEXT NOT NULL,
+    result_wtx_id TEXT,
+    error TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX jobs_status ON jobs(status);
+CREATE TABLE cursors (
+    name TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+)
+"#];
+
+fn render(sql: &str, dialect: Dialect) -> String {
+    let serial = match dialect {
+        Dialect::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+        Dialect::Postgres => "BIGSERIAL PRIMARY KEY",
+    };
+    sql.replace("{SERIAL}", serial)
+}
+
+/// Brings the schema up to date inside the given (write) transaction.
+pub async fn migrate(conn: &mut Conn) -> Result<(), StoreError> {
+    conn.exec(
+        "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)",
+        Vec::new(),
+    )
+    .await?;
+    let current = match conn
+        .fetch_opt("SELECT MAX(version) FROM schema_version", Vec::new())
+        .await?
+    {
+        Some(row) => row.opt_i64(0)?.unwrap_or(0),
+        None => 0,
+    };
+    let dialect = conn.dialect();
+    for (i, m) in MIGRATIONS.iter().enumerate() {
+        let version = i64::try_from(i + 1).unwrap_or(i64::MAX);
+        if version <= current {
+            continue;
+        }
+        conn.exec_script(&render(m, dialect)).await?;
+        conn.exec(
+            "INSERT INTO schema_version (version) VALUES ($1)",
+            crate::args![version],
+        )
+        .await?;
+    }
+    Ok(())
+}
