@@ -123,14 +123,17 @@ impl Store {
             let read = SqlitePoolOptions::new()
                 .max_connections(8)
                 .acquire_timeout(Duration::from_secs(60))
-                .connect_with(opts.read_only(false))
+                .connect_with(opts)
                 .await?;
             Pools::Sqlite { read, write }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts =
                 PgConnectOptions::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
+            // Postgres allows 100 connections by default; several Satchel processes (and test
+            // servers) must fit, so each keeps a modest pool and closes idle connections.
             let pool = PgPoolOptions::new()
-                .max_connections(16)
+                .max_connections(10)
+                .idle_timeout(Duration::from_secs(30))
                 .acquire_timeout(Duration::from_secs(60))
                 .connect_with(opts)
                 .await?;
@@ -174,7 +177,7 @@ impl Store {
             // Postgres' default READ COMMITTED takes a new snapshot per statement; the audit
             // compares results of several statements, so it needs one snapshot for all.
             Pools::Postgres(p) => Conn::PgTx(
-                p.begin()
+                p.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     .await?,
             ),
         })

@@ -48,6 +48,7 @@ CREATE TABLE ledger_txns (
     ref TEXT NOT NULL,
     created_at BIGINT NOT NULL
 );
+CREATE INDEX ledger_txns_ref ON ledger_txns(ref);
 CREATE TABLE postings (
     txn_id BIGINT NOT NULL REFERENCES ledger_txns(id),
     account TEXT NOT NULL,
