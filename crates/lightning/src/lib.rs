@@ -11,6 +11,9 @@
 #![deny(missing_docs)]
 
 pub mod scripted;
+mod scripted_devnet;
+
+pub use scripted_devnet::SCRIPTED_PEERS;
 
 use std::time::Duration;
 
@@ -284,6 +287,64 @@ pub trait InvoiceEvents: Send + Sync {
 pub trait Routes: Send + Sync {
     /// Routes that could deliver `amount` to `dest`; empty if none.
     async fn query_routes(&self, dest: NodePubkey, amount: Msat) -> Result<Vec<Route>, LnError>;
+}
+
+/// Satchel's say over what the node accepts, asked *before* the node claims an incoming payment
+/// (a node that claims first and asks later would hold money no wallet can be credited with).
+#[async_trait]
+pub trait IncomingPolicy: Send + Sync {
+    /// Whether a keysend carrying `records` has a wallet to land in (a routing TLV naming one of
+    /// our wallets, or a configured default keysend wallet). `false` makes the node reject it.
+    async fn accept_keysend(&self, records: &CustomRecords) -> bool;
+}
+
+/// A peer of the development network, as `satchel devnet info` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevnetPeer {
+    /// Name (`alice`, `hub`, `carol`).
+    pub name: String,
+    /// Its pubkey.
+    pub pubkey: NodePubkey,
+    /// What it can send over its channels, in msat (0 if unknown).
+    pub outbound_msat: u64,
+    /// What it can receive, in msat (0 if unknown).
+    pub inbound_msat: u64,
+}
+
+/// The development network's outside world: nodes other than ours that tests and the
+/// `satchel devnet` commands use to pay us, be paid by us and keysend to us.
+#[async_trait]
+pub trait DevnetControl: Send + Sync {
+    /// Backend name (`scripted`, `ldk-devnet`).
+    fn kind(&self) -> &'static str;
+
+    /// Our node's pubkey and the peers.
+    async fn peers(&self) -> Result<Vec<DevnetPeer>, LnError>;
+
+    /// An invoice issued by peer `node`.
+    async fn outside_invoice(
+        &self,
+        node: &str,
+        amount: Option<Msat>,
+        memo: &str,
+    ) -> Result<Bolt11, LnError>;
+
+    /// Peer `node` pays `invoice` (one of ours). Returns when the payment is final.
+    async fn outside_pay(
+        &self,
+        node: &str,
+        invoice: &Bolt11,
+        amount: Option<Msat>,
+    ) -> Result<PayOutcome, LnError>;
+
+    /// Peer `node` keysends `amount` to `dest` with `records`. Returns when the payment is final.
+    async fn outside_keysend(
+        &self,
+        node: &str,
+        dest: NodePubkey,
+        amount: Msat,
+        records: CustomRecords,
+    ) -> Result<(PaymentHash, PayOutcome), LnError>;
 }
 
 /// Everything Satchel needs from a node.

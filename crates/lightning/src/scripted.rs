@@ -552,14 +552,18 @@ impl ScriptedBackend {
     /// `amount` defaults to the invoice amount (required for an amountless invoice) and may not
     /// be below it. Marks the invoice settled and appends an [`IncomingKind::InvoiceSettled`]
     /// event; anything else is `Err(LnError::Rejected)`.
-    pub fn pay_our_invoice(&self, bolt11: &Bolt11, amount: Option<Msat>) -> Result<(), LnError> {
+    pub fn pay_our_invoice(
+        &self,
+        bolt11: &Bolt11,
+        amount: Option<Msat>,
+    ) -> Result<Preimage, LnError> {
         let result = self
             .lock()
             .settle_own(bolt11.payment_hash(), amount, now_secs());
         match result {
-            Ok(_) => {
+            Ok(preimage) => {
                 self.events_notify.notify_waiters();
-                Ok(())
+                Ok(preimage)
             }
             Err(e) => Err(LnError::Rejected(e)),
         }
@@ -568,7 +572,16 @@ impl ScriptedBackend {
     /// An outside node keysends `amount` to us with a random preimage: appends an
     /// [`IncomingKind::KeysendReceived`] event and returns its payment hash.
     pub fn receive_keysend(&self, amount: Msat, custom_records: CustomRecords) -> PaymentHash {
-        let preimage = Preimage::random();
+        self.receive_keysend_with(Preimage::random(), amount, custom_records)
+    }
+
+    /// Like [`ScriptedBackend::receive_keysend`] with a preimage chosen by the sender.
+    pub fn receive_keysend_with(
+        &self,
+        preimage: Preimage,
+        amount: Msat,
+        custom_records: CustomRecords,
+    ) -> PaymentHash {
         let hash = preimage.hash();
         self.lock().push_event(IncomingKind::KeysendReceived {
             payment_hash: hash,

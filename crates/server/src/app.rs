@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use satchel_lightning::LightningBackend;
-use satchel_lightning::scripted::ScriptedBackend;
+use satchel_lightning::{DevnetControl, LightningBackend};
 use satchel_service::{ServiceConfig, Services};
 use satchel_store::Store;
 use tokio::sync::watch;
@@ -21,8 +20,8 @@ pub struct StartOptions {
     pub listen: String,
     /// Lightning backend.
     pub backend: Arc<dyn LightningBackend>,
-    /// When the backend is the scripted one: mount `/devnet`.
-    pub scripted: Option<Arc<ScriptedBackend>>,
+    /// A development network to expose under `/devnet` (loopback only).
+    pub devnet: Option<Arc<dyn DevnetControl>>,
     /// Service settings.
     pub service: ServiceConfig,
 }
@@ -110,8 +109,8 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<Running> {
     }
 
     let mut app = satchel_api::app(services.clone());
-    if let Some(s) = &opts.scripted {
-        app = app.merge(crate::devnet::router(s.clone()));
+    if let Some(d) = &opts.devnet {
+        app = app.merge(crate::devnet::router(d.clone(), services.ctx.node.clone()));
     }
     let listener = tokio::net::TcpListener::bind(&opts.listen)
         .await

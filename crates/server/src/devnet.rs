@@ -1,6 +1,6 @@
 //! `/devnet/...`: drive the development network from outside (pay our invoices, make outside
 //! invoices, send keysends to us). Mounted only when a development backend runs, and answers only
-//! loopback clients. With the scripted backend the "peers" are simulated; nothing real moves.
+//! loopback clients.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,30 +13,39 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use satchel_api::http::ApiError;
 use satchel_domain::{Bolt11, CustomRecords, Msat, NodePubkey};
-use satchel_lightning::scripted::ScriptedBackend;
+use satchel_lightning::{DevnetControl, LnError, NodeInfoData, PayOutcome};
 use serde::{Deserialize, Serialize};
-
-/// Peers the development network offers.
-pub const PEERS: [&str; 2] = ["alice", "carol"];
 
 #[derive(Clone)]
 struct DevState {
-    scripted: Arc<ScriptedBackend>,
+    devnet: Arc<dyn DevnetControl>,
+    node: NodeInfoData,
+}
+
+/// A peer in `GET /devnet/info`.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct PeerInfo {
+    /// Name.
+    pub name: String,
+    /// Pubkey.
+    pub pubkey: String,
+    /// Sendable msat.
+    pub outbound_msat: u64,
+    /// Receivable msat.
+    pub inbound_msat: u64,
 }
 
 /// `GET /devnet/info`.
 #[derive(Serialize, Deserialize, Debug)]
 pub struct DevInfo {
-    /// Backend name.
+    /// Backend kind.
     pub backend: String,
     /// Network.
     pub network: String,
     /// Our node.
     pub node_pubkey: String,
-    /// Peers by name.
-    pub peers: BTreeMap<String, String>,
-    /// Caveat for humans.
-    pub note: String,
+    /// Peers.
+    pub peers: Vec<PeerInfo>,
 }
 
 /// `POST /devnet/invoice`.
@@ -44,7 +53,7 @@ pub struct DevInfo {
 pub struct InvoiceReq {
     /// Peer that issues the invoice.
     pub node: String,
-    /// Amount.
+    /// Amount (0 = amountless).
     pub sats: u64,
     /// Memo.
     #[serde(default)]
@@ -68,7 +77,7 @@ pub struct PayReq {
 pub struct KeysendReq {
     /// Peer that sends.
     pub node: String,
-    /// Destination (must be our node for the scripted backend).
+    /// Destination pubkey.
     pub to: String,
     /// Amount.
     pub sats: u64,
@@ -77,14 +86,10 @@ pub struct KeysendReq {
     pub tlv: BTreeMap<u64, String>,
 }
 
-fn peer(name: &str) -> Result<(), ApiError> {
-    if PEERS.contains(&name) {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "unknown devnet node {name:?} (known: {})",
-            PEERS.join(", ")
-        )))
+fn ln_err(e: LnError) -> ApiError {
+    match e {
+        LnError::Rejected(m) => ApiError::bad_request(m),
+        other => ApiError::internal(other),
     }
 }
 
@@ -92,71 +97,91 @@ fn msat(sats: u64) -> Result<Msat, ApiError> {
     Msat::from_sats(sats).map_err(|_| ApiError::bad_request("sats too large"))
 }
 
-async fn info(State(s): State<DevState>) -> Json<DevInfo> {
-    let mut peers = BTreeMap::new();
-    peers.insert("carol".to_owned(), s.scripted.external_pubkey().to_hex());
-    peers.insert("alice".to_owned(), s.scripted.external_pubkey().to_hex());
-    Json(DevInfo {
-        backend: "scripted".into(),
-        network: s.scripted.network().name().into(),
-        node_pubkey: s.scripted.pubkey().to_hex(),
-        peers,
-        note: "scripted backend: payments are simulated, no real Lightning payments happen".into(),
-    })
+fn outcome_json(o: &PayOutcome) -> serde_json::Value {
+    match o {
+        PayOutcome::Succeeded { preimage, fee } => {
+            serde_json::json!({ "status": "succeeded", "preimage": preimage.to_hex(), "fee_msat": fee.as_msat() })
+        }
+        PayOutcome::Failed(r) => {
+            serde_json::json!({ "status": "failed", "failure_reason": r.lnd_name() })
+        }
+        PayOutcome::InFlight => serde_json::json!({ "status": "in_flight" }),
+    }
+}
+
+async fn info(State(s): State<DevState>) -> Result<Json<DevInfo>, ApiError> {
+    let peers = s.devnet.peers().await.map_err(ln_err)?;
+    Ok(Json(DevInfo {
+        backend: s.devnet.kind().into(),
+        network: s.node.network.name().into(),
+        node_pubkey: s.node.pubkey.to_hex(),
+        peers: peers
+            .into_iter()
+            .map(|p| PeerInfo {
+                name: p.name,
+                pubkey: p.pubkey.to_hex(),
+                outbound_msat: p.outbound_msat,
+                inbound_msat: p.inbound_msat,
+            })
+            .collect(),
+    }))
 }
 
 async fn invoice(
     State(s): State<DevState>,
     Json(r): Json<InvoiceReq>,
 ) -> Result<Response, ApiError> {
-    peer(&r.node)?;
     let amount = if r.sats == 0 {
         None
     } else {
         Some(msat(r.sats)?)
     };
-    let (b, _) =
-        s.scripted
-            .external_invoice(amount, r.memo.as_deref().unwrap_or("devnet invoice"), 3600);
-    Ok(Json(serde_json::json!({ "payment_request": b.as_str(), "payment_hash": b.payment_hash().to_hex() })).into_response())
+    let b = s
+        .devnet
+        .outside_invoice(
+            &r.node,
+            amount,
+            r.memo.as_deref().unwrap_or("devnet invoice"),
+        )
+        .await
+        .map_err(ln_err)?;
+    Ok(Json(serde_json::json!({ "payment_request": b.as_str(), "payment_hash": b.payment_hash().to_hex() }))
+        .into_response())
 }
 
 async fn pay(State(s): State<DevState>, Json(r): Json<PayReq>) -> Result<Response, ApiError> {
-    peer(&r.node)?;
     let b = Bolt11::parse(&r.payment_request).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let amount = match r.sats {
-        Some(v) => Some(msat(v)?),
-        None => None,
-    };
-    s.scripted
-        .pay_our_invoice(&b, amount)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(
-        Json(serde_json::json!({ "paid": true, "payment_hash": b.payment_hash().to_hex() }))
-            .into_response(),
-    )
+    let amount = r.sats.map(msat).transpose()?;
+    let o = s
+        .devnet
+        .outside_pay(&r.node, &b, amount)
+        .await
+        .map_err(ln_err)?;
+    let mut body = outcome_json(&o);
+    body["payment_hash"] = serde_json::Value::String(b.payment_hash().to_hex());
+    Ok(Json(body).into_response())
 }
 
 async fn keysend(
     State(s): State<DevState>,
     Json(r): Json<KeysendReq>,
 ) -> Result<Response, ApiError> {
-    peer(&r.node)?;
     let to = NodePubkey::from_hex(r.to.trim())
         .ok_or_else(|| ApiError::bad_request("`to` must be a node pubkey"))?;
-    if to != s.scripted.pubkey() {
-        return Err(ApiError::bad_request(
-            "the scripted devnet can only keysend to the Satchel node",
-        ));
-    }
     let records = CustomRecords(
         r.tlv
             .into_iter()
             .map(|(k, v)| (k, v.into_bytes()))
             .collect(),
     );
-    let hash = s.scripted.receive_keysend(msat(r.sats)?, records);
-    Ok(Json(serde_json::json!({ "payment_hash": hash.to_hex() })).into_response())
+    let (hash, o) = s
+        .devnet
+        .outside_keysend(&r.node, to, msat(r.sats)?, records)
+        .await
+        .map_err(ln_err)?;
+    let mut body = outcome_json(&o);
+    body["payment_hash"] = serde_json::Value::String(hash.to_hex());
+    Ok(Json(body).into_response())
 }
 
 async fn loopback_only(
@@ -172,12 +197,12 @@ async fn loopback_only(
 }
 
 /// Routes under `/devnet`.
-pub fn router(scripted: Arc<ScriptedBackend>) -> Router {
+pub fn router(devnet: Arc<dyn DevnetControl>, node: NodeInfoData) -> Router {
     Router::new()
         .route("/devnet/info", get(info))
         .route("/devnet/invoice", post(invoice))
         .route("/devnet/pay", post(pay))
         .route("/devnet/keysend", post(keysend))
-        .with_state(DevState { scripted })
+        .with_state(DevState { devnet, node })
         .layer(axum::middleware::from_fn(loopback_only))
 }

@@ -10,6 +10,7 @@ use satchel::config::{BackendKind, Config, ConfigArgs};
 use satchel::devnet;
 use satchel_domain::{Msat, WalletId};
 use satchel_lightning::scripted::ScriptedBackend;
+use satchel_lightning::{DevnetControl, LightningBackend};
 use satchel_service::ServiceConfig;
 use satchel_store::Store;
 
@@ -149,10 +150,8 @@ async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let (backend, scripted): (
-        Arc<dyn satchel_lightning::LightningBackend>,
-        Option<Arc<ScriptedBackend>>,
-    ) = match cfg.backend {
+    type Backends = (Arc<dyn LightningBackend>, Option<Arc<dyn DevnetControl>>);
+    let (backend, devnet): Backends = match cfg.backend {
         BackendKind::Scripted => {
             tracing::warn!(
                 "Lightning backend: scripted simulation. NO REAL PAYMENTS HAPPEN; use /devnet or `satchel devnet` to move simulated money."
@@ -165,7 +164,7 @@ async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
         database_url: cfg.database_url.clone(),
         listen: cfg.listen.clone(),
         backend,
-        scripted,
+        devnet,
         service: service_config(&cfg)?,
     })
     .await?;

@@ -78,7 +78,7 @@ impl TestServer {
             database_url: db.url.clone(),
             listen: "127.0.0.1:0".into(),
             backend: scripted.clone(),
-            scripted: Some(scripted.clone()),
+            devnet: Some(scripted.clone()),
             service: cfg,
         })
         .await
