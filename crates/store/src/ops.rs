@@ -79,6 +79,8 @@ pub struct NewInvoiceRecord {
 }
 
 /// What crediting an incoming payment did.
+// Returned once per credit, never stored in bulk: boxing the record would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreditOutcome {
     /// The wallet was credited by this call.
@@ -340,7 +342,10 @@ pub enum InternalPayError {
 }
 
 fn status_list(s: &[PaymentStatus]) -> String {
-    s.iter().map(|s| format!("'{}'", s.code())).collect::<Vec<_>>().join(",")
+    s.iter()
+        .map(|s| format!("'{}'", s.code()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 const LIVE_OR_DONE: [PaymentStatus; 4] = [
@@ -437,7 +442,11 @@ impl Store {
     /// Number of accounts.
     pub async fn account_count(&self) -> Result<u64, StoreError> {
         let mut c = self.read_conn().await?;
-        Ok(to_u64(c.fetch_one("SELECT COUNT(*) FROM accounts", args![]).await?.i64(0)?))
+        Ok(to_u64(
+            c.fetch_one("SELECT COUNT(*) FROM accounts", args![])
+                .await?
+                .i64(0)?,
+        ))
     }
 
     /// Adds a key (e.g. an imported legacy key) to an account or wallet.
@@ -454,10 +463,17 @@ impl Store {
     }
 
     /// Sets or clears a key's suspension.
-    pub async fn set_key_suspended(&self, hash: &KeyHash, suspended: bool) -> Result<bool, StoreError> {
+    pub async fn set_key_suspended(
+        &self,
+        hash: &KeyHash,
+        suspended: bool,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let n = tx
-            .exec("UPDATE api_keys SET suspended = $1 WHERE key_hash = $2", args![suspended, hash.to_hex()])
+            .exec(
+                "UPDATE api_keys SET suspended = $1 WHERE key_hash = $2",
+                args![suspended, hash.to_hex()],
+            )
             .await?;
         tx.commit().await?;
         Ok(n == 1)
@@ -526,7 +542,10 @@ impl Store {
     ) -> Result<(Vec<WalletRecord>, u64), StoreError> {
         let mut tx = self.begin_read().await?;
         let total = tx
-            .fetch_one("SELECT COUNT(*) FROM wallets WHERE account_id = $1", args![account.as_str()])
+            .fetch_one(
+                "SELECT COUNT(*) FROM wallets WHERE account_id = $1",
+                args![account.as_str()],
+            )
             .await?
             .i64(0)?;
         let sql = format!(
@@ -536,7 +555,10 @@ impl Store {
         let rows = tx
             .fetch_all(&sql, args![account.as_str(), lim(limit), lim(offset)])
             .await?;
-        let list = rows.iter().map(|r| WalletRecord::from_row(r, 0)).collect::<Result<_, _>>()?;
+        let list = rows
+            .iter()
+            .map(|r| WalletRecord::from_row(r, 0))
+            .collect::<Result<_, _>>()?;
         tx.commit().await?;
         Ok((list, to_u64(total)))
     }
@@ -562,16 +584,33 @@ impl Store {
                 else {
                     return Ok((Vec::new(), 0));
                 };
-                let sql = format!("{} WHERE t.wallet_id = $1 ORDER BY t.seq DESC LIMIT $2 OFFSET $3", wtx_select());
-                (r.i64(0)?, tx.fetch_all(&sql, args![w.as_str(), lim(limit), lim(offset)]).await?)
+                let sql = format!(
+                    "{} WHERE t.wallet_id = $1 ORDER BY t.seq DESC LIMIT $2 OFFSET $3",
+                    wtx_select()
+                );
+                (
+                    r.i64(0)?,
+                    tx.fetch_all(&sql, args![w.as_str(), lim(limit), lim(offset)])
+                        .await?,
+                )
             }
             None => {
                 let total = tx
-                    .fetch_one("SELECT COUNT(*) FROM wtxs WHERE account_id = $1", args![account.as_str()])
+                    .fetch_one(
+                        "SELECT COUNT(*) FROM wtxs WHERE account_id = $1",
+                        args![account.as_str()],
+                    )
                     .await?
                     .i64(0)?;
-                let sql = format!("{} WHERE t.account_id = $1 ORDER BY t.seq DESC LIMIT $2 OFFSET $3", wtx_select());
-                (total, tx.fetch_all(&sql, args![account.as_str(), lim(limit), lim(offset)]).await?)
+                let sql = format!(
+                    "{} WHERE t.account_id = $1 ORDER BY t.seq DESC LIMIT $2 OFFSET $3",
+                    wtx_select()
+                );
+                (
+                    total,
+                    tx.fetch_all(&sql, args![account.as_str(), lim(limit), lim(offset)])
+                        .await?,
+                )
             }
         };
         let mut wallets: Vec<WalletRecord> = Vec::new();
@@ -648,15 +687,22 @@ impl Store {
             ],
         )
         .await?;
-        let rec = lntx_in(&mut tx, inv.id.as_str()).await?.ok_or(StoreError::NotFound)?;
+        let rec = lntx_in(&mut tx, inv.id.as_str())
+            .await?
+            .ok_or(StoreError::NotFound)?;
         tx.commit().await?;
         Ok(rec)
     }
 
     /// Our invoice with this payment hash, if any.
-    pub async fn incoming_by_hash(&self, hash: &PaymentHash) -> Result<Option<LnTxRecord>, StoreError> {
+    pub async fn incoming_by_hash(
+        &self,
+        hash: &PaymentHash,
+    ) -> Result<Option<LnTxRecord>, StoreError> {
         let mut c = self.read_conn().await?;
-        let sql = format!("SELECT {LNTX_COLS} FROM ln_txs l WHERE l.payment_hash = $1 AND l.direction = 'in'");
+        let sql = format!(
+            "SELECT {LNTX_COLS} FROM ln_txs l WHERE l.payment_hash = $1 AND l.direction = 'in'"
+        );
         match c.fetch_opt(&sql, args![hash.to_hex()]).await? {
             Some(r) => Ok(Some(LnTxRecord::from_row(&r, 0)?)),
             None => Ok(None),
@@ -691,15 +737,24 @@ impl Store {
             );
             tx.fetch_one(&lock, args![SYS_LIGHTNING]).await?;
             let dup = tx
-                .fetch_opt("SELECT id FROM ledger_txns WHERE ref = $1", args![reference.as_str()])
+                .fetch_opt(
+                    "SELECT id FROM ledger_txns WHERE ref = $1",
+                    args![reference.as_str()],
+                )
                 .await?;
             if dup.is_some() {
                 return Ok(CreditOutcome::AlreadyCredited);
             }
-            post(&mut tx, "unclaimed_receive", &reference, settled_at, &[
-                leg(Account::Sys(SYS_LIGHTNING), -received),
-                leg(Account::Sys(SYS_UNCLAIMED), received),
-            ])
+            post(
+                &mut tx,
+                "unclaimed_receive",
+                &reference,
+                settled_at,
+                &[
+                    leg(Account::Sys(SYS_LIGHTNING), -received),
+                    leg(Account::Sys(SYS_UNCLAIMED), received),
+                ],
+            )
             .await?;
             tx.commit().await?;
             return Ok(CreditOutcome::Unclaimed);
@@ -708,15 +763,25 @@ impl Store {
         if row.flag(LNTX_NCOLS)? {
             return Ok(CreditOutcome::AlreadyCredited);
         }
-        tx.exec("UPDATE ln_txs SET node_settled = 1 WHERE id = $1", args![lntx.id.as_str()]).await?;
+        tx.exec(
+            "UPDATE ln_txs SET node_settled = 1 WHERE id = $1",
+            args![lntx.id.as_str()],
+        )
+        .await?;
         let wallet_id = match (&lntx.wallet_id, lntx.settled) {
             (Some(w), false) => w.clone(),
             _ => {
                 // Settled internally already (or walletless): the node's money is nobody's.
-                post(&mut tx, "unclaimed_receive", lntx.id.as_str(), settled_at, &[
-                    leg(Account::Sys(SYS_LIGHTNING), -received),
-                    leg(Account::Sys(SYS_UNCLAIMED), received),
-                ])
+                post(
+                    &mut tx,
+                    "unclaimed_receive",
+                    lntx.id.as_str(),
+                    settled_at,
+                    &[
+                        leg(Account::Sys(SYS_LIGHTNING), -received),
+                        leg(Account::Sys(SYS_UNCLAIMED), received),
+                    ],
+                )
                 .await?;
                 tx.commit().await?;
                 return Ok(CreditOutcome::Unclaimed);
@@ -727,22 +792,31 @@ impl Store {
             args![settled_at, received, lntx.id.as_str()],
         )
         .await?;
-        post(&mut tx, "ln_deposit", lntx.id.as_str(), settled_at, &[
-            leg(Account::Sys(SYS_LIGHTNING), -received),
-            leg(Account::Wallet(&wallet_id), received),
-        ])
+        post(
+            &mut tx,
+            "ln_deposit",
+            lntx.id.as_str(),
+            settled_at,
+            &[
+                leg(Account::Sys(SYS_LIGHTNING), -received),
+                leg(Account::Wallet(&wallet_id), received),
+            ],
+        )
         .await?;
-        insert_wtx(&mut tx, &NewWtx {
-            id: wtx_id,
-            wallet_id: &wallet_id,
-            account_id: lntx.account_id.as_str(),
-            now: settled_at,
-            amount_msat: received,
-            wtx_type: WtxType::LnDeposit,
-            user_label: &lntx.memo,
-            lntx_id: Some(lntx.id.as_str()),
-            pass_thru: &lntx.pass_thru,
-        })
+        insert_wtx(
+            &mut tx,
+            &NewWtx {
+                id: wtx_id,
+                wallet_id: &wallet_id,
+                account_id: lntx.account_id.as_str(),
+                now: settled_at,
+                amount_msat: received,
+                wtx_type: WtxType::LnDeposit,
+                user_label: &lntx.memo,
+                lntx_id: Some(lntx.id.as_str()),
+                pass_thru: &lntx.pass_thru,
+            },
+        )
         .await?;
         let wtx = wtx_in(&mut tx, wtx_id).await?;
         tx.commit().await?;
@@ -806,30 +880,45 @@ impl Store {
             Err(e) => return Err(e),
         }
         let Some(wallet_id) = wallet else {
-            post(&mut tx, "unclaimed_receive", k.lntx_id.as_str(), k.settled_at, &[
-                leg(Account::Sys(SYS_LIGHTNING), -received),
-                leg(Account::Sys(SYS_UNCLAIMED), received),
-            ])
+            post(
+                &mut tx,
+                "unclaimed_receive",
+                k.lntx_id.as_str(),
+                k.settled_at,
+                &[
+                    leg(Account::Sys(SYS_LIGHTNING), -received),
+                    leg(Account::Sys(SYS_UNCLAIMED), received),
+                ],
+            )
             .await?;
             tx.commit().await?;
             return Ok(CreditOutcome::Unclaimed);
         };
-        post(&mut tx, "ln_deposit", k.lntx_id.as_str(), k.settled_at, &[
-            leg(Account::Sys(SYS_LIGHTNING), -received),
-            leg(Account::Wallet(&wallet_id), received),
-        ])
+        post(
+            &mut tx,
+            "ln_deposit",
+            k.lntx_id.as_str(),
+            k.settled_at,
+            &[
+                leg(Account::Sys(SYS_LIGHTNING), -received),
+                leg(Account::Wallet(&wallet_id), received),
+            ],
+        )
         .await?;
-        insert_wtx(&mut tx, &NewWtx {
-            id: &k.wtx_id,
-            wallet_id: &wallet_id,
-            account_id: &account,
-            now: k.settled_at,
-            amount_msat: received,
-            wtx_type: WtxType::LnDeposit,
-            user_label: &k.memo,
-            lntx_id: Some(k.lntx_id.as_str()),
-            pass_thru: &pass_thru,
-        })
+        insert_wtx(
+            &mut tx,
+            &NewWtx {
+                id: &k.wtx_id,
+                wallet_id: &wallet_id,
+                account_id: &account,
+                now: k.settled_at,
+                amount_msat: received,
+                wtx_type: WtxType::LnDeposit,
+                user_label: &k.memo,
+                lntx_id: Some(k.lntx_id.as_str()),
+                pass_thru: &pass_thru,
+            },
+        )
         .await?;
         let wtx = wtx_in(&mut tx, &k.wtx_id).await?;
         tx.commit().await?;
@@ -858,32 +947,44 @@ impl Store {
             return Err(TransferError::InsufficientBalance);
         }
         let amount = t.amount.as_i64();
-        post(&mut tx, "transfer", t.wtx_out_id.as_str(), t.now, &[
-            leg(Account::Wallet(&t.from), -amount),
-            leg(Account::Wallet(&t.to), amount),
-        ])
+        post(
+            &mut tx,
+            "transfer",
+            t.wtx_out_id.as_str(),
+            t.now,
+            &[
+                leg(Account::Wallet(&t.from), -amount),
+                leg(Account::Wallet(&t.to), amount),
+            ],
+        )
         .await?;
         for (id, wallet, amt, ty) in [
             (&t.wtx_out_id, &t.from, -amount, WtxType::LnTransferOut),
             (&t.wtx_in_id, &t.to, amount, WtxType::LnTransferIn),
         ] {
-            insert_wtx(&mut tx, &NewWtx {
-                id,
-                wallet_id: wallet,
-                account_id: t.account_id.as_str(),
-                now: t.now,
-                amount_msat: amt,
-                wtx_type: ty,
-                user_label: &t.memo,
-                lntx_id: None,
-                pass_thru: &t.pass_thru,
-            })
+            insert_wtx(
+                &mut tx,
+                &NewWtx {
+                    id,
+                    wallet_id: wallet,
+                    account_id: t.account_id.as_str(),
+                    now: t.now,
+                    amount_msat: amt,
+                    wtx_type: ty,
+                    user_label: &t.memo,
+                    lntx_id: None,
+                    pass_thru: &t.pass_thru,
+                },
+            )
             .await?;
         }
         let wtx_out = wtx_in(&mut tx, &t.wtx_out_id).await?;
         let wtx_in_rec = wtx_in(&mut tx, &t.wtx_in_id).await?;
         tx.commit().await?;
-        Ok(TransferDone { wtx_in: wtx_in_rec, wtx_out })
+        Ok(TransferDone {
+            wtx_in: wtx_in_rec,
+            wtx_out,
+        })
     }
 
     // ---------------------------------------------------------------- outgoing
@@ -921,7 +1022,10 @@ impl Store {
         if wallet.account_id != r.account_id {
             return Err(ReserveError::WalletNotFound);
         }
-        let total = r.amount.checked_add(r.fee_limit).map_err(StoreError::from)?;
+        let total = r
+            .amount
+            .checked_add(r.fee_limit)
+            .map_err(StoreError::from)?;
         if wallet.balance < total {
             return Err(ReserveError::InsufficientBalance(wallet.balance));
         }
@@ -957,17 +1061,35 @@ impl Store {
             .await;
         match inserted {
             Ok(_) => {}
-            // Postgres: a concurrent reserve of the same hash committed first.
-            Err(StoreError::Constraint(_)) => return Err(ReserveError::InFlight(r.lntx_id.clone())),
+            // Postgres: a concurrent payment of the same hash (a reserve, or an internal
+            // payment) committed first. Report it as the sequential checks above would have.
+            Err(StoreError::Constraint(_)) => {
+                drop(tx);
+                return Err(match self.outgoing_by_hash(&r.payment_hash).await? {
+                    Some(p) if p.status == Some(PaymentStatus::Succeeded) => {
+                        ReserveError::AlreadyPaid
+                    }
+                    Some(p) => ReserveError::InFlight(p.id),
+                    None => ReserveError::InFlight(r.lntx_id.clone()),
+                });
+            }
             Err(e) => return Err(e.into()),
         }
         let total = total.as_i64();
-        post(&mut tx, "payment_reserve", r.lntx_id.as_str(), r.now, &[
-            leg(Account::Wallet(&r.wallet_id), -total),
-            leg(Account::Sys(SYS_IN_FLIGHT), total),
-        ])
+        post(
+            &mut tx,
+            "payment_reserve",
+            r.lntx_id.as_str(),
+            r.now,
+            &[
+                leg(Account::Wallet(&r.wallet_id), -total),
+                leg(Account::Sys(SYS_IN_FLIGHT), total),
+            ],
+        )
         .await?;
-        let rec = lntx_in(&mut tx, r.lntx_id.as_str()).await?.ok_or(StoreError::NotFound)?;
+        let rec = lntx_in(&mut tx, r.lntx_id.as_str())
+            .await?
+            .ok_or(StoreError::NotFound)?;
         tx.commit().await?;
         Ok(rec)
     }
@@ -982,7 +1104,9 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         if !to.is_live() {
-            return Err(StoreError::Corrupt("mark_payment only moves between live states".into()));
+            return Err(StoreError::Corrupt(
+                "mark_payment only moves between live states".into(),
+            ));
         }
         let mut tx = self.begin_write().await?;
         let sql = format!(
@@ -998,7 +1122,10 @@ impl Store {
     /// wallet, and `ln_withdrawal` (+ `network_fee`) WTXs appear. Idempotent.
     pub async fn settle_payment(&self, s: &SettleCmd) -> Result<PaymentSettled, PaymentStateError> {
         let mut tx = self.begin_write().await?;
-        let sql = format!("SELECT {LNTX_COLS} FROM ln_txs l WHERE l.id = $1 AND l.direction = 'out'{}", tx.dialect().for_update());
+        let sql = format!(
+            "SELECT {LNTX_COLS} FROM ln_txs l WHERE l.id = $1 AND l.direction = 'out'{}",
+            tx.dialect().for_update()
+        );
         let Some(row) = tx.fetch_opt(&sql, args![s.lntx_id.as_str()]).await? else {
             return Err(PaymentStateError::NotFound);
         };
@@ -1007,14 +1134,22 @@ impl Store {
             Some(PaymentStatus::Succeeded) => {
                 let mut w = wtxs_of_lntx(&mut tx, &p.id).await?.into_iter();
                 let wtx = w.next().ok_or(StoreError::NotFound)?;
-                return Ok(PaymentSettled { wtx, fee_wtx: w.next(), newly_settled: false });
+                return Ok(PaymentSettled {
+                    wtx,
+                    fee_wtx: w.next(),
+                    newly_settled: false,
+                });
             }
             Some(PaymentStatus::Failed) => return Err(PaymentStateError::AlreadyFailed),
             _ => {}
         }
         let wallet_id = p.wallet_id.clone().ok_or(StoreError::NotFound)?;
         let amount = p.amount.as_i64();
-        let reserved = p.amount.checked_add(p.fee_limit).map_err(StoreError::from)?.as_i64();
+        let reserved = p
+            .amount
+            .checked_add(p.fee_limit)
+            .map_err(StoreError::from)?
+            .as_i64();
         let fee = s.fee.as_i64();
         // The node promised to stay within the limit. If it did not, the wallet is charged only
         // the limit and the operator absorbs the rest (sys:unclaimed goes down), so no wallet is
@@ -1024,12 +1159,18 @@ impl Store {
         if overrun > 0 {
             tracing::error!(lntx = %p.id, fee, limit = p.fee_limit.as_i64(), "node paid more fee than the limit");
         }
-        post(&mut tx, "payment_settle", p.id.as_str(), s.now, &[
-            leg(Account::Sys(SYS_IN_FLIGHT), -reserved),
-            leg(Account::Wallet(&wallet_id), reserved - amount - charged_fee),
-            leg(Account::Sys(SYS_LIGHTNING), amount + fee),
-            leg(Account::Sys(SYS_UNCLAIMED), -overrun),
-        ])
+        post(
+            &mut tx,
+            "payment_settle",
+            p.id.as_str(),
+            s.now,
+            &[
+                leg(Account::Sys(SYS_IN_FLIGHT), -reserved),
+                leg(Account::Wallet(&wallet_id), reserved - amount - charged_fee),
+                leg(Account::Sys(SYS_LIGHTNING), amount + fee),
+                leg(Account::Sys(SYS_UNCLAIMED), -overrun),
+            ],
+        )
         .await?;
         tx.exec(
             "UPDATE ln_txs SET status = 'succeeded', settled = 1, settled_at = $1, updated_at = $1, \
@@ -1037,36 +1178,50 @@ impl Store {
             args![s.now, fee, s.preimage.to_hex(), p.id.as_str()],
         )
         .await?;
-        insert_wtx(&mut tx, &NewWtx {
-            id: &s.wtx_id,
-            wallet_id: &wallet_id,
-            account_id: p.account_id.as_str(),
-            now: s.now,
-            amount_msat: -amount,
-            wtx_type: WtxType::LnWithdrawal,
-            user_label: &s.user_label,
-            lntx_id: Some(p.id.as_str()),
-            pass_thru: &s.pass_thru,
-        })
-        .await?;
-        if charged_fee > 0 {
-            insert_wtx(&mut tx, &NewWtx {
-                id: &s.fee_wtx_id,
+        insert_wtx(
+            &mut tx,
+            &NewWtx {
+                id: &s.wtx_id,
                 wallet_id: &wallet_id,
                 account_id: p.account_id.as_str(),
                 now: s.now,
-                amount_msat: -charged_fee,
-                wtx_type: WtxType::NetworkFee,
-                user_label: "Network fee",
+                amount_msat: -amount,
+                wtx_type: WtxType::LnWithdrawal,
+                user_label: &s.user_label,
                 lntx_id: Some(p.id.as_str()),
-                pass_thru: &s.fee_pass_thru,
-            })
+                pass_thru: &s.pass_thru,
+            },
+        )
+        .await?;
+        if charged_fee > 0 {
+            insert_wtx(
+                &mut tx,
+                &NewWtx {
+                    id: &s.fee_wtx_id,
+                    wallet_id: &wallet_id,
+                    account_id: p.account_id.as_str(),
+                    now: s.now,
+                    amount_msat: -charged_fee,
+                    wtx_type: WtxType::NetworkFee,
+                    user_label: "Network fee",
+                    lntx_id: Some(p.id.as_str()),
+                    pass_thru: &s.fee_pass_thru,
+                },
+            )
             .await?;
         }
         let wtx = wtx_in(&mut tx, &s.wtx_id).await?;
-        let fee_wtx = if charged_fee > 0 { Some(wtx_in(&mut tx, &s.fee_wtx_id).await?) } else { None };
+        let fee_wtx = if charged_fee > 0 {
+            Some(wtx_in(&mut tx, &s.fee_wtx_id).await?)
+        } else {
+            None
+        };
         tx.commit().await?;
-        Ok(PaymentSettled { wtx, fee_wtx, newly_settled: true })
+        Ok(PaymentSettled {
+            wtx,
+            fee_wtx,
+            newly_settled: true,
+        })
     }
 
     /// Refunds a payment the node proved failed. Idempotent; refuses a succeeded payment.
@@ -1077,7 +1232,10 @@ impl Store {
         now: i64,
     ) -> Result<LnTxRecord, PaymentStateError> {
         let mut tx = self.begin_write().await?;
-        let sql = format!("SELECT {LNTX_COLS} FROM ln_txs l WHERE l.id = $1 AND l.direction = 'out'{}", tx.dialect().for_update());
+        let sql = format!(
+            "SELECT {LNTX_COLS} FROM ln_txs l WHERE l.id = $1 AND l.direction = 'out'{}",
+            tx.dialect().for_update()
+        );
         let Some(row) = tx.fetch_opt(&sql, args![id.as_str()]).await? else {
             return Err(PaymentStateError::NotFound);
         };
@@ -1088,18 +1246,30 @@ impl Store {
             _ => {}
         }
         let wallet_id = p.wallet_id.clone().ok_or(StoreError::NotFound)?;
-        let reserved = p.amount.checked_add(p.fee_limit).map_err(StoreError::from)?.as_i64();
-        post(&mut tx, "payment_refund", p.id.as_str(), now, &[
-            leg(Account::Sys(SYS_IN_FLIGHT), -reserved),
-            leg(Account::Wallet(&wallet_id), reserved),
-        ])
+        let reserved = p
+            .amount
+            .checked_add(p.fee_limit)
+            .map_err(StoreError::from)?
+            .as_i64();
+        post(
+            &mut tx,
+            "payment_refund",
+            p.id.as_str(),
+            now,
+            &[
+                leg(Account::Sys(SYS_IN_FLIGHT), -reserved),
+                leg(Account::Wallet(&wallet_id), reserved),
+            ],
+        )
         .await?;
         tx.exec(
             "UPDATE ln_txs SET status = 'failed', failure_reason = $1, updated_at = $2 WHERE id = $3",
             args![reason, now, p.id.as_str()],
         )
         .await?;
-        let rec = lntx_in(&mut tx, id.as_str()).await?.ok_or(StoreError::NotFound)?;
+        let rec = lntx_in(&mut tx, id.as_str())
+            .await?
+            .ok_or(StoreError::NotFound)?;
         tx.commit().await?;
         Ok(rec)
     }
@@ -1109,14 +1279,21 @@ impl Store {
         let mut c = self.read_conn().await?;
         let sql = format!(
             "SELECT {LNTX_COLS} FROM ln_txs l WHERE l.direction = 'out' AND l.status IN ({}) ORDER BY l.created_at",
-            status_list(&[PaymentStatus::Reserved, PaymentStatus::Dispatched, PaymentStatus::Unknown])
+            status_list(&[
+                PaymentStatus::Reserved,
+                PaymentStatus::Dispatched,
+                PaymentStatus::Unknown
+            ])
         );
         let rows = c.fetch_all(&sql, args![]).await?;
         rows.iter().map(|r| LnTxRecord::from_row(r, 0)).collect()
     }
 
     /// The newest outgoing payment of a hash that is live or succeeded.
-    pub async fn outgoing_by_hash(&self, hash: &PaymentHash) -> Result<Option<LnTxRecord>, StoreError> {
+    pub async fn outgoing_by_hash(
+        &self,
+        hash: &PaymentHash,
+    ) -> Result<Option<LnTxRecord>, StoreError> {
         let mut c = self.read_conn().await?;
         let sql = format!(
             "SELECT {LNTX_COLS} FROM ln_txs l WHERE l.payment_hash = $1 AND l.direction = 'out' AND l.status IN ({})",
@@ -1206,39 +1383,54 @@ impl Store {
             StoreError::Constraint(_) => InternalPayError::AlreadyPaid,
             e => e.into(),
         })?;
-        post(&mut tx, "internal_payment", c.out_lntx_id.as_str(), c.now, &[
-            leg(Account::Wallet(&c.payer), -amount),
-            leg(Account::Wallet(&payee), amount),
-        ])
+        post(
+            &mut tx,
+            "internal_payment",
+            c.out_lntx_id.as_str(),
+            c.now,
+            &[
+                leg(Account::Wallet(&c.payer), -amount),
+                leg(Account::Wallet(&payee), amount),
+            ],
+        )
         .await?;
-        insert_wtx(&mut tx, &NewWtx {
-            id: &c.payer_wtx_id,
-            wallet_id: &c.payer,
-            account_id: c.account_id.as_str(),
-            now: c.now,
-            amount_msat: -amount,
-            wtx_type: WtxType::LnWithdrawal,
-            user_label: &inv.memo,
-            lntx_id: Some(c.out_lntx_id.as_str()),
-            pass_thru: &c.payer_pass_thru,
-        })
+        insert_wtx(
+            &mut tx,
+            &NewWtx {
+                id: &c.payer_wtx_id,
+                wallet_id: &c.payer,
+                account_id: c.account_id.as_str(),
+                now: c.now,
+                amount_msat: -amount,
+                wtx_type: WtxType::LnWithdrawal,
+                user_label: &inv.memo,
+                lntx_id: Some(c.out_lntx_id.as_str()),
+                pass_thru: &c.payer_pass_thru,
+            },
+        )
         .await?;
-        insert_wtx(&mut tx, &NewWtx {
-            id: &c.payee_wtx_id,
-            wallet_id: &payee,
-            account_id: inv.account_id.as_str(),
-            now: c.now,
-            amount_msat: amount,
-            wtx_type: WtxType::LnDeposit,
-            user_label: &inv.memo,
-            lntx_id: Some(inv.id.as_str()),
-            pass_thru: &inv.pass_thru,
-        })
+        insert_wtx(
+            &mut tx,
+            &NewWtx {
+                id: &c.payee_wtx_id,
+                wallet_id: &payee,
+                account_id: inv.account_id.as_str(),
+                now: c.now,
+                amount_msat: amount,
+                wtx_type: WtxType::LnDeposit,
+                user_label: &inv.memo,
+                lntx_id: Some(inv.id.as_str()),
+                pass_thru: &inv.pass_thru,
+            },
+        )
         .await?;
         let payer_wtx = wtx_in(&mut tx, &c.payer_wtx_id).await?;
         let payee_wtx = wtx_in(&mut tx, &c.payee_wtx_id).await?;
         tx.commit().await?;
-        Ok(InternalPaid { payer_wtx, payee_wtx })
+        Ok(InternalPaid {
+            payer_wtx,
+            payee_wtx,
+        })
     }
 
     // ---------------------------------------------------------------- jobs and cursors
@@ -1247,7 +1439,9 @@ impl Store {
     pub async fn insert_job(&self, j: &JobRecord) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         tx.exec(
-            &format!("INSERT INTO jobs ({JOB_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+            &format!(
+                "INSERT INTO jobs ({JOB_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ),
             args![
                 j.id.as_str(),
                 j.account_id.as_str(),
@@ -1268,7 +1462,13 @@ impl Store {
     /// A job by id.
     pub async fn job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
         let mut c = self.read_conn().await?;
-        match c.fetch_opt(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = $1"), args![id.as_str()]).await? {
+        match c
+            .fetch_opt(
+                &format!("SELECT {JOB_COLS} FROM jobs WHERE id = $1"),
+                args![id.as_str()],
+            )
+            .await?
+        {
             Some(r) => Ok(Some(JobRecord::from_row(&r)?)),
             None => Ok(None),
         }
@@ -1278,7 +1478,10 @@ impl Store {
     pub async fn queued_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
         let mut c = self.read_conn().await?;
         let rows = c
-            .fetch_all(&format!("SELECT {JOB_COLS} FROM jobs WHERE status = 'queued' ORDER BY created_at"), args![])
+            .fetch_all(
+                &format!("SELECT {JOB_COLS} FROM jobs WHERE status = 'queued' ORDER BY created_at"),
+                args![],
+            )
             .await?;
         rows.iter().map(JobRecord::from_row).collect()
     }
@@ -1296,7 +1499,13 @@ impl Store {
         tx.exec(
             "UPDATE jobs SET status = $1, result_wtx_id = $2, error = $3, updated_at = $4 \
              WHERE id = $5 AND status = 'queued'",
-            args![status.code(), result_wtx_id.map(WtxId::as_str), error, now, id.as_str()],
+            args![
+                status.code(),
+                result_wtx_id.map(WtxId::as_str),
+                error,
+                now,
+                id.as_str()
+            ],
         )
         .await?;
         tx.commit().await
@@ -1305,7 +1514,10 @@ impl Store {
     /// A persisted stream cursor (0 if never set).
     pub async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
         let mut c = self.read_conn().await?;
-        match c.fetch_opt("SELECT value FROM cursors WHERE name = $1", args![name]).await? {
+        match c
+            .fetch_opt("SELECT value FROM cursors WHERE name = $1", args![name])
+            .await?
+        {
             Some(r) => Ok(to_u64(r.i64(0)?)),
             None => Ok(0),
         }
@@ -1315,15 +1527,14 @@ impl Store {
     pub async fn set_cursor(&self, name: &str, value: u64) -> Result<(), StoreError> {
         let v = i64::try_from(value).map_err(|_| StoreError::Corrupt("cursor overflow".into()))?;
         let mut tx = self.begin_write().await?;
-        let n = tx
-            .exec("UPDATE cursors SET value = $1 WHERE name = $2 AND value < $1", args![v, name])
-            .await?;
-        if n == 0 {
-            let exists = tx.fetch_opt("SELECT value FROM cursors WHERE name = $1", args![name]).await?;
-            if exists.is_none() {
-                tx.exec("INSERT INTO cursors (name, value) VALUES ($1, $2)", args![name, v]).await?;
-            }
-        }
+        // One statement (an upsert), so two writers creating the same cursor at once cannot
+        // collide on its primary key (Postgres).
+        tx.exec(
+            "INSERT INTO cursors (name, value) VALUES ($1, $2) ON CONFLICT (name) \
+             DO UPDATE SET value = excluded.value WHERE cursors.value < excluded.value",
+            args![name, v],
+        )
+        .await?;
         tx.commit().await
     }
 }

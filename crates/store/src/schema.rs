@@ -132,6 +132,12 @@ fn render(sql: &str, dialect: Dialect) -> String {
 
 /// Brings the schema up to date inside the given (write) transaction.
 pub async fn migrate(conn: &mut Conn) -> Result<(), StoreError> {
+    // Two processes starting at once on one Postgres must not both migrate: serialise on an
+    // advisory lock held until this transaction ends. (SQLite's BEGIN IMMEDIATE already does.)
+    if conn.dialect() == Dialect::Postgres {
+        conn.exec("SELECT pg_advisory_xact_lock(7286432101)", Vec::new())
+            .await?;
+    }
     conn.exec(
         "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)",
         Vec::new(),

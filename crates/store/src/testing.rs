@@ -1,6 +1,6 @@
 //! Throw-away databases for tests (this crate's and other crates' integration tests).
 //!
-//! ```ignore
+//! ```text
 //! for (kind, db) in TestDb::all().await {
 //!     let store = Store::connect(&db.url).await.unwrap();
 //!     // … test `store`; `kind` is "sqlite" or "postgres" …
