@@ -13,6 +13,8 @@ pub enum WtxType {
     LnTransferOut,
     /// Routing fee of an outgoing payment.
     NetworkFee,
+    /// A balance carried over from elsewhere (LNPay's history compression; Satchel's import).
+    BalanceRollUp,
 }
 
 impl WtxType {
@@ -24,6 +26,7 @@ impl WtxType {
             WtxType::LnTransferIn => 30,
             WtxType::LnTransferOut => 40,
             WtxType::NetworkFee => 70,
+            WtxType::BalanceRollUp => 45,
         }
     }
 
@@ -35,6 +38,7 @@ impl WtxType {
             30 => WtxType::LnTransferIn,
             40 => WtxType::LnTransferOut,
             70 => WtxType::NetworkFee,
+            45 => WtxType::BalanceRollUp,
             _ => return None,
         })
     }
@@ -47,6 +51,7 @@ impl WtxType {
             WtxType::LnTransferIn => "ln_transfer_in",
             WtxType::LnTransferOut => "ln_transfer_out",
             WtxType::NetworkFee => "network_fee",
+            WtxType::BalanceRollUp => "balance_roll_up",
         }
     }
 
@@ -58,6 +63,7 @@ impl WtxType {
             WtxType::LnTransferIn => "Transfer In",
             WtxType::LnTransferOut => "Transfer Out",
             WtxType::NetworkFee => "LN Routing Fees",
+            WtxType::BalanceRollUp => "Balance Roll Up",
         }
     }
 }

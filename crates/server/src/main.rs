@@ -34,6 +34,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AccountCmd,
     },
+    /// Wallets.
+    Wallet {
+        #[command(subcommand)]
+        cmd: WalletCmd,
+    },
     /// Recompute every balance from the ledger postings; exit 1 on any mismatch.
     Audit(ConfigArgs),
     /// Drive the development network of a running `satchel serve`.
@@ -55,6 +60,30 @@ enum AccountCmd {
         /// Account label.
         #[arg(long)]
         label: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum WalletCmd {
+    /// Import a wallet from LNPay (or elsewhere) keeping its id and access keys.
+    Import {
+        /// Owning account (`usr_…`, printed by `account create`).
+        #[arg(long)]
+        account: String,
+        /// Original wallet id (`wal_…` or legacy `w_…`).
+        #[arg(long)]
+        id: String,
+        /// Label.
+        #[arg(long)]
+        label: String,
+        /// An original access key (`waka_…`, legacy `wa_…`, `wi_…`, `wr_…`); repeat for each.
+        #[arg(long = "key")]
+        keys: Vec<String>,
+        /// Balance to carry over, in sats.
+        #[arg(long, default_value_t = 0)]
+        balance_sats: u64,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -350,6 +379,42 @@ fn main() -> ExitCode {
                 println!("account:    {}", acct.id);
                 println!("secret key: {}", acct.secret_key.expose());
                 println!("public key: {}", acct.public_key.expose());
+                Ok(true)
+            }
+            Cmd::Wallet {
+                cmd:
+                    WalletCmd::Import {
+                        account,
+                        id,
+                        label,
+                        keys,
+                        balance_sats,
+                        config,
+                    },
+            } => {
+                let store = open_store(&config).await?;
+                let account_id = satchel_domain::AccountId::parse(&account)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let w = satchel_service::wallets::import_wallet(
+                    &store,
+                    satchel_service::wallets::ImportWallet {
+                        account_id,
+                        id,
+                        user_label: label,
+                        keys,
+                        opening_balance: Msat::from_sats(balance_sats)
+                            .map_err(|e| anyhow::anyhow!("{e}"))?,
+                        node_id: ServiceConfig::default().node_id,
+                    },
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!(
+                    "imported wallet {} ({}), balance {} msat",
+                    w.id,
+                    w.user_label,
+                    w.balance.as_msat()
+                );
                 Ok(true)
             }
             Cmd::Devnet {

@@ -98,6 +98,67 @@ pub async fn create_account(
     })
 }
 
+/// A wallet imported from another system (e.g. LNPay): its original id and keys are kept.
+#[derive(Debug, Clone)]
+pub struct ImportWallet {
+    /// Owning account.
+    pub account_id: AccountId,
+    /// Original id (`wal_…`, legacy `w_…`).
+    pub id: String,
+    /// Label.
+    pub user_label: String,
+    /// Original access keys (`waka_…`, legacy `wa_…`, `wi_…`, `wr_…`).
+    pub keys: Vec<String>,
+    /// Balance to carry over.
+    pub opening_balance: Msat,
+    /// Node the wallet lives on.
+    pub node_id: satchel_domain::NodeId,
+}
+
+/// Imports a wallet under its original id with its original keys (stored only as hashes) and an
+/// opening balance. Needs no node, so the CLI runs it against the database alone.
+pub async fn import_wallet(
+    store: &satchel_store::Store,
+    w: ImportWallet,
+) -> Result<WalletRecord, ServiceError> {
+    let id = WalletId::parse(&w.id).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+    if !WalletId::looks_like_id(id.as_str()) {
+        return Err(ServiceError::Invalid(format!(
+            "{} is not a wallet id (wal_… or w_…)",
+            w.id
+        )));
+    }
+    let mut keys = Vec::new();
+    for k in &w.keys {
+        let s = ApiKeySecret::import(k)
+            .ok_or_else(|| ServiceError::Invalid(format!("unrecognised key: {k}")))?;
+        if !s.role().is_wallet_key() {
+            return Err(ServiceError::Invalid(format!("{k} is not a wallet key")));
+        }
+        keys.push(new_key(&s));
+    }
+    let label = w.user_label.trim();
+    if label.is_empty() {
+        return Err(ServiceError::Invalid(
+            "Internal Label cannot be blank.".into(),
+        ));
+    }
+    Ok(store
+        .import_wallet(
+            &NewWallet {
+                id,
+                account_id: w.account_id,
+                user_label: label.to_owned(),
+                node_id: w.node_id,
+                now: now_secs(),
+                keys,
+            },
+            w.opening_balance,
+            &WtxId::generate(),
+        )
+        .await?)
+}
+
 /// Wallet use cases.
 #[derive(Clone)]
 pub struct WalletService {

@@ -15,6 +15,8 @@ pub(crate) const SYS_LIGHTNING: &str = "sys:lightning";
 pub(crate) const SYS_IN_FLIGHT: &str = "sys:in_flight";
 /// System account: received money that belongs to no wallet.
 pub(crate) const SYS_UNCLAIMED: &str = "sys:unclaimed";
+/// System account (equity): balances imported from another system.
+pub(crate) const SYS_OPENING: &str = "sys:opening";
 
 /// A ledger account.
 #[derive(Debug, Clone)]

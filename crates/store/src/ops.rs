@@ -7,8 +7,8 @@ use satchel_domain::{
 
 use crate::db::Conn;
 use crate::ledger::{
-    Account, NewWtx, SYS_IN_FLIGHT, SYS_LIGHTNING, SYS_UNCLAIMED, insert_wtx, leg, lock_wallet,
-    lock_wallets, post,
+    Account, NewWtx, SYS_IN_FLIGHT, SYS_LIGHTNING, SYS_OPENING, SYS_UNCLAIMED, insert_wtx, leg,
+    lock_wallet, lock_wallets, post,
 };
 use crate::records::*;
 use crate::{Store, StoreError, args};
@@ -517,6 +517,65 @@ impl Store {
         .await?;
         for k in &w.keys {
             insert_key(&mut tx, &w.account_id, Some(&w.id), k, w.now).await?;
+        }
+        let rec = wallet_in(&mut tx, &w.id).await?;
+        tx.commit().await?;
+        Ok(rec)
+    }
+
+    /// Imports a wallet from another system under its original id (e.g. a legacy LNPay `w_…`
+    /// id) with its keys, and books its opening balance against the `sys:opening` equity account
+    /// as a `balance_roll_up` WTX, so history and ledger agree from the first day.
+    pub async fn import_wallet(
+        &self,
+        w: &NewWallet,
+        opening: Msat,
+        wtx_id: &WtxId,
+    ) -> Result<WalletRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        tx.exec(
+            "INSERT INTO wallets (id, account_id, user_label, created_at, updated_at, balance_msat, \
+             wtx_count, status, node_id) VALUES ($1, $2, $3, $4, $4, 0, 0, 'active', $5)",
+            args![
+                w.id.as_str(),
+                w.account_id.as_str(),
+                w.user_label.as_str(),
+                w.now,
+                w.node_id.as_str()
+            ],
+        )
+        .await?;
+        for k in &w.keys {
+            insert_key(&mut tx, &w.account_id, Some(&w.id), k, w.now).await?;
+        }
+        if !opening.is_zero() {
+            let amount = opening.as_i64();
+            post(
+                &mut tx,
+                "import",
+                w.id.as_str(),
+                w.now,
+                &[
+                    leg(Account::Sys(SYS_OPENING), -amount),
+                    leg(Account::Wallet(&w.id), amount),
+                ],
+            )
+            .await?;
+            insert_wtx(
+                &mut tx,
+                &NewWtx {
+                    id: wtx_id,
+                    wallet_id: &w.id,
+                    account_id: w.account_id.as_str(),
+                    now: w.now,
+                    amount_msat: amount,
+                    wtx_type: WtxType::BalanceRollUp,
+                    user_label: "Imported balance",
+                    lntx_id: None,
+                    pass_thru: "{}",
+                },
+            )
+            .await?;
         }
         let rec = wallet_in(&mut tx, &w.id).await?;
         tx.commit().await?;

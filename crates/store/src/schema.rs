@@ -7,7 +7,8 @@ use crate::StoreError;
 use crate::db::{Conn, Dialect};
 
 /// Migrations in order; `{SERIAL}` is the dialect's auto-increment primary key type.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE accounts (
     id TEXT PRIMARY KEY,
     label TEXT NOT NULL,
@@ -120,7 +121,11 @@ CREATE TABLE cursors (
     name TEXT PRIMARY KEY,
     value BIGINT NOT NULL
 )
-"#];
+"#,
+    r#"
+INSERT INTO system_accounts (code, balance_msat) VALUES ('sys:opening', 0)
+"#,
+];
 
 fn render(sql: &str, dialect: Dialect) -> String {
     let serial = match dialect {
