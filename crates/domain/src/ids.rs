@@ -92,6 +92,22 @@ prefixed_id!(
     JobId, "job_", 24
 );
 prefixed_id!(
+    /// A webhook subscription (`iwh_` + 14).
+    WebhookId, "iwh_", 14
+);
+prefixed_id!(
+    /// A webhook event (`evt_` + 24).
+    EventId, "evt_", 24
+);
+prefixed_id!(
+    /// The delivery of one event to one webhook (`iwhd_` + 24).
+    DeliveryId, "iwhd_", 24
+);
+prefixed_id!(
+    /// One HTTP request of a delivery; sent as `X-LNPay-HookId` (`iwhr_` + 24).
+    AttemptId, "iwhr_", 24
+);
+prefixed_id!(
     /// A Lightning node as LNPay names it (`lnod_…`).
     NodeId, "lnod_", 7
 );

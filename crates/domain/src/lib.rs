@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod bolt11;
+pub mod event;
 pub mod ids;
 pub mod keys;
 pub mod money;
@@ -13,7 +14,11 @@ pub mod time;
 pub mod wtx;
 
 pub use bolt11::{Bolt11, Bolt11Error, HopHint, Network};
-pub use ids::{AccountId, IdError, JobId, LnTxId, NodeId, WalletId, WtxId};
+pub use event::EventName;
+pub use ids::{
+    AccountId, AttemptId, DeliveryId, EventId, IdError, JobId, LnTxId, NodeId, WalletId, WebhookId,
+    WtxId,
+};
 pub use keys::{ApiKeySecret, KeyHash, KeyRole, Permission};
 pub use money::{MoneyError, Msat, fee_limit_default, sats_floor};
 pub use payment::{

@@ -3,7 +3,9 @@
 //! Only this module writes `postings`, `wallets.balance_msat` and `system_accounts.balance_msat`,
 //! and always together, inside the caller's write transaction.
 
-use satchel_domain::{WalletId, WtxId, WtxType};
+use satchel_domain::{EventName, LnTxId, WalletId, WtxId, WtxType};
+
+use crate::outbox::{Emit, emit};
 
 use crate::db::Conn;
 use crate::records::{WALLET_COLS, WalletRecord};
@@ -188,5 +190,29 @@ pub(crate) async fn insert_wtx(conn: &mut Conn, w: &NewWtx<'_>) -> Result<(), St
         args![w.wallet_id.as_str()],
     )
     .await?;
+    // Every user-visible entry is also an event, in this same transaction (the outbox).
+    let event = match w.wtx_type {
+        WtxType::LnDeposit => Some(EventName::WalletReceive),
+        WtxType::LnWithdrawal => Some(EventName::WalletSend),
+        WtxType::LnTransferIn => Some(EventName::WalletTransferIn),
+        WtxType::LnTransferOut => Some(EventName::WalletTransferOut),
+        WtxType::NetworkFee => Some(EventName::NetworkFeeIncurred),
+        WtxType::BalanceRollUp => None,
+    };
+    if let Some(name) = event {
+        let lntx = w.lntx_id.map(|l| LnTxId::from_db(l.to_owned()));
+        emit(
+            conn,
+            Emit {
+                name,
+                account_id: w.account_id,
+                wallet_id: w.wallet_id,
+                wtx_id: Some(w.id),
+                lntx_id: lntx.as_ref(),
+                now: w.now,
+            },
+        )
+        .await?;
+    }
     Ok(())
 }

@@ -21,6 +21,7 @@ pub mod audit;
 pub mod db;
 mod ledger;
 mod ops;
+pub mod outbox;
 mod records;
 pub mod schema;
 pub mod testing;
@@ -37,6 +38,10 @@ pub use audit::AuditReport;
 use db::Conn;
 pub use db::Dialect;
 pub use ops::*;
+pub use outbox::{
+    AttemptOutcome, AttemptRecord, DEFAULT_ALL, DeliveryRecord, DeliveryStatus, DueDelivery,
+    EventRecord, WebhookRecord,
+};
 pub use records::*;
 
 /// Failures of the storage layer itself (not business rule violations).

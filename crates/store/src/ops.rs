@@ -1,8 +1,8 @@
 //! The store's operations. Each public method is one database transaction.
 
 use satchel_domain::{
-    AccountId, JobId, KeyHash, KeyRole, LnTxId, Msat, NodeId, PaymentHash, PaymentStatus, Preimage,
-    WalletId, WtxId, WtxType,
+    AccountId, EventName, JobId, KeyHash, KeyRole, LnTxId, Msat, NodeId, PaymentHash,
+    PaymentStatus, Preimage, WalletId, WtxId, WtxType,
 };
 
 use crate::db::Conn;
@@ -10,6 +10,7 @@ use crate::ledger::{
     Account, NewWtx, SYS_IN_FLIGHT, SYS_LIGHTNING, SYS_OPENING, SYS_UNCLAIMED, insert_wtx, leg,
     lock_wallet, lock_wallets, post,
 };
+use crate::outbox::{Emit, emit};
 use crate::records::*;
 use crate::{Store, StoreError, args};
 
@@ -518,6 +519,18 @@ impl Store {
         for k in &w.keys {
             insert_key(&mut tx, &w.account_id, Some(&w.id), k, w.now).await?;
         }
+        emit(
+            &mut tx,
+            Emit {
+                name: EventName::WalletCreated,
+                account_id: w.account_id.as_str(),
+                wallet_id: &w.id,
+                wtx_id: None,
+                lntx_id: None,
+                now: w.now,
+            },
+        )
+        .await?;
         let rec = wallet_in(&mut tx, &w.id).await?;
         tx.commit().await?;
         Ok(rec)
@@ -1324,6 +1337,18 @@ impl Store {
         tx.exec(
             "UPDATE ln_txs SET status = 'failed', failure_reason = $1, updated_at = $2 WHERE id = $3",
             args![reason, now, p.id.as_str()],
+        )
+        .await?;
+        emit(
+            &mut tx,
+            Emit {
+                name: EventName::WalletSendFailure,
+                account_id: p.account_id.as_str(),
+                wallet_id: &wallet_id,
+                wtx_id: None,
+                lntx_id: Some(&p.id),
+                now,
+            },
         )
         .await?;
         let rec = lntx_in(&mut tx, id.as_str())

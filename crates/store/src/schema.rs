@@ -125,6 +125,55 @@ CREATE TABLE cursors (
     r#"
 INSERT INTO system_accounts (code, balance_msat) VALUES ('sys:opening', 0)
 "#,
+    r#"
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    endpoint_url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    secret TEXT,
+    active INTEGER NOT NULL DEFAULT 1,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX webhooks_account ON webhooks(account_id);
+CREATE TABLE events (
+    seq {SERIAL},
+    id TEXT NOT NULL UNIQUE,
+    account_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    wallet_id TEXT,
+    wtx_id TEXT,
+    lntx_id TEXT,
+    balance_msat BIGINT,
+    body TEXT
+);
+CREATE INDEX events_account ON events(account_id, seq);
+CREATE TABLE deliveries (
+    id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL REFERENCES events(id),
+    webhook_id TEXT NOT NULL REFERENCES webhooks(id),
+    status TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    last_status BIGINT,
+    last_error TEXT
+);
+CREATE INDEX deliveries_due ON deliveries(status, next_attempt_at);
+CREATE INDEX deliveries_webhook ON deliveries(webhook_id, created_at);
+CREATE TABLE delivery_attempts (
+    id TEXT PRIMARY KEY,
+    delivery_id TEXT NOT NULL REFERENCES deliveries(id),
+    at BIGINT NOT NULL,
+    duration_ms BIGINT NOT NULL,
+    status_code BIGINT,
+    error TEXT,
+    response_excerpt TEXT
+);
+CREATE INDEX delivery_attempts_delivery ON delivery_attempts(delivery_id, at)
+"#,
 ];
 
 fn render(sql: &str, dialect: Dialect) -> String {
