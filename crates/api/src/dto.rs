@@ -221,7 +221,11 @@ impl From<&WtxRecord> for WtxDto {
                 name: w.wtx_type.name(),
                 display_name: w.wtx_type.display_name(),
             },
-            lnTx: w.lntx.as_ref().map(LnTxDto::nested),
+            // LNPay's fee entries carry no lnTx (the payment's own WTX does).
+            lnTx: match w.wtx_type {
+                satchel_domain::WtxType::NetworkFee => None,
+                _ => w.lntx.as_ref().map(LnTxDto::nested),
+            },
             passThru: raw(&w.pass_thru),
         }
     }
@@ -416,6 +420,88 @@ impl QueryRoutesDto {
                 })
                 .collect(),
             successProb: 1.0,
+        }
+    }
+}
+
+/// A webhook subscription (Satchel's API; LNPay only had a dashboard).
+#[derive(Serialize, Debug)]
+pub struct WebhookDto {
+    id: String,
+    created_at: i64,
+    endpoint_url: String,
+    events: Vec<String>,
+    has_secret: bool,
+    status: &'static str,
+}
+
+impl From<&satchel_store::WebhookRecord> for WebhookDto {
+    fn from(w: &satchel_store::WebhookRecord) -> Self {
+        WebhookDto {
+            id: w.id.to_string(),
+            created_at: w.created_at,
+            endpoint_url: w.endpoint_url.clone(),
+            events: w.events.clone(),
+            has_secret: w.secret.is_some(),
+            status: if w.active { "active" } else { "inactive" },
+        }
+    }
+}
+
+/// One HTTP request of a delivery.
+#[derive(Serialize, Debug)]
+pub struct AttemptDto {
+    id: String,
+    at: i64,
+    duration_ms: i64,
+    status_code: Option<i64>,
+    error: Option<String>,
+    response_excerpt: Option<String>,
+}
+
+/// A delivery and its requests (the delivery log).
+#[derive(Serialize, Debug)]
+pub struct DeliveryDto {
+    id: String,
+    event_id: String,
+    event: &'static str,
+    status: &'static str,
+    attempts: i64,
+    next_attempt_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+    last_status: Option<i64>,
+    last_error: Option<String>,
+    requests: Vec<AttemptDto>,
+}
+
+impl From<&satchel_service::webhooks::DeliveryLog> for DeliveryDto {
+    fn from(l: &satchel_service::webhooks::DeliveryLog) -> Self {
+        let d = &l.delivery;
+        DeliveryDto {
+            id: d.id.to_string(),
+            event_id: d.event_id.to_string(),
+            event: l.event.name(),
+            status: d.status.name(),
+            attempts: d.attempts,
+            next_attempt_at: (d.status == satchel_store::DeliveryStatus::Pending)
+                .then_some(d.next_attempt_at),
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            last_status: d.last_status,
+            last_error: d.last_error.clone(),
+            requests: l
+                .attempts
+                .iter()
+                .map(|a| AttemptDto {
+                    id: a.id.to_string(),
+                    at: a.at,
+                    duration_ms: a.duration_ms,
+                    status_code: a.status_code,
+                    error: a.error.clone(),
+                    response_excerpt: a.response_excerpt.clone(),
+                })
+                .collect(),
         }
     }
 }

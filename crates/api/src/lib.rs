@@ -7,5 +7,6 @@
 pub mod dto;
 pub mod http;
 pub mod routes;
+pub mod webhooks;
 
 pub use routes::{AppState, app};

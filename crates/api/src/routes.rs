@@ -8,7 +8,7 @@ use axum::extract::{FromRef, FromRequestParts, OriginalUri, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use base64::Engine as _;
 use satchel_domain::Msat;
 use satchel_service::auth::Caller;
@@ -40,6 +40,7 @@ pub fn api_error(e: ServiceError) -> ApiError {
         ErrorClass::InvalidCredentials => ApiError::invalid_credentials(),
         ErrorClass::Unauthorized => ApiError::unauthorized(e.to_string()),
         ErrorClass::BadRequest => ApiError::bad_request(e.to_string()),
+        ErrorClass::NotFound => ApiError::with_status(StatusCode::NOT_FOUND, e.to_string()),
         ErrorClass::Internal => ApiError::internal(e),
     }
 }
@@ -128,6 +129,14 @@ fn link_uri(OriginalUri(uri): &OriginalUri) -> Uri {
     pq.parse().unwrap_or_else(|_| uri.clone())
 }
 
+/// Yii moves a page past the end to the last page; true if `page` changed (re-query then).
+fn clamp(page: &mut crate::http::Page, total: u64) -> bool {
+    let clamped = page.clamp_to_total(total);
+    let changed = clamped.page != page.page;
+    *page = clamped;
+    changed
+}
+
 fn payment_response(r: PaymentResult) -> Response {
     match r {
         PaymentResult::Done { wtx, .. } => Lnpay::created(WtxDto::from(&wtx)).into_response(),
@@ -174,12 +183,20 @@ async fn list_wallets(
     Query(q): Q,
 ) -> ApiResult {
     s.auth.require_secret(&c).map_err(api_error)?;
-    let page = parse_page(&q, 50, 50);
-    let (list, total) = s
+    let mut page = parse_page(&q, 50, 50);
+    let (mut list, total) = s
         .wallets
         .list(&c, page.offset(), page.per_page)
         .await
         .map_err(api_error)?;
+    if clamp(&mut page, total) {
+        list = s
+            .wallets
+            .list(&c, page.offset(), page.per_page)
+            .await
+            .map_err(api_error)?
+            .0;
+    }
     let mut h = HeaderMap::new();
     pagination_headers(&mut h, &link_uri(&uri), &page, total);
     let body: Vec<WalletDto> = list.iter().map(WalletDto::from).collect();
@@ -196,12 +213,20 @@ async fn wallet_transactions(
     uri: OriginalUri,
     Query(q): Q,
 ) -> ApiResult {
-    let page = parse_page(&q, 100, 500);
-    let (list, total) = s
+    let mut page = parse_page(&q, 100, 500);
+    let (mut list, total) = s
         .wallets
         .transactions(&c, &key, page.offset(), page.per_page)
         .await
         .map_err(api_error)?;
+    if clamp(&mut page, total) {
+        list = s
+            .wallets
+            .transactions(&c, &key, page.offset(), page.per_page)
+            .await
+            .map_err(api_error)?
+            .0;
+    }
     let mut h = HeaderMap::new();
     pagination_headers(&mut h, &link_uri(&uri), &page, total);
     let body: Vec<WtxDto> = list.iter().map(WtxDto::from).collect();
@@ -218,13 +243,21 @@ async fn account_transactions(
     Query(q): Q,
 ) -> ApiResult {
     s.auth.require_secret(&c).map_err(api_error)?;
-    let page = parse_page(&q, 20, 50);
+    let mut page = parse_page(&q, 20, 50);
     let wallet = q.get("wallet_id").map(String::as_str);
-    let (list, total) = s
+    let (mut list, total) = s
         .wallets
         .account_transactions(&c, wallet, page.offset(), page.per_page)
         .await
         .map_err(api_error)?;
+    if clamp(&mut page, total) {
+        list = s
+            .wallets
+            .account_transactions(&c, wallet, page.offset(), page.per_page)
+            .await
+            .map_err(api_error)?
+            .0;
+    }
     let mut h = HeaderMap::new();
     pagination_headers(&mut h, &link_uri(&uri), &page, total);
     let body: Vec<WtxDto> = list.iter().map(WtxDto::from).collect();
@@ -411,6 +444,94 @@ async fn query_routes(
     Ok(Lnpay::ok(QueryRoutesDto::new(&routes)).into_response())
 }
 
+async fn create_webhook(State(s): State<Services>, Authed(c): Authed, p: Params) -> ApiResult {
+    // `events` as a JSON array, a comma-separated string, or PHP-style events[]=…
+    let events: Vec<String> = match p.get("events") {
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        Some(serde_json::Value::String(t)) => t
+            .split(',')
+            .map(|x| x.trim().to_owned())
+            .filter(|x| !x.is_empty())
+            .collect(),
+        Some(serde_json::Value::Null) | None => Vec::new(),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "events must be a list of event names.",
+            ));
+        }
+    };
+    let default_all = matches!(
+        p.get("default_all"),
+        Some(serde_json::Value::Bool(true)) | Some(serde_json::Value::Number(_))
+    ) || p
+        .string("default_all", "Default All")?
+        .is_some_and(|v| v == "1" || v == "true");
+    let req = satchel_service::webhooks::NewWebhook {
+        endpoint_url: p.required_string("endpoint_url", "Endpoint Url")?,
+        events,
+        default_all,
+        secret: p.string("secret", "Secret")?,
+    };
+    let w = s.webhooks.create(&c, req).await.map_err(api_error)?;
+    Ok(Lnpay::created(WebhookDto::from(&w)).into_response())
+}
+
+async fn list_webhooks(State(s): State<Services>, Authed(c): Authed) -> ApiResult {
+    let list = s.webhooks.list(&c).await.map_err(api_error)?;
+    Ok(Lnpay::ok(list.iter().map(WebhookDto::from).collect::<Vec<_>>()).into_response())
+}
+
+async fn delete_webhook(
+    State(s): State<Services>,
+    Authed(c): Authed,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let w = s.webhooks.delete(&c, &id).await.map_err(api_error)?;
+    Ok(Lnpay::ok(serde_json::json!({ "id": w.id.to_string(), "deleted": true })).into_response())
+}
+
+async fn webhook_deliveries(
+    State(s): State<Services>,
+    Authed(c): Authed,
+    Path(id): Path<String>,
+    uri: OriginalUri,
+    Query(q): Q,
+) -> ApiResult {
+    let mut page = parse_page(&q, 50, 100);
+    let (mut list, total) = s
+        .webhooks
+        .deliveries(&c, &id, page.offset(), page.per_page)
+        .await
+        .map_err(api_error)?;
+    if clamp(&mut page, total) {
+        list = s
+            .webhooks
+            .deliveries(&c, &id, page.offset(), page.per_page)
+            .await
+            .map_err(api_error)?
+            .0;
+    }
+    let mut h = HeaderMap::new();
+    pagination_headers(&mut h, &link_uri(&uri), &page, total);
+    Ok(
+        Lnpay::ok(list.iter().map(DeliveryDto::from).collect::<Vec<_>>())
+            .with_headers(h)
+            .into_response(),
+    )
+}
+
+async fn redeliver(
+    State(s): State<Services>,
+    Authed(c): Authed,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let d = s.webhooks.redeliver(&c, &id).await.map_err(api_error)?;
+    Ok(Lnpay::created(DeliveryDto::from(&d)).into_response())
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found_route()
 }
@@ -435,6 +556,10 @@ pub fn v1_router() -> Router<AppState> {
         .route("/job/{id}", get(get_job))
         .route("/node/{node}/payments/decodeinvoice", get(decode_invoice))
         .route("/node/{node}/payments/queryroutes", get(query_routes))
+        .route("/webhooks", post(create_webhook).get(list_webhooks))
+        .route("/webhooks/{id}", delete(delete_webhook))
+        .route("/webhooks/{id}/deliveries", get(webhook_deliveries))
+        .route("/webhooks/deliveries/{id}/redeliver", post(redeliver))
         .method_not_allowed_fallback(method_not_allowed)
 }
 

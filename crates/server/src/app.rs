@@ -24,6 +24,8 @@ pub struct StartOptions {
     pub devnet: Option<Arc<dyn DevnetControl>>,
     /// Service settings.
     pub service: ServiceConfig,
+    /// Webhook delivery settings; `None` runs no dispatcher (events still queue in the outbox).
+    pub webhooks: Option<satchel_api::webhooks::DispatcherConfig>,
 }
 
 /// A running server.
@@ -106,6 +108,13 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<Running> {
                 }
             }
         }));
+    }
+
+    // Webhook deliveries (the outbox is filled by the store, in the ledger's transactions).
+    if let Some(cfg) = opts.webhooks.clone() {
+        let dispatcher = satchel_api::webhooks::Dispatcher::new(store.clone(), cfg)
+            .context("building the webhook HTTP client")?;
+        tasks.push(tokio::spawn(dispatcher.run(rx.clone())));
     }
 
     let mut app = satchel_api::app(services.clone());

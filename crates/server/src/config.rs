@@ -45,6 +45,8 @@ pub struct FileConfig {
     pub max_receive_sats: Option<u64>,
     /// Per-request send limit.
     pub max_send_sats: Option<u64>,
+    /// Let webhooks target loopback/private addresses.
+    pub webhook_allow_private: Option<bool>,
 }
 
 /// Flags/env, as parsed by clap (every value optional so the file can fill gaps).
@@ -80,6 +82,9 @@ pub struct ConfigArgs {
     /// Per-request send limit in sats (default: none).
     #[arg(long, env = "SATCHEL_MAX_SEND_SATS")]
     pub max_send_sats: Option<u64>,
+    /// Allow webhook URLs that resolve to loopback/private/link-local addresses (default: no).
+    #[arg(long, env = "SATCHEL_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: Option<bool>,
 }
 
 /// The effective configuration.
@@ -103,6 +108,8 @@ pub struct Config {
     pub max_receive_sats: Option<u64>,
     /// Send limit.
     pub max_send_sats: Option<u64>,
+    /// Webhooks may target private addresses.
+    pub webhook_allow_private: bool,
 }
 
 impl ConfigArgs {
@@ -164,6 +171,10 @@ impl ConfigArgs {
                 .or(file.default_keysend_wallet),
             max_receive_sats: self.max_receive_sats.or(file.max_receive_sats),
             max_send_sats: self.max_send_sats.or(file.max_send_sats),
+            webhook_allow_private: self
+                .webhook_allow_private
+                .or(file.webhook_allow_private)
+                .unwrap_or(false),
         })
     }
 }

@@ -157,6 +157,7 @@ fn service_config(cfg: &Config) -> anyhow::Result<ServiceConfig> {
             .map_err(|e| anyhow::anyhow!("default_keysend_wallet: {e}"))?,
         max_receive: sats(cfg.max_receive_sats)?,
         max_send: sats(cfg.max_send_sats)?,
+        allow_private_webhook_targets: cfg.webhook_allow_private,
         ..ServiceConfig::default()
     })
 }
@@ -195,6 +196,10 @@ async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
         backend,
         devnet,
         service: service_config(&cfg)?,
+        webhooks: Some(satchel_api::webhooks::DispatcherConfig {
+            allow_private: cfg.webhook_allow_private,
+            ..Default::default()
+        }),
     })
     .await?;
     if running.store.account_count().await? == 0 {

@@ -10,6 +10,8 @@ pub enum ErrorClass {
     BadRequest,
     /// 401 (LNPay also uses it for unknown wallets and lnTx).
     Unauthorized,
+    /// 404.
+    NotFound,
     /// 401 with LNPay's invalid-credentials body and challenge.
     InvalidCredentials,
     /// 500; the message is logged, never sent.
@@ -50,6 +52,9 @@ pub enum ServiceError {
     /// Unknown or foreign lnTx.
     #[error("LnTx not found")]
     LnTxNotFound,
+    /// Unknown or foreign resource without an LNPay-defined message (webhooks, deliveries).
+    #[error("{0}")]
+    NotFound(String),
     /// Unknown or foreign job.
     #[error("You are not allowed to access this resource!")]
     JobNotFound,
@@ -100,6 +105,7 @@ impl ServiceError {
             | Invoice(_)
             | PaymentFailed(_)
             | Transfer(_) => ErrorClass::BadRequest,
+            NotFound(_) => ErrorClass::NotFound,
             Internal(_) => ErrorClass::Internal,
         }
     }

@@ -17,6 +17,39 @@ use crate::{Ctx, ServiceError};
 /// Name of the persisted cursor of the node's incoming stream.
 pub const CURSOR: &str = "ln_incoming";
 
+/// TLVs whose values are JSON documents (Podcasting 2.0 / satoshis.stream metadata); shown to
+/// clients decoded, as LNPay did.
+const JSON_TLVS: [u64; 2] = [7_629_169, 55_555_555];
+
+/// Custom records as clients see them: text values, JSON-decoded for [`JSON_TLVS`].
+fn shown_records(records: &CustomRecords) -> Map<String, Value> {
+    let mut shown = Map::new();
+    for (t, v) in &records.0 {
+        let text = CustomRecords::display_value(*t, v);
+        let value = if JSON_TLVS.contains(t) {
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text))
+        } else {
+            Value::String(text)
+        };
+        shown.insert(t.to_string(), value);
+    }
+    shown
+}
+
+/// LNPay's memo for an incoming keysend: names the wallet-routing record.
+fn keysend_memo(records: &CustomRecords) -> String {
+    match satchel_domain::WALLET_ROUTING_TLVS
+        .iter()
+        .find_map(|t| records.0.get(t).map(|v| (t, v)))
+    {
+        Some((t, v)) => format!(
+            "keysend/amp: custom record [{t}] [{}]",
+            CustomRecords::display_value(*t, v)
+        ),
+        None => "keysend/amp: custom record [] []".to_owned(),
+    }
+}
+
 /// Incoming payment processing.
 #[derive(Clone)]
 pub struct IncomingService {
@@ -76,20 +109,8 @@ impl IncomingService {
                 settled_at_secs,
             } => {
                 let wallet_id = self.route(custom_records).await?;
-                let mut shown = Map::new();
-                for (t, v) in &custom_records.0 {
-                    shown.insert(
-                        t.to_string(),
-                        Value::String(CustomRecords::display_value(*t, v)),
-                    );
-                }
-                let memo = match custom_records.0.iter().next() {
-                    Some((t, v)) => format!(
-                        "keysend/amp: custom record [{t}] [{}]",
-                        CustomRecords::display_value(*t, v)
-                    ),
-                    None => "keysend/amp".to_owned(),
-                };
+                let shown = shown_records(custom_records);
+                let memo = keysend_memo(custom_records);
                 self.ctx
                     .store
                     .credit_keysend(&KeysendCredit {

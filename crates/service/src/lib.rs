@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod passthru;
 pub mod payments;
 pub mod wallets;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,8 @@ pub struct ServiceConfig {
     pub max_send: Option<Msat>,
     /// How often the reconciler re-asks the node about unresolved payments.
     pub reconcile_every: Duration,
+    /// Let webhooks target loopback/private/link-local addresses (off: SSRF protection).
+    pub allow_private_webhook_targets: bool,
 }
 
 impl Default for ServiceConfig {
@@ -50,6 +53,7 @@ impl Default for ServiceConfig {
             max_receive: None,
             max_send: None,
             reconcile_every: Duration::from_secs(30),
+            allow_private_webhook_targets: false,
         }
     }
 }
@@ -90,6 +94,8 @@ pub struct Services {
     pub jobs: jobs::JobService,
     /// Incoming payments.
     pub incoming: incoming::IncomingService,
+    /// Webhook subscriptions.
+    pub webhooks: webhooks::WebhookService,
     /// The shared context.
     pub ctx: Arc<Ctx>,
 }
@@ -117,6 +123,7 @@ impl Services {
             wallets: wallets::WalletService::new(ctx.clone(), payments.clone()),
             jobs: jobs::JobService::new(ctx.clone(), payments.clone()),
             incoming: incoming::IncomingService::new(ctx.clone()),
+            webhooks: webhooks::WebhookService::new(ctx.clone()),
             payments,
             ctx,
         })

@@ -928,7 +928,7 @@ impl Store {
             "INSERT INTO ln_txs (id, account_id, wallet_id, created_at, updated_at, direction, node_id, \
              dest_pubkey, payment_request, payment_hash, memo, amount_msat, preimage, settled, \
              settled_at, node_settled, is_keysend, custom_records, pass_thru) \
-             VALUES ($1, $2, $3, $4, $4, 'in', $5, $6, 'keysend', $7, $8, $9, $10, 1, $4, 1, 1, $11, $12)",
+             VALUES ($1, $2, $3, $4, $4, 'in', $5, $6, 'keysend/amp', $7, $8, $9, $10, 1, $4, 1, 1, $11, $12)",
             args![
                 k.lntx_id.as_str(),
                 account.as_str(),

@@ -366,19 +366,34 @@ impl Store {
         now: i64,
         limit: u64,
         lease_secs: i64,
+        exclude: &[WebhookId],
     ) -> Result<Vec<DueDelivery>, StoreError> {
         let mut tx = self.begin_write().await?;
         let skip_locked = match tx.dialect() {
             crate::Dialect::Postgres => " FOR UPDATE OF d SKIP LOCKED",
             crate::Dialect::Sqlite => "",
         };
+        // Webhooks already at their in-flight limit are skipped so their backlog cannot crowd
+        // out other receivers.
+        let mut args = args![now, i64::try_from(limit).unwrap_or(i64::MAX)];
+        let mut not_in = String::new();
+        for (i, w) in exclude.iter().enumerate() {
+            not_in.push_str(if i == 0 {
+                " AND d.webhook_id NOT IN ("
+            } else {
+                ", "
+            });
+            not_in.push_str(&format!("${}", i + 3));
+            args.push(crate::db::Arg::Text(w.to_string()));
+        }
+        if !exclude.is_empty() {
+            not_in.push(')');
+        }
         let sql = format!(
-            "SELECT {DELIVERY_COLS} FROM deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
+            "SELECT {DELIVERY_COLS} FROM deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= $1{not_in} \
              ORDER BY d.next_attempt_at LIMIT $2{skip_locked}"
         );
-        let rows = tx
-            .fetch_all(&sql, args![now, i64::try_from(limit).unwrap_or(i64::MAX)])
-            .await?;
+        let rows = tx.fetch_all(&sql, args).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let d = delivery_row(&r, 0)?;

@@ -47,11 +47,27 @@ pub struct TestServer {
     pub db: TestDb,
 }
 
+/// Webhook delivery for tests: loopback receivers allowed, fast polling, 1 s retries.
+pub fn test_dispatcher_config() -> satchel_api::webhooks::DispatcherConfig {
+    satchel_api::webhooks::DispatcherConfig {
+        allow_private: true,
+        poll: Duration::from_millis(50),
+        timeout: Duration::from_secs(2),
+        retry: satchel_service::webhooks::RetryPolicy {
+            first_retry_secs: 1,
+            max_retry_secs: 2,
+            window_secs: 3600,
+        },
+        ..Default::default()
+    }
+}
+
 /// Settings tests usually want: short waits so pending paths are quick to reach.
 pub fn test_service_config() -> ServiceConfig {
     ServiceConfig {
         payment_wait: Duration::from_secs(10),
         reconcile_every: Duration::from_millis(500),
+        allow_private_webhook_targets: true,
         ..ServiceConfig::default()
     }
 }
@@ -80,6 +96,7 @@ impl TestServer {
             backend: scripted.clone(),
             devnet: Some(scripted.clone()),
             service: cfg,
+            webhooks: Some(test_dispatcher_config()),
         })
         .await
         .expect("server starts");

@@ -1,0 +1,404 @@
+//! Webhook delivery: renders outbox events in LNPay's payload shape and POSTs them.
+//!
+//! Body `{id: evt_…, created_at, event: {type, name, display_name}, data: {wtx|wal}}`; headers
+//! `X-LNPay-Event`, `X-LNPay-HookId` (one per HTTP request), `User-Agent: LNPay-HookBot` and,
+//! with a secret, `X-LNPay-Signature` = lowercase hex HMAC-SHA256 of the raw body.
+//!
+//! At least once: a delivery is leased, attempted, then marked delivered or rescheduled with
+//! exponential backoff for up to 24 hours, then dead. Each attempt runs in its own task with a
+//! timeout; at most a few requests per webhook are in flight, so one slow or dead receiver never
+//! holds up the others (and never a payment: delivery is entirely off the payment path).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use satchel_domain::{AttemptId, EventName, Msat, WebhookId, now_secs};
+use satchel_service::webhooks::{RetryPolicy, check_target, is_private};
+use satchel_store::{AttemptOutcome, AttemptRecord, DueDelivery, EventRecord, Store, StoreError};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use sha2::Sha256;
+use tokio::sync::Semaphore;
+
+use crate::dto::{LnTxDto, WalletDto, WtxDto};
+
+/// `User-Agent` of deliveries (what LNPay sent; receivers may filter on it).
+pub const USER_AGENT: &str = "LNPay-HookBot";
+
+#[derive(Serialize)]
+struct EventMeta {
+    r#type: &'static str,
+    name: &'static str,
+    display_name: &'static str,
+}
+
+#[derive(Serialize)]
+struct Envelope<D: Serialize> {
+    id: String,
+    created_at: i64,
+    event: EventMeta,
+    data: D,
+}
+
+#[derive(Serialize)]
+struct WalData {
+    wal: WalletDto,
+}
+
+#[derive(Serialize)]
+struct WtxData {
+    wtx: WtxDto,
+}
+
+#[derive(Serialize)]
+#[allow(non_snake_case)]
+struct SendFailureData {
+    spontaneous: i64,
+    wal: WalletDto,
+    failureReason: String,
+    passThru: Box<RawValue>,
+    lnTx: LnTxDto,
+}
+
+fn missing(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("event refers to a missing {what}"))
+}
+
+/// Renders an event's JSON body. `wal.balance` is the balance right after the change.
+pub async fn render(store: &Store, e: &EventRecord) -> Result<String, StoreError> {
+    let snapshot = |mut w: satchel_store::WalletRecord| {
+        if let Some(b) = e.balance_msat.and_then(|b| Msat::from_i64(b).ok()) {
+            w.balance = b;
+        }
+        w
+    };
+    let meta = EventMeta {
+        r#type: e.name.kind(),
+        name: e.name.name(),
+        display_name: e.name.display_name(),
+    };
+    let id = e.id.to_string();
+    let created_at = e.created_at;
+    let text = match e.name {
+        EventName::WalletCreated => {
+            let w = store
+                .wallet(e.wallet_id.as_ref().ok_or_else(|| missing("wallet"))?)
+                .await?;
+            let w = snapshot(w.ok_or_else(|| missing("wallet"))?);
+            serde_json::to_string(&Envelope {
+                id,
+                created_at,
+                event: meta,
+                data: WalData {
+                    wal: WalletDto::from(&w),
+                },
+            })
+        }
+        EventName::WalletSendFailure => {
+            let l = store
+                .lntx(e.lntx_id.as_ref().ok_or_else(|| missing("lntx"))?)
+                .await?
+                .ok_or_else(|| missing("lntx"))?;
+            let w = store
+                .wallet(e.wallet_id.as_ref().ok_or_else(|| missing("wallet"))?)
+                .await?;
+            let w = snapshot(w.ok_or_else(|| missing("wallet"))?);
+            let pass_thru = RawValue::from_string(l.pass_thru.clone())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            serde_json::to_string(&Envelope {
+                id,
+                created_at,
+                event: meta,
+                data: SendFailureData {
+                    spontaneous: i64::from(l.is_keysend),
+                    wal: WalletDto::from(&w),
+                    failureReason: l.failure_reason.clone().unwrap_or_default(),
+                    passThru: pass_thru,
+                    lnTx: LnTxDto::nested(&l),
+                },
+            })
+        }
+        _ => {
+            let mut wtx = store
+                .wtx(e.wtx_id.as_ref().ok_or_else(|| missing("wtx"))?)
+                .await?
+                .ok_or_else(|| missing("wtx"))?;
+            wtx.wallet = snapshot(wtx.wallet);
+            serde_json::to_string(&Envelope {
+                id,
+                created_at,
+                event: meta,
+                data: WtxData {
+                    wtx: WtxDto::from(&wtx),
+                },
+            })
+        }
+    };
+    text.map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Lowercase hex HMAC-SHA256 of `body` under `secret`.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    // HMAC accepts keys of any length; new_from_slice cannot fail for Hmac<Sha256>.
+    match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(mut mac) => {
+            mac.update(body);
+            hex::encode(mac.finalize().into_bytes())
+        }
+        Err(_) => String::new(),
+    }
+}
+
+/// A DNS resolver that refuses private addresses (unless allowed), so a hostname that passed
+/// the subscription check cannot be re-pointed at an internal service later (DNS rebinding).
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow = self.allow_private;
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let ok: Vec<SocketAddr> = addrs
+                .into_iter()
+                .filter(|a| allow || !is_private(a.ip()))
+                .collect();
+            if ok.is_empty() {
+                return Err("webhook target resolves only to refused addresses".into());
+            }
+            let it: Addrs = Box::new(ok.into_iter());
+            Ok(it)
+        })
+    }
+}
+
+/// Delivery settings.
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    /// Allow loopback/private targets.
+    pub allow_private: bool,
+    /// Requests in flight at once, overall.
+    pub concurrency: usize,
+    /// Requests in flight at once per webhook.
+    pub per_webhook: usize,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// How often to look for due deliveries.
+    pub poll: Duration,
+    /// Retry schedule.
+    pub retry: RetryPolicy,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        DispatcherConfig {
+            allow_private: false,
+            concurrency: 32,
+            per_webhook: 2,
+            timeout: Duration::from_secs(10),
+            poll: Duration::from_millis(250),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// The webhook delivery worker.
+pub struct Dispatcher {
+    store: Store,
+    http: reqwest::Client,
+    cfg: DispatcherConfig,
+    permits: Arc<Semaphore>,
+    busy: Mutex<HashMap<WebhookId, usize>>,
+}
+
+/// Lease on a claimed delivery: longer than any request may take.
+const LEASE_SECS: i64 = 120;
+
+impl Dispatcher {
+    /// A dispatcher over `store`.
+    pub fn new(store: Store, cfg: DispatcherConfig) -> Result<Arc<Dispatcher>, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver {
+                allow_private: cfg.allow_private,
+            }))
+            .build()?;
+        let permits = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+        Ok(Arc::new(Dispatcher {
+            store,
+            http,
+            cfg,
+            permits,
+            busy: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Claims due deliveries and starts them; returns how many were started.
+    pub async fn tick(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let available = self.permits.available_permits();
+        if available == 0 {
+            return Ok(0);
+        }
+        let saturated: Vec<WebhookId> = {
+            let b = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+            b.iter()
+                .filter(|(_, n)| **n >= self.cfg.per_webhook)
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        let due = self
+            .store
+            .claim_due_deliveries(
+                now_secs(),
+                u64::try_from(available).unwrap_or(1),
+                LEASE_SECS,
+                &saturated,
+            )
+            .await?;
+        let n = due.len();
+        for d in due {
+            let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                break;
+            };
+            *self
+                .busy
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(d.webhook.id.clone())
+                .or_default() += 1;
+            let this = self.clone();
+            tokio::spawn(async move {
+                let hook = d.webhook.id.clone();
+                this.deliver(d).await;
+                let mut b = this.busy.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(c) = b.get_mut(&hook) {
+                    *c = c.saturating_sub(1);
+                    if *c == 0 {
+                        b.remove(&hook);
+                    }
+                }
+                drop(permit);
+            });
+        }
+        Ok(n)
+    }
+
+    /// Runs until `shutdown` flips.
+    pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let started = match self.tick().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(error = %e, "webhook dispatcher: claiming deliveries failed");
+                    0
+                }
+            };
+            if started == 0 {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(self.cfg.poll) => {}
+                }
+            } else if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+
+    async fn deliver(&self, d: DueDelivery) {
+        let body = match &d.event.body {
+            Some(b) => Ok(b.clone()),
+            None => match render(&self.store, &d.event).await {
+                Ok(b) => self.store.set_event_body(&d.event.id, &b).await,
+                Err(e) => Err(e),
+            },
+        };
+        let attempt_id = AttemptId::generate();
+        let started = Instant::now();
+        let at = now_secs();
+        let (status_code, error, excerpt) = match body {
+            Err(e) => (None, Some(format!("cannot render event: {e}")), None),
+            Ok(body) => self.post(&d, &attempt_id, body).await,
+        };
+        let ok = status_code.is_some_and(|s| (200..300).contains(&s));
+        let attempts = d.delivery.attempts.saturating_add(1);
+        let outcome = if ok {
+            AttemptOutcome::Delivered
+        } else {
+            match self
+                .cfg
+                .retry
+                .next_attempt_at(d.delivery.created_at, attempts, at)
+            {
+                Some(t) => AttemptOutcome::Retry(t),
+                None => AttemptOutcome::Dead,
+            }
+        };
+        if !ok {
+            tracing::warn!(delivery = %d.delivery.id, status = ?status_code, error = ?error, ?outcome, "webhook delivery failed");
+        }
+        let rec = AttemptRecord {
+            id: attempt_id,
+            delivery_id: d.delivery.id.clone(),
+            at,
+            duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            status_code,
+            error,
+            response_excerpt: excerpt,
+        };
+        if let Err(e) = self.store.finish_attempt(&rec, outcome).await {
+            tracing::error!(delivery = %d.delivery.id, error = %e, "could not record webhook attempt; it will be retried");
+        }
+    }
+
+    async fn post(
+        &self,
+        d: &DueDelivery,
+        attempt: &AttemptId,
+        body: String,
+    ) -> (Option<i64>, Option<String>, Option<String>) {
+        if let Err(e) = check_target(&d.webhook.endpoint_url, self.cfg.allow_private).await {
+            return (None, Some(e.to_string()), None);
+        }
+        let mut req = self
+            .http
+            .post(&d.webhook.endpoint_url)
+            .header("Content-Type", "application/json")
+            .header("X-LNPay-Event", d.event.name.name())
+            .header("X-LNPay-HookId", attempt.as_str());
+        if let Some(secret) = &d.webhook.secret {
+            req = req.header("X-LNPay-Signature", sign(secret, body.as_bytes()));
+        }
+        match req.body(body).send().await {
+            Ok(resp) => {
+                let status = i64::from(resp.status().as_u16());
+                let text = resp.text().await.unwrap_or_default();
+                let excerpt: String = text.chars().take(256).collect();
+                (Some(status), None, Some(excerpt))
+            }
+            Err(e) => (None, Some(e.to_string()), None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_lowercase_hex_hmac_sha256() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            sign("Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}
