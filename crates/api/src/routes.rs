@@ -68,6 +68,21 @@ where
 }
 
 type Q = Query<HashMap<String, String>>;
+
+/// One path segment. A segment that is not valid UTF-8 cannot name anything (LNPay routes
+/// match `\w+`), so it is a 404 in the LNPay envelope rather than axum's plain-text 400.
+pub struct Seg(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Seg {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(s)| Seg(s))
+            .map_err(|_| ApiError::not_found_route())
+    }
+}
 type ApiResult = Result<Response, ApiError>;
 
 fn sats(params: &Params, name: &str, label: &str) -> Result<Option<Msat>, ApiError> {
@@ -167,7 +182,7 @@ async fn create_wallet(State(s): State<Services>, Authed(c): Authed, p: Params) 
 async fn get_wallet(
     State(s): State<Services>,
     Authed(c): Authed,
-    Path(key): Path<String>,
+    Seg(key): Seg,
     Query(q): Q,
 ) -> ApiResult {
     let w = s.wallets.get(&c, &key).await.map_err(api_error)?;
@@ -209,7 +224,7 @@ async fn list_wallets(
 async fn wallet_transactions(
     State(s): State<Services>,
     Authed(c): Authed,
-    Path(key): Path<String>,
+    Seg(key): Seg,
     uri: OriginalUri,
     Query(q): Q,
 ) -> ApiResult {
@@ -270,7 +285,7 @@ async fn account_transactions(
 async fn create_invoice(
     State(s): State<Services>,
     Authed(c): Authed,
-    Path(key): Path<String>,
+    Seg(key): Seg,
     p: Params,
 ) -> ApiResult {
     let req = InvoiceRequest {
@@ -291,7 +306,7 @@ async fn create_invoice(
 async fn withdraw(
     State(s): State<Services>,
     Authed(c): Authed,
-    Path(key): Path<String>,
+    Seg(key): Seg,
     p: Params,
 ) -> ApiResult {
     let req = WithdrawRequest {
@@ -310,7 +325,7 @@ async fn withdraw(
 async fn keysend(
     State(s): State<Services>,
     Authed(c): Authed,
-    Path(key): Path<String>,
+    Seg(key): Seg,
     headers: HeaderMap,
     p: Params,
 ) -> ApiResult {
@@ -343,7 +358,7 @@ async fn keysend(
 async fn transfer(
     State(s): State<Services>,
     Authed(c): Authed,
-    Path(key): Path<String>,
+    Seg(key): Seg,
     p: Params,
 ) -> ApiResult {
     let req = TransferRequest {
@@ -364,25 +379,24 @@ async fn transfer(
 async fn get_lntx(
     State(s): State<Services>,
     Authed(c): Authed,
-    Path(id): Path<String>,
+    Seg(id): Seg,
     Query(q): Q,
 ) -> ApiResult {
+    s.auth.require_account_key(&c).map_err(api_error)?;
     let l = s.wallets.lntx(&c, &id).await.map_err(api_error)?;
     Ok(Lnpay::ok(LnTxDto::full(&l))
         .with_fields(Fields::from_query(&q))
         .into_response())
 }
 
-async fn get_job(
-    State(s): State<Services>,
-    Authed(c): Authed,
-    Path(id): Path<String>,
-) -> ApiResult {
+async fn get_job(State(s): State<Services>, Authed(c): Authed, Seg(id): Seg) -> ApiResult {
+    s.auth.require_account_key(&c).map_err(api_error)?;
     let (job, wtx) = s.jobs.get(&c, &id).await.map_err(api_error)?;
     Ok(Lnpay::ok(JobDto::new(&job, wtx.as_ref())).into_response())
 }
 
-fn check_node(s: &Services, node: &str) -> Result<(), ApiError> {
+fn check_node(s: &Services, c: &Caller, node: &str) -> Result<(), ApiError> {
+    s.auth.require_account_key(c).map_err(api_error)?;
     if node == "default" || node == s.ctx.cfg.node_id.as_str() {
         Ok(())
     } else {
@@ -408,11 +422,11 @@ fn missing(q: &HashMap<String, String>, names: &[&str]) -> Result<(), ApiError> 
 
 async fn decode_invoice(
     State(s): State<Services>,
-    Authed(_c): Authed,
-    Path(node): Path<String>,
+    Authed(c): Authed,
+    Seg(node): Seg,
     Query(q): Q,
 ) -> ApiResult {
-    check_node(&s, &node)?;
+    check_node(&s, &c, &node)?;
     missing(&q, &["payment_request"])?;
     let pr = q
         .get("payment_request")
@@ -424,11 +438,11 @@ async fn decode_invoice(
 
 async fn query_routes(
     State(s): State<Services>,
-    Authed(_c): Authed,
-    Path(node): Path<String>,
+    Authed(c): Authed,
+    Seg(node): Seg,
     Query(q): Q,
 ) -> ApiResult {
-    check_node(&s, &node)?;
+    check_node(&s, &c, &node)?;
     missing(&q, &["pub_key", "amt"])?;
     let amt = q.get("amt").map(|a| a.trim()).unwrap_or_default();
     let sats: u64 = amt
@@ -484,11 +498,7 @@ async fn list_webhooks(State(s): State<Services>, Authed(c): Authed) -> ApiResul
     Ok(Lnpay::ok(list.iter().map(WebhookDto::from).collect::<Vec<_>>()).into_response())
 }
 
-async fn delete_webhook(
-    State(s): State<Services>,
-    Authed(c): Authed,
-    Path(id): Path<String>,
-) -> ApiResult {
+async fn delete_webhook(State(s): State<Services>, Authed(c): Authed, Seg(id): Seg) -> ApiResult {
     let w = s.webhooks.delete(&c, &id).await.map_err(api_error)?;
     Ok(Lnpay::ok(serde_json::json!({ "id": w.id.to_string(), "deleted": true })).into_response())
 }
@@ -496,7 +506,7 @@ async fn delete_webhook(
 async fn webhook_deliveries(
     State(s): State<Services>,
     Authed(c): Authed,
-    Path(id): Path<String>,
+    Seg(id): Seg,
     uri: OriginalUri,
     Query(q): Q,
 ) -> ApiResult {
@@ -523,11 +533,7 @@ async fn webhook_deliveries(
     )
 }
 
-async fn redeliver(
-    State(s): State<Services>,
-    Authed(c): Authed,
-    Path(id): Path<String>,
-) -> ApiResult {
+async fn redeliver(State(s): State<Services>, Authed(c): Authed, Seg(id): Seg) -> ApiResult {
     let d = s.webhooks.redeliver(&c, &id).await.map_err(api_error)?;
     Ok(Lnpay::created(DeliveryDto::from(&d)).into_response())
 }
@@ -572,6 +578,7 @@ pub fn app(services: Services) -> Router {
         .with_state(AppState { services })
         // CORS inside, OPTIONS outermost: tower-http's CorsLayer would otherwise answer every
         // OPTIONS itself, without the `Allow` header LNPay (Yii) sent.
+        .layer(axum::middleware::from_fn(crate::http::buffer_body))
         .layer(crate::http::cors_layer())
         .layer(axum::middleware::from_fn(crate::http::options_fallback))
 }

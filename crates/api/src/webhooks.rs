@@ -183,10 +183,8 @@ impl Resolve for GuardedResolver {
 pub struct DispatcherConfig {
     /// Allow loopback/private targets.
     pub allow_private: bool,
-    /// Requests in flight at once, overall.
+    /// Webhooks being delivered to at once (one request in flight per webhook).
     pub concurrency: usize,
-    /// Requests in flight at once per webhook.
-    pub per_webhook: usize,
     /// Per-request timeout.
     pub timeout: Duration,
     /// How often to look for due deliveries.
@@ -200,7 +198,6 @@ impl Default for DispatcherConfig {
         DispatcherConfig {
             allow_private: false,
             concurrency: 32,
-            per_webhook: 2,
             timeout: Duration::from_secs(10),
             poll: Duration::from_millis(250),
             retry: RetryPolicy::default(),
@@ -242,18 +239,17 @@ impl Dispatcher {
         }))
     }
 
-    /// Claims due deliveries and starts them; returns how many were started.
+    /// Claims due deliveries and starts them; returns how many were started. Deliveries of one
+    /// webhook run one after another in event order (one task per webhook); different webhooks
+    /// run in parallel, so a slow receiver only delays itself.
     pub async fn tick(self: &Arc<Self>) -> Result<usize, StoreError> {
         let available = self.permits.available_permits();
         if available == 0 {
             return Ok(0);
         }
-        let saturated: Vec<WebhookId> = {
+        let busy: Vec<WebhookId> = {
             let b = self.busy.lock().unwrap_or_else(|e| e.into_inner());
-            b.iter()
-                .filter(|(_, n)| **n >= self.cfg.per_webhook)
-                .map(|(k, _)| k.clone())
-                .collect()
+            b.keys().cloned().collect()
         };
         let due = self
             .store
@@ -261,31 +257,34 @@ impl Dispatcher {
                 now_secs(),
                 u64::try_from(available).unwrap_or(1),
                 LEASE_SECS,
-                &saturated,
+                &busy,
             )
             .await?;
         let n = due.len();
+        let mut by_hook: Vec<(WebhookId, Vec<DueDelivery>)> = Vec::new();
         for d in due {
+            match by_hook.iter_mut().find(|(h, _)| *h == d.webhook.id) {
+                Some((_, list)) => list.push(d),
+                None => by_hook.push((d.webhook.id.clone(), vec![d])),
+            }
+        }
+        for (hook, list) in by_hook {
             let Ok(permit) = self.permits.clone().acquire_owned().await else {
                 break;
             };
-            *self
-                .busy
+            self.busy
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .entry(d.webhook.id.clone())
-                .or_default() += 1;
+                .insert(hook.clone(), 1);
             let this = self.clone();
             tokio::spawn(async move {
-                let hook = d.webhook.id.clone();
-                this.deliver(d).await;
-                let mut b = this.busy.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(c) = b.get_mut(&hook) {
-                    *c = c.saturating_sub(1);
-                    if *c == 0 {
-                        b.remove(&hook);
-                    }
+                for d in list {
+                    this.deliver(d).await;
                 }
+                this.busy
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&hook);
                 drop(permit);
             });
         }

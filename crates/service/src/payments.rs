@@ -102,6 +102,13 @@ enum Final {
     Failed(FailureReason),
 }
 
+fn failure_of(l: &LnTxRecord) -> FailureReason {
+    l.failure_reason
+        .as_deref()
+        .and_then(FailureReason::from_lnd_name)
+        .unwrap_or(FailureReason::Error)
+}
+
 /// Outgoing payment use cases.
 #[derive(Clone)]
 pub struct PaymentService {
@@ -110,16 +117,20 @@ pub struct PaymentService {
 }
 
 fn fee_limit(explicit: Option<i64>, amount: Msat) -> Result<Msat, ServiceError> {
-    match explicit {
-        None => Ok(fee_limit_default(amount)),
-        Some(v) if v < 0 => Err(ServiceError::Invalid(
-            "Fee Limit Msat must be no less than 0.".into(),
-        )),
-        Some(v) => Msat::from_i64(v)
-            .map_err(|_| ServiceError::Invalid("Fee Limit Msat is too big.".into())),
-    }
+    let too_big = || ServiceError::Invalid("Fee Limit Msat is too big.".into());
+    let limit = match explicit {
+        None => fee_limit_default(amount),
+        Some(v) if v < 0 => {
+            return Err(ServiceError::Invalid(
+                "Fee Limit Msat must be no less than 0.".into(),
+            ));
+        }
+        Some(v) => Msat::from_i64(v).map_err(|_| too_big())?,
+    };
+    // An amount + limit too large to represent is refused by the reserve as more than the
+    // balance ("Invoice too large"), the message that explains it.
+    Ok(limit)
 }
-
 fn reserve_err(e: ReserveError) -> ServiceError {
     match e {
         ReserveError::WalletNotFound => ServiceError::WalletNotFound(String::new()),
@@ -348,6 +359,19 @@ impl PaymentService {
         let pass_thru = PassThru::from_user(k.pass_thru.clone())
             .set("method", Value::String("api".into()))
             .to_json();
+        // A keysend's preimage is chosen once (an async job keeps it across restarts). If this
+        // hash was already attempted, that attempt's outcome is the answer: a definite failure is
+        // final, never a reason to send again.
+        if let Some(prev) = self.ctx.store.latest_outgoing(&preimage.hash()).await? {
+            return match prev.status {
+                Some(PaymentStatus::Succeeded) => self.done_of(&prev).await,
+                Some(PaymentStatus::Failed) => Err(ServiceError::PaymentFailed(failure_of(&prev))),
+                _ => {
+                    let target = self.target_of(&prev)?;
+                    self.wait_opt(prev, target, wait).await
+                }
+            };
+        }
         let reserved = self
             .ctx
             .store
@@ -445,23 +469,25 @@ impl PaymentService {
             Some(Ok(Ok(Final::Failed(r)))) => Err(ServiceError::PaymentFailed(r)),
             Some(Ok(Err(e))) => Err(e),
             Some(Err(join)) => Err(ServiceError::Internal(format!("payment task died: {join}"))),
+            // Another driver owns the payment (recovery picked it up first): follow our books
+            // until it ends or the wait is over.
             None => {
-                let current = self
-                    .ctx
-                    .store
-                    .lntx(&id)
-                    .await?
-                    .ok_or_else(|| ServiceError::Internal("payment vanished".into()))?;
-                match current.status {
-                    Some(PaymentStatus::Succeeded) => self.done_of(&current).await,
-                    Some(PaymentStatus::Failed) => Err(ServiceError::PaymentFailed(
-                        current
-                            .failure_reason
-                            .as_deref()
-                            .and_then(FailureReason::from_lnd_name)
-                            .unwrap_or(FailureReason::Error),
-                    )),
-                    _ => Ok(PaymentResult::Pending(current)),
+                let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+                let mut pause = Duration::from_millis(20);
+                loop {
+                    let current = self.current(&id).await?;
+                    match current.status {
+                        Some(PaymentStatus::Succeeded) => return self.done_of(&current).await,
+                        Some(PaymentStatus::Failed) => {
+                            return Err(ServiceError::PaymentFailed(failure_of(&current)));
+                        }
+                        _ => {}
+                    }
+                    if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                        return Ok(PaymentResult::Pending(current));
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
                 }
             }
         }
@@ -533,10 +559,17 @@ impl PaymentService {
     }
 
     /// Drives one payment until the node says how it ended.
-    async fn drive(&self, lntx: LnTxRecord, target: PayTarget) -> Result<Final, ServiceError> {
+    async fn drive(&self, listed: LnTxRecord, target: PayTarget) -> Result<Final, ServiceError> {
         let store = &self.ctx.store;
-        let hash = lntx.payment_hash;
+        let hash = listed.payment_hash;
+        // The caller's copy may be stale (recovery lists payments, then drives them later; the
+        // original driver may have finished meanwhile). Only the current record decides.
+        let lntx = self.current(&listed.id).await?;
+        if let Some(done) = self.final_of(&lntx).await? {
+            return Ok(done);
+        }
         let mut send = match lntx.status {
+            // Only the driver that wins reserved -> dispatched sends; a loser re-reads.
             Some(PaymentStatus::Reserved) => {
                 store
                     .mark_payment(
@@ -545,8 +578,7 @@ impl PaymentService {
                         PaymentStatus::Dispatched,
                         now_secs(),
                     )
-                    .await?;
-                true
+                    .await?
             }
             // Already dispatched before (restart): ask first, the node may have it.
             _ => false,
@@ -555,6 +587,12 @@ impl PaymentService {
         loop {
             if send {
                 send = false;
+                // Never send a payment that is no longer live in our books: a refunded payment
+                // sent again would be paid by the node while the wallet keeps its refund.
+                let now = self.current(&lntx.id).await?;
+                if let Some(done) = self.final_of(&now).await? {
+                    return Ok(done);
+                }
                 let req = PayRequest {
                     target: target.clone(),
                     fee_limit: lntx.fee_limit,
@@ -613,6 +651,30 @@ impl PaymentService {
                 Err(e) => tracing::debug!(lntx = %lntx.id, error = %e, "lookup failed; retrying"),
             }
         }
+    }
+
+    async fn current(&self, id: &LnTxId) -> Result<LnTxRecord, ServiceError> {
+        self.ctx
+            .store
+            .lntx(id)
+            .await?
+            .ok_or_else(|| ServiceError::Internal(format!("payment {id} vanished")))
+    }
+
+    /// The outcome of a payment that is already final in our books.
+    async fn final_of(&self, l: &LnTxRecord) -> Result<Option<Final>, ServiceError> {
+        Ok(match l.status {
+            Some(PaymentStatus::Succeeded) => match self.done_of(l).await? {
+                PaymentResult::Done { wtx, fee_wtx } => Some(Final::Settled(PaymentSettled {
+                    wtx,
+                    fee_wtx,
+                    newly_settled: false,
+                })),
+                PaymentResult::Pending(_) => None,
+            },
+            Some(PaymentStatus::Failed) => Some(Final::Failed(failure_of(l))),
+            _ => None,
+        })
     }
 
     async fn mark_unknown(&self, l: &LnTxRecord) -> Result<(), ServiceError> {

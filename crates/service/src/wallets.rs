@@ -334,6 +334,10 @@ impl WalletService {
                 max.sats_floor()
             )));
         }
+        // BOLT11 encodes amounts in pico-BTC in a u64: above this it cannot be written.
+        if req.amount.as_msat() > u64::MAX / 10 {
+            return Err(ServiceError::Invalid("Num Satoshis is too big.".into()));
+        }
         let expiry_secs = req.expiry_secs.unwrap_or(DEFAULT_INVOICE_EXPIRY_SECS);
         if expiry_secs == 0 || expiry_secs > MAX_INVOICE_EXPIRY_SECS {
             return Err(ServiceError::Invalid(format!(
@@ -361,7 +365,12 @@ impl WalletService {
                 preimage,
             })
             .await
-            .map_err(|e| ServiceError::Internal(format!("Unable to create LN Invoice: {e}")))?;
+            .map_err(|e| match e {
+                satchel_lightning::LnError::Rejected(m) => {
+                    ServiceError::Invalid(format!("Unable to create LN Invoice: {m}"))
+                }
+                other => ServiceError::Internal(format!("Unable to create LN Invoice: {other}")),
+            })?;
         let now = now_secs();
         let pass_thru = PassThru::server_first(
             &[("wallet_id", Value::String(wallet.id.to_string()))],

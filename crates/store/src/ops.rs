@@ -1094,10 +1094,11 @@ impl Store {
         if wallet.account_id != r.account_id {
             return Err(ReserveError::WalletNotFound);
         }
+        // An unrepresentable total is more than any wallet can hold.
         let total = r
             .amount
             .checked_add(r.fee_limit)
-            .map_err(StoreError::from)?;
+            .map_err(|_| ReserveError::InsufficientBalance(wallet.balance))?;
         if wallet.balance < total {
             return Err(ReserveError::InsufficientBalance(wallet.balance));
         }
@@ -1382,6 +1383,22 @@ impl Store {
         let sql = format!(
             "SELECT {LNTX_COLS} FROM ln_txs l WHERE l.payment_hash = $1 AND l.direction = 'out' AND l.status IN ({})",
             status_list(&LIVE_OR_DONE)
+        );
+        match c.fetch_opt(&sql, args![hash.to_hex()]).await? {
+            Some(r) => Ok(Some(LnTxRecord::from_row(&r, 0)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The most recent outgoing attempt of a hash, whatever its state (failed included).
+    pub async fn latest_outgoing(
+        &self,
+        hash: &PaymentHash,
+    ) -> Result<Option<LnTxRecord>, StoreError> {
+        let mut c = self.read_conn().await?;
+        let sql = format!(
+            "SELECT {LNTX_COLS} FROM ln_txs l WHERE l.payment_hash = $1 AND l.direction = 'out' \
+             ORDER BY l.created_at DESC, l.updated_at DESC LIMIT 1"
         );
         match c.fetch_opt(&sql, args![hash.to_hex()]).await? {
             Some(r) => Ok(Some(LnTxRecord::from_row(&r, 0)?)),

@@ -389,9 +389,11 @@ impl Store {
         if !exclude.is_empty() {
             not_in.push(')');
         }
+        // Oldest events first, so a webhook normally sees events in the order they happened.
         let sql = format!(
-            "SELECT {DELIVERY_COLS} FROM deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= $1{not_in} \
-             ORDER BY d.next_attempt_at LIMIT $2{skip_locked}"
+            "SELECT {DELIVERY_COLS} FROM deliveries d JOIN events e ON e.id = d.event_id \
+             WHERE d.status = 'pending' AND d.next_attempt_at <= $1{not_in} \
+             ORDER BY d.next_attempt_at, e.seq LIMIT $2{skip_locked}"
         );
         let rows = tx.fetch_all(&sql, args).await?;
         let mut out = Vec::with_capacity(rows.len());

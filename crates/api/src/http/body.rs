@@ -93,6 +93,10 @@ impl Params {
     pub fn string(&self, name: &str, label: &str) -> Result<Option<String>, ApiError> {
         match self.map.get(name) {
             None | Some(Value::Null) => Ok(None),
+            // Postgres TEXT cannot hold U+0000 and SQLite can: refuse it so both behave alike.
+            Some(Value::String(s)) if s.contains('\0') => Err(ApiError::bad_request(format!(
+                "{label} must not contain NUL characters."
+            ))),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
             Some(Value::Bool(b)) => Ok(Some(b.to_string())),
@@ -280,6 +284,32 @@ fn body_kind(headers: &HeaderMap) -> BodyKind {
 }
 
 /// Reads at most `limit` bytes of `body`; more => 413.
+/// Middleware: reads the whole request body (up to the limit) before authentication and routing.
+/// A request refused early (bad key, unknown route) then never leaves unread bytes on a
+/// keep-alive connection, which would corrupt the client's next request. An oversized body is
+/// answered 413 with `Connection: close`, since its remainder is left unread.
+pub async fn buffer_body(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = req.into_parts();
+    match read_limited(body, BODY_LIMIT).await {
+        Ok(bytes) => {
+            next.run(axum::extract::Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(e) => {
+            let mut resp = e.into_response();
+            resp.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            resp
+        }
+    }
+}
+
 async fn read_limited(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut buf = Vec::new();
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {

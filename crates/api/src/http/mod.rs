@@ -10,7 +10,7 @@ pub mod query;
 pub mod response;
 
 pub use auth_header::extract_api_key;
-pub use body::{Params, truthy_header};
+pub use body::{Params, buffer_body, truthy_header};
 pub use cors::{cors_layer, options_fallback};
 pub use error::ApiError;
 pub use query::{Fields, Page, pagination_headers, parse_page};

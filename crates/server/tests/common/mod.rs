@@ -90,13 +90,23 @@ impl TestServer {
         cfg: ServiceConfig,
         scripted: Arc<ScriptedBackend>,
     ) -> TestServer {
+        Self::start_custom(db, cfg, scripted, Some(test_dispatcher_config())).await
+    }
+
+    /// Full control, including the webhook dispatcher (`None`: events only queue).
+    pub async fn start_custom(
+        db: TestDb,
+        cfg: ServiceConfig,
+        scripted: Arc<ScriptedBackend>,
+        webhooks: Option<satchel_api::webhooks::DispatcherConfig>,
+    ) -> TestServer {
         let running = start(StartOptions {
             database_url: db.url.clone(),
             listen: "127.0.0.1:0".into(),
             backend: scripted.clone(),
             devnet: Some(scripted.clone()),
             service: cfg,
-            webhooks: Some(test_dispatcher_config()),
+            webhooks,
         })
         .await
         .expect("server starts");
