@@ -39,6 +39,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: WalletCmd,
     },
+    /// Outgoing payments: list the unresolved ones, resolve one by hand.
+    Payments {
+        #[command(subcommand)]
+        cmd: PaymentsCmd,
+    },
     /// Recompute every balance from the ledger postings; exit 1 on any mismatch.
     Audit(ConfigArgs),
     /// Drive the development network of a running `satchel serve`.
@@ -60,6 +65,46 @@ enum AccountCmd {
         /// Account label.
         #[arg(long)]
         label: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum PaymentsCmd {
+    /// Payments still holding a reserve (reserved, dispatched or unknown), oldest first.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Resolve a stuck payment by hand, with an audit-trail entry. Only do this once the node
+    /// has been checked: `--succeeded` needs the preimage as proof; `--failed` refunds.
+    Resolve {
+        /// The payment (`lntx_…`).
+        lntx_id: String,
+        /// The node paid it.
+        #[arg(long, conflicts_with = "failed", requires = "preimage")]
+        succeeded: bool,
+        /// The payment cannot have gone out.
+        #[arg(long)]
+        failed: bool,
+        /// Proof of payment (hex), with --succeeded.
+        #[arg(long)]
+        preimage: Option<String>,
+        /// Routing fee actually paid, with --succeeded.
+        #[arg(long, default_value_t = 0)]
+        fee_msat: u64,
+        /// Why (kept in the audit trail).
+        #[arg(long)]
+        reason: String,
+        /// Who (default: $USER).
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// The operator audit trail, newest first.
+    Actions {
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -253,6 +298,100 @@ async fn open_store(args: &ConfigArgs) -> anyhow::Result<Store> {
         .context("opening database")
 }
 
+async fn payments_cmd(cmd: PaymentsCmd) -> anyhow::Result<bool> {
+    match cmd {
+        PaymentsCmd::List { config } => {
+            let store = open_store(&config).await?;
+            let live = store.live_payments().await?;
+            let now = satchel_domain::now_secs();
+            println!(
+                "{:<30} {:<20} {:>14} {:>12} {:<10} {:>8}  payment_hash",
+                "lntx", "wallet", "amount_msat", "fee_limit", "status", "age_s"
+            );
+            for p in &live {
+                println!(
+                    "{:<30} {:<20} {:>14} {:>12} {:<10} {:>8}  {}",
+                    p.id,
+                    p.wallet_id
+                        .as_ref()
+                        .map(|w| w.to_string())
+                        .unwrap_or_default(),
+                    p.amount.as_msat(),
+                    p.fee_limit.as_msat(),
+                    p.status.map(|s| s.code()).unwrap_or("-"),
+                    now - p.created_at,
+                    p.payment_hash
+                );
+            }
+            println!("{} unresolved payment(s)", live.len());
+            Ok(true)
+        }
+        PaymentsCmd::Resolve {
+            lntx_id,
+            succeeded,
+            failed,
+            preimage,
+            fee_msat,
+            reason,
+            operator,
+            config,
+        } => {
+            if succeeded == failed {
+                bail!("give exactly one of --succeeded or --failed");
+            }
+            if reason.trim().is_empty() {
+                bail!("--reason must say why");
+            }
+            let store = open_store(&config).await?;
+            let id = satchel_domain::LnTxId::parse(&lntx_id).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let resolution = if succeeded {
+                let p = preimage.as_deref().unwrap_or("");
+                let preimage = satchel_domain::Preimage::from_hex(p)
+                    .context("--preimage must be 64 hex characters")?;
+                satchel_store::ManualResolution::Succeeded {
+                    preimage,
+                    fee: Msat::from_msat(fee_msat).map_err(|e| anyhow::anyhow!("{e}"))?,
+                    wtx_id: satchel_domain::WtxId::generate(),
+                    fee_wtx_id: satchel_domain::WtxId::generate(),
+                }
+            } else {
+                satchel_store::ManualResolution::Failed
+            };
+            let rec = store
+                .resolve_payment(
+                    &id,
+                    &resolution,
+                    &operator,
+                    &reason,
+                    satchel_domain::now_secs(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "{} is now {}",
+                rec.id,
+                rec.status.map(|s| s.code()).unwrap_or("-")
+            );
+            Ok(true)
+        }
+        PaymentsCmd::Actions { config } => {
+            let store = open_store(&config).await?;
+            for a in store.operator_actions(100).await? {
+                println!(
+                    "{}  {:<12} {:<18} {:<30} {}  {}",
+                    a.at,
+                    a.operator,
+                    a.action,
+                    a.lntx_id.map(|l| l.to_string()).unwrap_or_default(),
+                    a.reason,
+                    a.details
+                );
+            }
+            Ok(true)
+        }
+    }
+}
+
 async fn audit(args: ConfigArgs) -> anyhow::Result<bool> {
     let store = open_store(&args).await?;
     let r = store.audit().await?;
@@ -386,6 +525,7 @@ fn main() -> ExitCode {
                 println!("public key: {}", acct.public_key.expose());
                 Ok(true)
             }
+            Cmd::Payments { cmd } => payments_cmd(cmd).await,
             Cmd::Wallet {
                 cmd:
                     WalletCmd::Import {

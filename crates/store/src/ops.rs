@@ -281,9 +281,47 @@ pub enum PaymentStateError {
     /// It already succeeded; it can never fail.
     #[error("payment already succeeded")]
     AlreadySucceeded,
+    /// The preimage given does not hash to the payment hash.
+    #[error("preimage does not match the payment hash")]
+    BadProof,
     /// Storage failure.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// How an operator resolves a stuck payment.
+#[derive(Debug, Clone)]
+pub enum ManualResolution {
+    /// The node did pay: book it with the real fee.
+    Succeeded {
+        /// Proof of payment (must hash to the payment hash).
+        preimage: Preimage,
+        /// Routing fee paid.
+        fee: Msat,
+        /// WTX id for the withdrawal.
+        wtx_id: WtxId,
+        /// WTX id for the fee.
+        fee_wtx_id: WtxId,
+    },
+    /// The payment cannot have gone out: refund it.
+    Failed,
+}
+
+/// One entry of the operator audit trail.
+#[derive(Debug, Clone)]
+pub struct OperatorAction {
+    /// Unix seconds.
+    pub at: i64,
+    /// Who.
+    pub operator: String,
+    /// What (`resolve_succeeded`, `resolve_failed`).
+    pub action: String,
+    /// Which payment.
+    pub lntx_id: Option<LnTxId>,
+    /// Why, in the operator's words.
+    pub reason: String,
+    /// JSON details.
+    pub details: String,
 }
 
 /// Pay one of our own invoices from a wallet, entirely inside the ledger.
@@ -1195,106 +1233,9 @@ impl Store {
     /// wallet, and `ln_withdrawal` (+ `network_fee`) WTXs appear. Idempotent.
     pub async fn settle_payment(&self, s: &SettleCmd) -> Result<PaymentSettled, PaymentStateError> {
         let mut tx = self.begin_write().await?;
-        let sql = format!(
-            "SELECT {LNTX_COLS} FROM ln_txs l WHERE l.id = $1 AND l.direction = 'out'{}",
-            tx.dialect().for_update()
-        );
-        let Some(row) = tx.fetch_opt(&sql, args![s.lntx_id.as_str()]).await? else {
-            return Err(PaymentStateError::NotFound);
-        };
-        let p = LnTxRecord::from_row(&row, 0)?;
-        match p.status {
-            Some(PaymentStatus::Succeeded) => {
-                let mut w = wtxs_of_lntx(&mut tx, &p.id).await?.into_iter();
-                let wtx = w.next().ok_or(StoreError::NotFound)?;
-                return Ok(PaymentSettled {
-                    wtx,
-                    fee_wtx: w.next(),
-                    newly_settled: false,
-                });
-            }
-            Some(PaymentStatus::Failed) => return Err(PaymentStateError::AlreadyFailed),
-            _ => {}
-        }
-        let wallet_id = p.wallet_id.clone().ok_or(StoreError::NotFound)?;
-        let amount = p.amount.as_i64();
-        let reserved = p
-            .amount
-            .checked_add(p.fee_limit)
-            .map_err(StoreError::from)?
-            .as_i64();
-        let fee = s.fee.as_i64();
-        // The node promised to stay within the limit. If it did not, the wallet is charged only
-        // the limit and the operator absorbs the rest (sys:unclaimed goes down), so no wallet is
-        // ever charged more than it agreed to.
-        let charged_fee = fee.min(p.fee_limit.as_i64());
-        let overrun = fee - charged_fee;
-        if overrun > 0 {
-            tracing::error!(lntx = %p.id, fee, limit = p.fee_limit.as_i64(), "node paid more fee than the limit");
-        }
-        post(
-            &mut tx,
-            "payment_settle",
-            p.id.as_str(),
-            s.now,
-            &[
-                leg(Account::Sys(SYS_IN_FLIGHT), -reserved),
-                leg(Account::Wallet(&wallet_id), reserved - amount - charged_fee),
-                leg(Account::Sys(SYS_LIGHTNING), amount + fee),
-                leg(Account::Sys(SYS_UNCLAIMED), -overrun),
-            ],
-        )
-        .await?;
-        tx.exec(
-            "UPDATE ln_txs SET status = 'succeeded', settled = 1, settled_at = $1, updated_at = $1, \
-             fee_msat = $2, preimage = $3 WHERE id = $4",
-            args![s.now, fee, s.preimage.to_hex(), p.id.as_str()],
-        )
-        .await?;
-        insert_wtx(
-            &mut tx,
-            &NewWtx {
-                id: &s.wtx_id,
-                wallet_id: &wallet_id,
-                account_id: p.account_id.as_str(),
-                now: s.now,
-                amount_msat: -amount,
-                wtx_type: WtxType::LnWithdrawal,
-                user_label: &s.user_label,
-                lntx_id: Some(p.id.as_str()),
-                pass_thru: &s.pass_thru,
-            },
-        )
-        .await?;
-        if charged_fee > 0 {
-            insert_wtx(
-                &mut tx,
-                &NewWtx {
-                    id: &s.fee_wtx_id,
-                    wallet_id: &wallet_id,
-                    account_id: p.account_id.as_str(),
-                    now: s.now,
-                    amount_msat: -charged_fee,
-                    wtx_type: WtxType::NetworkFee,
-                    user_label: "Network fee",
-                    lntx_id: Some(p.id.as_str()),
-                    pass_thru: &s.fee_pass_thru,
-                },
-            )
-            .await?;
-        }
-        let wtx = wtx_in(&mut tx, &s.wtx_id).await?;
-        let fee_wtx = if charged_fee > 0 {
-            Some(wtx_in(&mut tx, &s.fee_wtx_id).await?)
-        } else {
-            None
-        };
+        let r = settle_in(&mut tx, s).await?;
         tx.commit().await?;
-        Ok(PaymentSettled {
-            wtx,
-            fee_wtx,
-            newly_settled: true,
-        })
+        Ok(r)
     }
 
     /// Refunds a payment the node proved failed. Idempotent; refuses a succeeded payment.
@@ -1305,51 +1246,69 @@ impl Store {
         now: i64,
     ) -> Result<LnTxRecord, PaymentStateError> {
         let mut tx = self.begin_write().await?;
-        let sql = format!(
-            "SELECT {LNTX_COLS} FROM ln_txs l WHERE l.id = $1 AND l.direction = 'out'{}",
-            tx.dialect().for_update()
-        );
-        let Some(row) = tx.fetch_opt(&sql, args![id.as_str()]).await? else {
+        let r = fail_in(&mut tx, id, reason, now).await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    /// An operator settles a stuck payment by hand. Succeeded needs the preimage (proof of
+    /// payment); failed refunds the reserve. The resolution and its audit record are one
+    /// transaction. Refuses payments that are already final.
+    pub async fn resolve_payment(
+        &self,
+        id: &LnTxId,
+        resolution: &ManualResolution,
+        operator: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<LnTxRecord, PaymentStateError> {
+        let mut tx = self.begin_write().await?;
+        let Some(p) = lntx_in(&mut tx, id.as_str()).await? else {
             return Err(PaymentStateError::NotFound);
         };
-        let p = LnTxRecord::from_row(&row, 0)?;
         match p.status {
-            Some(PaymentStatus::Failed) => return Ok(p),
             Some(PaymentStatus::Succeeded) => return Err(PaymentStateError::AlreadySucceeded),
+            Some(PaymentStatus::Failed) => return Err(PaymentStateError::AlreadyFailed),
+            None => return Err(PaymentStateError::NotFound),
             _ => {}
         }
-        let wallet_id = p.wallet_id.clone().ok_or(StoreError::NotFound)?;
-        let reserved = p
-            .amount
-            .checked_add(p.fee_limit)
-            .map_err(StoreError::from)?
-            .as_i64();
-        post(
-            &mut tx,
-            "payment_refund",
-            p.id.as_str(),
-            now,
-            &[
-                leg(Account::Sys(SYS_IN_FLIGHT), -reserved),
-                leg(Account::Wallet(&wallet_id), reserved),
-            ],
-        )
-        .await?;
+        let (action, details) = match resolution {
+            ManualResolution::Succeeded {
+                preimage,
+                fee,
+                wtx_id,
+                fee_wtx_id,
+            } => {
+                if preimage.hash() != p.payment_hash {
+                    return Err(PaymentStateError::BadProof);
+                }
+                settle_in(&mut tx, &SettleCmd {
+                    lntx_id: p.id.clone(),
+                    preimage: *preimage,
+                    fee: *fee,
+                    wtx_id: wtx_id.clone(),
+                    fee_wtx_id: fee_wtx_id.clone(),
+                    user_label: p.memo.clone(),
+                    pass_thru: p.pass_thru.clone(),
+                    fee_pass_thru: format!(
+                        "{{\"source_transaction\":\"{wtx_id}\",\"fee_target_wallet\":\"contained\"}}"
+                    ),
+                    now,
+                })
+                .await?;
+                (
+                    "resolve_succeeded",
+                    format!("{{\"fee_msat\":{}}}", fee.as_msat()),
+                )
+            }
+            ManualResolution::Failed => {
+                fail_in(&mut tx, id, "FAILURE_REASON_ERROR", now).await?;
+                ("resolve_failed", "{}".to_owned())
+            }
+        };
         tx.exec(
-            "UPDATE ln_txs SET status = 'failed', failure_reason = $1, updated_at = $2 WHERE id = $3",
-            args![reason, now, p.id.as_str()],
-        )
-        .await?;
-        emit(
-            &mut tx,
-            Emit {
-                name: EventName::WalletSendFailure,
-                account_id: p.account_id.as_str(),
-                wallet_id: &wallet_id,
-                wtx_id: None,
-                lntx_id: Some(&p.id),
-                now,
-            },
+            "INSERT INTO operator_actions (at, operator, action, lntx_id, reason, details) VALUES ($1, $2, $3, $4, $5, $6)",
+            args![now, operator, action, id.as_str(), reason, details],
         )
         .await?;
         let rec = lntx_in(&mut tx, id.as_str())
@@ -1357,6 +1316,29 @@ impl Store {
             .ok_or(StoreError::NotFound)?;
         tx.commit().await?;
         Ok(rec)
+    }
+
+    /// The operator audit trail, newest first.
+    pub async fn operator_actions(&self, limit: u64) -> Result<Vec<OperatorAction>, StoreError> {
+        let mut c = self.read_conn().await?;
+        let rows = c
+            .fetch_all(
+                "SELECT at, operator, action, lntx_id, reason, details FROM operator_actions ORDER BY seq DESC LIMIT $1",
+                args![i64::try_from(limit).unwrap_or(i64::MAX)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OperatorAction {
+                    at: r.i64(0)?,
+                    operator: r.text(1)?,
+                    action: r.text(2)?,
+                    lntx_id: r.opt_text(3)?.map(LnTxId::from_db),
+                    reason: r.text(4)?,
+                    details: r.text(5)?,
+                })
+            })
+            .collect()
     }
 
     /// Outgoing payments still holding a reserve (for recovery).
@@ -1647,4 +1629,170 @@ fn lim(v: u64) -> i64 {
 /// A JSON string literal.
 fn json_str(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()
+}
+
+/// Books a successful payment inside the caller's transaction (see [`Store::settle_payment`]).
+pub(crate) async fn settle_in(
+    tx: &mut Conn,
+    s: &SettleCmd,
+) -> Result<PaymentSettled, PaymentStateError> {
+    let sql = format!(
+        "SELECT {LNTX_COLS} FROM ln_txs l WHERE l.id = $1 AND l.direction = 'out'{}",
+        tx.dialect().for_update()
+    );
+    let Some(row) = tx.fetch_opt(&sql, args![s.lntx_id.as_str()]).await? else {
+        return Err(PaymentStateError::NotFound);
+    };
+    let p = LnTxRecord::from_row(&row, 0)?;
+    match p.status {
+        Some(PaymentStatus::Succeeded) => {
+            let mut w = wtxs_of_lntx(tx, &p.id).await?.into_iter();
+            let wtx = w.next().ok_or(StoreError::NotFound)?;
+            return Ok(PaymentSettled {
+                wtx,
+                fee_wtx: w.next(),
+                newly_settled: false,
+            });
+        }
+        Some(PaymentStatus::Failed) => return Err(PaymentStateError::AlreadyFailed),
+        _ => {}
+    }
+    let wallet_id = p.wallet_id.clone().ok_or(StoreError::NotFound)?;
+    let amount = p.amount.as_i64();
+    let reserved = p
+        .amount
+        .checked_add(p.fee_limit)
+        .map_err(StoreError::from)?
+        .as_i64();
+    let fee = s.fee.as_i64();
+    // The node promised to stay within the limit. If it did not, the wallet is charged only
+    // the limit and the operator absorbs the rest (sys:unclaimed goes down), so no wallet is
+    // ever charged more than it agreed to.
+    let charged_fee = fee.min(p.fee_limit.as_i64());
+    let overrun = fee - charged_fee;
+    if overrun > 0 {
+        tracing::error!(lntx = %p.id, fee, limit = p.fee_limit.as_i64(), "node paid more fee than the limit");
+    }
+    post(
+        tx,
+        "payment_settle",
+        p.id.as_str(),
+        s.now,
+        &[
+            leg(Account::Sys(SYS_IN_FLIGHT), -reserved),
+            leg(Account::Wallet(&wallet_id), reserved - amount - charged_fee),
+            leg(Account::Sys(SYS_LIGHTNING), amount + fee),
+            leg(Account::Sys(SYS_UNCLAIMED), -overrun),
+        ],
+    )
+    .await?;
+    tx.exec(
+        "UPDATE ln_txs SET status = 'succeeded', settled = 1, settled_at = $1, updated_at = $1, \
+         fee_msat = $2, preimage = $3 WHERE id = $4",
+        args![s.now, fee, s.preimage.to_hex(), p.id.as_str()],
+    )
+    .await?;
+    insert_wtx(
+        tx,
+        &NewWtx {
+            id: &s.wtx_id,
+            wallet_id: &wallet_id,
+            account_id: p.account_id.as_str(),
+            now: s.now,
+            amount_msat: -amount,
+            wtx_type: WtxType::LnWithdrawal,
+            user_label: &s.user_label,
+            lntx_id: Some(p.id.as_str()),
+            pass_thru: &s.pass_thru,
+        },
+    )
+    .await?;
+    if charged_fee > 0 {
+        insert_wtx(
+            tx,
+            &NewWtx {
+                id: &s.fee_wtx_id,
+                wallet_id: &wallet_id,
+                account_id: p.account_id.as_str(),
+                now: s.now,
+                amount_msat: -charged_fee,
+                wtx_type: WtxType::NetworkFee,
+                user_label: "Network fee",
+                lntx_id: Some(p.id.as_str()),
+                pass_thru: &s.fee_pass_thru,
+            },
+        )
+        .await?;
+    }
+    let wtx = wtx_in(tx, &s.wtx_id).await?;
+    let fee_wtx = if charged_fee > 0 {
+        Some(wtx_in(tx, &s.fee_wtx_id).await?)
+    } else {
+        None
+    };
+    Ok(PaymentSettled {
+        wtx,
+        fee_wtx,
+        newly_settled: true,
+    })
+}
+
+/// Refunds a failed payment inside the caller's transaction (see [`Store::fail_payment`]).
+pub(crate) async fn fail_in(
+    tx: &mut Conn,
+    id: &LnTxId,
+    reason: &str,
+    now: i64,
+) -> Result<LnTxRecord, PaymentStateError> {
+    let sql = format!(
+        "SELECT {LNTX_COLS} FROM ln_txs l WHERE l.id = $1 AND l.direction = 'out'{}",
+        tx.dialect().for_update()
+    );
+    let Some(row) = tx.fetch_opt(&sql, args![id.as_str()]).await? else {
+        return Err(PaymentStateError::NotFound);
+    };
+    let p = LnTxRecord::from_row(&row, 0)?;
+    match p.status {
+        Some(PaymentStatus::Failed) => return Ok(p),
+        Some(PaymentStatus::Succeeded) => return Err(PaymentStateError::AlreadySucceeded),
+        _ => {}
+    }
+    let wallet_id = p.wallet_id.clone().ok_or(StoreError::NotFound)?;
+    let reserved = p
+        .amount
+        .checked_add(p.fee_limit)
+        .map_err(StoreError::from)?
+        .as_i64();
+    post(
+        tx,
+        "payment_refund",
+        p.id.as_str(),
+        now,
+        &[
+            leg(Account::Sys(SYS_IN_FLIGHT), -reserved),
+            leg(Account::Wallet(&wallet_id), reserved),
+        ],
+    )
+    .await?;
+    tx.exec(
+        "UPDATE ln_txs SET status = 'failed', failure_reason = $1, updated_at = $2 WHERE id = $3",
+        args![reason, now, p.id.as_str()],
+    )
+    .await?;
+    emit(
+        tx,
+        Emit {
+            name: EventName::WalletSendFailure,
+            account_id: p.account_id.as_str(),
+            wallet_id: &wallet_id,
+            wtx_id: None,
+            lntx_id: Some(&p.id),
+            now,
+        },
+    )
+    .await?;
+    let rec = lntx_in(tx, id.as_str())
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    Ok(rec)
 }

@@ -174,6 +174,17 @@ CREATE TABLE delivery_attempts (
 );
 CREATE INDEX delivery_attempts_delivery ON delivery_attempts(delivery_id, at)
 "#,
+    r#"
+CREATE TABLE operator_actions (
+    seq {SERIAL},
+    at BIGINT NOT NULL,
+    operator TEXT NOT NULL,
+    action TEXT NOT NULL,
+    lntx_id TEXT,
+    reason TEXT NOT NULL,
+    details TEXT NOT NULL
+)
+"#,
 ];
 
 fn render(sql: &str, dialect: Dialect) -> String {

@@ -1,0 +1,303 @@
+//! Satchel's own records next to LDK's state: our invoices (hash → preimage, state), outgoing
+//! payments (hash → state), the incoming event log, held payments and known peers. Each record
+//! is one small JSON value in the node's key-value store, written before the action it allows.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{self, ErrorKind};
+use std::sync::Arc;
+
+use lightning::util::persist::KVStoreSync;
+use lightning_persister::fs_store::FilesystemStore;
+use satchel_domain::{CustomRecords, FailureReason, Msat, PaymentHash, Preimage};
+use satchel_lightning::{IncomingEvent, IncomingKind, PayOutcome};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::support::std_io;
+
+/// Primary namespace of Satchel's records in the store (LDK's own data uses the empty one and
+/// `monitors`).
+const NS: &str = "satchel";
+pub(crate) const INVOICES: &str = "invoices";
+pub(crate) const PAYMENTS: &str = "payments";
+pub(crate) const EVENTS: &str = "events";
+pub(crate) const HELD: &str = "held";
+pub(crate) const PEERS: &str = "peers";
+
+/// State of one of our invoices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub(crate) enum InvState {
+    Open,
+    /// We asked LDK to claim it; `PaymentClaimed` will settle it.
+    Claiming,
+    Settled {
+        amount_msat: u64,
+        settled_at: i64,
+    },
+    Canceled,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct InvoiceRec {
+    pub(crate) bolt11: String,
+    pub(crate) preimage: String,
+    pub(crate) amount_msat: Option<u64>,
+    pub(crate) expires_at: i64,
+    pub(crate) state: InvState,
+}
+
+impl InvoiceRec {
+    pub(crate) fn preimage(&self) -> Option<Preimage> {
+        Preimage::from_hex(&self.preimage)
+    }
+}
+
+/// State of an outgoing payment hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub(crate) enum PayState {
+    InFlight,
+    Succeeded { preimage: String, fee_msat: u64 },
+    Failed { reason: String },
+}
+
+impl PayState {
+    pub(crate) fn failed(reason: FailureReason) -> PayState {
+        PayState::Failed {
+            reason: reason.lnd_name().to_owned(),
+        }
+    }
+
+    pub(crate) fn outcome(&self) -> PayOutcome {
+        match self {
+            PayState::InFlight => PayOutcome::InFlight,
+            PayState::Succeeded { preimage, fee_msat } => {
+                match (Preimage::from_hex(preimage), Msat::from_msat(*fee_msat)) {
+                    (Some(preimage), Ok(fee)) => PayOutcome::Succeeded { preimage, fee },
+                    // A record we cannot read back is no proof of anything.
+                    _ => PayOutcome::InFlight,
+                }
+            }
+            PayState::Failed { reason } => PayOutcome::Failed(
+                FailureReason::from_lnd_name(reason).unwrap_or(FailureReason::Error),
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PaymentRec {
+    pub(crate) state: PayState,
+    /// How many times this hash was handed to LDK.
+    pub(crate) sends: u32,
+    pub(crate) amount_msat: u64,
+    pub(crate) fee_limit_msat: u64,
+    pub(crate) keysend: bool,
+    pub(crate) updated_at: i64,
+}
+
+/// An incoming event as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum EventRec {
+    InvoiceSettled {
+        seq: u64,
+        payment_hash: String,
+        amount_msat: u64,
+        settled_at: i64,
+    },
+    KeysendReceived {
+        seq: u64,
+        payment_hash: String,
+        preimage: String,
+        amount_msat: u64,
+        /// type → hex value
+        custom_records: BTreeMap<u64, String>,
+        settled_at: i64,
+    },
+}
+
+impl EventRec {
+    pub(crate) fn from_event(e: &IncomingEvent) -> EventRec {
+        match &e.kind {
+            IncomingKind::InvoiceSettled {
+                payment_hash,
+                amount_received,
+                settled_at_secs,
+            } => EventRec::InvoiceSettled {
+                seq: e.seq,
+                payment_hash: payment_hash.to_hex(),
+                amount_msat: amount_received.as_msat(),
+                settled_at: *settled_at_secs,
+            },
+            IncomingKind::KeysendReceived {
+                payment_hash,
+                preimage,
+                amount_received,
+                custom_records,
+                settled_at_secs,
+            } => EventRec::KeysendReceived {
+                seq: e.seq,
+                payment_hash: payment_hash.to_hex(),
+                preimage: preimage.to_hex(),
+                amount_msat: amount_received.as_msat(),
+                custom_records: custom_records
+                    .0
+                    .iter()
+                    .map(|(t, v)| (*t, hex::encode(v)))
+                    .collect(),
+                settled_at: *settled_at_secs,
+            },
+        }
+    }
+
+    pub(crate) fn to_event(&self) -> Result<IncomingEvent, String> {
+        let bad = |what: &str| format!("bad {what} in stored event");
+        match self {
+            EventRec::InvoiceSettled {
+                seq,
+                payment_hash,
+                amount_msat,
+                settled_at,
+            } => Ok(IncomingEvent {
+                seq: *seq,
+                kind: IncomingKind::InvoiceSettled {
+                    payment_hash: PaymentHash::from_hex(payment_hash).ok_or_else(|| bad("hash"))?,
+                    amount_received: Msat::from_msat(*amount_msat).map_err(|_| bad("amount"))?,
+                    settled_at_secs: *settled_at,
+                },
+            }),
+            EventRec::KeysendReceived {
+                seq,
+                payment_hash,
+                preimage,
+                amount_msat,
+                custom_records,
+                settled_at,
+            } => {
+                let mut records = CustomRecords::default();
+                for (t, v) in custom_records {
+                    records
+                        .0
+                        .insert(*t, hex::decode(v).map_err(|_| bad("record"))?);
+                }
+                Ok(IncomingEvent {
+                    seq: *seq,
+                    kind: IncomingKind::KeysendReceived {
+                        payment_hash: PaymentHash::from_hex(payment_hash)
+                            .ok_or_else(|| bad("hash"))?,
+                        preimage: Preimage::from_hex(preimage).ok_or_else(|| bad("preimage"))?,
+                        amount_received: Msat::from_msat(*amount_msat)
+                            .map_err(|_| bad("amount"))?,
+                        custom_records: records,
+                        settled_at_secs: *settled_at,
+                    },
+                })
+            }
+        }
+    }
+}
+
+/// A payment LDK holds for us, neither claimed nor failed (test hook: held payments).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HeldRec {
+    pub(crate) amount_msat: u64,
+    /// Set for keysends (the sender's preimage); invoices use the invoice's record.
+    pub(crate) keysend_preimage: Option<String>,
+    /// type → hex value
+    pub(crate) custom_records: BTreeMap<u64, String>,
+}
+
+/// A peer we connect to (and reconnect to after restarts or disconnections).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PeerRec {
+    pub(crate) addr: String,
+}
+
+/// Everything above, in memory.
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) invoices: HashMap<PaymentHash, InvoiceRec>,
+    pub(crate) payments: HashMap<PaymentHash, PaymentRec>,
+    pub(crate) events: Vec<IncomingEvent>,
+    pub(crate) event_hashes: HashSet<PaymentHash>,
+    pub(crate) held: HashMap<PaymentHash, HeldRec>,
+    pub(crate) peers: HashMap<String, PeerRec>,
+}
+
+impl State {
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.events.last().map_or(1, |e| e.seq.saturating_add(1))
+    }
+}
+
+/// Typed access to the store.
+#[derive(Clone)]
+pub(crate) struct Kv {
+    pub(crate) store: Arc<FilesystemStore>,
+}
+
+pub(crate) fn event_key(seq: u64) -> String {
+    format!("{seq:020}")
+}
+
+impl Kv {
+    pub(crate) fn put<T: Serialize>(&self, section: &str, key: &str, value: &T) -> io::Result<()> {
+        let buf = serde_json::to_vec(value).map_err(io::Error::other)?;
+        KVStoreSync::write(&*self.store, NS, section, key, buf).map_err(std_io)
+    }
+
+    pub(crate) fn remove(&self, section: &str, key: &str) -> io::Result<()> {
+        KVStoreSync::remove(&*self.store, NS, section, key, false).map_err(std_io)
+    }
+
+    fn load<T: DeserializeOwned>(&self, section: &str) -> io::Result<Vec<(String, T)>> {
+        let mut out = Vec::new();
+        for key in KVStoreSync::list(&*self.store, NS, section).map_err(std_io)? {
+            let buf = KVStoreSync::read(&*self.store, NS, section, &key).map_err(std_io)?;
+            let value = serde_json::from_slice(&buf).map_err(|e| {
+                io::Error::new(ErrorKind::InvalidData, format!("{NS}/{section}/{key}: {e}"))
+            })?;
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+
+    /// Reads every record.
+    pub(crate) fn load_state(&self) -> io::Result<State> {
+        let bad = |what: String| io::Error::new(ErrorKind::InvalidData, what);
+        let mut st = State::default();
+        for (key, rec) in self.load::<InvoiceRec>(INVOICES)? {
+            let hash =
+                PaymentHash::from_hex(&key).ok_or_else(|| bad(format!("invoice key {key}")))?;
+            st.invoices.insert(hash, rec);
+        }
+        for (key, rec) in self.load::<PaymentRec>(PAYMENTS)? {
+            let hash =
+                PaymentHash::from_hex(&key).ok_or_else(|| bad(format!("payment key {key}")))?;
+            st.payments.insert(hash, rec);
+        }
+        for (key, rec) in self.load::<HeldRec>(HELD)? {
+            let hash = PaymentHash::from_hex(&key).ok_or_else(|| bad(format!("held key {key}")))?;
+            st.held.insert(hash, rec);
+        }
+        for (key, rec) in self.load::<PeerRec>(PEERS)? {
+            st.peers.insert(key, rec);
+        }
+        let mut events = Vec::new();
+        for (_, rec) in self.load::<EventRec>(EVENTS)? {
+            events.push(rec.to_event().map_err(bad)?);
+        }
+        events.sort_by_key(|e| e.seq);
+        for e in &events {
+            let hash = match &e.kind {
+                IncomingKind::InvoiceSettled { payment_hash, .. }
+                | IncomingKind::KeysendReceived { payment_hash, .. } => *payment_hash,
+            };
+            st.event_hashes.insert(hash);
+        }
+        st.events = events;
+        Ok(st)
+    }
+}

@@ -1,0 +1,166 @@
+//! LDK plumbing: type aliases, logger, fee estimator, broadcaster, seed, synthetic funding.
+
+use std::io::{self, ErrorKind};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use bitcoin::absolute::LockTime;
+use bitcoin::hashes::Hash as _;
+use bitcoin::transaction::Version;
+use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+use lightning::chain::Filter;
+use lightning::chain::chaininterface::{BroadcasterInterface, ConfirmationTarget, FeeEstimator};
+use lightning::chain::chainmonitor::ChainMonitor;
+use lightning::ln::channelmanager::ChannelManager;
+use lightning::ln::peer_handler::{IgnoringMessageHandler, PeerManager};
+use lightning::onion_message::messenger::DefaultMessageRouter;
+use lightning::routing::gossip::NetworkGraph;
+use lightning::routing::router::DefaultRouter;
+use lightning::routing::scoring::{ProbabilisticScorer, ProbabilisticScoringFeeParameters};
+use lightning::sign::{InMemorySigner, KeysManager};
+use lightning::util::logger::{Level, Logger, Record};
+use lightning_net_tokio::SocketDescriptor;
+use lightning_persister::fs_store::FilesystemStore;
+
+/// Forwards LDK's log records to `tracing`, tagged with the node's alias.
+pub(crate) struct LdkLogger {
+    pub(crate) node: String,
+}
+
+impl Logger for LdkLogger {
+    fn log(&self, record: Record) {
+        let node = self.node.as_str();
+        let module = record.module_path;
+        // LDK's Info level is chatty (every claim, every channel state change): keep it at debug.
+        match record.level {
+            Level::Error => tracing::error!(target: "ldk", node, module, "{}", record.args),
+            Level::Warn => tracing::warn!(target: "ldk", node, module, "{}", record.args),
+            Level::Info | Level::Debug => {
+                tracing::debug!(target: "ldk", node, module, "{}", record.args)
+            }
+            Level::Trace | Level::Gossip => {
+                tracing::trace!(target: "ldk", node, module, "{}", record.args)
+            }
+        }
+    }
+}
+
+/// Constant fee rates: there is no chain to estimate from. Every node of the devnet uses the same
+/// numbers, so peers never disagree about commitment fees.
+pub(crate) struct FixedFeeEstimator;
+
+impl FeeEstimator for FixedFeeEstimator {
+    fn get_est_sat_per_1000_weight(&self, _target: ConfirmationTarget) -> u32 {
+        // The minimum relay fee (1 sat/vB); the smallest value LDK accepts.
+        253
+    }
+}
+
+/// Records what LDK asks to broadcast; nothing is ever published.
+pub(crate) struct NoChainBroadcaster {
+    pub(crate) node: String,
+}
+
+impl BroadcasterInterface for NoChainBroadcaster {
+    fn broadcast_transactions(&self, txs: &[&Transaction]) {
+        for tx in txs {
+            tracing::debug!(node = %self.node, txid = %tx.compute_txid(), "not broadcasting (no chain)");
+        }
+    }
+}
+
+pub(crate) type Logr = Arc<LdkLogger>;
+pub(crate) type Graph = NetworkGraph<Logr>;
+pub(crate) type Scorer = ProbabilisticScorer<Arc<Graph>, Logr>;
+pub(crate) type RouterT = DefaultRouter<
+    Arc<Graph>,
+    Logr,
+    Arc<KeysManager>,
+    Arc<RwLock<Scorer>>,
+    ProbabilisticScoringFeeParameters,
+    Scorer,
+>;
+pub(crate) type MsgRouter = DefaultMessageRouter<Arc<Graph>, Logr, Arc<KeysManager>>;
+pub(crate) type ChainMonitorT = ChainMonitor<
+    InMemorySigner,
+    Arc<dyn Filter + Send + Sync>,
+    Arc<NoChainBroadcaster>,
+    Arc<FixedFeeEstimator>,
+    Logr,
+    Arc<FilesystemStore>,
+    Arc<KeysManager>,
+>;
+pub(crate) type ChannelManagerT = ChannelManager<
+    Arc<ChainMonitorT>,
+    Arc<NoChainBroadcaster>,
+    Arc<KeysManager>,
+    Arc<KeysManager>,
+    Arc<KeysManager>,
+    Arc<FixedFeeEstimator>,
+    Arc<RouterT>,
+    Arc<MsgRouter>,
+    Logr,
+>;
+pub(crate) type PeerManagerT = PeerManager<
+    SocketDescriptor,
+    Arc<ChannelManagerT>,
+    IgnoringMessageHandler,
+    IgnoringMessageHandler,
+    Logr,
+    IgnoringMessageHandler,
+    Arc<KeysManager>,
+    IgnoringMessageHandler,
+>;
+
+/// LDK's `io::Error` (from `bitcoin-io`) as a std one, keeping `NotFound`.
+pub(crate) fn std_io(e: lightning::io::Error) -> io::Error {
+    if e.kind() == lightning::io::ErrorKind::NotFound {
+        io::Error::new(ErrorKind::NotFound, e.to_string())
+    } else {
+        io::Error::other(e.to_string())
+    }
+}
+
+/// Reads the node seed (64 hex characters) or creates it on first start.
+pub(crate) fn load_or_create_seed(path: &Path) -> io::Result<[u8; 32]> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let mut seed = [0u8; 32];
+            hex::decode_to_slice(text.trim(), &mut seed).map_err(|e| {
+                io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!("bad seed in {}: {e}", path.display()),
+                )
+            })?;
+            Ok(seed)
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let seed: [u8; 32] = rand::random();
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, hex::encode(seed))?;
+            std::fs::rename(&tmp, path)?;
+            Ok(seed)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A funding transaction that spends a made-up output. It is never broadcast; LDK only needs
+/// it to look like a signed segwit transaction (a non-empty witness on every input).
+pub(crate) fn synthetic_funding_tx(value_sats: u64, output_script: ScriptBuf) -> Transaction {
+    let txid = Txid::from_byte_array(rand::random());
+    Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint { txid, vout: 0 },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: Witness::from_slice(&[vec![0x30u8; 72], vec![0x02u8; 33]]),
+        }],
+        output: vec![TxOut {
+            value: Amount::from_sat(value_sats),
+            script_pubkey: output_script,
+        }],
+    }
+}
