@@ -9,6 +9,9 @@ use serde::Deserialize;
 /// Which Lightning backend `serve` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
+    /// The embedded LDK node plus an in-process development network (alice, hub, carol):
+    /// real Lightning payments, no blockchain. The default.
+    Devnet,
     /// Deterministic simulation; no real payments.
     Scripted,
 }
@@ -17,8 +20,9 @@ impl std::str::FromStr for BackendKind {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> anyhow::Result<BackendKind> {
         match s {
+            "devnet" => Ok(BackendKind::Devnet),
             "scripted" => Ok(BackendKind::Scripted),
-            other => bail!("unknown backend {other:?} (available: scripted)"),
+            other => bail!("unknown backend {other:?} (available: devnet, scripted)"),
         }
     }
 }
@@ -141,7 +145,7 @@ impl ConfigArgs {
             .backend
             .clone()
             .or(file.backend)
-            .unwrap_or_else(|| "scripted".into())
+            .unwrap_or_else(|| "devnet".into())
             .parse()?;
         let network = self
             .network
@@ -198,7 +202,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen, "127.0.0.1:8080");
         assert_eq!(c.database_url, "sqlite:///nonexistent-satchel/satchel.db");
-        assert_eq!(c.backend, BackendKind::Scripted);
+        assert_eq!(c.backend, BackendKind::Devnet);
     }
 
     #[test]

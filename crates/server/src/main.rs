@@ -225,14 +225,32 @@ async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    type Backends = (Arc<dyn LightningBackend>, Option<Arc<dyn DevnetControl>>);
-    let (backend, devnet): Backends = match cfg.backend {
+    type Backends = (
+        Arc<dyn LightningBackend>,
+        Option<Arc<dyn DevnetControl>>,
+        Option<Arc<satchel_ldk::Devnet>>,
+    );
+    let (backend, devnet, ldk): Backends = match cfg.backend {
+        BackendKind::Devnet => {
+            if cfg.network != satchel_domain::Network::Regtest {
+                bail!("the devnet backend runs on regtest only");
+            }
+            let dir = cfg.data_dir.join("devnet");
+            let d =
+                Arc::new(satchel_ldk::Devnet::start(&dir).await.map_err(|e| {
+                    anyhow::anyhow!("starting the devnet in {}: {e}", dir.display())
+                })?);
+            tracing::info!(
+                "Lightning backend: embedded LDK node on an in-process devnet (alice, hub, carol); real Lightning payments, no blockchain. Drive it with `satchel devnet`."
+            );
+            (d.node(), Some(d.clone() as Arc<dyn DevnetControl>), Some(d))
+        }
         BackendKind::Scripted => {
             tracing::warn!(
                 "Lightning backend: scripted simulation. NO REAL PAYMENTS HAPPEN; use /devnet or `satchel devnet` to move simulated money."
             );
             let s = Arc::new(ScriptedBackend::new(cfg.network, scripted_seed(&cfg)?));
-            (s.clone(), Some(s))
+            (s.clone(), Some(s), None)
         }
     };
     let running = start(StartOptions {
@@ -247,6 +265,14 @@ async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
         }),
     })
     .await?;
+    if let Some(d) = &ldk {
+        let default_wallet = service_config(&cfg)?.default_keysend_wallet;
+        d.node()
+            .set_incoming_policy(Arc::new(satchel_service::incoming::KeysendPolicy::new(
+                running.store.clone(),
+                default_wallet,
+            )));
+    }
     if running.store.account_count().await? == 0 {
         let acct = satchel_service::wallets::create_account(&running.store, "development")
             .await
@@ -260,6 +286,11 @@ async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: draining requests; pending payments resume on next start");
     running.shutdown().await;
+    if let Some(d) = &ldk
+        && let Err(e) = d.stop().await
+    {
+        tracing::error!(error = %e, "stopping the devnet");
+    }
     Ok(())
 }
 

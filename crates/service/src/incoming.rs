@@ -50,6 +50,43 @@ fn keysend_memo(records: &CustomRecords) -> String {
     }
 }
 
+/// Decides, before the node claims a keysend, whether it has a wallet to land in: a routing TLV
+/// (696969, 112111100, 112111100102) naming one of our wallets, or the configured default
+/// keysend wallet. Anything else is rejected by the node, so no money arrives for nobody.
+pub struct KeysendPolicy {
+    store: satchel_store::Store,
+    default_wallet: Option<WalletId>,
+}
+
+impl KeysendPolicy {
+    /// A policy over our wallets.
+    pub fn new(store: satchel_store::Store, default_wallet: Option<WalletId>) -> KeysendPolicy {
+        KeysendPolicy {
+            store,
+            default_wallet,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl satchel_lightning::IncomingPolicy for KeysendPolicy {
+    async fn accept_keysend(&self, records: &CustomRecords) -> bool {
+        if let Some(w) = records.routed_wallet()
+            && let Ok(id) = WalletId::parse(&w)
+        {
+            match self.store.wallet(&id).await {
+                Ok(Some(_)) => return true,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "keysend policy: database error; refusing");
+                    return false;
+                }
+            }
+        }
+        self.default_wallet.is_some()
+    }
+}
+
 /// Incoming payment processing.
 #[derive(Clone)]
 pub struct IncomingService {
