@@ -1,0 +1,784 @@
+//! `satchel-bench`: a closed-loop load generator for Satchel.
+//!
+//! For each database it starts its own `satchel serve` (a child process on a temporary data dir
+//! and a loopback port, default devnet backend), prepares wallets, then runs each scenario at
+//! each concurrency: N connections, each sending its next request as soon as the previous one
+//! answers, bounded by a request count and a time limit. It reports req/s, p50/p90/p99 latency,
+//! the server's CPU time per request and its peak RSS (both read from /proc), writes a Markdown
+//! table, and ends with `satchel audit`, which must be clean.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use serde_json::{Value, json};
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Closed-loop benchmark of a Satchel server it starts itself")]
+struct Args {
+    /// Databases to run on: sqlite, postgres or both.
+    #[arg(long, default_value = "both")]
+    db: String,
+    /// Concurrency levels (connections).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    concurrency: Vec<usize>,
+    /// Scenarios to run.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "get_wallet,create_invoice,internal_payment,transfer,keysend,withdraw,list_1m"
+    )]
+    scenarios: Vec<String>,
+    /// Time limit per run.
+    #[arg(long, default_value_t = 10)]
+    secs: u64,
+    /// Request limit per run (fast scenarios).
+    #[arg(long, default_value_t = 20_000)]
+    requests: usize,
+    /// Request limit per run for scenarios that move real Lightning payments.
+    #[arg(long, default_value_t = 400)]
+    ln_requests: usize,
+    /// History rows for list_1m.
+    #[arg(long, default_value_t = 1_000_000)]
+    history_rows: u64,
+    /// The satchel binary (default: next to this one).
+    #[arg(long)]
+    satchel: Option<PathBuf>,
+    /// Postgres admin URL (a fresh database is created on it).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pg_url: String,
+    /// Where to write the Markdown report.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    out: PathBuf,
+}
+
+/// One measured run.
+#[derive(Debug, Clone)]
+struct Row {
+    db: String,
+    scenario: String,
+    concurrency: usize,
+    ok: usize,
+    errors: usize,
+    secs: f64,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    cpu_ms_per_req: f64,
+    rss_mb: f64,
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    sak: String,
+    db_url: String,
+    bin: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clk_tck() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Server CPU time (user + system) in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the ")" that closes the command name: state is field 3; utime 14, stime 15.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
+}
+
+/// Peak resident set size of the server, in MB.
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn start_server(bin: &Path, db_url: &str, data_dir: &Path) -> anyhow::Result<Server> {
+    let port = free_port()?;
+    let mut child = Command::new(bin)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--database-url", db_url, "--payment-wait-secs", "60"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(k) = line.split("secret key (sak): ").nth(1) {
+                let _ = tx.send(k.trim().to_owned());
+            }
+        }
+    });
+    let sak = rx
+        .recv_timeout(Duration::from_secs(120))
+        .context("server printed no sak")?;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..600 {
+        if http.get(format!("{base}/v1/wallets")).send().await.is_ok() {
+            return Ok(Server {
+                child,
+                base,
+                sak,
+                db_url: db_url.to_owned(),
+                bin: bin.to_owned(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("server did not come up")
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Client {
+    fn new(base: &str, key: &str) -> anyhow::Result<Client> {
+        // One connection per client: each worker is one closed-loop connection.
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()?;
+        Ok(Client {
+            http,
+            base: base.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("X-Api-Key", &self.key)
+            .json(&body)
+            .send()
+            .await?;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{path}: {status} {v}");
+        }
+        Ok(v)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("X-Api-Key", &self.key)
+            .send()
+            .await?;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{path}: {status} {v}");
+        }
+        Ok(v)
+    }
+}
+
+#[derive(Clone)]
+struct Wallet {
+    id: String,
+    waka: String,
+}
+
+async fn create_wallet(c: &Client, label: &str) -> anyhow::Result<Wallet> {
+    let v = c.post("/v1/wallet", json!({ "user_label": label })).await?;
+    Ok(Wallet {
+        id: v["id"].as_str().context("id")?.to_owned(),
+        waka: v["access_keys"]["Wallet Admin"][0]
+            .as_str()
+            .context("waka")?
+            .to_owned(),
+    })
+}
+
+/// Funds a wallet through the devnet (alice pays its invoice) and waits for the credit.
+async fn fund(c: &Client, w: &Wallet, sats: u64) -> anyhow::Result<()> {
+    let before = c.get(&format!("/v1/wallet/{}", w.waka)).await?["balance"]
+        .as_i64()
+        .unwrap_or(0);
+    let inv = c
+        .post(
+            &format!("/v1/wallet/{}/invoice", w.waka),
+            json!({ "num_satoshis": sats, "memo": "bench funding" }),
+        )
+        .await?;
+    let pr = inv["payment_request"].as_str().context("pr")?;
+    c.post(
+        "/devnet/pay",
+        json!({ "node": "alice", "payment_request": pr }),
+    )
+    .await?;
+    for _ in 0..600 {
+        let b = c.get(&format!("/v1/wallet/{}", w.waka)).await?["balance"]
+            .as_i64()
+            .unwrap_or(0);
+        if b >= before + i64::try_from(sats)? {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("funding of {} never arrived", w.id)
+}
+
+type Job = Arc<dyn Fn(Arc<Client>, usize) -> futures_like::BoxFut + Send + Sync>;
+
+mod futures_like {
+    /// A boxed request future.
+    pub type BoxFut =
+        std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
+}
+
+/// Runs `job` closed-loop on `concurrency` connections until `limit` requests or `secs` pass.
+async fn run(
+    base: &str,
+    key: &str,
+    pid: u32,
+    concurrency: usize,
+    limit: usize,
+    secs: u64,
+    job: Job,
+) -> anyhow::Result<(usize, usize, f64, Vec<u64>, f64, f64)> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let ticks0 = cpu_ticks(pid);
+    let t0 = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..concurrency {
+        let client = Arc::new(Client::new(base, key)?);
+        let next = next.clone();
+        let job = job.clone();
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0usize;
+            let mut first_error: Option<String> = None;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= limit || Instant::now() >= deadline {
+                    break;
+                }
+                let t = Instant::now();
+                match job(client.clone(), i).await {
+                    Ok(()) => lat.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)),
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
+                    }
+                }
+            }
+            (lat, errors, first_error)
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for h in handles {
+        let (l, e, fe) = h.await?;
+        lat.extend(l);
+        errors += e;
+        if let Some(fe) = fe {
+            eprintln!("    first error: {fe}");
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let ticks = cpu_ticks(pid).saturating_sub(ticks0) as f64;
+    let ok = lat.len();
+    let cpu_ms = if ok + errors > 0 {
+        ticks * 1000.0 / clk_tck() / (ok + errors) as f64
+    } else {
+        0.0
+    };
+    lat.sort_unstable();
+    Ok((ok, errors, secs, lat, cpu_ms, peak_rss_mb(pid)))
+}
+
+fn pct(sorted_us: &[u64], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted_us.len() as f64 - 1.0) * p).round() as usize;
+    sorted_us[idx.min(sorted_us.len() - 1)] as f64 / 1000.0
+}
+
+/// Inserts `n` real transfers between `a` and `b` (alternating direction, 1 sat each, so both
+/// balances are unchanged) straight into the database: full double-entry rows and WTXs, so the
+/// audit stays exact. It exists only to give a wallet a million rows of history quickly.
+async fn seed_history(db_url: &str, account: &str, a: &str, b: &str, n: u64) -> anyhow::Result<()> {
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+    )?;
+    let n = i64::try_from(n)?;
+    let stmts: Vec<String> = if db_url.starts_with("postgres") {
+        vec![
+            "CREATE TEMP TABLE seed AS SELECT g, (SELECT COALESCE(MAX(id), 0) FROM ledger_txns) + g AS tid FROM generate_series(1, $N) g".into(),
+            "INSERT INTO ledger_txns (id, kind, ref, created_at) SELECT tid, 'transfer', 'seed_' || g, $NOW FROM seed".into(),
+            "INSERT INTO postings (txn_id, account, amount_msat) SELECT tid, '$A', CASE WHEN g % 2 = 1 THEN -1000 ELSE 1000 END FROM seed".into(),
+            "INSERT INTO postings (txn_id, account, amount_msat) SELECT tid, '$B', CASE WHEN g % 2 = 1 THEN 1000 ELSE -1000 END FROM seed".into(),
+            "INSERT INTO wtxs (id, wallet_id, account_id, created_at, amount_msat, wtx_type, user_label, lntx_id, pass_thru) SELECT 'wtx_seeda' || g, '$A', '$ACC', $NOW, CASE WHEN g % 2 = 1 THEN -1000 ELSE 1000 END, CASE WHEN g % 2 = 1 THEN 40 ELSE 30 END, 'seed', NULL, '{}' FROM seed ORDER BY g".into(),
+            "INSERT INTO wtxs (id, wallet_id, account_id, created_at, amount_msat, wtx_type, user_label, lntx_id, pass_thru) SELECT 'wtx_seedb' || g, '$B', '$ACC', $NOW, CASE WHEN g % 2 = 1 THEN 1000 ELSE -1000 END, CASE WHEN g % 2 = 1 THEN 30 ELSE 40 END, 'seed', NULL, '{}' FROM seed ORDER BY g".into(),
+            "SELECT setval(pg_get_serial_sequence('ledger_txns', 'id'), (SELECT MAX(id) FROM ledger_txns))".into(),
+            "UPDATE wallets SET wtx_count = wtx_count + $N WHERE id IN ('$A', '$B')".into(),
+            "ANALYZE".into(),
+        ]
+    } else {
+        vec![
+            "CREATE TEMP TABLE seed AS WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < $N) SELECT g, (SELECT COALESCE(MAX(id), 0) FROM ledger_txns) + g AS tid FROM s".into(),
+            "INSERT INTO ledger_txns (id, kind, ref, created_at) SELECT tid, 'transfer', 'seed_' || g, $NOW FROM seed".into(),
+            "INSERT INTO postings (txn_id, account, amount_msat) SELECT tid, '$A', CASE WHEN g % 2 = 1 THEN -1000 ELSE 1000 END FROM seed".into(),
+            "INSERT INTO postings (txn_id, account, amount_msat) SELECT tid, '$B', CASE WHEN g % 2 = 1 THEN 1000 ELSE -1000 END FROM seed".into(),
+            "INSERT INTO wtxs (id, wallet_id, account_id, created_at, amount_msat, wtx_type, user_label, lntx_id, pass_thru) SELECT 'wtx_seeda' || g, '$A', '$ACC', $NOW, CASE WHEN g % 2 = 1 THEN -1000 ELSE 1000 END, CASE WHEN g % 2 = 1 THEN 40 ELSE 30 END, 'seed', NULL, '{}' FROM seed ORDER BY g".into(),
+            "INSERT INTO wtxs (id, wallet_id, account_id, created_at, amount_msat, wtx_type, user_label, lntx_id, pass_thru) SELECT 'wtx_seedb' || g, '$B', '$ACC', $NOW, CASE WHEN g % 2 = 1 THEN 1000 ELSE -1000 END, CASE WHEN g % 2 = 1 THEN 30 ELSE 40 END, 'seed', NULL, '{}' FROM seed ORDER BY g".into(),
+            "UPDATE wallets SET wtx_count = wtx_count + $N WHERE id IN ('$A', '$B')".into(),
+            "ANALYZE".into(),
+        ]
+    };
+    let fill = |s: &str| {
+        s.replace("$NOW", &now.to_string())
+            .replace("$N", &n.to_string())
+            .replace("$ACC", account)
+            .replace("$A", a)
+            .replace("$B", b)
+    };
+    if db_url.starts_with("postgres") {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(db_url).await?;
+        let mut tx = c.begin().await?;
+        for s in &stmts {
+            sqlx::query(sqlx::AssertSqlSafe(fill(s)))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+    } else {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(db_url).await?;
+        sqlx::query("PRAGMA busy_timeout = 60000")
+            .execute(&mut c)
+            .await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut c).await?;
+        for s in &stmts {
+            sqlx::query(sqlx::AssertSqlSafe(fill(s)))
+                .execute(&mut c)
+                .await?;
+        }
+        sqlx::query("COMMIT").execute(&mut c).await?;
+    }
+    Ok(())
+}
+
+async fn account_of(db_url: &str, wallet: &str) -> anyhow::Result<String> {
+    use sqlx::{Connection, Row};
+    let sql = "SELECT account_id FROM wallets WHERE id = $1";
+    if db_url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(db_url).await?;
+        Ok(sqlx::query(sql)
+            .bind(wallet)
+            .fetch_one(&mut c)
+            .await?
+            .try_get(0)?)
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(db_url).await?;
+        Ok(sqlx::query(sql)
+            .bind(wallet)
+            .fetch_one(&mut c)
+            .await?
+            .try_get(0)?)
+    }
+}
+
+async fn fresh_pg(admin: &str) -> anyhow::Result<String> {
+    use sqlx::Connection;
+    let name = format!("satchel_bench_{}", std::process::id());
+    let mut c = sqlx::PgConnection::connect(admin)
+        .await
+        .context("connecting to Postgres")?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut c)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut c)
+        .await?;
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+    Ok(format!("{base}/{name}"))
+}
+
+async fn bench_db(args: &Args, bin: &Path, db: &str) -> anyhow::Result<Vec<Row>> {
+    let tmp = std::env::temp_dir().join(format!("satchel-bench-{}-{db}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let db_url = match db {
+        "sqlite" => format!("sqlite://{}", tmp.join("satchel.db").display()),
+        "postgres" => fresh_pg(&args.pg_url).await?,
+        other => bail!("unknown db {other}"),
+    };
+    eprintln!("== {db}: starting server ({db_url})");
+    let srv = start_server(bin, &db_url, &tmp).await?;
+    let pid = srv.child.id();
+    let admin = Client::new(&srv.base, &srv.sak)?;
+    let a = create_wallet(&admin, "bench A").await?;
+    let b = create_wallet(&admin, "bench B").await?;
+    let max_c = args.concurrency.iter().copied().max().unwrap_or(1);
+    let fast_total = args.requests * args.concurrency.len();
+    // Enough for every internal payment and transfer at 1 sat, plus the Lightning scenarios.
+    let needed =
+        u64::try_from(2 * fast_total + 10 * args.ln_requests * args.concurrency.len())? + 10_000;
+    eprintln!("   funding wallet A with {needed} sats from alice");
+    let mut left = needed;
+    while left > 0 {
+        let chunk = left.min(1_000_000);
+        fund(&admin, &a, chunk).await?;
+        left -= chunk;
+    }
+    let carol = admin.get("/devnet/info").await?["peers"]
+        .as_array()
+        .and_then(|p| p.iter().find(|x| x["name"] == "carol"))
+        .and_then(|x| x["pubkey"].as_str().map(str::to_owned))
+        .context("carol")?;
+    let mut rows = Vec::new();
+    for scenario in &args.scenarios {
+        for &c in &args.concurrency {
+            let (limit, job): (usize, Job) = match scenario.as_str() {
+                "get_wallet" => {
+                    let p = format!("/v1/wallet/{}", a.waka);
+                    (
+                        args.requests,
+                        Arc::new(move |cl: Arc<Client>, _| {
+                            let p = p.clone();
+                            Box::pin(async move { cl.get(&p).await.map(|_| ()) })
+                        }),
+                    )
+                }
+                "create_invoice" => {
+                    let p = format!("/v1/wallet/{}/invoice", b.waka);
+                    (
+                        args.requests,
+                        Arc::new(move |cl: Arc<Client>, _| {
+                            let p = p.clone();
+                            Box::pin(async move {
+                                cl.post(&p, json!({"num_satoshis": 1, "memo": "bench"}))
+                                    .await
+                                    .map(|_| ())
+                            })
+                        }),
+                    )
+                }
+                "transfer" => {
+                    let p = format!("/v1/wallet/{}/transfer", a.waka);
+                    let dest = b.id.clone();
+                    (
+                        args.requests,
+                        Arc::new(move |cl: Arc<Client>, _| {
+                            let p = p.clone();
+                            let d = dest.clone();
+                            Box::pin(async move {
+                                cl.post(&p, json!({"dest_wallet_id": d, "num_satoshis": 1}))
+                                    .await
+                                    .map(|_| ())
+                            })
+                        }),
+                    )
+                }
+                "internal_payment" => {
+                    // Invoices of B are made before the clock starts; the run times A paying them.
+                    let n = args.requests.min(c.max(1) * 2000);
+                    eprintln!("   {scenario} c={c}: preparing {n} invoices");
+                    let invoices =
+                        Arc::new(make_invoices(&srv.base, &srv.sak, &b, n, max_c).await?);
+                    let p = format!("/v1/wallet/{}/withdraw", a.waka);
+                    (
+                        n,
+                        Arc::new(move |cl: Arc<Client>, i| {
+                            let p = p.clone();
+                            let pr = invoices[i].clone();
+                            Box::pin(async move {
+                                cl.post(&p, json!({"payment_request": pr}))
+                                    .await
+                                    .map(|_| ())
+                            })
+                        }),
+                    )
+                }
+                "keysend" => {
+                    let p = format!("/v1/wallet/{}/keysend", a.waka);
+                    let dest = carol.clone();
+                    (
+                        args.ln_requests,
+                        Arc::new(move |cl: Arc<Client>, _| {
+                            let p = p.clone();
+                            let d = dest.clone();
+                            Box::pin(async move {
+                                cl.post(&p, json!({"dest_pubkey": d, "num_satoshis": 1, "fee_limit_msat": 2000})).await.map(|_| ())
+                            })
+                        }),
+                    )
+                }
+                "withdraw" => {
+                    let n = args.ln_requests;
+                    eprintln!("   {scenario} c={c}: preparing {n} carol invoices");
+                    let mut prs = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        let v = admin
+                            .post(
+                                "/devnet/invoice",
+                                json!({"node": "carol", "sats": 1, "memo": "bench"}),
+                            )
+                            .await?;
+                        prs.push(v["payment_request"].as_str().context("pr")?.to_owned());
+                    }
+                    let prs = Arc::new(prs);
+                    let p = format!("/v1/wallet/{}/withdraw", a.waka);
+                    (
+                        n,
+                        Arc::new(move |cl: Arc<Client>, i| {
+                            let p = p.clone();
+                            let pr = prs[i].clone();
+                            Box::pin(async move {
+                                cl.post(&p, json!({"payment_request": pr, "fee_limit_msat": 2000}))
+                                    .await
+                                    .map(|_| ())
+                            })
+                        }),
+                    )
+                }
+                "list_1m" => {
+                    let h = create_wallet(&admin, "history").await?;
+                    let sink = create_wallet(&admin, "history sink").await?;
+                    eprintln!(
+                        "   {scenario} c={c}: seeding {} history rows",
+                        args.history_rows
+                    );
+                    let acct = account_of(&db_url, &h.id).await?;
+                    let t = Instant::now();
+                    seed_history(&db_url, &acct, &h.id, &sink.id, args.history_rows).await?;
+                    eprintln!("   seeded in {:.1}s", t.elapsed().as_secs_f64());
+                    let pl = format!("/v1/wallet/{}/transactions", h.waka);
+                    let pw = format!("/v1/wallet/{}", h.waka);
+                    (
+                        args.requests,
+                        Arc::new(move |cl: Arc<Client>, i| {
+                            let p = if i % 2 == 0 { pl.clone() } else { pw.clone() };
+                            Box::pin(async move { cl.get(&p).await.map(|_| ()) })
+                        }),
+                    )
+                }
+                other => bail!("unknown scenario {other}"),
+            };
+            let (ok, errors, secs, lat, cpu, rss) =
+                run(&srv.base, &srv.sak, pid, c, limit, args.secs, job).await?;
+            let row = Row {
+                db: db.to_owned(),
+                scenario: scenario.clone(),
+                concurrency: c,
+                ok,
+                errors,
+                secs,
+                p50_ms: pct(&lat, 0.50),
+                p90_ms: pct(&lat, 0.90),
+                p99_ms: pct(&lat, 0.99),
+                cpu_ms_per_req: cpu,
+                rss_mb: rss,
+            };
+            eprintln!(
+                "   {:<17} c={:<3} {:>6} ok {:>4} err {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  cpu {:>5.2} ms/req  rss {:>5.0} MB",
+                row.scenario,
+                c,
+                ok,
+                errors,
+                ok as f64 / secs,
+                row.p50_ms,
+                row.p99_ms,
+                cpu,
+                rss
+            );
+            rows.push(row);
+            if scenario == "list_1m" {
+                break; // one seeded wallet; measured at the first concurrency only
+            }
+        }
+    }
+    // The books must balance after all of it.
+    let out = Command::new(&srv.bin)
+        .args(["audit", "--database-url", &srv.db_url])
+        .env("RUST_LOG", "warn")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("   {}", text.trim().replace('\n', "\n   "));
+    if !out.status.success() {
+        bail!("audit failed on {db}: {text}");
+    }
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(rows)
+}
+
+async fn make_invoices(
+    base: &str,
+    sak: &str,
+    w: &Wallet,
+    n: usize,
+    conns: usize,
+) -> anyhow::Result<Vec<String>> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..conns.max(1) {
+        let c = Client::new(base, sak)?;
+        let next = next.clone();
+        let p = format!("/v1/wallet/{}/invoice", w.waka);
+        handles.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let v = c
+                    .post(&p, json!({"num_satoshis": 1, "memo": "bench"}))
+                    .await?;
+                out.push(v["payment_request"].as_str().unwrap_or_default().to_owned());
+            }
+            anyhow::Ok(out)
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for h in handles {
+        all.extend(h.await??);
+    }
+    Ok(all)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("{cores} cores ({cpu}), {mem:.0} GiB RAM, load generator on the same machine")
+}
+
+fn report(args: &Args, rows: &[Row]) -> String {
+    let cmd: Vec<String> = std::env::args().collect();
+    let mut s = String::new();
+    s.push_str("# Satchel benchmarks\n\n");
+    s.push_str("Written by `satchel-bench` (crates/bench). Closed loop: each connection sends its next request as soon as the previous one answers. ");
+    s.push_str("Each run is bounded by a request count and a time limit. The server is a separate `satchel serve` process (release build, devnet backend) on a fresh database; ");
+    s.push_str("server CPU is its user+system time from /proc divided by the requests, RSS its peak resident set. Durability: SQLite WAL with `synchronous=FULL`; Postgres default `fsync=on`.\n\n");
+    s.push_str(&format!("- Command: `{}`\n", cmd.join(" ")));
+    s.push_str(&format!("- Machine: {}\n", machine()));
+    s.push_str(&format!("- Limits: {} s or {} requests per run ({} for Lightning scenarios); history rows for list_1m: {}\n\n", args.secs, args.requests, args.ln_requests, args.history_rows));
+    s.push_str("| db | scenario | conc. | ok | errors | req/s | p50 ms | p90 ms | p99 ms | server CPU ms/req | peak RSS MB |\n");
+    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.3} | {:.0} |\n",
+            r.db,
+            r.scenario,
+            r.concurrency,
+            r.ok,
+            r.errors,
+            r.ok as f64 / r.secs,
+            r.p50_ms,
+            r.p90_ms,
+            r.p99_ms,
+            r.cpu_ms_per_req,
+            r.rss_mb
+        ));
+    }
+    s.push_str("\nScenarios: `get_wallet` GET /v1/wallet/:key; `create_invoice` POST invoice; `internal_payment` wallet A pays wallet B's invoice (invoices made before the clock starts); ");
+    s.push_str("`transfer` A→B 1 sat; `keysend` 1 sat to carol via hub (real LDK payments); `withdraw` A pays carol's invoices via hub; ");
+    s.push_str("`list_1m` alternates GET /v1/wallet/:key and the first page of its transactions on a wallet with that many rows of history. Every run ends with `satchel audit`, which was clean.\n");
+    s
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bin = match &args.satchel {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("satchel"),
+    };
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it (cargo build --release -p satchel) or pass --satchel",
+            bin.display()
+        );
+    }
+    let dbs: Vec<&str> = match args.db.as_str() {
+        "both" => vec!["sqlite", "postgres"],
+        one => vec![one],
+    };
+    let mut rows = Vec::new();
+    for db in dbs {
+        rows.extend(bench_db(&args, &bin, db).await?);
+    }
+    let text = report(&args, &rows);
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, &text)?;
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}
