@@ -10,6 +10,7 @@
 //! [`PayOutcome::Failed`] or a [`PaymentLookup::Failed`] from a fresh lookup proves failure.
 #![deny(missing_docs)]
 
+pub mod conformance;
 pub mod scripted;
 mod scripted_devnet;
 

@@ -1,11 +1,51 @@
 //! Who is calling, and which wallet the URL's `:wallet_key` names (LNPay spec §3.3–3.5).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use satchel_domain::{AccountId, KeyHash, KeyRole, Permission, WalletId};
 use satchel_store::{KeyRecord, WalletRecord};
 
 use crate::{Ctx, ServiceError};
+
+/// How long a cached key may be trusted. Keys never change except for suspension; a suspension
+/// made by another process takes effect here within this time (at once in this process).
+const KEY_TTL: Duration = Duration::from_secs(60);
+/// Entries kept before the cache is emptied (a crude bound against floods of distinct keys).
+const MAX_ENTRIES: usize = 100_000;
+
+/// Known keys by hash. Only keys that exist are cached, so a flood of made-up keys costs
+/// database lookups but cannot fill memory with negatives.
+#[derive(Default)]
+pub struct AuthCache {
+    keys: Mutex<HashMap<KeyHash, (KeyRecord, Instant)>>,
+}
+
+impl AuthCache {
+    fn get(&self, h: &KeyHash) -> Option<KeyRecord> {
+        let m = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(h)
+            .filter(|(_, at)| at.elapsed() < KEY_TTL)
+            .map(|(k, _)| k.clone())
+    }
+
+    fn put(&self, h: KeyHash, k: KeyRecord) {
+        let mut m = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= MAX_ENTRIES {
+            m.clear();
+        }
+        m.insert(h, (k, Instant::now()));
+    }
+
+    /// Forgets a key (after its suspension changed).
+    pub fn invalidate(&self, h: &KeyHash) {
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(h);
+    }
+}
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -28,7 +68,27 @@ impl AuthService {
     }
 
     async fn key(&self, text: &str) -> Result<Option<KeyRecord>, ServiceError> {
-        Ok(self.ctx.store.find_key(&KeyHash::of(text)).await?)
+        let h = KeyHash::of(text);
+        if let Some(k) = self.ctx.auth_cache.get(&h) {
+            return Ok(Some(k));
+        }
+        let found = self.ctx.store.find_key(&h).await?;
+        if let Some(k) = &found {
+            self.ctx.auth_cache.put(h, k.clone());
+        }
+        Ok(found)
+    }
+
+    /// Suspends or reinstates a key; takes effect at once in this process.
+    pub async fn set_suspended(
+        &self,
+        key_text: &str,
+        suspended: bool,
+    ) -> Result<bool, ServiceError> {
+        let h = KeyHash::of(key_text);
+        let changed = self.ctx.store.set_key_suspended(&h, suspended).await?;
+        self.ctx.auth_cache.invalidate(&h);
+        Ok(changed)
     }
 
     /// Authenticates the API key (any transport). Unknown or missing → invalid credentials.

@@ -68,6 +68,8 @@ pub struct Ctx {
     pub cfg: ServiceConfig,
     /// Node facts read once at start.
     pub node: NodeInfoData,
+    /// Known API keys (see [`auth::AuthCache`]).
+    pub auth_cache: auth::AuthCache,
 }
 
 impl Ctx {
@@ -116,6 +118,7 @@ impl Services {
             ln,
             cfg,
             node,
+            auth_cache: auth::AuthCache::default(),
         });
         let payments = payments::PaymentService::new(ctx.clone());
         Ok(Services {

@@ -146,6 +146,8 @@ pub enum Conn {
     SqliteTx(Transaction<'static, Sqlite>),
     /// Postgres transaction.
     PgTx(Transaction<'static, Postgres>),
+    /// SQLite write operation inside a group-commit batch.
+    SqliteBatch(crate::group_commit::BatchOp),
     /// SQLite connection in autocommit mode (single-statement reads).
     Sqlite(PoolConnection<Sqlite>),
     /// Postgres connection in autocommit mode.
@@ -171,7 +173,7 @@ impl Conn {
     /// The database kind.
     pub fn dialect(&self) -> Dialect {
         match self {
-            Conn::SqliteTx(_) | Conn::Sqlite(_) => Dialect::Sqlite,
+            Conn::SqliteTx(_) | Conn::Sqlite(_) | Conn::SqliteBatch(_) => Dialect::Sqlite,
             Conn::PgTx(_) | Conn::Pg(_) => Dialect::Postgres,
         }
     }
@@ -186,6 +188,10 @@ impl Conn {
                 .rows_affected(),
             Conn::Sqlite(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
                 .execute(&mut **c)
+                .await?
+                .rows_affected(),
+            Conn::SqliteBatch(op) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+                .execute(op.conn()?)
                 .await?
                 .rows_affected(),
             Conn::PgTx(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
@@ -222,6 +228,10 @@ impl Conn {
                 .fetch_optional(&mut **c)
                 .await?
                 .map(Row::Sqlite),
+            Conn::SqliteBatch(op) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+                .fetch_optional(op.conn()?)
+                .await?
+                .map(Row::Sqlite),
             Conn::PgTx(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
                 .fetch_optional(&mut **c)
                 .await?
@@ -253,6 +263,12 @@ impl Conn {
                 .into_iter()
                 .map(Row::Sqlite)
                 .collect(),
+            Conn::SqliteBatch(op) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+                .fetch_all(op.conn()?)
+                .await?
+                .into_iter()
+                .map(Row::Sqlite)
+                .collect(),
             Conn::PgTx(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
                 .fetch_all(&mut **c)
                 .await?
@@ -272,6 +288,7 @@ impl Conn {
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
             Conn::SqliteTx(t) => t.commit().await?,
+            Conn::SqliteBatch(op) => op.commit().await?,
             Conn::PgTx(t) => t.commit().await?,
             Conn::Sqlite(_) | Conn::Pg(_) => {}
         }

@@ -18,7 +18,10 @@
 //! - `sys:unclaimed`: money the node received that belongs to no wallet.
 
 pub mod audit;
+pub mod crash;
 pub mod db;
+#[doc(hidden)]
+pub mod group_commit;
 mod ledger;
 mod ops;
 pub mod outbox;
@@ -89,7 +92,10 @@ impl From<satchel_domain::MoneyError> for StoreError {
 }
 
 enum Pools {
-    Sqlite { read: SqlitePool, write: SqlitePool },
+    Sqlite {
+        read: SqlitePool,
+        write: group_commit::Writer,
+    },
     Postgres(PgPool),
 }
 
@@ -118,13 +124,9 @@ impl Store {
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(30));
-            // One writer connection: SQLite has a single write lock anyway, and queueing writers
-            // in the pool is cheaper than having them spin on SQLITE_BUSY.
-            let write = SqlitePoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(60))
-                .connect_with(opts.clone())
-                .await?;
+            // One writer connection: SQLite has a single write lock anyway. Writes queue on it in
+            // order and are committed in groups (see `group_commit`).
+            let write = group_commit::Writer::new(sqlx::ConnectOptions::connect(&opts).await?);
             let read = SqlitePoolOptions::new()
                 .max_connections(8)
                 .acquire_timeout(Duration::from_secs(60))
@@ -168,9 +170,7 @@ impl Store {
     /// Starts a write transaction holding the write lock (SQLite: `BEGIN IMMEDIATE`).
     pub(crate) async fn begin_write(&self) -> Result<Conn, StoreError> {
         Ok(match &*self.pools {
-            Pools::Sqlite { write, .. } => {
-                Conn::SqliteTx(write.begin_with("BEGIN IMMEDIATE").await?)
-            }
+            Pools::Sqlite { write, .. } => Conn::SqliteBatch(write.begin().await?),
             Pools::Postgres(p) => Conn::PgTx(p.begin().await?),
         })
     }
@@ -196,11 +196,16 @@ impl Store {
         })
     }
 
+    /// Durable SQLite commits made by this process so far (each covers one or more operations).
+    pub fn sqlite_commits() -> u64 {
+        group_commit::COMMITS.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Closes all connections.
     pub async fn close(&self) {
         match &*self.pools {
             Pools::Sqlite { read, write } => {
-                write.close().await;
+                write.flush().await;
                 read.close().await;
             }
             Pools::Postgres(p) => p.close().await,
