@@ -1,0 +1,110 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+//! The backend conformance suite (`satchel_lightning::conformance`) against `ClnBackend` on the
+//! fake CLN on the LDK devnet, once per transport. A "restart" is a restart of Satchel's side:
+//! a new `ClnBackend` instance on the same (still running) node, as when Satchel restarts next
+//! to a CLN that keeps running.
+
+mod common;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use common::Env;
+use satchel_cln::ClnBackend;
+use satchel_domain::PaymentHash;
+use satchel_lightning::conformance::{self, Harness};
+use satchel_lightning::{DevnetControl, InvoiceEvents, LightningBackend};
+
+struct Cln {
+    env: Env,
+    kind: &'static str,
+    backend: Arc<ClnBackend>,
+}
+
+#[async_trait]
+impl Harness for Cln {
+    fn name(&self) -> String {
+        format!("cln-fake-{}", self.kind)
+    }
+
+    fn backend(&self) -> Arc<dyn LightningBackend> {
+        self.backend.clone()
+    }
+
+    fn devnet(&self) -> Arc<dyn DevnetControl> {
+        self.env.devnet.clone()
+    }
+
+    fn supports_restart(&self) -> bool {
+        true
+    }
+
+    async fn restart(&mut self) -> Result<(), String> {
+        self.backend = Arc::new(self.env.backend(self.kind).await);
+        Ok(())
+    }
+
+    /// CLN's keysend plugin accepts every keysend; there is no policy hook.
+    fn set_policy(&self, _accept: bool) {}
+
+    fn enforces_keysend_policy(&self) -> bool {
+        false
+    }
+
+    fn send_count(&self, hash: PaymentHash) -> Option<u64> {
+        Some(u64::from(self.env.devnet.node().send_count(hash)))
+    }
+
+    fn peer_events(&self, name: &str) -> Option<Arc<dyn InvoiceEvents>> {
+        self.env
+            .devnet
+            .peer(name)
+            .map(|n| n as Arc<dyn InvoiceEvents>)
+    }
+}
+
+/// Scenarios CLN cannot pass, with the reason (each is covered by its own test or documented
+/// in the crate docs).
+const KNOWN: &[(&str, &str)] = &[
+    (
+        "invoice_create_and_lookup",
+        "CLN cannot make an invoice from a bare description hash (only deschashonly of a \
+         description it is given); tested in devnet.rs::invoices_create_lookup_cancel",
+    ),
+    (
+        "keysend_in_follows_policy",
+        "CLN does not expose a received keysend's custom TLVs (only the 34349334 message); \
+         tested in devnet.rs::incoming_payments_replay_and_resume_after_restart",
+    ),
+    (
+        "keysend_custom_record_types",
+        "LDK 0.2 under the fake reserves custom TLV 77777 (async payments) \
+         (crates/ldk/src/backend.rs)",
+    ),
+];
+
+async fn run(kind: &'static str) {
+    let env = Env::start().await;
+    let backend = Arc::new(env.backend(kind).await);
+    let mut h = Cln { env, kind, backend };
+    let result = conformance::run_all_except(&mut h, KNOWN).await;
+    h.env.stop().await;
+    let report = result.unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{report}");
+    assert_eq!(report.skipped().len(), KNOWN.len());
+    assert_eq!(
+        report.passed().len(),
+        conformance::SCENARIOS.len() - KNOWN.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cln_socket_passes_the_suite() {
+    run("socket").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cln_rest_passes_the_suite() {
+    run("rest").await;
+}

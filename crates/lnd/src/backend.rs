@@ -1,0 +1,511 @@
+//! Satchel's backend traits over LND's REST API.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::Method;
+use satchel_domain::{Bolt11, KEYSEND_PREIMAGE_TLV, Msat, NodePubkey, PaymentHash, now_secs};
+use satchel_lightning::{
+    IncomingEvent, InvoiceEvents, InvoiceState, Invoices, LnError, NewInvoice, NodeInfo,
+    NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments, Route, RouteHop,
+    Routes,
+};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::LndRest;
+use crate::rest::{CallError, LndStatus, UNARY_TIMEOUT, code};
+use crate::wire::{
+    AddInvoiceResponse, Invoice, Payment, QueryRoutesResponse, b64, b64url, payment_state,
+};
+
+/// Final CLTV delta of our keysends (LND's default for invoices is 80; keysend senders commonly
+/// use 40).
+pub(crate) const KEYSEND_FINAL_CLTV_DELTA: u32 = 40;
+/// Smallest custom TLV record type a keysend may carry.
+const MIN_CUSTOM_RECORD_TYPE: u64 = 65_536;
+/// How long `pay` reads LND's answer beyond the payment timeout it gave LND.
+const PAY_MARGIN: Duration = Duration::from_secs(3);
+/// The lookup `pay` makes when its deadline passes.
+const LATE_LOOKUP: Duration = Duration::from_secs(3);
+/// Fee ceiling for route queries (they have no fee limit of their own): the amount, but at
+/// least this.
+const ROUTE_FEE_FLOOR_MSAT: u64 = 100_000;
+
+/// Every error of `pay` is "unknown outcome" unless proven otherwise.
+fn unknown(e: CallError) -> LnError {
+    match e.into_ln() {
+        LnError::Rejected(m) => LnError::Transport(m),
+        other => other,
+    }
+}
+
+fn is_invoice_not_found(s: &LndStatus) -> bool {
+    s.code == code::NOT_FOUND
+        || s.message_has("unable to locate invoice")
+        || s.message_has("no existing invoices")
+}
+
+fn is_payment_not_found(s: &LndStatus) -> bool {
+    !s.is_auth()
+        && (s.code == code::NOT_FOUND
+            || s.message_has("payment isn't initiated")
+            || s.message_has("payment not initiated"))
+}
+
+/// LND refused a send because a payment with this hash is in flight or succeeded.
+fn is_duplicate_payment(s: &LndStatus) -> bool {
+    s.code == code::ALREADY_EXISTS
+        || s.message_has("already paid")
+        || s.message_has("in transition")
+        || s.message_has("payment already exists")
+        || s.message_has("already succeeded")
+}
+
+fn outcome_of(l: PaymentLookup) -> Option<PayOutcome> {
+    match l {
+        PaymentLookup::Succeeded { preimage, fee } => Some(PayOutcome::Succeeded { preimage, fee }),
+        PaymentLookup::Failed(r) => Some(PayOutcome::Failed(r)),
+        PaymentLookup::InFlight | PaymentLookup::NotFound => None,
+    }
+}
+
+/// An invoice's state in Satchel's words. An `OPEN` invoice past its expiry is reported
+/// cancelled: LND refuses HTLCs for it and its expiry watcher cancels it shortly after.
+pub(crate) fn invoice_state(inv: &Invoice, now: i64) -> InvoiceState {
+    match inv.state.as_str() {
+        "SETTLED" => InvoiceState::Settled {
+            amount_received: Msat::from_msat(inv.amt_paid_msat).unwrap_or(Msat::ZERO),
+            settled_at_secs: inv.settle_date,
+        },
+        "CANCELED" => InvoiceState::Canceled,
+        "OPEN" if inv.expiry > 0 && now >= inv.creation_date.saturating_add(inv.expiry) => {
+            InvoiceState::Canceled
+        }
+        // OPEN, ACCEPTED (HTLCs held, not settled yet).
+        _ => InvoiceState::Open,
+    }
+}
+
+impl LndRest {
+    /// Rejections that happen before LND is asked.
+    fn validate(&self, target: &PayTarget) -> Result<(), LnError> {
+        match target {
+            PayTarget::Bolt11 { invoice, amount } => {
+                if invoice.network() != self.network {
+                    return Err(LnError::Rejected(format!(
+                        "invoice is for {}, this node runs on {}",
+                        invoice.network().name(),
+                        self.network.name()
+                    )));
+                }
+                if amount.is_zero() {
+                    return Err(LnError::Rejected("amount must be positive".to_owned()));
+                }
+                match invoice.amount() {
+                    Some(a) if *amount < a => {
+                        return Err(LnError::Rejected(
+                            "amount below the invoice amount".to_owned(),
+                        ));
+                    }
+                    Some(a) if *amount > a => {
+                        return Err(LnError::Rejected(
+                            "LND pays exactly the amount of an invoice that has one".to_owned(),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            PayTarget::Keysend {
+                amount,
+                custom_records,
+                ..
+            } => {
+                if amount.is_zero() {
+                    return Err(LnError::Rejected("amount must be positive".to_owned()));
+                }
+                if let Some(t) = custom_records
+                    .0
+                    .keys()
+                    .find(|t| **t < MIN_CUSTOM_RECORD_TYPE || **t == KEYSEND_PREIMAGE_TLV)
+                {
+                    return Err(LnError::Rejected(format!(
+                        "custom record type {t} not allowed"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `routerrpc.SendPaymentRequest` for `req`.
+    pub(crate) fn send_body(req: &PayRequest) -> Value {
+        let timeout_secs = req
+            .timeout
+            .as_secs()
+            .saturating_add(u64::from(req.timeout.subsec_nanos() > 0))
+            .clamp(1, i32::MAX as u64);
+        let mut body = json!({
+            "fee_limit_msat": req.fee_limit.as_msat().to_string(),
+            "timeout_seconds": timeout_secs,
+            "allow_self_payment": true,
+            "no_inflight_updates": true,
+        });
+        match &req.target {
+            PayTarget::Bolt11 { invoice, amount } => {
+                body["payment_request"] = json!(invoice.as_str());
+                if invoice.amount().is_none() {
+                    body["amt_msat"] = json!(amount.as_msat().to_string());
+                }
+            }
+            PayTarget::Keysend {
+                dest,
+                amount,
+                preimage,
+                custom_records,
+            } => {
+                let mut records = serde_json::Map::new();
+                for (t, v) in &custom_records.0 {
+                    records.insert(t.to_string(), json!(b64(v)));
+                }
+                records.insert(KEYSEND_PREIMAGE_TLV.to_string(), json!(b64(&preimage.0)));
+                body["dest"] = json!(b64(&dest.0));
+                body["amt_msat"] = json!(amount.as_msat().to_string());
+                body["payment_hash"] = json!(b64(&preimage.hash().0));
+                body["final_cltv_delta"] = json!(KEYSEND_FINAL_CLTV_DELTA);
+                body["dest_custom_records"] = Value::Object(records);
+            }
+        }
+        body
+    }
+
+    /// Reads a payment stream until a final state; `Ok(None)` if the stream ended without one.
+    async fn final_state(
+        mut stream: crate::rest::NdJson,
+        hash: PaymentHash,
+    ) -> Result<Option<PayOutcome>, CallError> {
+        while let Some(p) = stream.next::<Payment>().await? {
+            if let Some(o) = outcome_of(payment_state(&p, hash).map_err(CallError::Transport)?) {
+                return Ok(Some(o));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn send_and_follow(
+        &self,
+        body: &Value,
+        hash: PaymentHash,
+    ) -> Result<PayOutcome, CallError> {
+        let stream = self
+            .rest
+            .stream(Method::POST, "/v2/router/send", Some(body))
+            .await?;
+        Self::final_state(stream, hash).await?.ok_or_else(|| {
+            CallError::Transport("LND ended the payment stream without a final state".to_owned())
+        })
+    }
+
+    fn track_path(hash: PaymentHash, no_inflight_updates: bool) -> String {
+        format!(
+            "/v2/router/track/{}?no_inflight_updates={no_inflight_updates}",
+            b64url(&hash.0)
+        )
+    }
+
+    /// Follows an existing payment until it is final or `deadline` passes.
+    async fn track_until(
+        &self,
+        hash: PaymentHash,
+        deadline: Instant,
+    ) -> Result<PayOutcome, LnError> {
+        let follow = async {
+            let stream = self
+                .rest
+                .stream(Method::GET, &Self::track_path(hash, true), None)
+                .await?;
+            Self::final_state(stream, hash).await
+        };
+        match tokio::time::timeout_at(deadline, follow).await {
+            Err(_) => Ok(PayOutcome::InFlight),
+            Ok(Ok(Some(o))) => Ok(o),
+            Ok(Ok(None)) => Err(LnError::Transport(
+                "LND ended the payment stream without a final state".to_owned(),
+            )),
+            Ok(Err(CallError::Lnd(s))) if is_payment_not_found(&s) => Err(LnError::Transport(
+                "LND refused a second send of this payment but cannot track it".to_owned(),
+            )),
+            Ok(Err(e)) => Err(unknown(e)),
+        }
+    }
+
+    /// LND answered the send with an error: decide what it means.
+    async fn after_send_error(
+        &self,
+        hash: PaymentHash,
+        status: LndStatus,
+        deadline: Instant,
+    ) -> Result<PayOutcome, LnError> {
+        if status.is_auth() || status.is_unavailable() {
+            return Err(CallError::Lnd(status).into_ln());
+        }
+        if is_duplicate_payment(&status) {
+            // Idempotency: a payment with this hash is in flight or done; never send again,
+            // report it.
+            return self.track_until(hash, deadline).await;
+        }
+        // LND refused before initiating (invalid or expired invoice, bad parameters...). Only if
+        // LND has no payment with this hash is that a clean rejection; otherwise an earlier
+        // attempt's state is the truth.
+        match self.lookup_payment(hash).await {
+            Ok(PaymentLookup::NotFound) => Err(LnError::Rejected(status.message)),
+            Ok(PaymentLookup::InFlight) => Ok(PayOutcome::InFlight),
+            Ok(PaymentLookup::Succeeded { preimage, fee }) => {
+                Ok(PayOutcome::Succeeded { preimage, fee })
+            }
+            Ok(PaymentLookup::Failed(r)) => Ok(PayOutcome::Failed(r)),
+            Err(e) => Err(LnError::Transport(format!(
+                "LND refused the payment ({}) and the lookup failed: {e}",
+                status.message
+            ))),
+        }
+    }
+
+    /// `GET /v1/invoice/{r_hash_str}`.
+    async fn fetch_invoice(&self, hash: PaymentHash) -> Result<Option<Invoice>, CallError> {
+        match self
+            .rest
+            .call::<Invoice>(Method::GET, &format!("/v1/invoice/{}", hash.to_hex()), None)
+            .await
+        {
+            Ok(inv) => Ok(Some(inv)),
+            Err(CallError::Lnd(s)) if is_invoice_not_found(&s) && !s.is_auth() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn bolt11_of(payment_request: &str, hash: PaymentHash) -> Result<Bolt11, LnError> {
+    let bolt11 = Bolt11::parse(payment_request)
+        .map_err(|e| LnError::Transport(format!("LND returned an invalid invoice: {e}")))?;
+    if bolt11.payment_hash() != hash {
+        return Err(LnError::Transport(
+            "LND returned an invoice for another payment hash".to_owned(),
+        ));
+    }
+    Ok(bolt11)
+}
+
+#[async_trait]
+impl NodeInfo for LndRest {
+    async fn node_info(&self) -> Result<NodeInfoData, LnError> {
+        self.info
+            .get_or_try_init(|| async { self.fetch_info().await.map(|(info, _)| info) })
+            .await
+            .cloned()
+    }
+}
+
+#[async_trait]
+impl Invoices for LndRest {
+    async fn create_invoice(&self, req: NewInvoice) -> Result<Bolt11, LnError> {
+        let hash = req.preimage.hash();
+        let mut body = json!({
+            "r_preimage": b64(&req.preimage.0),
+            "expiry": req.expiry_secs.to_string(),
+            "private": true,
+        });
+        if let Some(a) = req.amount {
+            body["value_msat"] = json!(a.as_msat().to_string());
+        }
+        match req.description_hash {
+            Some(h) => body["description_hash"] = json!(b64(&h)),
+            None => body["memo"] = json!(req.memo),
+        }
+        match self
+            .rest
+            .call::<AddInvoiceResponse>(Method::POST, "/v1/invoices", Some(&body))
+            .await
+        {
+            Ok(r) => bolt11_of(&r.payment_request, hash),
+            Err(CallError::Lnd(s)) if !s.is_auth() && s.message_has("already exists") => {
+                // Same preimage twice: the invoice LND already has.
+                match self.fetch_invoice(hash).await {
+                    Ok(Some(inv)) => bolt11_of(&inv.payment_request, hash),
+                    Ok(None) => Err(LnError::Rejected(s.message)),
+                    Err(e) => Err(e.into_ln()),
+                }
+            }
+            // LND's validation errors arrive as code 2 (Unknown); nothing was created.
+            Err(CallError::Lnd(s))
+                if !s.is_auth() && !s.is_unavailable() && s.code == code::UNKNOWN =>
+            {
+                Err(LnError::Rejected(s.message))
+            }
+            Err(e) => Err(e.into_ln()),
+        }
+    }
+
+    async fn cancel_invoice(&self, hash: PaymentHash) -> Result<(), LnError> {
+        let body = json!({ "payment_hash": b64(&hash.0) });
+        match self
+            .rest
+            .call::<Value>(Method::POST, "/v2/invoices/cancel", Some(&body))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(CallError::Lnd(s))
+                if !s.is_auth()
+                    && (is_invoice_not_found(&s)
+                        || s.message_has("already settled")
+                        || s.message_has("already canceled")
+                        || s.message_has("already cancelled")) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e.into_ln()),
+        }
+    }
+
+    async fn lookup_invoice(&self, hash: PaymentHash) -> Result<Option<InvoiceState>, LnError> {
+        let inv = self.fetch_invoice(hash).await.map_err(CallError::into_ln)?;
+        Ok(inv.map(|i| invoice_state(&i, now_secs())))
+    }
+}
+
+#[async_trait]
+impl Payments for LndRest {
+    async fn pay(&self, req: PayRequest) -> Result<PayOutcome, LnError> {
+        self.validate(&req.target)?;
+        let hash = req.target.payment_hash();
+        let body = Self::send_body(&req);
+        let deadline = Instant::now() + req.timeout + PAY_MARGIN;
+        match tokio::time::timeout_at(deadline, self.send_and_follow(&body, hash)).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(CallError::Lnd(status))) => self.after_send_error(hash, status, deadline).await,
+            Ok(Err(e)) => Err(unknown(e)),
+            Err(_) => {
+                // No final answer in time. LND keeps paying (the stream is only our view).
+                match tokio::time::timeout(LATE_LOOKUP, self.lookup_payment(hash)).await {
+                    Ok(Ok(PaymentLookup::InFlight)) => Ok(PayOutcome::InFlight),
+                    Ok(Ok(PaymentLookup::Succeeded { preimage, fee })) => {
+                        Ok(PayOutcome::Succeeded { preimage, fee })
+                    }
+                    Ok(Ok(PaymentLookup::Failed(r))) => Ok(PayOutcome::Failed(r)),
+                    Ok(Ok(PaymentLookup::NotFound)) => Err(LnError::Transport(
+                        "LND did not answer the payment in time and has no record of it yet"
+                            .to_owned(),
+                    )),
+                    Ok(Err(e)) => Err(LnError::Transport(format!(
+                        "LND did not answer the payment in time: {e}"
+                    ))),
+                    Err(_) => Err(LnError::Transport(
+                        "LND did not answer the payment in time".to_owned(),
+                    )),
+                }
+            }
+        }
+    }
+
+    async fn lookup_payment(&self, hash: PaymentHash) -> Result<PaymentLookup, LnError> {
+        // TrackPaymentV2 sends the payment's current state first (then updates, which we do
+        // not wait for).
+        let first = async {
+            let mut stream = self
+                .rest
+                .stream(Method::GET, &Self::track_path(hash, false), None)
+                .await?;
+            stream.next::<Payment>().await
+        };
+        match tokio::time::timeout(UNARY_TIMEOUT, first).await {
+            Err(_) => Err(LnError::Transport(
+                "LND did not answer the payment lookup in time".to_owned(),
+            )),
+            Ok(Ok(Some(p))) => payment_state(&p, hash).map_err(LnError::Transport),
+            Ok(Ok(None)) => Err(LnError::Transport(
+                "LND ended the payment lookup without an answer".to_owned(),
+            )),
+            Ok(Err(CallError::Lnd(s))) if is_payment_not_found(&s) => Ok(PaymentLookup::NotFound),
+            Ok(Err(e)) => Err(unknown(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl InvoiceEvents for LndRest {
+    async fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<Vec<IncomingEvent>, LnError> {
+        self.feed.events_after(after, limit, wait).await
+    }
+}
+
+fn msat(v: u64) -> Result<Msat, LnError> {
+    Msat::from_msat(v).map_err(|e| LnError::Transport(format!("LND route amount: {e}")))
+}
+
+#[async_trait]
+impl Routes for LndRest {
+    async fn query_routes(&self, dest: NodePubkey, amount: Msat) -> Result<Vec<Route>, LnError> {
+        if amount.is_zero() || self.info.get().is_some_and(|i| i.pubkey == dest) {
+            return Ok(Vec::new());
+        }
+        let fee_limit = amount.as_msat().max(ROUTE_FEE_FLOOR_MSAT);
+        let m = amount.as_msat();
+        let path = if m.is_multiple_of(1000) {
+            format!(
+                "/v1/graph/routes/{}/{}?fee_limit.fixed_msat={fee_limit}",
+                dest.to_hex(),
+                m / 1000
+            )
+        } else {
+            format!(
+                "/v1/graph/routes/{}/0?amt_msat={m}&fee_limit.fixed_msat={fee_limit}",
+                dest.to_hex()
+            )
+        };
+        let resp = match self
+            .rest
+            .call::<QueryRoutesResponse>(Method::GET, &path, None)
+            .await
+        {
+            Ok(r) => r,
+            Err(CallError::Lnd(s))
+                if !s.is_auth()
+                    && (s.message_has("unable to find a path")
+                        || s.message_has("no route")
+                        || s.message_has("target not found")
+                        || s.message_has("insufficient")) =>
+            {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e.into_ln()),
+        };
+        let mut routes = Vec::with_capacity(resp.routes.len());
+        for r in resp.routes {
+            let mut hops = Vec::with_capacity(r.hops.len());
+            for h in r.hops {
+                hops.push(RouteHop {
+                    chan_id: h.chan_id,
+                    chan_capacity_sats: h.chan_capacity,
+                    amt_to_forward: msat(h.amt_to_forward_msat)?,
+                    fee: msat(h.fee_msat)?,
+                    expiry: h.expiry,
+                    pub_key: NodePubkey::from_hex(&h.pub_key).ok_or_else(|| {
+                        LnError::Transport(format!("LND route: bad pub_key {:?}", h.pub_key))
+                    })?,
+                });
+            }
+            routes.push(Route {
+                total_time_lock: r.total_time_lock,
+                total_fees: msat(r.total_fees_msat)?,
+                total_amt: msat(r.total_amt_msat)?,
+                hops,
+            });
+        }
+        Ok(routes)
+    }
+}
