@@ -52,6 +52,10 @@ struct Args {
     /// Postgres admin URL (a fresh database is created on it).
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     pg_url: String,
+    /// Lightning backend of the server under test (devnet: real LDK payments; scripted:
+    /// simulation, which isolates Satchel's own cost). Lightning scenarios need devnet.
+    #[arg(long, default_value = "devnet")]
+    backend: String,
     /// Where to write the Markdown report.
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
@@ -132,13 +136,25 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-async fn start_server(bin: &Path, db_url: &str, data_dir: &Path) -> anyhow::Result<Server> {
+async fn start_server(
+    bin: &Path,
+    db_url: &str,
+    data_dir: &Path,
+    backend: &str,
+) -> anyhow::Result<Server> {
     let port = free_port()?;
     let mut child = Command::new(bin)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--database-url", db_url, "--payment-wait-secs", "60"])
+        .args([
+            "--database-url",
+            db_url,
+            "--payment-wait-secs",
+            "60",
+            "--backend",
+            backend,
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -464,7 +480,7 @@ async fn bench_db(args: &Args, bin: &Path, db: &str) -> anyhow::Result<Vec<Row>>
         other => bail!("unknown db {other}"),
     };
     eprintln!("== {db}: starting server ({db_url})");
-    let srv = start_server(bin, &db_url, &tmp).await?;
+    let srv = start_server(bin, &db_url, &tmp, &args.backend).await?;
     let pid = srv.child.id();
     let admin = Client::new(&srv.base, &srv.sak)?;
     let a = create_wallet(&admin, "bench A").await?;
@@ -728,6 +744,7 @@ fn report(args: &Args, rows: &[Row]) -> String {
     s.push_str("server CPU is its user+system time from /proc divided by the requests, RSS its peak resident set. Durability: SQLite WAL with `synchronous=FULL`; Postgres default `fsync=on`.\n\n");
     s.push_str(&format!("- Command: `{}`\n", cmd.join(" ")));
     s.push_str(&format!("- Machine: {}\n", machine()));
+    s.push_str(&format!("- Backend: {}\n", args.backend));
     s.push_str(&format!("- Limits: {} s or {} requests per run ({} for Lightning scenarios); history rows for list_1m: {}\n\n", args.secs, args.requests, args.ln_requests, args.history_rows));
     s.push_str("| db | scenario | conc. | ok | errors | req/s | p50 ms | p90 ms | p99 ms | server CPU ms/req | peak RSS MB |\n");
     s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");

@@ -260,6 +260,9 @@ fn user_config(config: &LdkConfig) -> UserConfig {
     c.channel_handshake_config
         .max_inbound_htlc_value_in_flight_percent_of_channel = 100;
     c.channel_handshake_config.minimum_depth = 0;
+    // LDK accepts only 50 HTLCs in flight per channel by default; a wallet server streaming many
+    // small payments (keysend podcasts) needs the protocol maximum.
+    c.channel_handshake_config.our_max_accepted_htlcs = 483;
     c.channel_handshake_limits
         .force_announced_channel_preference = false;
     c.channel_handshake_limits.trust_own_funding_0conf = true;
