@@ -33,6 +33,8 @@ pub(crate) const HUB_FEE_PPM: u32 = 1000;
 const OUTSIDE_PAY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long start waits for the channels to become usable.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long existing channels get to become usable again before a replacement is opened.
+const REPLACE_AFTER: Duration = Duration::from_secs(5);
 
 /// Options of [`Devnet::start_with`].
 #[derive(Clone, Default)]
@@ -150,31 +152,49 @@ impl Devnet {
         self.hub
             .connect(self.carol.pubkey(), self.carol.listen_addr())
             .await?;
-        let has = |a: &LdkNode, b: &LdkNode| {
+        // Each pair of the topology needs one usable channel whose peer policy is known. A node
+        // killed mid-payment can come back with a channel LDK force-closes on load (its manager
+        // was older than its monitors); such a pair gets a fresh channel instead of blocking.
+        let pairs: [(&Arc<LdkNode>, &Arc<LdkNode>, u64, u64); 3] = [
+            (&self.alice, &self.node, ALICE_US_SATS, ALICE_US_PUSH_MSAT),
+            (&self.node, &self.hub, US_HUB_SATS, US_HUB_PUSH_MSAT),
+            (&self.hub, &self.carol, HUB_CAROL_SATS, HUB_CAROL_PUSH_MSAT),
+        ];
+        let has_any = |a: &LdkNode, b: &LdkNode| {
             a.list_channels()
                 .iter()
                 .any(|c| c.counterparty == b.pubkey())
         };
-        if !has(&self.alice, &self.node) {
-            self.alice
-                .open_channel(self.node.pubkey(), ALICE_US_SATS, ALICE_US_PUSH_MSAT)?;
+        let ready = |a: &LdkNode, b: &LdkNode| {
+            let side = |x: &LdkNode, y: &LdkNode| {
+                x.list_channels()
+                    .iter()
+                    .any(|c| c.counterparty == y.pubkey() && c.usable && c.forwarding_known)
+            };
+            side(a, b) && side(b, a)
+        };
+        for (a, b, sats, push) in pairs {
+            if !has_any(a, b) {
+                a.open_channel(b.pubkey(), sats, push)?;
+            }
         }
-        if !has(&self.node, &self.hub) {
-            self.node
-                .open_channel(self.hub.pubkey(), US_HUB_SATS, US_HUB_PUSH_MSAT)?;
-        }
-        if !has(&self.hub, &self.carol) {
-            self.hub
-                .open_channel(self.carol.pubkey(), HUB_CAROL_SATS, HUB_CAROL_PUSH_MSAT)?;
-        }
-        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        let start = tokio::time::Instant::now();
+        let deadline = start + READY_TIMEOUT;
+        let mut replaced = false;
         loop {
-            let counts_ok = self.node.list_channels().len() >= 2
-                && self.hub.list_channels().len() >= 2
-                && !self.alice.list_channels().is_empty()
-                && !self.carol.list_channels().is_empty();
-            if counts_ok && self.all_nodes().iter().all(|n| n.channels_ready()) {
+            if pairs.iter().all(|(a, b, _, _)| ready(a, b)) {
                 break;
+            }
+            if !replaced && tokio::time::Instant::now() >= start + REPLACE_AFTER {
+                replaced = true;
+                for (a, b, sats, push) in pairs {
+                    if !ready(a, b) {
+                        tracing::warn!(
+                            "devnet: a channel did not come back usable; opening a replacement"
+                        );
+                        a.open_channel(b.pubkey(), sats, push)?;
+                    }
+                }
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(LdkError::Timeout(

@@ -155,6 +155,8 @@ pub struct ChannelSummary {
     pub inbound_msat: u64,
     /// Ready and the peer connected.
     pub usable: bool,
+    /// The peer's forwarding policy is known (needed for route hints).
+    pub forwarding_known: bool,
     /// The SCID (or our alias for it) used to send over this channel.
     pub outbound_scid: Option<u64>,
     /// The SCID alias our peer assigned, used in route hints for payments to us.
@@ -705,6 +707,7 @@ impl LdkNode {
                 outbound_msat: c.outbound_capacity_msat,
                 inbound_msat: c.inbound_capacity_msat,
                 usable: c.is_usable,
+                forwarding_known: c.counterparty.forwarding_info.is_some(),
                 outbound_scid: c.get_outbound_payment_scid(),
                 inbound_scid: c.get_inbound_payment_scid(),
             })

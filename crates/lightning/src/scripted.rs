@@ -44,9 +44,25 @@
 //! low.
 //!
 //! The incoming event stream numbers events from 1 without gaps and never forgets them.
+//!
+//! # Persistence
+//!
+//! [`ScriptedBackend::new`] keeps everything in memory. [`ScriptedBackend::open`] plays a node
+//! that keeps its own state, as a real node does: it loads a JSON state file if one exists and
+//! rewrites it atomically (temporary file, fsync, rename) after every change that matters
+//! (invoices and their states, carol's invoices, payment records, incoming events, scripts and
+//! the default script), *before* the change is reported to the caller. A process killed at any
+//! moment therefore restarts with a node that remembers everything it told anyone: a payment
+//! whose `pay` returned is known to [`Payments::lookup_payment`], an outside payment that
+//! returned is in the event stream. A `pay` call blocked on a [`Script::Hang`] is not resumed
+//! after a restart (the payment stays in flight until completed or released). If the file cannot
+//! be written, `pay` answers `Err(LnError::Transport)` (the outcome is unknown to the caller) and
+//! other changes are logged; the next successful write catches the file up.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -132,6 +148,74 @@ pub enum Completion {
     },
     /// The payment definitely failed.
     Fail(FailureReason),
+}
+
+fn parse_fee(fee: Option<&str>) -> Result<Msat, String> {
+    match fee.map(str::trim) {
+        None | Some("") => Ok(Msat::ZERO),
+        Some(f) => f
+            .parse::<u64>()
+            .ok()
+            .and_then(|v| Msat::from_msat(v).ok())
+            .ok_or_else(|| format!("bad fee in msat: {f:?}")),
+    }
+}
+
+fn parse_reason(reason: Option<&str>) -> Result<FailureReason, String> {
+    let r = reason.map(str::trim).unwrap_or("").to_ascii_uppercase();
+    FailureReason::from_lnd_name(&r).ok_or_else(|| {
+        format!(
+            "unknown failure reason {r:?} (NO_ROUTE, INSUFFICIENT_BALANCE, \
+             INCORRECT_PAYMENT_DETAILS, TIMEOUT, ERROR)"
+        )
+    })
+}
+
+impl FromStr for Script {
+    type Err = String;
+
+    /// `succeed[:<fee_msat>]`, `fail:<REASON>` (`NO_ROUTE`, `FAILURE_REASON_TIMEOUT`, ...),
+    /// `unknown`, `pending[:<fee_msat>]` ([`Script::PendingThenSucceed`]) or
+    /// `transport:<script>` ([`Script::TransportError`]).
+    fn from_str(spec: &str) -> Result<Script, String> {
+        let spec = spec.trim();
+        let (kind, arg) = match spec.split_once(':') {
+            Some((k, a)) => (k, Some(a)),
+            None => (spec, None),
+        };
+        match kind.trim().to_ascii_lowercase().as_str() {
+            "succeed" => Ok(Script::Succeed {
+                fee: parse_fee(arg)?,
+            }),
+            "fail" => Ok(Script::Fail(parse_reason(arg)?)),
+            "unknown" if arg.is_none() => Ok(Script::Unknown),
+            "pending" => Ok(Script::PendingThenSucceed {
+                fee: parse_fee(arg)?,
+            }),
+            "transport" => Ok(Script::TransportError {
+                then: Box::new(arg.unwrap_or("succeed").parse()?),
+            }),
+            _ => Err(format!(
+                "bad script {spec:?} (succeed:<fee_msat> | fail:<REASON> | unknown | \
+                 pending:<fee_msat> | transport:<script>)"
+            )),
+        }
+    }
+}
+
+impl FromStr for Completion {
+    type Err = String;
+
+    /// `succeed[:<fee_msat>]` or `fail:<REASON>`.
+    fn from_str(spec: &str) -> Result<Completion, String> {
+        match spec.trim().parse::<Script>()? {
+            Script::Succeed { fee } => Ok(Completion::Succeed { fee }),
+            Script::Fail(reason) => Ok(Completion::Fail(reason)),
+            _ => Err(format!(
+                "bad completion {spec:?} (succeed:<fee_msat> | fail:<REASON>)"
+            )),
+        }
+    }
 }
 
 /// One of our invoices.
@@ -308,6 +392,8 @@ pub struct ScriptedBackend {
     carol_key: SecretKey,
     carol_pubkey: NodePubkey,
     state: Mutex<State>,
+    /// State file of a persistent backend ([`ScriptedBackend::open`]).
+    path: Option<PathBuf>,
     /// Woken whenever an event is appended.
     events_notify: Notify,
     /// Woken whenever an in-flight payment is completed or released.
@@ -374,13 +460,75 @@ impl ScriptedBackend {
             node_key,
             carol_key,
             state: Mutex::new(State::default()),
+            path: None,
             events_notify: Notify::new(),
             payments_notify: Notify::new(),
         }
     }
 
+    /// Like [`ScriptedBackend::new`], but the node keeps its state in the JSON file `path`:
+    /// loaded now if it exists, rewritten atomically after every change (see the module docs).
+    /// Fails if the file cannot be read or parsed, or belongs to a node with another seed.
+    pub fn open(
+        network: Network,
+        seed: [u8; 32],
+        path: PathBuf,
+    ) -> Result<ScriptedBackend, std::io::Error> {
+        let mut backend = ScriptedBackend::new(network, seed);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let state = persist::decode(&bytes, backend.node_pubkey, network)
+                    .map_err(|e| invalid_data(format!("{}: {e}", path.display())))?;
+                backend.state = Mutex::new(state);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                persist::write_atomic(
+                    &path,
+                    &persist::encode(&State::default(), backend.node_pubkey)?,
+                )?;
+            }
+            Err(e) => return Err(e),
+        }
+        backend.path = Some(path);
+        Ok(backend)
+    }
+
+    /// The state file, for a backend made by [`ScriptedBackend::open`].
+    pub fn state_path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes `st` to the state file (persistent backends only). Called with the lock held so
+    /// that writes happen in the order of the changes.
+    fn save(&self, st: &State) -> Result<(), std::io::Error> {
+        match &self.path {
+            Some(path) => persist::write_atomic(path, &persist::encode(st, self.node_pubkey)?),
+            None => Ok(()),
+        }
+    }
+
+    /// [`ScriptedBackend::save`] for changes whose callers cannot be told about a failure.
+    fn save_or_log(&self, st: &State) {
+        if let Err(e) = self.save(st) {
+            tracing::error!(error = %e, "scripted node: cannot write its state file");
+        }
+    }
+
+    /// Payment hashes the node has in flight (pending, unknown or hanging).
+    pub fn in_flight_payments(&self) -> Vec<PaymentHash> {
+        let st = self.lock();
+        let mut v: Vec<PaymentHash> = st
+            .payments
+            .iter()
+            .filter(|(_, p)| p.state == PayOutcome::InFlight)
+            .map(|(h, _)| *h)
+            .collect();
+        v.sort_by_key(|h| h.0);
+        v
     }
 
     /// Our node id (the payee of our invoices).
@@ -396,13 +544,17 @@ impl ScriptedBackend {
     /// The outcome of payments that have no script of their own. Initially
     /// `Script::Succeed { fee: Msat::ZERO }`.
     pub fn set_default_script(&self, s: Script) {
-        self.lock().default_script = Some(s);
+        let mut st = self.lock();
+        st.default_script = Some(s);
+        self.save_or_log(&st);
     }
 
     /// The outcome of the next send of `hash` (consumed by that send; later sends use the
     /// default unless scripted again).
     pub fn script(&self, hash: PaymentHash, s: Script) {
-        self.lock().scripts.insert(hash, s);
+        let mut st = self.lock();
+        st.scripts.insert(hash, s);
+        self.save_or_log(&st);
     }
 
     /// Resolves an in-flight payment (pending, unknown or hanging) and wakes a `pay` call blocked
@@ -423,6 +575,7 @@ impl ScriptedBackend {
             };
             p.plan = None;
             p.hanging = false;
+            self.save_or_log(&st);
         }
         self.payments_notify.notify_waiters();
     }
@@ -446,6 +599,7 @@ impl ScriptedBackend {
                 p.plan = r.plan;
             }
             p.hanging = false;
+            self.save_or_log(&st);
         }
         self.payments_notify.notify_waiters();
         true
@@ -539,7 +693,9 @@ impl ScriptedBackend {
             Ok(b) => b,
             Err(e) => unreachable!("sanitised invoice inputs failed to build: {e}"),
         };
-        self.lock().external.insert(hash, preimage);
+        let mut st = self.lock();
+        st.external.insert(hash, preimage);
+        self.save_or_log(&st);
         (bolt11, preimage)
     }
 
@@ -557,9 +713,14 @@ impl ScriptedBackend {
         bolt11: &Bolt11,
         amount: Option<Msat>,
     ) -> Result<Preimage, LnError> {
-        let result = self
-            .lock()
-            .settle_own(bolt11.payment_hash(), amount, now_secs());
+        let result = {
+            let mut st = self.lock();
+            let r = st.settle_own(bolt11.payment_hash(), amount, now_secs());
+            if r.is_ok() {
+                self.save_or_log(&st);
+            }
+            r
+        };
         match result {
             Ok(preimage) => {
                 self.events_notify.notify_waiters();
@@ -583,13 +744,17 @@ impl ScriptedBackend {
         custom_records: CustomRecords,
     ) -> PaymentHash {
         let hash = preimage.hash();
-        self.lock().push_event(IncomingKind::KeysendReceived {
-            payment_hash: hash,
-            preimage,
-            amount_received: amount,
-            custom_records,
-            settled_at_secs: now_secs(),
-        });
+        {
+            let mut st = self.lock();
+            st.push_event(IncomingKind::KeysendReceived {
+                payment_hash: hash,
+                preimage,
+                amount_received: amount,
+                custom_records,
+                settled_at_secs: now_secs(),
+            });
+            self.save_or_log(&st);
+        }
         self.events_notify.notify_waiters();
         hash
     }
@@ -773,19 +938,31 @@ impl Invoices for ScriptedBackend {
             .map_err(LnError::Rejected)?;
         let mut st = self.lock();
         // A concurrent call with the same preimage may have won the race: keep its invoice.
-        let inv = st.invoices.entry(hash).or_insert(OwnInvoice {
-            bolt11,
-            preimage: req.preimage,
-            state: InvoiceState::Open,
-        });
-        Ok(inv.bolt11.clone())
+        if let Some(existing) = st.invoices.get(&hash) {
+            return Ok(existing.bolt11.clone());
+        }
+        st.invoices.insert(
+            hash,
+            OwnInvoice {
+                bolt11: bolt11.clone(),
+                preimage: req.preimage,
+                state: InvoiceState::Open,
+            },
+        );
+        // The invoice must survive a restart before anyone can be given it.
+        self.save(&st)
+            .map_err(|e| LnError::Transport(format!("scripted node state file: {e}")))?;
+        Ok(bolt11)
     }
 
     async fn cancel_invoice(&self, hash: PaymentHash) -> Result<(), LnError> {
-        if let Some(inv) = self.lock().invoices.get_mut(&hash)
+        let mut st = self.lock();
+        if let Some(inv) = st.invoices.get_mut(&hash)
             && inv.state == InvoiceState::Open
         {
             inv.state = InvoiceState::Canceled;
+            self.save(&st)
+                .map_err(|e| LnError::Transport(format!("scripted node state file: {e}")))?;
         }
         Ok(())
     }
@@ -803,7 +980,7 @@ impl Invoices for ScriptedBackend {
 impl Payments for ScriptedBackend {
     async fn pay(&self, req: PayRequest) -> Result<PayOutcome, LnError> {
         let hash = req.target.payment_hash();
-        let (resolution, event) = {
+        let (resolution, event, saved) = {
             let mut st = self.lock();
             if let Some(p) = st.payments.get(&hash)
                 && !matches!(p.state, PayOutcome::Failed(_))
@@ -889,10 +1066,16 @@ impl Payments for ScriptedBackend {
             record.plan = resolution.plan.clone();
             record.hanging = resolution.hang;
             record.sends = record.sends.saturating_add(1);
-            (resolution, event)
+            // Recorded before anyone hears of the outcome; if that fails the caller cannot know
+            // the outcome (the in-memory node did send).
+            let saved = self.save(&st);
+            (resolution, event, saved)
         };
         if event {
             self.events_notify.notify_waiters();
+        }
+        if let Err(e) = saved {
+            return Err(LnError::Transport(format!("scripted node state file: {e}")));
         }
         if resolution.transport_error {
             return Err(LnError::Transport("scripted transport error".to_owned()));
@@ -944,6 +1127,430 @@ impl Routes for ScriptedBackend {
         } else {
             Ok(Vec::new())
         }
+    }
+}
+
+fn invalid_data(msg: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
+}
+
+/// The state file: a serde mirror of [`State`] with hex strings and msat integers.
+mod persist {
+    use std::collections::BTreeMap;
+    use std::io::Write as _;
+    use std::path::Path;
+
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    const VERSION: u32 = 1;
+
+    #[derive(Serialize, Deserialize)]
+    struct File {
+        version: u32,
+        /// The node the file belongs to (guards against a changed seed).
+        node_pubkey: String,
+        default_script: Option<ScriptP>,
+        scripts: BTreeMap<String, ScriptP>,
+        invoices: BTreeMap<String, InvoiceP>,
+        external: BTreeMap<String, String>,
+        payments: BTreeMap<String, PaymentP>,
+        events: Vec<EventP>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(tag = "kind", rename_all = "snake_case")]
+    enum ScriptP {
+        Succeed { fee_msat: u64 },
+        Fail { reason: String },
+        PendingThenSucceed { fee_msat: u64 },
+        Unknown,
+        TransportError { then: Box<ScriptP> },
+        Hang { then: Box<ScriptP> },
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct InvoiceP {
+        bolt11: String,
+        preimage: String,
+        state: InvoiceStateP,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(tag = "kind", rename_all = "snake_case")]
+    enum InvoiceStateP {
+        Open,
+        Settled {
+            amount_received_msat: u64,
+            settled_at_secs: i64,
+        },
+        Canceled,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct PaymentP {
+        state: OutcomeP,
+        success_preimage: Option<String>,
+        fee_limit_msat: u64,
+        plan: Option<ScriptP>,
+        sends: usize,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(tag = "kind", rename_all = "snake_case")]
+    enum OutcomeP {
+        InFlight,
+        Succeeded { preimage: String, fee_msat: u64 },
+        Failed { reason: String },
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct EventP {
+        seq: u64,
+        #[serde(flatten)]
+        kind: EventKindP,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(tag = "kind", rename_all = "snake_case")]
+    enum EventKindP {
+        InvoiceSettled {
+            payment_hash: String,
+            amount_received_msat: u64,
+            settled_at_secs: i64,
+        },
+        KeysendReceived {
+            payment_hash: String,
+            preimage: String,
+            amount_received_msat: u64,
+            /// TLV type (decimal) -> hex value.
+            custom_records: BTreeMap<String, String>,
+            settled_at_secs: i64,
+        },
+    }
+
+    // ------------------------------------------------------------------ encode
+
+    fn script_p(s: &Script) -> ScriptP {
+        match s {
+            Script::Succeed { fee } => ScriptP::Succeed {
+                fee_msat: fee.as_msat(),
+            },
+            Script::Fail(r) => ScriptP::Fail {
+                reason: r.lnd_name().to_owned(),
+            },
+            Script::PendingThenSucceed { fee } => ScriptP::PendingThenSucceed {
+                fee_msat: fee.as_msat(),
+            },
+            Script::Unknown => ScriptP::Unknown,
+            Script::TransportError { then } => ScriptP::TransportError {
+                then: Box::new(script_p(then)),
+            },
+            Script::Hang { then } => ScriptP::Hang {
+                then: Box::new(script_p(then)),
+            },
+        }
+    }
+
+    fn outcome_p(o: &PayOutcome) -> OutcomeP {
+        match o {
+            PayOutcome::InFlight => OutcomeP::InFlight,
+            PayOutcome::Succeeded { preimage, fee } => OutcomeP::Succeeded {
+                preimage: preimage.to_hex(),
+                fee_msat: fee.as_msat(),
+            },
+            PayOutcome::Failed(r) => OutcomeP::Failed {
+                reason: r.lnd_name().to_owned(),
+            },
+        }
+    }
+
+    fn event_p(e: &IncomingEvent) -> EventP {
+        let kind = match &e.kind {
+            IncomingKind::InvoiceSettled {
+                payment_hash,
+                amount_received,
+                settled_at_secs,
+            } => EventKindP::InvoiceSettled {
+                payment_hash: payment_hash.to_hex(),
+                amount_received_msat: amount_received.as_msat(),
+                settled_at_secs: *settled_at_secs,
+            },
+            IncomingKind::KeysendReceived {
+                payment_hash,
+                preimage,
+                amount_received,
+                custom_records,
+                settled_at_secs,
+            } => EventKindP::KeysendReceived {
+                payment_hash: payment_hash.to_hex(),
+                preimage: preimage.to_hex(),
+                amount_received_msat: amount_received.as_msat(),
+                custom_records: custom_records
+                    .0
+                    .iter()
+                    .map(|(t, v)| (t.to_string(), hex::encode(v)))
+                    .collect(),
+                settled_at_secs: *settled_at_secs,
+            },
+        };
+        EventP { seq: e.seq, kind }
+    }
+
+    /// The state file's bytes.
+    pub(super) fn encode(st: &State, node: NodePubkey) -> Result<Vec<u8>, std::io::Error> {
+        let file = File {
+            version: VERSION,
+            node_pubkey: node.to_hex(),
+            default_script: st.default_script.as_ref().map(script_p),
+            scripts: st
+                .scripts
+                .iter()
+                .map(|(h, s)| (h.to_hex(), script_p(s)))
+                .collect(),
+            invoices: st
+                .invoices
+                .iter()
+                .map(|(h, inv)| {
+                    let state = match &inv.state {
+                        InvoiceState::Open => InvoiceStateP::Open,
+                        InvoiceState::Settled {
+                            amount_received,
+                            settled_at_secs,
+                        } => InvoiceStateP::Settled {
+                            amount_received_msat: amount_received.as_msat(),
+                            settled_at_secs: *settled_at_secs,
+                        },
+                        InvoiceState::Canceled => InvoiceStateP::Canceled,
+                    };
+                    (
+                        h.to_hex(),
+                        InvoiceP {
+                            bolt11: inv.bolt11.as_str().to_owned(),
+                            preimage: inv.preimage.to_hex(),
+                            state,
+                        },
+                    )
+                })
+                .collect(),
+            external: st
+                .external
+                .iter()
+                .map(|(h, p)| (h.to_hex(), p.to_hex()))
+                .collect(),
+            payments: st
+                .payments
+                .iter()
+                .map(|(h, p)| {
+                    (
+                        h.to_hex(),
+                        PaymentP {
+                            state: outcome_p(&p.state),
+                            success_preimage: p.success_preimage.map(|x| x.to_hex()),
+                            fee_limit_msat: p.fee_limit.as_msat(),
+                            plan: p.plan.as_ref().map(script_p),
+                            sends: p.sends,
+                        },
+                    )
+                })
+                .collect(),
+            events: st.events.iter().map(event_p).collect(),
+        };
+        serde_json::to_vec_pretty(&file).map_err(|e| invalid_data(e.to_string()))
+    }
+
+    // ------------------------------------------------------------------ decode
+
+    fn msat(v: u64) -> Result<Msat, String> {
+        Msat::from_msat(v).map_err(|e| e.to_string())
+    }
+
+    fn hash(s: &str) -> Result<PaymentHash, String> {
+        PaymentHash::from_hex(s).ok_or_else(|| format!("bad payment hash {s:?}"))
+    }
+
+    fn preimage(s: &str) -> Result<Preimage, String> {
+        Preimage::from_hex(s).ok_or_else(|| format!("bad preimage {s:?}"))
+    }
+
+    fn reason(s: &str) -> Result<FailureReason, String> {
+        FailureReason::from_lnd_name(s).ok_or_else(|| format!("bad failure reason {s:?}"))
+    }
+
+    fn script(s: &ScriptP) -> Result<Script, String> {
+        Ok(match s {
+            ScriptP::Succeed { fee_msat } => Script::Succeed {
+                fee: msat(*fee_msat)?,
+            },
+            ScriptP::Fail { reason: r } => Script::Fail(reason(r)?),
+            ScriptP::PendingThenSucceed { fee_msat } => Script::PendingThenSucceed {
+                fee: msat(*fee_msat)?,
+            },
+            ScriptP::Unknown => Script::Unknown,
+            ScriptP::TransportError { then } => Script::TransportError {
+                then: Box::new(script(then)?),
+            },
+            ScriptP::Hang { then } => Script::Hang {
+                then: Box::new(script(then)?),
+            },
+        })
+    }
+
+    fn outcome(o: &OutcomeP) -> Result<PayOutcome, String> {
+        Ok(match o {
+            OutcomeP::InFlight => PayOutcome::InFlight,
+            OutcomeP::Succeeded {
+                preimage: p,
+                fee_msat,
+            } => PayOutcome::Succeeded {
+                preimage: preimage(p)?,
+                fee: msat(*fee_msat)?,
+            },
+            OutcomeP::Failed { reason: r } => PayOutcome::Failed(reason(r)?),
+        })
+    }
+
+    fn event(e: &EventP) -> Result<IncomingEvent, String> {
+        let kind = match &e.kind {
+            EventKindP::InvoiceSettled {
+                payment_hash,
+                amount_received_msat,
+                settled_at_secs,
+            } => IncomingKind::InvoiceSettled {
+                payment_hash: hash(payment_hash)?,
+                amount_received: msat(*amount_received_msat)?,
+                settled_at_secs: *settled_at_secs,
+            },
+            EventKindP::KeysendReceived {
+                payment_hash,
+                preimage: p,
+                amount_received_msat,
+                custom_records,
+                settled_at_secs,
+            } => {
+                let mut records = CustomRecords::default();
+                for (t, v) in custom_records {
+                    let t: u64 = t.parse().map_err(|_| format!("bad record type {t:?}"))?;
+                    let bytes =
+                        hex::decode(v).map_err(|e| format!("bad record value {v:?}: {e}"))?;
+                    records.0.insert(t, bytes);
+                }
+                IncomingKind::KeysendReceived {
+                    payment_hash: hash(payment_hash)?,
+                    preimage: preimage(p)?,
+                    amount_received: msat(*amount_received_msat)?,
+                    custom_records: records,
+                    settled_at_secs: *settled_at_secs,
+                }
+            }
+        };
+        Ok(IncomingEvent { seq: e.seq, kind })
+    }
+
+    /// Rebuilds the state from the file's bytes.
+    pub(super) fn decode(
+        bytes: &[u8],
+        node: NodePubkey,
+        network: Network,
+    ) -> Result<State, String> {
+        let file: File = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if file.version != VERSION {
+            return Err(format!("unsupported state file version {}", file.version));
+        }
+        if file.node_pubkey != node.to_hex() {
+            return Err(format!(
+                "the state file belongs to node {}, not {} (different seed)",
+                file.node_pubkey,
+                node.to_hex()
+            ));
+        }
+        let mut st = State {
+            default_script: file.default_script.as_ref().map(script).transpose()?,
+            ..State::default()
+        };
+        for (h, s) in &file.scripts {
+            st.scripts.insert(hash(h)?, script(s)?);
+        }
+        for (h, inv) in &file.invoices {
+            let bolt11 = Bolt11::parse(&inv.bolt11).map_err(|e| e.to_string())?;
+            if bolt11.network() != network {
+                return Err(format!(
+                    "invoice {h} is for {}, this node runs on {}",
+                    bolt11.network().name(),
+                    network.name()
+                ));
+            }
+            let state = match &inv.state {
+                InvoiceStateP::Open => InvoiceState::Open,
+                InvoiceStateP::Settled {
+                    amount_received_msat,
+                    settled_at_secs,
+                } => InvoiceState::Settled {
+                    amount_received: msat(*amount_received_msat)?,
+                    settled_at_secs: *settled_at_secs,
+                },
+                InvoiceStateP::Canceled => InvoiceState::Canceled,
+            };
+            st.invoices.insert(
+                hash(h)?,
+                OwnInvoice {
+                    bolt11,
+                    preimage: preimage(&inv.preimage)?,
+                    state,
+                },
+            );
+        }
+        for (h, p) in &file.external {
+            st.external.insert(hash(h)?, preimage(p)?);
+        }
+        for (h, p) in &file.payments {
+            st.payments.insert(
+                hash(h)?,
+                PaymentRecord {
+                    state: outcome(&p.state)?,
+                    success_preimage: p.success_preimage.as_deref().map(preimage).transpose()?,
+                    fee_limit: msat(p.fee_limit_msat)?,
+                    plan: p.plan.as_ref().map(script).transpose()?,
+                    // No `pay` call survives a restart.
+                    hanging: false,
+                    sends: p.sends,
+                },
+            );
+        }
+        for (i, e) in file.events.iter().enumerate() {
+            let ev = event(e)?;
+            if usize::try_from(ev.seq).ok() != i.checked_add(1) {
+                return Err(format!(
+                    "event {} out of sequence at position {}",
+                    ev.seq,
+                    i + 1
+                ));
+            }
+            st.events.push(ev);
+        }
+        Ok(st)
+    }
+
+    /// Replaces `path` with `bytes` atomically: write a temporary file next to it, fsync it,
+    /// rename it over `path`, fsync the directory.
+    pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), std::io::Error> {
+        let mut tmp_name = path.as_os_str().to_owned();
+        tmp_name.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp_name);
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Makes the rename durable; not every platform can open a directory.
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1889,5 +2496,190 @@ mod tests {
         }
         let stranger = NodePubkey::from_hex(&format!("03{}", "cd".repeat(32))).unwrap();
         assert!(b.query_routes(stranger, sats(10)).await.unwrap().is_empty());
+    }
+
+    // ------------------------------------------------------------------ persistence
+
+    fn open_at(path: &Path) -> ScriptedBackend {
+        ScriptedBackend::open(Network::Regtest, [7u8; 32], path.to_path_buf()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn persistent_node_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.json");
+        let fee = Msat::from_msat(1_100).unwrap();
+
+        let b = open_at(&path);
+        assert_eq!(b.state_path(), Some(path.as_path()));
+        assert!(path.exists(), "open writes an empty state at once");
+        b.set_default_script(Script::Succeed { fee });
+        // Ours: one paid from outside, one open, one cancelled.
+        let paid = b
+            .create_invoice(new_invoice(Some(sats(10)), "paid"))
+            .await
+            .unwrap();
+        let open_req = new_invoice(Some(sats(20)), "open");
+        let open_preimage = open_req.preimage;
+        let open = b.create_invoice(open_req).await.unwrap();
+        let cancelled = b
+            .create_invoice(new_invoice(Some(sats(30)), "x"))
+            .await
+            .unwrap();
+        b.cancel_invoice(cancelled.payment_hash()).await.unwrap();
+        b.pay_our_invoice(&paid, None).unwrap();
+        let mut records = CustomRecords::default();
+        records.0.insert(696_969, b"wal_x".to_vec());
+        let ks = b.receive_keysend(sats(5), records.clone());
+        // Outgoing: one succeeded by default, one in flight, one scripted for later, carol's
+        // invoice not yet paid.
+        let (done, done_preimage) = b.external_invoice(Some(sats(100)), "done", 600);
+        b.pay(pay_invoice(&done, sats(5))).await.unwrap();
+        let (pending, _) = b.external_invoice(Some(sats(100)), "pending", 600);
+        b.script(pending.payment_hash(), Script::Unknown);
+        assert_eq!(
+            b.pay(pay_invoice(&pending, sats(5))).await.unwrap(),
+            PayOutcome::InFlight
+        );
+        let (later, later_preimage) = b.external_invoice(Some(sats(100)), "later", 600);
+        b.script(later.payment_hash(), Script::Fail(FailureReason::Timeout));
+        let (unpaid, unpaid_preimage) = b.external_invoice(Some(sats(100)), "unpaid", 600);
+        let events_before = b.events_after(0, 100, Duration::ZERO).await.unwrap();
+        assert_eq!(events_before.len(), 2);
+        drop(b);
+
+        let b = open_at(&path);
+        // Invoices.
+        assert!(matches!(
+            b.lookup_invoice(paid.payment_hash()).await.unwrap(),
+            Some(InvoiceState::Settled { .. })
+        ));
+        assert_eq!(
+            b.lookup_invoice(cancelled.payment_hash()).await.unwrap(),
+            Some(InvoiceState::Canceled)
+        );
+        assert_eq!(
+            b.lookup_invoice(open.payment_hash()).await.unwrap(),
+            Some(InvoiceState::Open)
+        );
+        assert_eq!(b.pay_our_invoice(&open, None).unwrap(), open_preimage);
+        assert!(b.pay_our_invoice(&paid, None).is_err(), "paid stays paid");
+        // Events: the same stream, continued without gaps.
+        let events = b.events_after(0, 100, Duration::ZERO).await.unwrap();
+        assert_eq!(events[..2], events_before[..]);
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[2].seq, 3);
+        match &events[1].kind {
+            IncomingKind::KeysendReceived {
+                payment_hash,
+                custom_records,
+                ..
+            } => {
+                assert_eq!(*payment_hash, ks);
+                assert_eq!(*custom_records, records);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Payments: the succeeded one is not sent again.
+        let expected = PaymentLookup::Succeeded {
+            preimage: done_preimage,
+            fee,
+        };
+        assert_eq!(
+            b.lookup_payment(done.payment_hash()).await.unwrap(),
+            expected
+        );
+        b.pay(pay_invoice(&done, sats(5))).await.unwrap();
+        assert_eq!(b.pay_count(done.payment_hash()), 1);
+        // The in-flight one is still in flight and can be completed.
+        assert_eq!(b.in_flight_payments(), vec![pending.payment_hash()]);
+        assert_eq!(
+            b.lookup_payment(pending.payment_hash()).await.unwrap(),
+            PaymentLookup::InFlight
+        );
+        b.complete(pending.payment_hash(), Completion::Succeed { fee });
+        assert!(matches!(
+            b.lookup_payment(pending.payment_hash()).await.unwrap(),
+            PaymentLookup::Succeeded { .. }
+        ));
+        // Scripts and carol's invoices survive.
+        assert_eq!(
+            b.pay(pay_invoice(&later, sats(5))).await.unwrap(),
+            PayOutcome::Failed(FailureReason::Timeout)
+        );
+        assert_eq!(
+            b.pay(pay_invoice(&unpaid, sats(5))).await.unwrap(),
+            PayOutcome::Succeeded {
+                preimage: unpaid_preimage,
+                fee
+            }
+        );
+        let _ = later_preimage;
+        drop(b);
+
+        // The completion above was persisted too.
+        let b = open_at(&path);
+        assert!(b.in_flight_payments().is_empty());
+        assert_eq!(b.pay_count(unpaid.payment_hash()), 1);
+        assert!(
+            !path.with_extension("json.tmp").exists(),
+            "no temporary file left behind"
+        );
+    }
+
+    #[tokio::test]
+    async fn persistent_node_refuses_a_foreign_or_corrupt_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.json");
+        let b = open_at(&path);
+        b.create_invoice(new_invoice(Some(sats(1)), "x"))
+            .await
+            .unwrap();
+        drop(b);
+        let err = ScriptedBackend::open(Network::Regtest, [8u8; 32], path.clone()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        std::fs::write(&path, b"{ not json").unwrap();
+        let err = ScriptedBackend::open(Network::Regtest, [7u8; 32], path).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn script_specs_parse() {
+        let fee = |m| Msat::from_msat(m).unwrap();
+        assert_eq!(
+            "succeed:1100".parse::<Script>().unwrap(),
+            Script::Succeed { fee: fee(1_100) }
+        );
+        assert_eq!(
+            "succeed".parse::<Script>().unwrap(),
+            Script::Succeed { fee: Msat::ZERO }
+        );
+        assert_eq!(
+            "fail:NO_ROUTE".parse::<Script>().unwrap(),
+            Script::Fail(FailureReason::NoRoute)
+        );
+        assert_eq!(
+            "fail:FAILURE_REASON_TIMEOUT".parse::<Script>().unwrap(),
+            Script::Fail(FailureReason::Timeout)
+        );
+        assert_eq!("unknown".parse::<Script>().unwrap(), Script::Unknown);
+        assert_eq!(
+            "pending:7".parse::<Script>().unwrap(),
+            Script::PendingThenSucceed { fee: fee(7) }
+        );
+        assert_eq!(
+            "transport:fail:error".parse::<Script>().unwrap(),
+            Script::TransportError {
+                then: Box::new(Script::Fail(FailureReason::Error))
+            }
+        );
+        for bad in ["", "fail", "fail:NOPE", "succeed:-1", "unknown:1", "maybe"] {
+            assert!(bad.parse::<Script>().is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            "succeed:5".parse::<Completion>().unwrap(),
+            Completion::Succeed { fee: fee(5) }
+        );
+        assert!("unknown".parse::<Completion>().is_err());
     }
 }

@@ -89,6 +89,15 @@ pub struct ConfigArgs {
     /// Allow webhook URLs that resolve to loopback/private/link-local addresses (default: no).
     #[arg(long, env = "SATCHEL_WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: Option<bool>,
+    /// Scripted backend only: outcome of payments without a script of their own
+    /// (`succeed:<fee_msat>`, `fail:<REASON>`, `unknown`, `pending:<fee_msat>`). Unset: keep the
+    /// node's stored default (initially `succeed:0`).
+    #[arg(long, env = "SATCHEL_SCRIPTED_DEFAULT")]
+    pub scripted_default: Option<String>,
+    /// Scripted backend only: at start, resolve every payment the scripted node still has in
+    /// flight (`succeed:<fee_msat>` or `fail:<REASON>`), as if it finished while Satchel was down.
+    #[arg(long, env = "SATCHEL_SCRIPTED_COMPLETE_INFLIGHT")]
+    pub scripted_complete_inflight: Option<String>,
 }
 
 /// The effective configuration.
@@ -114,6 +123,10 @@ pub struct Config {
     pub max_send_sats: Option<u64>,
     /// Webhooks may target private addresses.
     pub webhook_allow_private: bool,
+    /// Scripted backend: default payment outcome to set at start.
+    pub scripted_default: Option<String>,
+    /// Scripted backend: how to resolve payments in flight at start.
+    pub scripted_complete_inflight: Option<String>,
 }
 
 impl ConfigArgs {
@@ -179,6 +192,8 @@ impl ConfigArgs {
                 .webhook_allow_private
                 .or(file.webhook_allow_private)
                 .unwrap_or(false),
+            scripted_default: self.scripted_default.clone(),
+            scripted_complete_inflight: self.scripted_complete_inflight.clone(),
         })
     }
 }

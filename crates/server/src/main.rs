@@ -9,7 +9,7 @@ use satchel::app::{StartOptions, start};
 use satchel::config::{BackendKind, Config, ConfigArgs};
 use satchel::devnet;
 use satchel_domain::{Msat, WalletId};
-use satchel_lightning::scripted::ScriptedBackend;
+use satchel_lightning::scripted::{Completion, Script, ScriptedBackend};
 use satchel_lightning::{DevnetControl, LightningBackend};
 use satchel_service::ServiceConfig;
 use satchel_store::Store;
@@ -221,6 +221,38 @@ fn scripted_seed(cfg: &Config) -> anyhow::Result<[u8; 32]> {
     Ok(seed)
 }
 
+/// The scripted node, keeping its state in `<data_dir>/scripted-node.json` like a real node
+/// would, so it survives Satchel being stopped or killed. Applies `--scripted-default` and
+/// `--scripted-complete-inflight`.
+fn scripted_node(cfg: &Config) -> anyhow::Result<ScriptedBackend> {
+    let default = cfg
+        .scripted_default
+        .as_deref()
+        .map(str::parse::<Script>)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("scripted default: {e}"))?;
+    let complete = cfg
+        .scripted_complete_inflight
+        .as_deref()
+        .map(str::parse::<Completion>)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("scripted complete-inflight: {e}"))?;
+    let path = cfg.data_dir.join("scripted-node.json");
+    let node = ScriptedBackend::open(cfg.network, scripted_seed(cfg)?, path.clone())
+        .with_context(|| format!("opening the scripted node state {}", path.display()))?;
+    if let Some(s) = default {
+        tracing::info!(script = ?s, "scripted node: default payment outcome");
+        node.set_default_script(s);
+    }
+    if let Some(c) = complete {
+        for hash in node.in_flight_payments() {
+            tracing::info!(%hash, outcome = ?c, "scripted node: resolving a payment in flight");
+            node.complete(hash, c.clone());
+        }
+    }
+    Ok(node)
+}
+
 async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
     std::fs::create_dir_all(&cfg.data_dir)
@@ -249,7 +281,7 @@ async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
             tracing::warn!(
                 "Lightning backend: scripted simulation. NO REAL PAYMENTS HAPPEN; use /devnet or `satchel devnet` to move simulated money."
             );
-            let s = Arc::new(ScriptedBackend::new(cfg.network, scripted_seed(&cfg)?));
+            let s = Arc::new(scripted_node(&cfg)?);
             (s.clone(), Some(s), None)
         }
     };

@@ -63,6 +63,8 @@ async fn serve(data_dir: &std::path::Path, db_url: &str) -> (Proc, Option<String
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("server did not start");
 }
 

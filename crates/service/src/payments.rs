@@ -214,6 +214,7 @@ impl PaymentService {
             })
             .await
             .map_err(reserve_err)?;
+        satchel_store::crash::crash_point("after_reserve");
         let target = PayTarget::Bolt11 { invoice, amount };
         self.wait(lntx, target, self.ctx.cfg.payment_wait).await
     }
@@ -413,6 +414,7 @@ impl PaymentService {
             }
             Err(e) => return Err(reserve_err(e)),
         };
+        satchel_store::crash::crash_point("after_reserve");
         let custom_records = CustomRecords(
             k.records
                 .iter()
@@ -455,9 +457,11 @@ impl PaymentService {
         wait: Option<Duration>,
     ) -> Result<PaymentResult, ServiceError> {
         let id = lntx.id.clone();
+        // One deadline for the whole request, whoever ends up driving the payment.
+        let deadline = wait.map(|w| tokio::time::Instant::now() + w);
         let handle = self.spawn_drive(lntx, target);
-        let joined = match (handle, wait) {
-            (Some(h), Some(w)) => tokio::time::timeout(w, h).await.ok(),
+        let joined = match (handle, deadline) {
+            (Some(h), Some(d)) => tokio::time::timeout_at(d, h).await.ok(),
             (Some(h), None) => Some(h.await),
             (None, _) => None,
         };
@@ -467,12 +471,16 @@ impl PaymentService {
                 fee_wtx: s.fee_wtx,
             }),
             Some(Ok(Ok(Final::Failed(r)))) => Err(ServiceError::PaymentFailed(r)),
-            Some(Ok(Err(e))) => Err(e),
-            Some(Err(join)) => Err(ServiceError::Internal(format!("payment task died: {join}"))),
-            // Another driver owns the payment (recovery picked it up first): follow our books
-            // until it ends or the wait is over.
-            None => {
-                let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+            // The driver stopped on an error (e.g. the database). The node may have paid, and
+            // recovery will book it: follow our books like any pending payment, never report a
+            // failure we do not know.
+            Some(Ok(Err(_))) | Some(Err(_)) | None => {
+                if let Some(Ok(Err(e))) = &joined {
+                    tracing::error!(lntx = %id, error = %e, "payment driver error; answering from our books");
+                }
+                if let Some(Err(e)) = &joined {
+                    tracing::error!(lntx = %id, error = %e, "payment driver task died; recovery resumes it");
+                }
                 let mut pause = Duration::from_millis(20);
                 loop {
                     let current = self.current(&id).await?;
@@ -598,7 +606,9 @@ impl PaymentService {
                     fee_limit: lntx.fee_limit,
                     timeout: self.ctx.cfg.node_pay_timeout,
                 };
-                match self.ctx.ln.pay(req).await {
+                let outcome = self.ctx.ln.pay(req).await;
+                satchel_store::crash::crash_point("after_dispatch");
+                match outcome {
                     Ok(PayOutcome::Succeeded { preimage, fee }) => {
                         return self.settle(&lntx, preimage, fee).await;
                     }
@@ -696,6 +706,7 @@ impl PaymentService {
         preimage: Preimage,
         fee: Msat,
     ) -> Result<Final, ServiceError> {
+        satchel_store::crash::crash_point("before_settle");
         let wtx_id = WtxId::generate();
         let fee_pass_thru = PassThru::default()
             .set("source_transaction", Value::String(wtx_id.to_string()))

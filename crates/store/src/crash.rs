@@ -4,8 +4,10 @@
 //! (a transaction committed but its consequences not yet acted on, or a transaction written but
 //! not yet committed). When the environment variable [`CRASH_AT_ENV`] names that point, the
 //! calling thread announces it on stderr (`SATCHEL_CRASHPOINT <name>`) and then blocks forever,
-//! so that a test harness watching stderr can `SIGKILL` the process at exactly that point. When
-//! the variable is unset (always, outside tests) a call is one cached comparison.
+//! so that a test harness watching stderr can `SIGKILL` the process at exactly that point (on a
+//! multi-threaded tokio runtime through `block_in_place`, so the tasks queued on that worker move
+//! to another thread and the rest of the process keeps running). When the variable is unset
+//! (always, outside tests) a call is one cached comparison.
 //!
 //! The names are a contract with the crash tests (`crates/server/tests/crash.rs`):
 //!
@@ -52,9 +54,20 @@ pub fn crash_point(name: &str) {
         let _ = writeln!(err, "{CRASH_ANNOUNCEMENT} {name}");
         let _ = err.flush();
     }
-    // `park` may wake spuriously; never return.
-    loop {
-        std::thread::park();
+    let block = || -> ! {
+        // `park` may wake spuriously; never return.
+        loop {
+            std::thread::park();
+        }
+    };
+    // On a multi-threaded tokio runtime, hand this worker's queued tasks to another thread
+    // first: only the code path that reached the kill point freezes, the rest of the process
+    // (other requests, workers, an embedded node) keeps running until the harness kills it.
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(block)
+        }
+        _ => block(),
     }
 }
 

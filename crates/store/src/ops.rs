@@ -929,6 +929,7 @@ impl Store {
         )
         .await?;
         let wtx = wtx_in(&mut tx, wtx_id).await?;
+        crate::crash::crash_point("during_credit");
         tx.commit().await?;
         Ok(CreditOutcome::Credited(wtx))
     }
@@ -1509,6 +1510,7 @@ impl Store {
         .await?;
         let payer_wtx = wtx_in(&mut tx, &c.payer_wtx_id).await?;
         let payee_wtx = wtx_in(&mut tx, &c.payee_wtx_id).await?;
+        crate::crash::crash_point("during_internal");
         tx.commit().await?;
         Ok(InternalPaid {
             payer_wtx,
@@ -1658,6 +1660,9 @@ pub(crate) async fn settle_in(
         _ => {}
     }
     let wallet_id = p.wallet_id.clone().ok_or(StoreError::NotFound)?;
+    // Take the wallet's lock before any system account's, even when its posting is zero (fee ==
+    // limit): every transaction locks wallets first, so none can wait on another in a cycle.
+    lock_wallet(tx, &wallet_id).await?;
     let amount = p.amount.as_i64();
     let reserved = p
         .amount
@@ -1758,6 +1763,7 @@ pub(crate) async fn fail_in(
         _ => {}
     }
     let wallet_id = p.wallet_id.clone().ok_or(StoreError::NotFound)?;
+    lock_wallet(tx, &wallet_id).await?;
     let reserved = p
         .amount
         .checked_add(p.fee_limit)
