@@ -14,6 +14,10 @@ pub enum BackendKind {
     Devnet,
     /// Deterministic simulation; no real payments.
     Scripted,
+    /// An LND node over its REST API.
+    Lnd,
+    /// A Core Lightning node over JSON-RPC (unix socket) or CLNRest.
+    Cln,
 }
 
 impl std::str::FromStr for BackendKind {
@@ -22,7 +26,9 @@ impl std::str::FromStr for BackendKind {
         match s {
             "devnet" => Ok(BackendKind::Devnet),
             "scripted" => Ok(BackendKind::Scripted),
-            other => bail!("unknown backend {other:?} (available: devnet, scripted)"),
+            "lnd" => Ok(BackendKind::Lnd),
+            "cln" => Ok(BackendKind::Cln),
+            other => bail!("unknown backend {other:?} (available: devnet, scripted, lnd, cln)"),
         }
     }
 }
@@ -51,6 +57,20 @@ pub struct FileConfig {
     pub max_send_sats: Option<u64>,
     /// Let webhooks target loopback/private addresses.
     pub webhook_allow_private: Option<bool>,
+    /// LND REST URL.
+    pub lnd_rest_url: Option<String>,
+    /// LND tls.cert path.
+    pub lnd_tls_cert: Option<PathBuf>,
+    /// LND macaroon: a file path or hex.
+    pub lnd_macaroon: Option<String>,
+    /// Core Lightning JSON-RPC socket path.
+    pub cln_rpc_path: Option<PathBuf>,
+    /// CLNRest URL.
+    pub cln_rest_url: Option<String>,
+    /// CLNRest rune.
+    pub cln_rune: Option<String>,
+    /// CLNRest server certificate path.
+    pub cln_rest_cert: Option<PathBuf>,
 }
 
 /// Flags/env, as parsed by clap (every value optional so the file can fill gaps).
@@ -98,6 +118,27 @@ pub struct ConfigArgs {
     /// flight (`succeed:<fee_msat>` or `fail:<REASON>`), as if it finished while Satchel was down.
     #[arg(long, env = "SATCHEL_SCRIPTED_COMPLETE_INFLIGHT")]
     pub scripted_complete_inflight: Option<String>,
+    /// LND: REST URL, e.g. https://127.0.0.1:8080.
+    #[arg(long, env = "SATCHEL_LND_REST_URL")]
+    pub lnd_rest_url: Option<String>,
+    /// LND: path of tls.cert (pinned: LND's certificate is self-signed).
+    #[arg(long, env = "SATCHEL_LND_TLS_CERT")]
+    pub lnd_tls_cert: Option<PathBuf>,
+    /// LND: macaroon, as a file path (admin.macaroon) or hex.
+    #[arg(long, env = "SATCHEL_LND_MACAROON")]
+    pub lnd_macaroon: Option<String>,
+    /// Core Lightning: path of the JSON-RPC socket (<lightning-dir>/<network>/lightning-rpc).
+    #[arg(long, env = "SATCHEL_CLN_RPC_PATH")]
+    pub cln_rpc_path: Option<PathBuf>,
+    /// Core Lightning: CLNRest URL (instead of the socket).
+    #[arg(long, env = "SATCHEL_CLN_REST_URL")]
+    pub cln_rest_url: Option<String>,
+    /// Core Lightning: CLNRest rune.
+    #[arg(long, env = "SATCHEL_CLN_RUNE")]
+    pub cln_rune: Option<String>,
+    /// Core Lightning: path of CLNRest's server.pem (pinned).
+    #[arg(long, env = "SATCHEL_CLN_REST_CERT")]
+    pub cln_rest_cert: Option<PathBuf>,
 }
 
 /// The effective configuration.
@@ -127,6 +168,34 @@ pub struct Config {
     pub scripted_default: Option<String>,
     /// Scripted backend: how to resolve payments in flight at start.
     pub scripted_complete_inflight: Option<String>,
+    /// LND connection (`backend = "lnd"`).
+    pub lnd: LndSettings,
+    /// Core Lightning connection (`backend = "cln"`).
+    pub cln: ClnSettings,
+}
+
+/// How to reach LND.
+#[derive(Debug, Clone, Default)]
+pub struct LndSettings {
+    /// REST URL.
+    pub rest_url: Option<String>,
+    /// tls.cert path.
+    pub tls_cert: Option<PathBuf>,
+    /// Macaroon file path or hex.
+    pub macaroon: Option<String>,
+}
+
+/// How to reach Core Lightning.
+#[derive(Debug, Clone, Default)]
+pub struct ClnSettings {
+    /// JSON-RPC socket.
+    pub rpc_path: Option<PathBuf>,
+    /// CLNRest URL.
+    pub rest_url: Option<String>,
+    /// Rune.
+    pub rune: Option<String>,
+    /// CLNRest server.pem path.
+    pub rest_cert: Option<PathBuf>,
 }
 
 impl ConfigArgs {
@@ -194,6 +263,17 @@ impl ConfigArgs {
                 .unwrap_or(false),
             scripted_default: self.scripted_default.clone(),
             scripted_complete_inflight: self.scripted_complete_inflight.clone(),
+            lnd: LndSettings {
+                rest_url: self.lnd_rest_url.clone().or(file.lnd_rest_url),
+                tls_cert: self.lnd_tls_cert.clone().or(file.lnd_tls_cert),
+                macaroon: self.lnd_macaroon.clone().or(file.lnd_macaroon),
+            },
+            cln: ClnSettings {
+                rpc_path: self.cln_rpc_path.clone().or(file.cln_rpc_path),
+                rest_url: self.cln_rest_url.clone().or(file.cln_rest_url),
+                rune: self.cln_rune.clone().or(file.cln_rune),
+                rest_cert: self.cln_rest_cert.clone().or(file.cln_rest_cert),
+            },
         })
     }
 }

@@ -253,6 +253,65 @@ fn scripted_node(cfg: &Config) -> anyhow::Result<ScriptedBackend> {
     Ok(node)
 }
 
+/// LND over REST. The macaroon may be a file (admin.macaroon) or hex; tls.cert is pinned.
+async fn lnd_backend(cfg: &Config) -> anyhow::Result<satchel_lnd::LndRest> {
+    let l = &cfg.lnd;
+    let url = l
+        .rest_url
+        .clone()
+        .context("backend lnd needs lnd_rest_url")?;
+    let mac = l
+        .macaroon
+        .clone()
+        .context("backend lnd needs lnd_macaroon (file path or hex)")?;
+    let macaroon_hex = if std::path::Path::new(&mac).exists() {
+        satchel_lnd::load_macaroon(std::path::Path::new(&mac))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+    } else {
+        satchel_lnd::macaroon_hex(&mac).map_err(|e| anyhow::anyhow!("lnd_macaroon: {e}"))?
+    };
+    let cert = match &l.tls_cert {
+        Some(p) => Some(satchel_lnd::load_tls_cert(p).map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
+    let lnd = satchel_lnd::LndRest::connect(satchel_lnd::LndConfig::new(
+        url.clone(),
+        cert,
+        macaroon_hex,
+        cfg.network,
+    ))
+    .await
+    .map_err(|e| anyhow::anyhow!("connecting to LND at {url}: {e}"))?;
+    tracing::info!(%url, "Lightning backend: LND (REST)");
+    Ok(lnd)
+}
+
+/// Core Lightning over its JSON-RPC socket, or CLNRest with a rune.
+async fn cln_backend(cfg: &Config) -> anyhow::Result<satchel_cln::ClnBackend> {
+    let c = &cfg.cln;
+    let conf = match (&c.rpc_path, &c.rest_url) {
+        (Some(path), _) => satchel_cln::ClnConfig::socket(path.clone(), cfg.network),
+        (None, Some(url)) => {
+            let rune = c.rune.clone().context("CLNRest needs cln_rune")?;
+            let cert_path = c
+                .rest_cert
+                .clone()
+                .context("CLNRest needs cln_rest_cert (server.pem)")?;
+            let pem = std::fs::read_to_string(&cert_path)
+                .with_context(|| format!("reading {}", cert_path.display()))?;
+            satchel_cln::ClnConfig::rest(url.clone(), rune, pem, cfg.network)
+        }
+        (None, None) => {
+            bail!("backend cln needs cln_rpc_path, or cln_rest_url with cln_rune and cln_rest_cert")
+        }
+    };
+    let cln = satchel_cln::ClnBackend::connect(&conf)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to Core Lightning: {e}"))?;
+    tracing::info!("Lightning backend: Core Lightning");
+    Ok(cln)
+}
+
 async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
     std::fs::create_dir_all(&cfg.data_dir)
@@ -284,6 +343,8 @@ async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
             let s = Arc::new(scripted_node(&cfg)?);
             (s.clone(), Some(s), None)
         }
+        BackendKind::Lnd => (Arc::new(lnd_backend(&cfg).await?), None, None),
+        BackendKind::Cln => (Arc::new(cln_backend(&cfg).await?), None, None),
     };
     let running = start(StartOptions {
         database_url: cfg.database_url.clone(),

@@ -1,0 +1,329 @@
+//! `satchel serve --backend lnd | cln` end to end: the real binary configured with flags, talking
+//! to a fake LND (REST) / fake Core Lightning (JSON-RPC socket and CLNRest) that speak the daemons'
+//! wire formats and are backed by an LDK devnet node, so the money really moves. Through the LNPay
+//! API: alice funds a wallet, the wallet pays carol through the hub, the routed fee is booked.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use satchel_domain::{Bolt11, Msat};
+use satchel_ldk::{Devnet, DevnetOptions};
+use satchel_lightning::conformance::SwitchPolicy;
+use satchel_lightning::{DevnetControl, LightningBackend, PayOutcome};
+use serde_json::{Value, json};
+
+struct Proc {
+    child: Child,
+    base: String,
+    sak: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn serve(dir: &std::path::Path, backend_args: &[String]) -> Proc {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let db = format!("sqlite://{}", dir.join("satchel.db").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_satchel"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--network",
+            "regtest",
+            "--database-url",
+            &db,
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(backend_args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(k) = line.split("secret key (sak): ").nth(1) {
+                let _ = tx.send(k.trim().to_owned());
+            }
+        }
+    });
+    let sak = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(k) => k,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not start with {backend_args:?}");
+        }
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http.get(format!("{base}/v1/wallets")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Proc { child, base, sak }
+}
+
+async fn devnet(dir: &std::path::Path) -> Arc<Devnet> {
+    Arc::new(
+        Devnet::start_with(
+            dir,
+            DevnetOptions {
+                incoming_policy: Some(Arc::new(SwitchPolicy::new(true))),
+            },
+        )
+        .await
+        .unwrap(),
+    )
+}
+
+/// The LNPay flow over whatever node the server was given.
+async fn lnpay_flow(p: &Proc, devnet: &Devnet) {
+    let http = reqwest::Client::new();
+    let call = |req: reqwest::RequestBuilder| async move {
+        let r = req.header("X-Api-Key", &p.sak).send().await.unwrap();
+        let s = r.status().as_u16();
+        (s, r.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let (s, w) = call(
+        http.post(format!("{}/v1/wallet", p.base))
+            .json(&json!({"user_label": "over a real node"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{w}");
+    let waka = w["access_keys"]["Wallet Admin"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // alice pays our invoice: the node's stream credits the wallet.
+    let (s, inv) = call(
+        http.post(format!("{}/v1/wallet/{waka}/invoice", p.base))
+            .json(&json!({"num_satoshis": 1000, "memo": "fund"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{inv}");
+    let b = Bolt11::parse(inv["payment_request"].as_str().unwrap()).unwrap();
+    let out = devnet.outside_pay("alice", &b, None).await.unwrap();
+    assert!(matches!(out, PayOutcome::Succeeded { .. }), "{out:?}");
+    let mut balance = Value::Null;
+    for _ in 0..200 {
+        let (_, wal) = call(http.get(format!("{}/v1/wallet/{waka}", p.base))).await;
+        balance = wal["balance_msat"].clone();
+        if balance == 1_000_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(balance, 1_000_000, "the deposit was credited");
+    let (_, l) = call(http.get(format!(
+        "{}/v1/lntx/{}",
+        p.base,
+        inv["id"].as_str().unwrap()
+    )))
+    .await;
+    assert_eq!(l["settled"], 1);
+
+    // Pay carol through the hub: 1000 msat + 1000 ppm of 100 sat = 1100 msat routed fee.
+    let carol = devnet
+        .outside_invoice("carol", Some(Msat::from_sats(100).unwrap()), "to carol")
+        .await
+        .unwrap();
+    let (s, wtx) = call(
+        http.post(format!("{}/v1/wallet/{waka}/withdraw", p.base))
+            .json(&json!({"payment_request": carol.as_str()})),
+    )
+    .await;
+    assert_eq!(s, 201, "{wtx}");
+    assert_eq!(wtx["lnTx"]["fee_msat"], 1100);
+    assert_eq!(wtx["wal"]["balance_msat"], 1_000_000 - 100_000 - 1100);
+    let (_, hist) = call(http.get(format!("{}/v1/wallet/{waka}/transactions", p.base))).await;
+    let names: Vec<&str> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["wtxType"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["network_fee", "ln_withdrawal", "ln_deposit"]);
+
+    // A fee limit below the hub's fee: NO_ROUTE, refunded exactly.
+    let carol = devnet
+        .outside_invoice("carol", Some(Msat::from_sats(100).unwrap()), "too cheap")
+        .await
+        .unwrap();
+    let (s, e) = call(
+        http.post(format!("{}/v1/wallet/{waka}/withdraw", p.base))
+            .json(&json!({"payment_request": carol.as_str(), "fee_limit_msat": 500})),
+    )
+    .await;
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["message"], "Failure reason: FAILURE_REASON_NO_ROUTE");
+    let (_, wal) = call(http.get(format!("{}/v1/wallet/{waka}", p.base))).await;
+    assert_eq!(wal["balance_msat"], 1_000_000 - 100_000 - 1100);
+}
+
+fn audit_clean(dir: &std::path::Path) {
+    let db = format!("sqlite://{}", dir.join("satchel.db").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_satchel"))
+        .args(["audit", "--database-url", &db])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_over_lnd_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dn = devnet(&tmp.path().join("devnet")).await;
+    let node: Arc<dyn LightningBackend> = dn.node();
+    let lnd = satchel_lnd::fake::FakeLnd::start(node).await.unwrap();
+    let cert = tmp.path().join("tls.cert");
+    std::fs::write(&cert, lnd.cert_pem()).unwrap();
+    let mac = tmp.path().join("admin.macaroon");
+    std::fs::write(&mac, hex::decode(lnd.macaroon_hex()).unwrap()).unwrap();
+    let dir = tmp.path().join("satchel");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = serve(
+        &dir,
+        &[
+            "--backend".into(),
+            "lnd".into(),
+            "--lnd-rest-url".into(),
+            lnd.url(),
+            "--lnd-tls-cert".into(),
+            cert.display().to_string(),
+            "--lnd-macaroon".into(),
+            mac.display().to_string(),
+        ],
+    )
+    .await;
+    lnpay_flow(&p, &dn).await;
+    drop(p);
+    audit_clean(&dir);
+    dn.stop().await.unwrap();
+}
+
+fn cln_channels(fake: &satchel_cln::fake::FakeCln, dn: &Devnet) {
+    let node = dn.node();
+    fake.set_channels(Arc::new(move || {
+        node.list_channels()
+            .into_iter()
+            .filter(|c| c.usable)
+            .map(|c| satchel_cln::fake::FakeChannel {
+                peer_id: c.counterparty,
+                short_channel_id: c.outbound_scid.unwrap_or(0),
+                spendable_msat: c.outbound_msat,
+                receivable_msat: c.inbound_msat,
+                total_msat: c.capacity_sats * 1000,
+            })
+            .collect()
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_over_core_lightning_socket_and_rest() {
+    for via_rest in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dn = devnet(&tmp.path().join("devnet")).await;
+        let node: Arc<dyn LightningBackend> = dn.node();
+        let fake = satchel_cln::fake::FakeCln::start(node);
+        cln_channels(&fake, &dn);
+        let dir = tmp.path().join("satchel");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (_socket, _rest, args) = if via_rest {
+            let (cert_pem, key_pem) = satchel_lnd::fake::self_signed_cert().unwrap();
+            let rest = fake
+                .serve_rest(satchel_cln::fake::FakeRestConfig {
+                    rune: "test-rune".into(),
+                    cert_pem: cert_pem.clone(),
+                    key_pem,
+                })
+                .await
+                .unwrap();
+            let cert = tmp.path().join("server.pem");
+            std::fs::write(&cert, &cert_pem).unwrap();
+            let args: Vec<String> = vec![
+                "--backend".into(),
+                "cln".into(),
+                "--cln-rest-url".into(),
+                rest.url(),
+                "--cln-rune".into(),
+                "test-rune".into(),
+                "--cln-rest-cert".into(),
+                cert.display().to_string(),
+            ];
+            (None, Some(rest), args)
+        } else {
+            let path = tmp.path().join("lightning-rpc");
+            let socket = fake.serve_socket(&path).await.unwrap();
+            let args: Vec<String> = vec![
+                "--backend".into(),
+                "cln".into(),
+                "--cln-rpc-path".into(),
+                path.display().to_string(),
+            ];
+            (Some(socket), None, args)
+        };
+        eprintln!(
+            "--- core lightning via {}",
+            if via_rest { "CLNRest" } else { "socket" }
+        );
+        let p = serve(&dir, &args).await;
+        lnpay_flow(&p, &dn).await;
+        drop(p);
+        audit_clean(&dir);
+        dn.stop().await.unwrap();
+    }
+}
+
+#[test]
+fn wrong_backend_settings_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, msg) in [
+        (vec!["--backend", "lnd"], "lnd_rest_url"),
+        (
+            vec!["--backend", "lnd", "--lnd-rest-url", "https://127.0.0.1:1"],
+            "lnd_macaroon",
+        ),
+        (vec!["--backend", "cln"], "cln_rpc_path"),
+        (
+            vec!["--backend", "cln", "--cln-rest-url", "https://127.0.0.1:1"],
+            "cln_rune",
+        ),
+        (vec!["--backend", "nope"], "unknown backend"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_satchel"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(msg), "{args:?}: {err}");
+    }
+}
