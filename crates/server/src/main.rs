@@ -39,6 +39,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: WalletCmd,
     },
+    /// Access keys.
+    Key {
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
     /// Outgoing payments: list the unresolved ones, resolve one by hand.
     Payments {
         #[command(subcommand)]
@@ -65,6 +70,25 @@ enum AccountCmd {
         /// Account label.
         #[arg(long)]
         label: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Suspend a key (any kind): requests with it get LNPay's suspension errors. A running server
+    /// notices within a minute (keys are cached for 60 s).
+    Suspend {
+        /// The key text (sak_…, pak_…, waka_…, …).
+        key: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Lift a suspension.
+    Reinstate {
+        /// The key text.
+        key: String,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -650,6 +674,21 @@ fn main() -> ExitCode {
                 Ok(true)
             }
             Cmd::Payments { cmd } => payments_cmd(cmd).await,
+            Cmd::Key { cmd } => {
+                let (key, suspend, config) = match cmd {
+                    KeyCmd::Suspend { key, config } => (key, true, config),
+                    KeyCmd::Reinstate { key, config } => (key, false, config),
+                };
+                let store = open_store(&config).await?;
+                let changed = store
+                    .set_key_suspended(&satchel_domain::KeyHash::of(key.trim()), suspend)
+                    .await?;
+                if !changed {
+                    bail!("no such key");
+                }
+                println!("key {}", if suspend { "suspended" } else { "reinstated" });
+                Ok(true)
+            }
             Cmd::Wallet {
                 cmd:
                     WalletCmd::Import {
