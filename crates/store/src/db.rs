@@ -1,14 +1,18 @@
-//! A thin layer over sqlx that lets every ledger operation be written once for both databases.
+//! A thin layer that lets every ledger operation be written once for both databases: SQLite
+//! through rusqlite, in place (see [`crate::sqlite`]), and Postgres through sqlx.
 //!
 //! SQL text uses `$1…$n` placeholders, which both SQLite (bound by number) and Postgres accept.
 //! Dialect differences are confined to [`Dialect`] helpers (row locks, schema DDL).
+//!
+//! The methods are `async` for Postgres; on SQLite they complete without suspending (the
+//! statement runs synchronously on the connection the [`Conn`] holds).
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Postgres, Row as _, Sqlite, Transaction};
+use sqlx::{Postgres, Row as _, Transaction};
 
 use crate::StoreError;
+use crate::sqlite::{self, ReadConn, SqliteRow};
 
 /// Which database we are talking to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +97,7 @@ macro_rules! args {
 
 /// A result row, read by column index.
 pub enum Row {
-    /// From SQLite.
+    /// From SQLite (values copied out of the statement).
     Sqlite(SqliteRow),
     /// From Postgres.
     Pg(PgRow),
@@ -109,7 +113,7 @@ impl Row {
     /// `INT4`, which sqlx will not decode as `i64`: those are widened.
     pub fn opt_i64(&self, i: usize) -> Result<Option<i64>, StoreError> {
         Ok(match self {
-            Row::Sqlite(r) => r.try_get(i)?,
+            Row::Sqlite(r) => r.opt_i64(i)?,
             Row::Pg(r) => match r.try_get::<Option<i64>, _>(i) {
                 Ok(v) => v,
                 Err(e) => match r.try_get::<Option<i32>, _>(i) {
@@ -121,15 +125,17 @@ impl Row {
     }
     /// Non-null text column.
     pub fn text(&self, i: usize) -> Result<String, StoreError> {
-        Ok(match self {
-            Row::Sqlite(r) => r.try_get(i)?,
-            Row::Pg(r) => r.try_get(i)?,
-        })
+        match self {
+            Row::Sqlite(r) => r
+                .opt_text(i)?
+                .ok_or_else(|| StoreError::Corrupt(format!("NULL in text column {i}"))),
+            Row::Pg(r) => Ok(r.try_get(i)?),
+        }
     }
     /// Nullable text column.
     pub fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
         Ok(match self {
-            Row::Sqlite(r) => r.try_get(i)?,
+            Row::Sqlite(r) => r.opt_text(i)?,
             Row::Pg(r) => r.try_get(i)?,
         })
     }
@@ -140,16 +146,15 @@ impl Row {
 }
 
 /// A connection, inside a transaction or not. Dropping a transaction variant without
-/// [`Conn::commit`] rolls it back (sqlx queues the ROLLBACK), so `?` is always safe.
+/// [`Conn::commit`] rolls it back (SQLite: at once, synchronously; Postgres: sqlx queues the
+/// ROLLBACK), so `?` is always safe.
 pub enum Conn {
-    /// SQLite transaction.
-    SqliteTx(Transaction<'static, Sqlite>),
+    /// SQLite write operation inside a group-commit batch (its own savepoint).
+    SqliteBatch(crate::group_commit::BatchOp),
+    /// SQLite read connection: a read transaction (one snapshot) or autocommit.
+    SqliteRead(ReadConn),
     /// Postgres transaction.
     PgTx(Transaction<'static, Postgres>),
-    /// SQLite write operation inside a group-commit batch.
-    SqliteBatch(crate::group_commit::BatchOp),
-    /// SQLite connection in autocommit mode (single-statement reads).
-    Sqlite(PoolConnection<Sqlite>),
     /// Postgres connection in autocommit mode.
     Pg(PoolConnection<Postgres>),
 }
@@ -173,7 +178,7 @@ impl Conn {
     /// The database kind.
     pub fn dialect(&self) -> Dialect {
         match self {
-            Conn::SqliteTx(_) | Conn::Sqlite(_) | Conn::SqliteBatch(_) => Dialect::Sqlite,
+            Conn::SqliteBatch(_) | Conn::SqliteRead(_) => Dialect::Sqlite,
             Conn::PgTx(_) | Conn::Pg(_) => Dialect::Postgres,
         }
     }
@@ -182,18 +187,8 @@ impl Conn {
     /// bound arguments), which is what `AssertSqlSafe` asserts.
     pub async fn exec(&mut self, sql: &str, args: Vec<Arg>) -> Result<u64, StoreError> {
         Ok(match self {
-            Conn::SqliteTx(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
-                .execute(&mut **c)
-                .await?
-                .rows_affected(),
-            Conn::Sqlite(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
-                .execute(&mut **c)
-                .await?
-                .rows_affected(),
-            Conn::SqliteBatch(op) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
-                .execute(op.conn()?)
-                .await?
-                .rows_affected(),
+            Conn::SqliteBatch(op) => sqlite::exec(op.conn()?, sql, &args)?,
+            Conn::SqliteRead(c) => sqlite::exec(c.conn()?, sql, &args)?,
             Conn::PgTx(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
                 .execute(&mut **c)
                 .await?
@@ -208,7 +203,14 @@ impl Conn {
     /// Runs several statements with no arguments (schema DDL).
     pub async fn exec_script(&mut self, sql: &str) -> Result<(), StoreError> {
         for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            self.exec(stmt, Vec::new()).await?;
+            match self {
+                // Run once: not worth a place in the statement cache.
+                Conn::SqliteBatch(op) => sqlite::exec_uncached(op.conn()?, stmt)?,
+                Conn::SqliteRead(c) => sqlite::exec_uncached(c.conn()?, stmt)?,
+                Conn::PgTx(_) | Conn::Pg(_) => {
+                    self.exec(stmt, Vec::new()).await?;
+                }
+            }
         }
         Ok(())
     }
@@ -220,17 +222,11 @@ impl Conn {
         args: Vec<Arg>,
     ) -> Result<Option<Row>, StoreError> {
         Ok(match self {
-            Conn::SqliteTx(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
-                .fetch_optional(&mut **c)
-                .await?
+            Conn::SqliteBatch(op) => sqlite::fetch(op.conn()?, sql, &args, Some(1))?
+                .pop()
                 .map(Row::Sqlite),
-            Conn::Sqlite(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
-                .fetch_optional(&mut **c)
-                .await?
-                .map(Row::Sqlite),
-            Conn::SqliteBatch(op) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
-                .fetch_optional(op.conn()?)
-                .await?
+            Conn::SqliteRead(c) => sqlite::fetch(c.conn()?, sql, &args, Some(1))?
+                .pop()
                 .map(Row::Sqlite),
             Conn::PgTx(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
                 .fetch_optional(&mut **c)
@@ -251,21 +247,11 @@ impl Conn {
     /// All rows.
     pub async fn fetch_all(&mut self, sql: &str, args: Vec<Arg>) -> Result<Vec<Row>, StoreError> {
         Ok(match self {
-            Conn::SqliteTx(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
-                .fetch_all(&mut **c)
-                .await?
+            Conn::SqliteBatch(op) => sqlite::fetch(op.conn()?, sql, &args, None)?
                 .into_iter()
                 .map(Row::Sqlite)
                 .collect(),
-            Conn::Sqlite(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
-                .fetch_all(&mut **c)
-                .await?
-                .into_iter()
-                .map(Row::Sqlite)
-                .collect(),
-            Conn::SqliteBatch(op) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
-                .fetch_all(op.conn()?)
-                .await?
+            Conn::SqliteRead(c) => sqlite::fetch(c.conn()?, sql, &args, None)?
                 .into_iter()
                 .map(Row::Sqlite)
                 .collect(),
@@ -284,13 +270,14 @@ impl Conn {
         })
     }
 
-    /// Commits a transaction (no-op for autocommit connections).
+    /// Commits a transaction (no-op for autocommit connections). For a SQLite write operation,
+    /// returns once a durable `COMMIT` covers it.
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
-            Conn::SqliteTx(t) => t.commit().await?,
             Conn::SqliteBatch(op) => op.commit().await?,
+            Conn::SqliteRead(c) => c.commit()?,
             Conn::PgTx(t) => t.commit().await?,
-            Conn::Sqlite(_) | Conn::Pg(_) => {}
+            Conn::Pg(_) => {}
         }
         Ok(())
     }

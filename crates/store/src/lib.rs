@@ -27,15 +27,16 @@ mod ops;
 pub mod outbox;
 mod records;
 pub mod schema;
+#[doc(hidden)]
+pub mod sqlite;
 pub mod testing;
 
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, SqlitePool};
 
 pub use audit::AuditReport;
 use db::Conn;
@@ -62,9 +63,12 @@ pub enum StoreError {
     /// The database could not be opened or the URL is wrong.
     #[error("configuration: {0}")]
     Config(String),
-    /// Anything else from the driver.
+    /// Anything else from the driver (Postgres).
     #[error("database error: {0}")]
     Db(sqlx::Error),
+    /// Anything else from SQLite.
+    #[error("database error: {0}")]
+    Sqlite(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -85,6 +89,28 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+impl From<rusqlite::Error> for StoreError {
+    /// The same classification as sqlx's for SQLite: UNIQUE / PRIMARY KEY, CHECK, FOREIGN KEY
+    /// and NOT NULL violations are [`StoreError::Constraint`] (with SQLite's message, e.g.
+    /// `UNIQUE constraint failed: wtxs.id`); everything else is [`StoreError::Sqlite`].
+    fn from(e: rusqlite::Error) -> StoreError {
+        use rusqlite::ffi;
+        if let rusqlite::Error::SqliteFailure(f, msg) = &e
+            && matches!(
+                f.extended_code,
+                ffi::SQLITE_CONSTRAINT_UNIQUE
+                    | ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                    | ffi::SQLITE_CONSTRAINT_CHECK
+                    | ffi::SQLITE_CONSTRAINT_FOREIGNKEY
+                    | ffi::SQLITE_CONSTRAINT_NOTNULL
+            )
+        {
+            return StoreError::Constraint(msg.clone().unwrap_or_else(|| e.to_string()));
+        }
+        StoreError::Sqlite(e.to_string())
+    }
+}
+
 impl From<satchel_domain::MoneyError> for StoreError {
     fn from(e: satchel_domain::MoneyError) -> StoreError {
         StoreError::Corrupt(e.to_string())
@@ -93,7 +119,7 @@ impl From<satchel_domain::MoneyError> for StoreError {
 
 enum Pools {
     Sqlite {
-        read: SqlitePool,
+        read: Arc<sqlite::ReadPool>,
         write: group_commit::Writer,
     },
     Postgres(PgPool),
@@ -116,22 +142,15 @@ impl Store {
     /// brings its schema up to date.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         let pools = if url.starts_with("sqlite:") {
-            let opts = SqliteConnectOptions::from_str(url)
-                .map_err(|e| StoreError::Config(e.to_string()))?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                // FULL: a commit is durable (fsynced) before we acknowledge anything.
-                .synchronous(SqliteSynchronous::Full)
-                .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(30));
+            // Created if missing; WAL; synchronous=FULL (a commit is durable, fsynced, before we
+            // acknowledge anything); foreign keys; 30 s busy timeout; temp_store=MEMORY (see
+            // `sqlite::Target::open`).
+            let target = sqlite::Target::parse(url)?;
             // One writer connection: SQLite has a single write lock anyway. Writes queue on it in
-            // order and are committed in groups (see `group_commit`).
-            let write = group_commit::Writer::new(sqlx::ConnectOptions::connect(&opts).await?);
-            let read = SqlitePoolOptions::new()
-                .max_connections(8)
-                .acquire_timeout(Duration::from_secs(60))
-                .connect_with(opts)
-                .await?;
+            // order and are committed in groups (see `group_commit`). Opened first: it switches
+            // a new database to WAL before any reader opens it.
+            let write = group_commit::Writer::new(sqlite::blocking(|| target.open())?);
+            let read = sqlite::ReadPool::new(target, sqlite::READERS);
             Pools::Sqlite { read, write }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts =
@@ -178,7 +197,11 @@ impl Store {
     /// Starts a read-only snapshot (several queries see one consistent state).
     pub(crate) async fn begin_read(&self) -> Result<Conn, StoreError> {
         Ok(match &*self.pools {
-            Pools::Sqlite { read, .. } => Conn::SqliteTx(read.begin().await?),
+            Pools::Sqlite { read, .. } => {
+                let mut c = read.lease().await?;
+                c.begin()?;
+                Conn::SqliteRead(c)
+            }
             // Postgres' default READ COMMITTED takes a new snapshot per statement; the audit
             // compares results of several statements, so it needs one snapshot for all.
             Pools::Postgres(p) => Conn::PgTx(
@@ -191,7 +214,7 @@ impl Store {
     /// A connection for single-statement reads.
     pub(crate) async fn read_conn(&self) -> Result<Conn, StoreError> {
         Ok(match &*self.pools {
-            Pools::Sqlite { read, .. } => Conn::Sqlite(read.acquire().await?),
+            Pools::Sqlite { read, .. } => Conn::SqliteRead(read.lease().await?),
             Pools::Postgres(p) => Conn::Pg(p.acquire().await?),
         })
     }
@@ -206,7 +229,7 @@ impl Store {
         match &*self.pools {
             Pools::Sqlite { read, write } => {
                 write.flush().await;
-                read.close().await;
+                read.close();
             }
             Pools::Postgres(p) => p.close().await,
         }
