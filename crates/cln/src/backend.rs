@@ -12,8 +12,8 @@ use tokio::sync::{OnceCell, OwnedMutexGuard, watch};
 use tokio::time::Instant;
 
 use satchel_domain::{
-    Bolt11, CustomRecords, FailureReason, KEYSEND_PREIMAGE_TLV, Msat, Network, NodePubkey,
-    PaymentHash, Preimage, now_secs,
+    Bolt11, CustomRecords, FailureReason, Msat, Network, NodePubkey, PaymentHash, Preimage,
+    now_secs,
 };
 use satchel_lightning::{
     IncomingEvent, IncomingKind, InvoiceEvents, InvoiceState, Invoices, LnError, NewInvoice,
@@ -29,8 +29,6 @@ use crate::{ClnConfig, ClnConnection, ClnError};
 
 /// Final CLTV delta of our keysends (what LND uses; above LDK's and CLN's minimums).
 pub const KEYSEND_FINAL_CLTV: u32 = 40;
-/// Smallest custom TLV record type a keysend may carry.
-const MIN_CUSTOM_RECORD_TYPE: u64 = 65_536;
 /// How many routes a keysend tries before giving up.
 const MAX_KEYSEND_ATTEMPTS: usize = 10;
 /// `pay` may answer a little after `retry_for` (it waits for parts in flight).
@@ -366,18 +364,7 @@ impl ClnBackend {
                 custom_records,
                 ..
             } => {
-                if amount.is_zero() {
-                    return Err(LnError::Rejected("amount must be positive".to_owned()));
-                }
-                if let Some(t) = custom_records
-                    .0
-                    .keys()
-                    .find(|t| **t < MIN_CUSTOM_RECORD_TYPE || **t == KEYSEND_PREIMAGE_TLV)
-                {
-                    return Err(LnError::Rejected(format!(
-                        "custom record type {t} not allowed"
-                    )));
-                }
+                satchel_lightning::check_keysend(*amount, custom_records)?;
             }
         }
         Ok(())

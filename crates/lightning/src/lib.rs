@@ -120,6 +120,28 @@ impl PayTarget {
     }
 }
 
+/// Smallest custom TLV type a keysend may carry (lower types are reserved by the BOLTs).
+pub const MIN_CUSTOM_RECORD_TYPE: u64 = 65_536;
+
+/// The checks every backend makes on a keysend before sending anything: a positive amount, and
+/// no custom record of a reserved type (below 65536, or 5482373484, which the backend itself adds
+/// to carry the preimage).
+pub fn check_keysend(amount: Msat, custom_records: &CustomRecords) -> Result<(), LnError> {
+    if amount.is_zero() {
+        return Err(LnError::Rejected("amount must be positive".to_owned()));
+    }
+    if let Some(t) = custom_records
+        .0
+        .keys()
+        .find(|t| **t < MIN_CUSTOM_RECORD_TYPE || **t == satchel_domain::KEYSEND_PREIMAGE_TLV)
+    {
+        return Err(LnError::Rejected(format!(
+            "custom record type {t} not allowed"
+        )));
+    }
+    Ok(())
+}
+
 /// A request to pay.
 #[derive(Debug, Clone)]
 pub struct PayRequest {

@@ -73,8 +73,8 @@ use lightning_invoice::{
     Bolt11InvoiceDescription, Currency, Description, InvoiceBuilder, PaymentSecret,
 };
 use satchel_domain::{
-    Bolt11, CustomRecords, FailureReason, KEYSEND_PREIMAGE_TLV, Msat, Network, NodePubkey,
-    PaymentHash, Preimage, now_secs,
+    Bolt11, CustomRecords, FailureReason, Msat, Network, NodePubkey, PaymentHash, Preimage,
+    now_secs,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
@@ -97,9 +97,6 @@ pub const SCRIPTED_CLTV_DELTA: u32 = 144;
 
 /// Longest description a BOLT11 invoice can carry, in bytes.
 const MAX_DESCRIPTION_BYTES: usize = 639;
-
-/// Smallest custom TLV record type a keysend may carry.
-const MIN_CUSTOM_RECORD_TYPE: u64 = 65_536;
 
 /// What happens when our node sends a payment (see the module docs for which payments follow
 /// scripts).
@@ -808,18 +805,7 @@ impl ScriptedBackend {
                 preimage,
                 custom_records,
             } => {
-                if amount.is_zero() {
-                    return Err(LnError::Rejected("amount must be positive".to_owned()));
-                }
-                if let Some(t) = custom_records
-                    .0
-                    .keys()
-                    .find(|t| **t < MIN_CUSTOM_RECORD_TYPE || **t == KEYSEND_PREIMAGE_TLV)
-                {
-                    return Err(LnError::Rejected(format!(
-                        "custom record type {t} not allowed"
-                    )));
-                }
+                crate::check_keysend(*amount, custom_records)?;
                 if *dest == self.node_pubkey {
                     Ok(Destination::OwnKeysend {
                         preimage: *preimage,
@@ -2121,7 +2107,9 @@ mod tests {
         );
 
         let mut records = CustomRecords::default();
-        records.0.insert(KEYSEND_PREIMAGE_TLV, vec![0; 32]);
+        records
+            .0
+            .insert(satchel_domain::KEYSEND_PREIMAGE_TLV, vec![0; 32]);
         let req = PayRequest {
             target: PayTarget::Keysend {
                 dest: b.external_pubkey(),

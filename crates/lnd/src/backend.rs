@@ -22,8 +22,6 @@ use crate::wire::{
 /// Final CLTV delta of our keysends (LND's default for invoices is 80; keysend senders commonly
 /// use 40).
 pub(crate) const KEYSEND_FINAL_CLTV_DELTA: u32 = 40;
-/// Smallest custom TLV record type a keysend may carry.
-const MIN_CUSTOM_RECORD_TYPE: u64 = 65_536;
 /// How long `pay` reads LND's answer beyond the payment timeout it gave LND.
 const PAY_MARGIN: Duration = Duration::from_secs(3);
 /// The lookup `pay` makes when its deadline passes.
@@ -121,18 +119,7 @@ impl LndRest {
                 custom_records,
                 ..
             } => {
-                if amount.is_zero() {
-                    return Err(LnError::Rejected("amount must be positive".to_owned()));
-                }
-                if let Some(t) = custom_records
-                    .0
-                    .keys()
-                    .find(|t| **t < MIN_CUSTOM_RECORD_TYPE || **t == KEYSEND_PREIMAGE_TLV)
-                {
-                    return Err(LnError::Rejected(format!(
-                        "custom record type {t} not allowed"
-                    )));
-                }
+                satchel_lightning::check_keysend(*amount, custom_records)?;
             }
         }
         Ok(())
