@@ -97,15 +97,33 @@ pub struct Bolt11 {
 impl Bolt11 {
     /// Parses and checks the signature. Accepts upper case and a `lightning:` URI prefix.
     pub fn parse(s: &str) -> Result<Bolt11, Bolt11Error> {
+        let text = Bolt11::normalize(s);
+        let inner =
+            Bolt11Invoice::from_str(&text).map_err(|e| Bolt11Error::Malformed(e.to_string()))?;
+        Ok(Bolt11 { text, inner })
+    }
+
+    /// The canonical text [`Bolt11::parse`] keeps and [`Bolt11::as_str`] returns: trimmed,
+    /// without a `lightning:` prefix, lower case.
+    pub fn normalize(s: &str) -> String {
         let s = s.trim();
         let s = s
             .strip_prefix("lightning:")
             .or_else(|| s.strip_prefix("LIGHTNING:"))
             .unwrap_or(s);
-        let text = s.to_ascii_lowercase();
-        let inner =
-            Bolt11Invoice::from_str(&text).map_err(|e| Bolt11Error::Malformed(e.to_string()))?;
-        Ok(Bolt11 { text, inner })
+        s.to_ascii_lowercase()
+    }
+
+    /// The payment hash of a normalized invoice text, decoded *without* checking the signature.
+    ///
+    /// Only for recognizing invoices we issued: a caller that finds a stored invoice whose text
+    /// is byte-for-byte `text` knows the signature is the one we made and checked when we made
+    /// it, so it can skip the public-key recovery (the costliest step of [`Bolt11::parse`]).
+    /// Anything else must go through [`Bolt11::parse`].
+    pub fn unverified_payment_hash(text: &str) -> Option<PaymentHash> {
+        let raw = lightning_invoice::SignedRawBolt11Invoice::from_str(text).ok()?;
+        let hash = raw.raw_invoice().payment_hash()?;
+        Some(PaymentHash(*AsRef::<[u8; 32]>::as_ref(&hash.0)))
     }
 
     /// Wraps an invoice we built and signed ourselves (no re-parse, no re-verification).
@@ -287,5 +305,20 @@ mod tests {
         );
         assert!(Bolt11::parse(&DOC_INVOICE.to_uppercase()).is_ok());
         assert!(Bolt11::parse("lnbc1garbage").is_err());
+    }
+
+    #[test]
+    fn normalized_text_and_unverified_hash_match_the_checked_parse() {
+        let uri = format!("  LIGHTNING:{}\n", DOC_INVOICE.to_uppercase());
+        let text = Bolt11::normalize(&uri);
+        assert_eq!(text, DOC_INVOICE);
+        let checked = Bolt11::parse(&uri).unwrap();
+        assert_eq!(checked.as_str(), text);
+        assert_eq!(
+            Bolt11::unverified_payment_hash(&text),
+            Some(checked.payment_hash())
+        );
+        assert_eq!(Bolt11::unverified_payment_hash("lnbc1garbage"), None);
+        assert_eq!(Bolt11::unverified_payment_hash(""), None);
     }
 }

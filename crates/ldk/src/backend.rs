@@ -455,32 +455,52 @@ impl Invoices for LdkNode {
             expires_at: bolt11.expires_at_secs(),
             state: InvState::Open,
         };
-        let mut st = self.lock();
-        // A concurrent call with the same preimage may have won the race: keep its invoice.
-        if let Some(existing) = st.invoices.get(&hash) {
-            return Bolt11::parse(&existing.bolt11).map_err(|e| LnError::Transport(e.to_string()));
-        }
+        let ticket = {
+            let mut st = self.lock();
+            // A concurrent call with the same preimage may have won the race: keep its invoice.
+            if let Some(existing) = st.invoices.get(&hash) {
+                return Bolt11::parse(&existing.bolt11)
+                    .map_err(|e| LnError::Transport(e.to_string()));
+            }
+            let ticket = self
+                .kv
+                .put_later(INVOICES, &hash.to_hex(), &rec)
+                .map_err(|e| LnError::Transport(format!("persisting invoice: {e}")))?;
+            st.invoices.insert(hash, rec);
+            ticket
+        };
+        // Durable before anyone can see the invoice; the flush is shared with concurrent calls.
         self.kv
-            .put(INVOICES, &hash.to_hex(), &rec)
+            .journal
+            .wait_async(ticket)
+            .await
             .map_err(|e| LnError::Transport(format!("persisting invoice: {e}")))?;
-        st.invoices.insert(hash, rec);
         Ok(bolt11)
     }
 
     async fn cancel_invoice(&self, hash: PaymentHash) -> Result<(), LnError> {
         self.check_running()?;
-        let mut st = self.lock();
-        if let Some(rec) = st.invoices.get(&hash)
-            && rec.state == InvState::Open
-        {
-            let mut rec = rec.clone();
-            rec.state = InvState::Canceled;
-            self.kv
-                .put(INVOICES, &hash.to_hex(), &rec)
-                .map_err(|e| LnError::Transport(format!("persisting invoice: {e}")))?;
-            st.invoices.insert(hash, rec);
-        }
-        Ok(())
+        let ticket = {
+            let mut st = self.lock();
+            match st.invoices.get(&hash) {
+                Some(rec) if rec.state == InvState::Open => {
+                    let mut rec = rec.clone();
+                    rec.state = InvState::Canceled;
+                    let ticket = self
+                        .kv
+                        .put_later(INVOICES, &hash.to_hex(), &rec)
+                        .map_err(|e| LnError::Transport(format!("persisting invoice: {e}")))?;
+                    st.invoices.insert(hash, rec);
+                    ticket
+                }
+                _ => return Ok(()),
+            }
+        };
+        self.kv
+            .journal
+            .wait_async(ticket)
+            .await
+            .map_err(|e| LnError::Transport(format!("persisting invoice: {e}")))
     }
 
     async fn lookup_invoice(&self, hash: PaymentHash) -> Result<Option<InvoiceState>, LnError> {

@@ -55,6 +55,7 @@
 
 mod backend;
 mod devnet;
+mod journal;
 mod node;
 mod records;
 mod support;

@@ -78,7 +78,7 @@ pub(crate) const NETWORK: BtcNetwork = BtcNetwork::Regtest;
 /// Configuration of an [`LdkNode`].
 #[derive(Clone)]
 pub struct LdkConfig {
-    /// Directory holding the seed (`keys_seed`), LDK's state and Satchel's records (`kv/`).
+    /// Directory holding the seed (`keys_seed`), LDK's state (`kv/`) and Satchel's records (`records.log`).
     /// Created if missing.
     pub data_dir: PathBuf,
     /// Alias reported by `node_info` and used in logs.
@@ -454,10 +454,7 @@ impl LdkNode {
             Arc::clone(&keys),
         ));
 
-        let kv = Kv {
-            store: Arc::clone(&store),
-        };
-        let state = kv.load_state()?;
+        let (kv, state) = Kv::open(&config.data_dir, &store)?;
 
         let port_file = config.data_dir.join("listen_port");
         let listener = match config.listen {

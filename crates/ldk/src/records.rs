@@ -1,9 +1,11 @@
 //! Satchel's own records next to LDK's state: our invoices (hash → preimage, state), outgoing
 //! payments (hash → state), the incoming event log, held payments and known peers. Each record
-//! is one small JSON value in the node's key-value store, written before the action it allows.
+//! is one small JSON value in the node's record log ([`crate::journal`]), durable before the
+//! action it allows.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, ErrorKind};
+use std::path::Path;
 use std::sync::Arc;
 
 use lightning::util::persist::KVStoreSync;
@@ -12,12 +14,17 @@ use satchel_domain::{CustomRecords, FailureReason, Msat, PaymentHash, Preimage};
 use satchel_lightning::{IncomingEvent, IncomingKind, PayOutcome};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::journal::{Journal, Records, Ticket, write_snapshot};
 
 use crate::support::std_io;
 
-/// Primary namespace of Satchel's records in the store (LDK's own data uses the empty one and
-/// `monitors`).
+/// Namespace older versions kept Satchel's records under in LDK's store (one file each); they
+/// are moved into the record log on first open.
 const NS: &str = "satchel";
+/// The record log's file name in the node's data directory.
+const RECORDS_LOG: &str = "records.log";
 pub(crate) const INVOICES: &str = "invoices";
 pub(crate) const PAYMENTS: &str = "payments";
 pub(crate) const EVENTS: &str = "events";
@@ -232,61 +239,121 @@ impl State {
     }
 }
 
-/// Typed access to the store.
+/// Typed access to Satchel's records: an append-only, group-committed [`Journal`] in the node's
+/// data directory (`records.log`).
 #[derive(Clone)]
 pub(crate) struct Kv {
-    pub(crate) store: Arc<FilesystemStore>,
+    pub(crate) journal: Arc<Journal>,
 }
 
 pub(crate) fn event_key(seq: u64) -> String {
     format!("{seq:020}")
 }
 
+/// Every section of Satchel's records.
+const SECTIONS: [&str; 5] = [INVOICES, PAYMENTS, EVENTS, HELD, PEERS];
+
 impl Kv {
-    pub(crate) fn put<T: Serialize>(&self, section: &str, key: &str, value: &T) -> io::Result<()> {
-        let buf = serde_json::to_vec(value).map_err(io::Error::other)?;
-        KVStoreSync::write(&*self.store, NS, section, key, buf).map_err(std_io)
-    }
-
-    pub(crate) fn remove(&self, section: &str, key: &str) -> io::Result<()> {
-        KVStoreSync::remove(&*self.store, NS, section, key, false).map_err(std_io)
-    }
-
-    fn load<T: DeserializeOwned>(&self, section: &str) -> io::Result<Vec<(String, T)>> {
-        let mut out = Vec::new();
-        for key in KVStoreSync::list(&*self.store, NS, section).map_err(std_io)? {
-            let buf = KVStoreSync::read(&*self.store, NS, section, &key).map_err(std_io)?;
-            let value = serde_json::from_slice(&buf).map_err(|e| {
-                io::Error::new(ErrorKind::InvalidData, format!("{NS}/{section}/{key}: {e}"))
-            })?;
-            out.push((key, value));
+    /// Opens the record log in `dir`, importing records an older version kept as one file each in
+    /// LDK's store (they are removed once the log holding them is durable). Returns the records.
+    pub(crate) fn open(dir: &Path, legacy: &FilesystemStore) -> io::Result<(Kv, State)> {
+        let path = dir.join(RECORDS_LOG);
+        let fresh = !path.exists();
+        let (journal, mut records) = Journal::open(&path)?;
+        if fresh {
+            let mut imported = Vec::new();
+            for section in SECTIONS {
+                for key in KVStoreSync::list(legacy, NS, section).map_err(std_io)? {
+                    let buf = KVStoreSync::read(legacy, NS, section, &key).map_err(std_io)?;
+                    let value: Value = serde_json::from_slice(&buf).map_err(|e| {
+                        io::Error::new(ErrorKind::InvalidData, format!("{NS}/{section}/{key}: {e}"))
+                    })?;
+                    imported.push((section, key.clone()));
+                    records
+                        .entry(section.to_owned())
+                        .or_default()
+                        .insert(key, value);
+                }
+            }
+            if !imported.is_empty() {
+                write_snapshot(&path, &records)?;
+                let (reopened, _) = Journal::open(&path)?;
+                tracing::info!(
+                    records = imported.len(),
+                    "moved node records into the record log"
+                );
+                for (section, key) in imported {
+                    KVStoreSync::remove(legacy, NS, section, &key, false).map_err(std_io)?;
+                }
+                let kv = Kv { journal: reopened };
+                return Ok((kv, State::from_records(&records)?));
+            }
         }
-        Ok(out)
+        Ok((Kv { journal }, State::from_records(&records)?))
     }
 
-    /// Reads every record.
-    pub(crate) fn load_state(&self) -> io::Result<State> {
+    /// Writes a record and waits until it is durable.
+    pub(crate) fn put<T: Serialize>(&self, section: &str, key: &str, value: &T) -> io::Result<()> {
+        self.journal.write(section, key, Some(value))
+    }
+
+    /// Appends a record without waiting; the caller waits on the ticket (outside its locks)
+    /// before acting on the write.
+    pub(crate) fn put_later<T: Serialize>(
+        &self,
+        section: &str,
+        key: &str,
+        value: &T,
+    ) -> io::Result<Ticket> {
+        self.journal.append(section, key, Some(value))
+    }
+
+    /// Removes a record and waits until the removal is durable.
+    pub(crate) fn remove(&self, section: &str, key: &str) -> io::Result<()> {
+        self.journal.write::<()>(section, key, None)
+    }
+}
+
+fn typed<T: DeserializeOwned>(records: &Records, section: &str) -> io::Result<Vec<(String, T)>> {
+    let Some(entries) = records.get(section) else {
+        return Ok(Vec::new());
+    };
+    entries
+        .iter()
+        .map(|(key, value)| {
+            T::deserialize(value)
+                .map(|v| (key.clone(), v))
+                .map_err(|e| {
+                    io::Error::new(ErrorKind::InvalidData, format!("{section}/{key}: {e}"))
+                })
+        })
+        .collect()
+}
+
+impl State {
+    /// Builds the in-memory state from the replayed records.
+    fn from_records(records: &Records) -> io::Result<State> {
         let bad = |what: String| io::Error::new(ErrorKind::InvalidData, what);
         let mut st = State::default();
-        for (key, rec) in self.load::<InvoiceRec>(INVOICES)? {
+        for (key, rec) in typed::<InvoiceRec>(records, INVOICES)? {
             let hash =
                 PaymentHash::from_hex(&key).ok_or_else(|| bad(format!("invoice key {key}")))?;
             st.invoices.insert(hash, rec);
         }
-        for (key, rec) in self.load::<PaymentRec>(PAYMENTS)? {
+        for (key, rec) in typed::<PaymentRec>(records, PAYMENTS)? {
             let hash =
                 PaymentHash::from_hex(&key).ok_or_else(|| bad(format!("payment key {key}")))?;
             st.payments.insert(hash, rec);
         }
-        for (key, rec) in self.load::<HeldRec>(HELD)? {
+        for (key, rec) in typed::<HeldRec>(records, HELD)? {
             let hash = PaymentHash::from_hex(&key).ok_or_else(|| bad(format!("held key {key}")))?;
             st.held.insert(hash, rec);
         }
-        for (key, rec) in self.load::<PeerRec>(PEERS)? {
+        for (key, rec) in typed::<PeerRec>(records, PEERS)? {
             st.peers.insert(key, rec);
         }
         let mut events = Vec::new();
-        for (_, rec) in self.load::<EventRec>(EVENTS)? {
+        for (_, rec) in typed::<EventRec>(records, EVENTS)? {
             events.push(rec.to_event().map_err(bad)?);
         }
         events.sort_by_key(|e| e.seq);

@@ -696,6 +696,31 @@ impl ScriptedBackend {
         (bolt11, preimage)
     }
 
+    /// An invoice signed by carol's key that carries `hash`, e.g. the hash of one of *our*
+    /// invoices (to check that a payer re-wrapping our hash can never make us pay ourselves over
+    /// the network). Carol does not know the preimage: paying it on the node fails.
+    pub fn external_invoice_with_hash(
+        &self,
+        hash: PaymentHash,
+        amount: Option<Msat>,
+        memo: &str,
+    ) -> Bolt11 {
+        let description = Description::new(truncate_description(memo))
+            .map(Bolt11InvoiceDescription::Direct)
+            .unwrap_or_else(|_| Bolt11InvoiceDescription::Direct(Description::empty()));
+        match self.build_invoice(
+            &self.carol_key,
+            hash,
+            amount,
+            description,
+            now_duration(),
+            3600,
+        ) {
+            Ok(b) => b,
+            Err(e) => unreachable!("sanitised invoice inputs failed to build: {e}"),
+        }
+    }
+
     /// Carol's node id (the payee of [`ScriptedBackend::external_invoice`] invoices).
     pub fn external_pubkey(&self) -> NodePubkey {
         self.carol_pubkey

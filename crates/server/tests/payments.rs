@@ -786,6 +786,61 @@ async fn internal_invoice_settles_in_the_ledger_once() {
     .await;
 }
 
+/// Our invoice recognized by its exact text skips signature re-verification; any other text
+/// carrying one of our payment hashes (re-cased, or re-signed by somebody else) is verified and
+/// still settled inside the ledger, never paid to ourselves over the network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn own_invoices_are_recognized_in_any_wrapping() {
+    on_each_db(|s| async move {
+        let (a, start_a) = funded(&s, "A", 1000).await;
+        let b = s.create_wallet("B").await;
+
+        // Upper case with a URI prefix: the same invoice once normalized.
+        let inv = s.invoice(&b, 100).await;
+        let text = inv["payment_request"].as_str().unwrap().to_owned();
+        let r = s
+            .post(
+                &s.sak,
+                &format!("/wallet/{}/withdraw", a.waka),
+                json!({"payment_request": format!("LIGHTNING:{}", text.to_uppercase())}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(r.json["lnTx"]["fee_msat"], 0);
+        assert_eq!(s.balance_msat(&b).await, 100_000);
+
+        // Our hash inside an invoice carol signed: verified, then settled internally.
+        let inv = s.invoice(&b, 200).await;
+        let ours = Bolt11::parse(inv["payment_request"].as_str().unwrap()).unwrap();
+        let rewrapped = s.scripted.external_invoice_with_hash(
+            ours.payment_hash(),
+            Some(sats(200)),
+            "rewrapped",
+        );
+        assert_ne!(rewrapped.as_str(), ours.as_str());
+        let r = withdraw(&s, &a, &rewrapped, None).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(r.json["lnTx"]["fee_msat"], 0);
+        assert_eq!(s.scripted.pay_count(ours.payment_hash()), 0);
+        assert_eq!(s.balance_msat(&b).await, 300_000);
+        assert_eq!(s.balance_msat(&a).await, start_a - 300_000);
+
+        // A fee limit is still checked on the fast path.
+        let inv = s.invoice(&b, 10).await;
+        let r = s
+            .post(
+                &s.sak,
+                &format!("/wallet/{}/withdraw", a.waka),
+                json!({"payment_request": inv["payment_request"], "fee_limit_msat": -1}),
+            )
+            .await;
+        assert_400(&r, "Fee Limit Msat must be no less than 0.");
+        assert_eq!(s.balance_msat(&a).await, start_a - 300_000);
+        s
+    })
+    .await;
+}
+
 /// A wallet paying its own invoice: no money is made or lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn paying_own_invoice_from_the_same_wallet_mints_nothing() {

@@ -8,21 +8,34 @@
 //!   or early return rolls back to the savepoint and leaves the others untouched;
 //! * [`BatchOp::commit`] releases the savepoint and then **waits for a `COMMIT` that covers it**,
 //!   so nothing is acknowledged before it is durable;
-//! * whoever takes the writer lock after the queued operations performs that `COMMIT`. Under load
-//!   the queue is long and one fsync covers many operations; at concurrency 1 every operation is
-//!   committed on its own, as before.
+//! * the first operation to release into a batch queues one flusher task for the writer lock,
+//!   behind the operations already waiting; it performs that `COMMIT`. Under load the queue is
+//!   long and one commit covers many operations; at concurrency 1 every operation is committed on
+//!   its own.
 //!
 //! If a statement error aborts the whole transaction (SQLite does this only for I/O and similar
 //! errors, not for constraint violations), every operation waiting on that batch gets an error,
 //! never a false success: their savepoints went with the transaction.
 //!
+//! The fsync is taken out of the writer lock. The writer connection runs with
+//! `synchronous=NORMAL`, so its `COMMIT` only appends the batch's frames to the WAL; after
+//! releasing the writer, the committer `fdatasync`s the WAL file itself ([`WalSync`]) and only
+//! then answers the batch's operations. The next batch runs its statements while the previous
+//! one is being flushed, and one flush covers every batch committed before it. A crash before
+//! that flush can lose only unanswered batches: SQLite's WAL checksums make recovery stop at
+//! the last intact commit. (NORMAL still syncs the WAL before every checkpoint and the database
+//! after it, so checkpoints never copy unsynced frames.) Where the WAL file cannot be opened
+//! (an in-memory database), the writer keeps `synchronous=FULL`.
+//!
 //! The writer is a rusqlite connection used in place (see [`crate::sqlite`]): statements run
-//! synchronously while the operation holds the writer lock. The `COMMIT` (an fsync) and a wait
-//! for another process's write lock run through [`crate::sqlite::blocking`]. An abandoned
+//! synchronously while the operation holds the writer lock. The WAL flush and a wait for
+//! another process's write lock run through [`crate::sqlite::blocking`]. An abandoned
 //! operation is rolled back to its savepoint synchronously when it is dropped (an in-memory
 //! step); if nobody else's work is in the batch, the batch transaction ends there too, so the
 //! database's write lock is never left held by an idle writer.
 
+use std::fs::File;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rusqlite::Connection;
@@ -31,17 +44,167 @@ use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
 use crate::StoreError;
 use crate::sqlite::{BUSY_TIMEOUT, blocking, is_busy, run};
 
+type Waiters = Vec<oneshot::Sender<Result<(), String>>>;
+
 /// The writer connection and the state of its open batch.
 pub(crate) struct WriterState {
     conn: Connection,
     in_tx: bool,
     /// Operations whose savepoint was released, waiting for the batch's COMMIT.
-    waiters: Vec<oneshot::Sender<Result<(), String>>>,
+    waiters: Waiters,
+    /// Batches committed so far (by this writer).
+    committed: u64,
+    /// A flusher task is queued for the writer and will commit the open batch.
+    flush_queued: bool,
+    wal: Arc<WalSync>,
 }
 
 /// The single SQLite writer.
 pub(crate) struct Writer {
     state: Arc<Mutex<WriterState>>,
+}
+
+/// Makes committed batches durable by flushing the WAL file, outside the writer lock.
+pub(crate) struct WalSync {
+    /// The WAL file; `None` when the connection syncs its own commits (`synchronous=FULL`).
+    file: Option<File>,
+    /// Highest batch number known durable. Held during a flush: concurrent committers queue
+    /// behind one flush and usually find their batch already covered.
+    synced: Mutex<u64>,
+}
+
+impl WalSync {
+    /// Switches `conn` to `synchronous=NORMAL` and opens its WAL file for flushing; if the WAL
+    /// file cannot be opened, leaves the connection at `synchronous=FULL`.
+    fn attach(conn: &Connection) -> Result<WalSync, StoreError> {
+        let path = conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .map(|p| PathBuf::from(format!("{p}-wal")));
+        // A read creates the WAL file if this is the first connection.
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        let file = match path {
+            Some(p) if mode.eq_ignore_ascii_case("wal") => {
+                match std::fs::OpenOptions::new().read(true).write(true).open(&p) {
+                    Ok(f) => {
+                        // The WAL's directory entry must be durable before any flush counts.
+                        if let Some(dir) = p.parent() {
+                            let dir = if dir.as_os_str().is_empty() {
+                                std::path::Path::new(".")
+                            } else {
+                                dir
+                            };
+                            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
+                                StoreError::Config(format!("syncing {}: {e}", dir.display()))
+                            })?;
+                        }
+                        Some(f)
+                    }
+                    Err(e) => {
+                        tracing::warn!(wal = %p.display(), error = %e, "cannot open the WAL file; commits sync inside SQLite");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        if file.is_some() {
+            // Checkpoints normally run in the background (`spawn_checkpointer`); the writer only
+            // checkpoints itself if the WAL grows past this many pages (~40 MB) anyway.
+            conn.execute_batch(&format!(
+                "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES};"
+            ))?;
+        }
+        Ok(WalSync {
+            file,
+            synced: Mutex::new(0),
+        })
+    }
+
+    /// Returns once batch `seq` (and every batch before it) is on disk.
+    async fn sync_to(&self, seq: u64, committed_now: impl FnOnce() -> u64) -> Result<(), String> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        // Waiting here must not hold a runtime worker: the next batch needs one.
+        let mut synced = self.synced.lock().await;
+        if *synced >= seq {
+            return Ok(());
+        }
+        // Everything committed by now is covered by this flush.
+        let target = committed_now().max(seq);
+        match blocking(|| file.sync_data()) {
+            Ok(()) => {
+                *synced = target;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "flushing the WAL failed; the batch is not acknowledged");
+                Err(format!("flushing the WAL failed: {e}"))
+            }
+        }
+    }
+}
+
+/// WAL size (pages) past which the writer checkpoints inside its own commit.
+const WRITER_CHECKPOINT_PAGES: u32 = 10_000;
+/// How often the background checkpointer copies WAL frames into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Starts a thread that checkpoints the WAL of `target` in the background (`PASSIVE`: it never
+/// blocks the writer or readers), so the copying and its two fsyncs stay out of the writer's
+/// critical section. It ends when `alive` has no strong references left.
+pub(crate) fn spawn_checkpointer(target: crate::sqlite::Target, alive: std::sync::Weak<()>) {
+    let spawned = std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            let conn = match target.open() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no background checkpointer; the writer checkpoints");
+                    return;
+                }
+            };
+            while alive.upgrade().is_some() {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                if let Err(e) =
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                {
+                    tracing::debug!(error = %e, "background checkpoint");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no background checkpointer; the writer checkpoints");
+    }
+}
+
+/// A committed batch whose operations are told once the WAL is flushed.
+#[must_use = "a committed batch must be made durable and answered"]
+struct Committed {
+    seq: u64,
+    waiters: Waiters,
+    wal: Arc<WalSync>,
+    state: Arc<Mutex<WriterState>>,
+}
+
+impl Committed {
+    /// Flushes (sharing the flush with concurrent committers) and answers the operations.
+    async fn finish(self) {
+        let state = &self.state;
+        let result = self
+            .wal
+            .sync_to(self.seq, || {
+                // Batches committed after ours are covered too, if the writer is free to tell
+                // us; otherwise ours is enough.
+                state.try_lock().map_or(self.seq, |g| g.committed)
+            })
+            .await;
+        for w in self.waiters {
+            let _ = w.send(result.clone());
+        }
+    }
 }
 
 /// Durable commits performed (for tests and the benchmark's batch-size figure).
@@ -98,38 +261,56 @@ impl WriterState {
         }
     }
 
-    /// Commits the open batch (if any) and tells its operations.
-    fn flush(&mut self) {
+    /// Commits the open batch (if any). Its operations are answered by [`Committed::finish`],
+    /// to be called after the writer lock is released.
+    fn flush(&mut self, state: &Arc<Mutex<WriterState>>) -> Option<Committed> {
+        self.flush_queued = false;
         if !self.in_tx {
-            return;
+            return None;
         }
         let conn = &self.conn;
+        // Without an fsync (unless checkpointing, or at synchronous=FULL): frames to the WAL.
         match blocking(|| run(conn, "COMMIT")) {
             Ok(()) => {
                 COMMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.in_tx = false;
-                for w in self.waiters.drain(..) {
-                    let _ = w.send(Ok(()));
-                }
+                self.committed = self.committed.saturating_add(1);
+                Some(Committed {
+                    seq: self.committed,
+                    waiters: std::mem::take(&mut self.waiters),
+                    wal: Arc::clone(&self.wal),
+                    state: Arc::clone(state),
+                })
             }
             Err(e) => {
                 tracing::error!(error = %e, "group commit failed; the batch is rolled back");
                 self.abort(&format!("commit failed: {e}"));
+                None
             }
         }
     }
 }
 
 impl Writer {
-    /// Wraps the writer connection.
-    pub(crate) fn new(conn: Connection) -> Writer {
-        Writer {
+    /// Wraps the writer connection (switching it to `synchronous=NORMAL` with the WAL flushed
+    /// by the group commit; see the module docs).
+    pub(crate) fn new(conn: Connection) -> Result<Writer, StoreError> {
+        let wal = Arc::new(WalSync::attach(&conn)?);
+        Ok(Writer {
             state: Arc::new(Mutex::new(WriterState {
                 conn,
                 in_tx: false,
                 waiters: Vec::new(),
+                committed: 0,
+                flush_queued: false,
+                wal,
             })),
-        }
+        })
+    }
+
+    /// True when commits are made durable by flushing the WAL here (see the module docs).
+    pub(crate) fn flushes_wal(&self) -> bool {
+        self.state.try_lock().map_or(true, |g| g.wal.file.is_some())
     }
 
     /// Starts an operation: takes the writer (FIFO), opens the batch if needed, sets a savepoint.
@@ -148,9 +329,24 @@ impl Writer {
         })
     }
 
+    /// (batches committed, batches known durable, the writer's `synchronous` setting).
+    #[cfg(test)]
+    async fn progress(&self) -> (u64, u64, i64) {
+        let g = self.state.lock().await;
+        let sync: i64 = g
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap_or(-1);
+        let durable = *g.wal.synced.lock().await;
+        (g.committed, durable, sync)
+    }
+
     /// Commits whatever is open (used at shutdown).
     pub(crate) async fn flush(&self) {
-        self.state.lock().await.flush();
+        let committed = self.state.lock().await.flush(&self.state);
+        if let Some(c) = committed {
+            c.finish().await;
+        }
     }
 }
 
@@ -184,13 +380,20 @@ impl BatchOp {
         }
         let (tx, rx) = oneshot::channel();
         g.waiters.push(tx);
-        drop(g);
-        // Queue for the writer behind the operations already waiting, then commit them all. If
-        // this future is dropped while queued, the commit still happens (see `FlushOnDrop`).
-        let mut pending = FlushOnDrop(Some(self.state.clone()));
-        let mut g = self.state.lock().await;
-        pending.0 = None;
-        g.flush();
+        // One flusher per batch queues for the writer behind the operations already waiting
+        // and commits them all; this operation does not queue again. The flusher is a task of
+        // its own, so the batch is committed and answered even if this caller goes away.
+        if !g.flush_queued {
+            g.flush_queued = true;
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let committed = state.lock().await.flush(&state);
+                // The next batch runs while this one is flushed.
+                if let Some(c) = committed {
+                    c.finish().await;
+                }
+            });
+        }
         drop(g);
         match rx.await {
             Ok(Ok(())) => Ok(()),
@@ -204,21 +407,6 @@ impl Drop for BatchOp {
     fn drop(&mut self) {
         if let Some(mut g) = self.guard.take() {
             g.discard_op();
-        }
-    }
-}
-
-/// Flushes the batch from a new task if a committing operation is dropped while it queues for
-/// the writer, so its released work neither waits for the next operation nor keeps the write
-/// lock held.
-struct FlushOnDrop(Option<Arc<Mutex<WriterState>>>);
-
-impl Drop for FlushOnDrop {
-    fn drop(&mut self) {
-        if let Some(state) = self.0.take()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            rt.spawn(async move { state.lock().await.flush() });
         }
     }
 }
@@ -241,7 +429,7 @@ mod tests {
         let c = t.open().unwrap();
         c.execute_batch("CREATE TABLE t (id TEXT PRIMARY KEY, n BIGINT NOT NULL CHECK (n >= 0))")
             .unwrap();
-        Writer::new(c)
+        Writer::new(c).unwrap()
     }
 
     async fn insert(w: &Writer, id: &str, n: i64) -> Result<(), StoreError> {
@@ -325,6 +513,59 @@ mod tests {
             }
         }
         assert_eq!(count(&t), ok);
+    }
+
+    /// The writer commits at synchronous=NORMAL and flushes the WAL itself: every
+    /// acknowledgement comes after a flush covering its batch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acknowledged_only_after_the_wal_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = target(&dir);
+        let w = Arc::new(setup(&t));
+        assert!(w.state.lock().await.wal.file.is_some());
+        for i in 0..20 {
+            insert(&w, &format!("s{i}"), i).await.unwrap();
+            let (committed, durable, sync) = w.progress().await;
+            assert_eq!(sync, 1, "writer runs at synchronous=NORMAL");
+            assert!(committed > 0);
+            assert!(
+                durable >= committed,
+                "acked before flush: {durable} < {committed}"
+            );
+        }
+        // Concurrent operations: fewer flushes than operations, and all flushed at the end.
+        let mut tasks = Vec::new();
+        for i in 0..100 {
+            let w = w.clone();
+            tasks.push(tokio::spawn(async move {
+                insert(&w, &format!("c{i}"), i).await.unwrap();
+                // Whatever batch this one was in is durable by now.
+                let (_, durable, _) = w.progress().await;
+                durable
+            }));
+        }
+        let (committed_before, _, _) = w.progress().await;
+        for task in tasks {
+            assert!(task.await.unwrap() > 0);
+        }
+        let (committed, durable, _) = w.progress().await;
+        assert!(committed > committed_before);
+        assert!(durable >= committed);
+        assert_eq!(count(&t), 120);
+    }
+
+    /// An in-memory database has no WAL file: commits stay synchronous inside SQLite.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_memory_database_keeps_synchronous_full() {
+        let t = Target::parse("sqlite::memory:").unwrap();
+        let c = t.open().unwrap();
+        c.execute_batch("CREATE TABLE t (id TEXT PRIMARY KEY, n BIGINT NOT NULL CHECK (n >= 0))")
+            .unwrap();
+        let w = Writer::new(c).unwrap();
+        assert!(w.state.lock().await.wal.file.is_none());
+        insert(&w, "a", 1).await.unwrap();
+        let (_, _, sync) = w.progress().await;
+        assert_eq!(sync, 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

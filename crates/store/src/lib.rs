@@ -121,6 +121,8 @@ enum Pools {
     Sqlite {
         read: Arc<sqlite::ReadPool>,
         write: group_commit::Writer,
+        /// The background checkpointer runs while this lives.
+        _checkpointer: Arc<()>,
     },
     Postgres(PgPool),
 }
@@ -149,9 +151,17 @@ impl Store {
             // One writer connection: SQLite has a single write lock anyway. Writes queue on it in
             // order and are committed in groups (see `group_commit`). Opened first: it switches
             // a new database to WAL before any reader opens it.
-            let write = group_commit::Writer::new(sqlite::blocking(|| target.open())?);
+            let write = group_commit::Writer::new(sqlite::blocking(|| target.open())?)?;
+            let alive = Arc::new(());
+            if write.flushes_wal() {
+                group_commit::spawn_checkpointer(target.clone(), Arc::downgrade(&alive));
+            }
             let read = sqlite::ReadPool::new(target, sqlite::READERS);
-            Pools::Sqlite { read, write }
+            Pools::Sqlite {
+                read,
+                write,
+                _checkpointer: alive,
+            }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts =
                 PgConnectOptions::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
@@ -227,7 +237,7 @@ impl Store {
     /// Closes all connections.
     pub async fn close(&self) {
         match &*self.pools {
-            Pools::Sqlite { read, write } => {
+            Pools::Sqlite { read, write, .. } => {
                 write.flush().await;
                 read.close();
             }
