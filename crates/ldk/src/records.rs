@@ -368,3 +368,48 @@ impl State {
         Ok(st)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn invoice(state: InvState) -> InvoiceRec {
+        InvoiceRec {
+            bolt11: "lnbcrt1dummy".into(),
+            preimage: "11".repeat(32),
+            amount_msat: Some(1000),
+            expires_at: 4_000_000_000,
+            state,
+        }
+    }
+
+    /// Records an older version kept one file each in LDK's store move into the record log
+    /// once, and the files are removed only after the log holding them is written.
+    #[test]
+    fn legacy_records_are_imported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = FilesystemStore::new(dir.path().join("kv"));
+        let hash = Preimage([0x11; 32]).hash();
+        let buf = serde_json::to_vec(&invoice(InvState::Open)).unwrap();
+        KVStoreSync::write(&legacy, NS, INVOICES, &hash.to_hex(), buf).unwrap();
+        let peer = serde_json::to_vec(&PeerRec {
+            addr: "127.0.0.1:9735".into(),
+        })
+        .unwrap();
+        KVStoreSync::write(&legacy, NS, PEERS, "02aa", peer).unwrap();
+
+        let (kv, st) = Kv::open(dir.path(), &legacy).unwrap();
+        assert_eq!(st.invoices[&hash].state, InvState::Open);
+        assert_eq!(st.peers["02aa"].addr, "127.0.0.1:9735");
+        assert!(KVStoreSync::list(&legacy, NS, INVOICES).unwrap().is_empty());
+
+        // Later writes go to the log and survive a reopen; nothing is imported twice.
+        kv.put(INVOICES, &hash.to_hex(), &invoice(InvState::Canceled))
+            .unwrap();
+        drop(kv);
+        let (_, st) = Kv::open(dir.path(), &legacy).unwrap();
+        assert_eq!(st.invoices[&hash].state, InvState::Canceled);
+        assert_eq!(st.peers.len(), 1);
+    }
+}
