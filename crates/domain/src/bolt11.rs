@@ -114,16 +114,49 @@ impl Bolt11 {
         s.to_ascii_lowercase()
     }
 
-    /// The payment hash of a normalized invoice text, decoded *without* checking the signature.
+    /// The payment hash field of a normalized invoice text, read *without* decoding or checking
+    /// anything else (no checksum, no signature, no other field).
     ///
-    /// Only for recognizing invoices we issued: a caller that finds a stored invoice whose text
-    /// is byte-for-byte `text` knows the signature is the one we made and checked when we made
-    /// it, so it can skip the public-key recovery (the costliest step of [`Bolt11::parse`]).
-    /// Anything else must go through [`Bolt11::parse`].
-    pub fn unverified_payment_hash(text: &str) -> Option<PaymentHash> {
-        let raw = lightning_invoice::SignedRawBolt11Invoice::from_str(text).ok()?;
-        let hash = raw.raw_invoice().payment_hash()?;
-        Some(PaymentHash(*AsRef::<[u8; 32]>::as_ref(&hash.0)))
+    /// Only a lookup key for recognizing invoices we issued: a caller that then finds a stored
+    /// invoice whose text is byte-for-byte `text` knows the whole invoice, signature included,
+    /// is the one we made and checked when we made it, so it can skip [`Bolt11::parse`] (whose
+    /// public-key recovery and route-hint key parsing are most of a payment's CPU). A text that
+    /// matches nothing stored must go through [`Bolt11::parse`].
+    pub fn payment_hash_hint(text: &str) -> Option<PaymentHash> {
+        const CHARSET: &[u8; 32] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+        // Timestamp (7), then tagged fields, then signature (104) and checksum (6).
+        const TIMESTAMP: usize = 7;
+        const TRAILER: usize = 104 + 6;
+        const TAG_PAYMENT_HASH: u8 = 1; // 'p'
+        const HASH_CHARS: usize = 52; // 256 bits, padded to 260
+        let value = |c: u8| CHARSET.iter().position(|x| *x == c).map(|v| v as u8);
+        let data = text.as_bytes().get(text.rfind('1')?.checked_add(1)?..)?;
+        let fields = data.get(TIMESTAMP..data.len().checked_sub(TRAILER)?)?;
+        let mut pos = 0usize;
+        while let Some(head) = fields.get(pos..pos.checked_add(3)?) {
+            let tag = value(head[0])?;
+            let len = usize::from(value(head[1])?) * 32 + usize::from(value(head[2])?);
+            let body = fields.get(pos + 3..pos + 3 + len)?;
+            if tag == TAG_PAYMENT_HASH && len == HASH_CHARS {
+                let mut out = [0u8; 32];
+                let (mut acc, mut bits, mut i) = (0u32, 0u32, 0usize);
+                for c in body {
+                    acc = (acc << 5) | u32::from(value(*c)?);
+                    bits += 5;
+                    if bits >= 8 {
+                        bits -= 8;
+                        if let Some(b) = out.get_mut(i) {
+                            *b = (acc >> bits) as u8;
+                        }
+                        i += 1;
+                        acc &= (1 << bits) - 1;
+                    }
+                }
+                return Some(PaymentHash(out));
+            }
+            pos += 3 + len;
+        }
+        None
     }
 
     /// Wraps an invoice we built and signed ourselves (no re-parse, no re-verification).
@@ -308,17 +341,29 @@ mod tests {
     }
 
     #[test]
-    fn normalized_text_and_unverified_hash_match_the_checked_parse() {
+    fn normalized_text_and_hash_hint_match_the_checked_parse() {
         let uri = format!("  LIGHTNING:{}\n", DOC_INVOICE.to_uppercase());
         let text = Bolt11::normalize(&uri);
         assert_eq!(text, DOC_INVOICE);
         let checked = Bolt11::parse(&uri).unwrap();
         assert_eq!(checked.as_str(), text);
         assert_eq!(
-            Bolt11::unverified_payment_hash(&text),
+            Bolt11::payment_hash_hint(&text),
             Some(checked.payment_hash())
         );
-        assert_eq!(Bolt11::unverified_payment_hash("lnbc1garbage"), None);
-        assert_eq!(Bolt11::unverified_payment_hash(""), None);
+        for junk in [
+            "lnbc1garbage",
+            "",
+            "1",
+            "lnbc1",
+            &"q".repeat(200),
+            "lnbc1ééé",
+        ] {
+            assert_eq!(Bolt11::payment_hash_hint(junk), None, "{junk}");
+        }
+        // A truncated text never reads past its end.
+        for cut in 0..text.len() {
+            let _ = Bolt11::payment_hash_hint(&text[..cut]);
+        }
     }
 }

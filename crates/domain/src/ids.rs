@@ -21,6 +21,34 @@ pub fn random_alnum(len: usize) -> String {
         .collect()
 }
 
+/// Characters of [`time_ordered_alnum`]'s clock part, in ASCII order, so that byte order of the
+/// text is time order.
+const SORTED_ALNUM: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// Clock characters: milliseconds since 1970 in base 62 (62^8 ms is about 6,900 years).
+const CLOCK_CHARS: usize = 8;
+
+/// `len` alphanumeric characters that sort by creation time: the clock in milliseconds
+/// ([`CLOCK_CHARS`] characters), then random ones.
+///
+/// Why: ids are primary keys and index keys. Random keys put every insert on a random B-tree
+/// page, so a group commit of N operations writes N pages per index to the WAL; time-ordered
+/// keys append to the same rightmost pages. The clock part only reveals the creation time,
+/// which the API shows anyway.
+pub fn time_ordered_alnum(len: usize) -> String {
+    let mut ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut clock = [b'0'; CLOCK_CHARS];
+    for c in clock.iter_mut().rev() {
+        *c = SORTED_ALNUM[(ms % 62) as usize];
+        ms /= 62;
+    }
+    let mut out: String = clock.iter().map(|b| char::from(*b)).collect();
+    out.truncate(len);
+    out.push_str(&random_alnum(len.saturating_sub(CLOCK_CHARS)));
+    out
+}
+
 /// LNPay route segments match `\w+`; ids are that plus a bounded length.
 fn valid_chars(s: &str) -> bool {
     !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -36,9 +64,11 @@ macro_rules! prefixed_id {
             /// The prefix of newly generated ids.
             pub const PREFIX: &'static str = $prefix;
 
-            /// A fresh random id.
+            /// A fresh id: random, or time-ordered then random for the high-volume records
+            /// (24 characters; see [`time_ordered_alnum`]).
             pub fn generate() -> Self {
-                Self(format!("{}{}", $prefix, random_alnum($len)))
+                let body = if $len >= 24 { time_ordered_alnum($len) } else { random_alnum($len) };
+                Self(format!("{}{}", $prefix, body))
             }
 
             /// Parses an id as stored (any `\w+` string; legacy prefixes allowed).
@@ -130,6 +160,22 @@ mod tests {
         assert!(w.as_str().starts_with("wal_"));
         assert_eq!(w.as_str().len(), 4 + 14);
         assert_eq!(LnTxId::generate().as_str().len(), 5 + 24);
+    }
+
+    #[test]
+    fn high_volume_ids_sort_by_creation_time() {
+        let a = WtxId::generate();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = WtxId::generate();
+        assert!(a.as_str() < b.as_str(), "{a} then {b}");
+        assert!(WtxId::parse(a.as_str()).is_ok());
+        assert_eq!(a.as_str().len(), 4 + 24);
+        // The random part still makes ids of the same millisecond distinct.
+        let many: std::collections::HashSet<String> =
+            (0..1000).map(|_| LnTxId::generate().to_string()).collect();
+        assert_eq!(many.len(), 1000);
+        // Base 62 in ASCII order: a later clock never sorts first.
+        assert!(SORTED_ALNUM.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

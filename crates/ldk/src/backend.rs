@@ -479,28 +479,36 @@ impl Invoices for LdkNode {
     }
 
     async fn cancel_invoice(&self, hash: PaymentHash) -> Result<(), LnError> {
+        self.cancel_invoices(&[hash]).await
+    }
+
+    async fn cancel_invoices(&self, hashes: &[PaymentHash]) -> Result<(), LnError> {
         self.check_running()?;
-        let ticket = {
+        let persist = |e: std::io::Error| LnError::Transport(format!("persisting invoice: {e}"));
+        let mut last = None;
+        {
             let mut st = self.lock();
-            match st.invoices.get(&hash) {
-                Some(rec) if rec.state == InvState::Open => {
-                    let mut rec = rec.clone();
-                    rec.state = InvState::Canceled;
-                    let ticket = self
-                        .kv
-                        .put_later(INVOICES, &hash.to_hex(), &rec)
-                        .map_err(|e| LnError::Transport(format!("persisting invoice: {e}")))?;
-                    st.invoices.insert(hash, rec);
-                    ticket
+            for hash in hashes {
+                match st.invoices.get(hash) {
+                    Some(rec) if rec.state == InvState::Open => {
+                        let mut rec = rec.clone();
+                        rec.state = InvState::Canceled;
+                        last = Some(
+                            self.kv
+                                .put_later(INVOICES, &hash.to_hex(), &rec)
+                                .map_err(persist)?,
+                        );
+                        st.invoices.insert(*hash, rec);
+                    }
+                    _ => {}
                 }
-                _ => return Ok(()),
             }
-        };
-        self.kv
-            .journal
-            .wait_async(ticket)
-            .await
-            .map_err(|e| LnError::Transport(format!("persisting invoice: {e}")))
+        }
+        // One flush covers every line appended above (and anything before them).
+        match last {
+            Some(ticket) => self.kv.journal.wait_async(ticket).await.map_err(persist),
+            None => Ok(()),
+        }
     }
 
     async fn lookup_invoice(&self, hash: PaymentHash) -> Result<Option<InvoiceState>, LnError> {

@@ -273,6 +273,15 @@ pub trait Invoices: Send + Sync {
     /// unknown, settled or already cancelled invoice is not an error.
     async fn cancel_invoice(&self, hash: PaymentHash) -> Result<(), LnError>;
 
+    /// [`Invoices::cancel_invoice`] for several hashes; a backend may share one durable write
+    /// among them. Stops at the first error.
+    async fn cancel_invoices(&self, hashes: &[PaymentHash]) -> Result<(), LnError> {
+        for hash in hashes {
+            self.cancel_invoice(*hash).await?;
+        }
+        Ok(())
+    }
+
     /// Current state of one of our invoices; `None` if the node does not know the hash.
     async fn lookup_invoice(&self, hash: PaymentHash) -> Result<Option<InvoiceState>, LnError>;
 }

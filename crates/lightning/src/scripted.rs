@@ -1614,6 +1614,33 @@ mod tests {
         }
     }
 
+    /// The cheap payment-hash reader agrees with the checked parse on every shape of invoice
+    /// we issue (with and without amount, description hash, long memo) and on outside ones.
+    #[tokio::test]
+    async fn payment_hash_hint_matches_the_checked_parse() {
+        let b = backend();
+        let mut invoices = Vec::new();
+        for (amount, memo) in [
+            (Some(sats(1)), "a"),
+            (None, ""),
+            (Some(sats(21_000_000)), &"m".repeat(639)[..]),
+        ] {
+            invoices.push(b.create_invoice(new_invoice(amount, memo)).await.unwrap());
+        }
+        let mut hashed = new_invoice(Some(sats(5)), "");
+        hashed.description_hash = Some([9u8; 32]);
+        invoices.push(b.create_invoice(hashed).await.unwrap());
+        invoices.push(b.external_invoice(Some(sats(3)), "outside", 60).0);
+        for inv in invoices {
+            assert_eq!(
+                Bolt11::payment_hash_hint(inv.as_str()),
+                Some(inv.payment_hash()),
+                "{}",
+                inv.as_str()
+            );
+        }
+    }
+
     #[test]
     fn keys_are_deterministic_and_distinct() {
         let a = backend();

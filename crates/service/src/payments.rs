@@ -114,6 +114,8 @@ fn failure_of(l: &LnTxRecord) -> FailureReason {
 pub struct PaymentService {
     ctx: Arc<Ctx>,
     driving: Arc<Mutex<HashSet<LnTxId>>>,
+    /// Invoices settled in the ledger, for the node to cancel (started on first use).
+    cancels: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<PaymentHash>>,
 }
 
 fn fee_limit(explicit: Option<i64>, amount: Msat) -> Result<Msat, ServiceError> {
@@ -146,6 +148,33 @@ impl PaymentService {
         PaymentService {
             ctx,
             driving: Arc::new(Mutex::new(HashSet::new())),
+            cancels: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Asks the node to cancel an invoice the ledger settled internally, so that the outside
+    /// world cannot pay it too. One task drains the queue and cancels whatever has gathered in
+    /// one call (one durable write on the embedded node). Best effort: if it fails, an outside
+    /// payment still cannot be credited twice (it lands in `sys:unclaimed`).
+    fn cancel_on_node(&self, hash: PaymentHash) {
+        let tx = self.cancels.get_or_init(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PaymentHash>();
+            let ln = self.ctx.ln.clone();
+            tokio::spawn(async move {
+                while let Some(first) = rx.recv().await {
+                    let mut batch = vec![first];
+                    while let Ok(h) = rx.try_recv() {
+                        batch.push(h);
+                    }
+                    if let Err(e) = ln.cancel_invoices(&batch).await {
+                        tracing::warn!(invoices = batch.len(), error = %e, "could not cancel internally settled invoices on the node");
+                    }
+                }
+            });
+            tx
+        });
+        if tx.send(hash).is_err() {
+            tracing::warn!(%hash, "invoice canceller stopped; the node invoice stays open");
         }
     }
 
@@ -183,7 +212,7 @@ impl PaymentService {
         // One of our own invoices, exactly as we issued it: its signature is the one we made,
         // so skip re-verifying it and settle inside the ledger (no node, no fee). The ledger
         // checks expiry, amount and that it is still open.
-        let ours = match Bolt11::unverified_payment_hash(&text) {
+        let ours = match Bolt11::payment_hash_hint(&text) {
             Some(hash) => self.ctx.store.incoming_by_hash(&hash).await?,
             None => None,
         };
@@ -290,14 +319,8 @@ impl PaymentService {
                 }
                 InternalPayError::Store(s) => s.into(),
             })?;
-        // The ledger says paid; make the node refuse outside payments of it too. If this fails,
-        // an outside payment still cannot be credited twice (it lands in sys:unclaimed).
-        let ln = self.ctx.ln.clone();
-        tokio::spawn(async move {
-            if let Err(e) = ln.cancel_invoice(hash).await {
-                tracing::warn!(%hash, error = %e, "could not cancel internally settled invoice on the node");
-            }
-        });
+        // The ledger says paid; make the node refuse outside payments of it too.
+        self.cancel_on_node(hash);
         Ok(PaymentResult::Done {
             wtx: paid.payer_wtx,
             fee_wtx: None,

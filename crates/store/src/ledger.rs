@@ -122,12 +122,22 @@ pub(crate) async fn post(
         };
         key(a).cmp(&key(b))
     });
+    // All legs in one statement.
+    if !ordered.is_empty() {
+        let mut sql = String::from("INSERT INTO postings (txn_id, account, amount_msat) VALUES ");
+        let mut values = args![txn_id];
+        for (i, l) in ordered.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let n = values.len();
+            sql.push_str(&format!("($1, ${}, ${})", n + 1, n + 2));
+            values.push(l.account.code().into());
+            values.push(l.amount_msat.into());
+        }
+        conn.exec(&sql, values).await?;
+    }
     for l in ordered {
-        conn.exec(
-            "INSERT INTO postings (txn_id, account, amount_msat) VALUES ($1, $2, $3)",
-            args![txn_id, l.account.code(), l.amount_msat],
-        )
-        .await?;
         let n = match &l.account {
             Account::Wallet(w) => {
                 conn.exec(

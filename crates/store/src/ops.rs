@@ -416,6 +416,48 @@ async fn wtx_in(conn: &mut Conn, id: &WtxId) -> Result<WtxRecord, StoreError> {
     Ok(row.with_wallet(wallet))
 }
 
+/// Wallets by id, read in one statement (inside the caller's transaction: as just written).
+async fn wallets_in(conn: &mut Conn, ids: &[&WalletId]) -> Result<Vec<WalletRecord>, StoreError> {
+    let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT {WALLET_COLS} FROM wallets WHERE id IN ({})",
+        marks.join(", ")
+    );
+    let args = ids
+        .iter()
+        .map(|w| crate::db::Arg::from(w.as_str()))
+        .collect();
+    let rows = conn.fetch_all(&sql, args).await?;
+    let found: Vec<WalletRecord> = rows
+        .iter()
+        .map(|r| WalletRecord::from_row(r, 0))
+        .collect::<Result<_, _>>()?;
+    ids.iter()
+        .map(|id| {
+            found
+                .iter()
+                .find(|w| &w.id == *id)
+                .cloned()
+                .ok_or(StoreError::NotFound)
+        })
+        .collect()
+}
+
+/// The record of a WTX this transaction just inserted, built from what was inserted (no
+/// re-read), with its wallet and Lightning transaction as they are now.
+fn wtx_written(w: &NewWtx<'_>, wallet: WalletRecord, lntx: Option<LnTxRecord>) -> WtxRecord {
+    WtxRecord {
+        id: w.id.clone(),
+        wallet,
+        created_at: w.now,
+        amount_msat: w.amount_msat,
+        wtx_type: w.wtx_type,
+        user_label: w.user_label.to_owned(),
+        lntx,
+        pass_thru: w.pass_thru.to_owned(),
+    }
+}
+
 async fn wtxs_of_lntx(conn: &mut Conn, lntx: &LnTxId) -> Result<Vec<WtxRecord>, StoreError> {
     let sql = format!("{} WHERE t.lntx_id = $1 ORDER BY t.seq", wtx_select());
     let rows = conn.fetch_all(&sql, args![lntx.as_str()]).await?;
@@ -1069,32 +1111,29 @@ impl Store {
             ],
         )
         .await?;
-        for (id, wallet, amt, ty) in [
-            (&t.wtx_out_id, &t.from, -amount, WtxType::LnTransferOut),
-            (&t.wtx_in_id, &t.to, amount, WtxType::LnTransferIn),
-        ] {
-            insert_wtx(
-                &mut tx,
-                &NewWtx {
-                    id,
-                    wallet_id: wallet,
-                    account_id: t.account_id.as_str(),
-                    now: t.now,
-                    amount_msat: amt,
-                    wtx_type: ty,
-                    user_label: &t.memo,
-                    lntx_id: None,
-                    pass_thru: &t.pass_thru,
-                },
-            )
-            .await?;
-        }
-        let wtx_out = wtx_in(&mut tx, &t.wtx_out_id).await?;
-        let wtx_in_rec = wtx_in(&mut tx, &t.wtx_in_id).await?;
+        let new_wtx = |id, wallet_id, amount_msat, wtx_type| NewWtx {
+            id,
+            wallet_id,
+            account_id: t.account_id.as_str(),
+            now: t.now,
+            amount_msat,
+            wtx_type,
+            user_label: &t.memo,
+            lntx_id: None,
+            pass_thru: &t.pass_thru,
+        };
+        let out = new_wtx(&t.wtx_out_id, &t.from, -amount, WtxType::LnTransferOut);
+        let inn = new_wtx(&t.wtx_in_id, &t.to, amount, WtxType::LnTransferIn);
+        insert_wtx(&mut tx, &out).await?;
+        insert_wtx(&mut tx, &inn).await?;
+        let mut wallets = wallets_in(&mut tx, &[&t.from, &t.to]).await?.into_iter();
+        let (Some(from), Some(to)) = (wallets.next(), wallets.next()) else {
+            return Err(StoreError::NotFound.into());
+        };
         tx.commit().await?;
         Ok(TransferDone {
-            wtx_in: wtx_in_rec,
-            wtx_out,
+            wtx_in: wtx_written(&inn, to, None),
+            wtx_out: wtx_written(&out, from, None),
         })
     }
 
@@ -1478,38 +1517,49 @@ impl Store {
             ],
         )
         .await?;
-        insert_wtx(
-            &mut tx,
-            &NewWtx {
-                id: &c.payer_wtx_id,
-                wallet_id: &c.payer,
-                account_id: c.account_id.as_str(),
-                now: c.now,
-                amount_msat: -amount,
-                wtx_type: WtxType::LnWithdrawal,
-                user_label: &inv.memo,
-                lntx_id: Some(c.out_lntx_id.as_str()),
-                pass_thru: &c.payer_pass_thru,
-            },
-        )
-        .await?;
-        insert_wtx(
-            &mut tx,
-            &NewWtx {
-                id: &c.payee_wtx_id,
-                wallet_id: &payee,
-                account_id: inv.account_id.as_str(),
-                now: c.now,
-                amount_msat: amount,
-                wtx_type: WtxType::LnDeposit,
-                user_label: &inv.memo,
-                lntx_id: Some(inv.id.as_str()),
-                pass_thru: &inv.pass_thru,
-            },
-        )
-        .await?;
-        let payer_wtx = wtx_in(&mut tx, &c.payer_wtx_id).await?;
-        let payee_wtx = wtx_in(&mut tx, &c.payee_wtx_id).await?;
+        let payer_new = NewWtx {
+            id: &c.payer_wtx_id,
+            wallet_id: &c.payer,
+            account_id: c.account_id.as_str(),
+            now: c.now,
+            amount_msat: -amount,
+            wtx_type: WtxType::LnWithdrawal,
+            user_label: &inv.memo,
+            lntx_id: Some(c.out_lntx_id.as_str()),
+            pass_thru: &c.payer_pass_thru,
+        };
+        let payee_new = NewWtx {
+            id: &c.payee_wtx_id,
+            wallet_id: &payee,
+            account_id: inv.account_id.as_str(),
+            now: c.now,
+            amount_msat: amount,
+            wtx_type: WtxType::LnDeposit,
+            user_label: &inv.memo,
+            lntx_id: Some(inv.id.as_str()),
+            pass_thru: &inv.pass_thru,
+        };
+        insert_wtx(&mut tx, &payer_new).await?;
+        insert_wtx(&mut tx, &payee_new).await?;
+        // The records to answer with, in two statements (both Lightning transactions as just
+        // written, both wallets after the change).
+        let sql = format!("SELECT {LNTX_COLS} FROM ln_txs l WHERE l.id IN ($1, $2)");
+        let lntxs: Vec<LnTxRecord> = tx
+            .fetch_all(&sql, args![c.out_lntx_id.as_str(), inv.id.as_str()])
+            .await?
+            .iter()
+            .map(|r| LnTxRecord::from_row(r, 0))
+            .collect::<Result<_, _>>()?;
+        let lntx_of = |id: &LnTxId| lntxs.iter().find(|l| &l.id == id).cloned();
+        let (Some(out_lntx), Some(in_lntx)) = (lntx_of(&c.out_lntx_id), lntx_of(&inv.id)) else {
+            return Err(StoreError::NotFound.into());
+        };
+        let mut wallets = wallets_in(&mut tx, &[&c.payer, &payee]).await?.into_iter();
+        let (Some(payer_w), Some(payee_w)) = (wallets.next(), wallets.next()) else {
+            return Err(StoreError::NotFound.into());
+        };
+        let payer_wtx = wtx_written(&payer_new, payer_w, Some(out_lntx));
+        let payee_wtx = wtx_written(&payee_new, payee_w, Some(in_lntx));
         crate::crash::crash_point("during_internal");
         tx.commit().await?;
         Ok(InternalPaid {
