@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bitcoin::hashes::{Hash as _, sha256};
 use lightning::ln::channelmanager::{
-    Bolt11InvoiceParameters, Bolt11PaymentError, PaymentId, RecentPaymentDetails,
-    RecipientOnionFields, Retry, RetryableSendFailure,
+    Bolt11PaymentError, PaymentId, RecentPaymentDetails, RecipientOnionFields, Retry,
+    RetryableSendFailure,
 };
 use lightning::routing::router::{
     PaymentParameters, RouteParameters, RouteParametersConfig, Router,
@@ -22,6 +22,7 @@ use satchel_lightning::{
     RouteHop, Routes,
 };
 
+use crate::invoice::InvoiceParams;
 use crate::node::{LdkNode, from_node_pubkey};
 use crate::records::{
     EVENTS, EventRec, INVOICES, InvState, InvoiceRec, PAYMENTS, PayState, PaymentRec, event_key,
@@ -438,15 +439,18 @@ impl Invoices for LdkNode {
             ),
         };
         let invoice = self
-            .channel_manager
-            .create_bolt11_invoice(Bolt11InvoiceParameters {
-                amount_msats: req.amount.map(Msat::as_msat),
-                description,
-                invoice_expiry_delta_secs: Some(req.expiry_secs),
-                min_final_cltv_expiry_delta: None,
-                payment_hash: Some(lightning::types::payment::PaymentHash(hash.0)),
-            })
-            .map_err(|e| LnError::Rejected(format!("creating invoice: {e:?}")))?;
+            .invoice_signer
+            .create(
+                &self.channel_manager,
+                InvoiceParams {
+                    hash: hash.0,
+                    amount_msat: req.amount.map(Msat::as_msat),
+                    description,
+                    expiry_secs: req.expiry_secs,
+                },
+                crate::node::now_duration(),
+            )
+            .map_err(|e| LnError::Rejected(format!("creating invoice: {e}")))?;
         let bolt11 = Bolt11::from_invoice(invoice);
         let rec = InvoiceRec {
             bolt11: bolt11.as_str().to_owned(),

@@ -55,6 +55,7 @@
 
 mod backend;
 mod devnet;
+mod invoice;
 mod journal;
 mod node;
 mod records;

@@ -42,6 +42,8 @@ use lightning::util::persist::{
 };
 use lightning::util::ser::{ReadableArgs, Writeable};
 use lightning_persister::fs_store::FilesystemStore;
+
+use crate::invoice::InvoiceSigner;
 use satchel_domain::{
     CustomRecords, KEYSEND_PREIMAGE_TLV, Msat, NodePubkey, PaymentHash, Preimage,
 };
@@ -195,6 +197,8 @@ pub struct LdkNode {
     pub(crate) node_pubkey: NodePubkey,
     listen_addr: SocketAddr,
     pub(crate) kv: Kv,
+    /// Signs our invoices (see [`crate::invoice`]).
+    pub(crate) invoice_signer: InvoiceSigner,
     store: Arc<FilesystemStore>,
     pub(crate) channel_manager: Arc<ChannelManagerT>,
     chain_monitor: Arc<ChainMonitorT>,
@@ -215,6 +219,67 @@ pub struct LdkNode {
     lock_file: Mutex<Option<std::fs::File>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     event_loop: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl LdkNode {
+    /// Test support: compares the route hints Satchel puts in an invoice of `amount_msat` with
+    /// the ones LDK's own `create_bolt11_invoice` would choose right now, and checks that an
+    /// invoice we build passes the full signature check. `Err` describes a difference.
+    #[doc(hidden)]
+    pub fn check_invoices_against_ldk(&self, amount_msat: Option<u64>) -> Result<(), String> {
+        use lightning::ln::channelmanager::Bolt11InvoiceParameters;
+        use lightning_invoice::{Bolt11InvoiceDescription, Description};
+        let hops = |hints: Vec<lightning::routing::router::RouteHint>| {
+            let mut v: Vec<(PublicKey, u64, u32, u32, u16)> = hints
+                .into_iter()
+                .flat_map(|h| h.0)
+                .map(|h| {
+                    (
+                        h.src_node_id,
+                        h.short_channel_id,
+                        h.fees.base_msat,
+                        h.fees.proportional_millionths,
+                        h.cltv_expiry_delta,
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let ldk = self
+            .channel_manager
+            .create_bolt11_invoice(Bolt11InvoiceParameters {
+                amount_msats: amount_msat,
+                description: Bolt11InvoiceDescription::Direct(Description::empty()),
+                invoice_expiry_delta_secs: Some(600),
+                min_final_cltv_expiry_delta: None,
+                payment_hash: Some(lightning::types::payment::PaymentHash(rand::random())),
+            })
+            .map_err(|e| format!("LDK: {e:?}"))?;
+        let ours = self.invoice_signer.create(
+            &self.channel_manager,
+            crate::invoice::InvoiceParams {
+                hash: rand::random(),
+                amount_msat,
+                description: Bolt11InvoiceDescription::Direct(Description::empty()),
+                expiry_secs: 600,
+            },
+            now_duration(),
+        )?;
+        let (l, o) = (hops(ldk.route_hints()), hops(ours.route_hints()));
+        if l != o {
+            return Err(format!("route hints differ: LDK {l:?}, ours {o:?}"));
+        }
+        if ours.min_final_cltv_expiry_delta() != ldk.min_final_cltv_expiry_delta()
+            || ours.features() != ldk.features()
+            || ours.payee_pub_key() != ldk.payee_pub_key()
+        {
+            return Err("invoice fields differ from LDK's".into());
+        }
+        satchel_domain::Bolt11::parse(&ours.to_string())
+            .map(|_| ())
+            .map_err(|e| format!("our invoice does not verify: {e}"))
+    }
 }
 
 impl fmt::Debug for LdkNode {
@@ -485,6 +550,7 @@ impl LdkNode {
             pubkey,
             listen_addr,
             kv,
+            invoice_signer: InvoiceSigner::new(keys.get_node_secret_key(), pubkey),
             store,
             channel_manager,
             chain_monitor,

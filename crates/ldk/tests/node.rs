@@ -51,7 +51,18 @@ async fn pair_pays_both_ways_and_survives_a_restart() {
         .create_invoice(new_invoice(Some(sats(1_000)), "a1"))
         .await
         .unwrap();
-    // LDK's invoices carry route hints; the cheap hash reader must still find the hash.
+    // Our invoices are what LDK would make (same route hints), and verify.
+    for amount in [
+        None,
+        Some(1_000),
+        Some(1_000_000),
+        Some(399_000_000),
+        Some(10_000_000_000),
+    ] {
+        a.check_invoices_against_ldk(amount).unwrap();
+        b.check_invoices_against_ldk(amount).unwrap();
+    }
+    // Our invoices carry route hints; the cheap hash reader must still find the hash.
     assert_eq!(
         satchel_domain::Bolt11::payment_hash_hint(inv.as_str()),
         Some(inv.payment_hash())
