@@ -163,7 +163,7 @@ pub(crate) fn route_hints(
     if online_enough {
         chosen.sort_by_key(|c| c.inbound_capacity_msat);
     } else {
-        chosen.sort_by(|a, b| b.inbound_capacity_msat.cmp(&a.inbound_capacity_msat));
+        chosen.sort_by_key(|c| std::cmp::Reverse(c.inbound_capacity_msat));
     }
     chosen
         .into_iter()
