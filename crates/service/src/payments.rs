@@ -32,6 +32,9 @@ use crate::{Ctx, ServiceError};
 
 /// Expiry LNPay reports on keysend lnTx.
 const KEYSEND_EXPIRY_SECS: i64 = 432_000;
+/// How long internally settled invoices gather before the node is asked to cancel them.
+const CANCEL_GATHER: Duration = Duration::from_millis(20);
+
 /// Longest pause between two lookups of an unresolved payment.
 const MAX_POLL: Duration = Duration::from_secs(30);
 
@@ -162,6 +165,8 @@ impl PaymentService {
             let ln = self.ctx.ln.clone();
             tokio::spawn(async move {
                 while let Some(first) = rx.recv().await {
+                    // Let a batch gather: one durable node write per batch, not per payment.
+                    tokio::time::sleep(CANCEL_GATHER).await;
                     let mut batch = vec![first];
                     while let Ok(h) = rx.try_recv() {
                         batch.push(h);
