@@ -841,6 +841,37 @@ async fn own_invoices_are_recognized_in_any_wrapping() {
     .await;
 }
 
+/// A configured send limit refuses larger payments, internal (fast path) or outside, before
+/// anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn send_limit_applies_to_internal_and_outside_invoices() {
+    let cfg = ServiceConfig {
+        max_send: Some(sats(100)),
+        ..fast_cfg()
+    };
+    on_each_db_with(cfg, |s| async move {
+        let (a, start_a) = funded(&s, "A", 1000).await;
+        let b = s.create_wallet("B").await;
+        let big = s.invoice(&b, 101).await;
+        let big = Bolt11::parse(big["payment_request"].as_str().unwrap()).unwrap();
+        let msg = "Sends are limited to: 100 satoshi per request";
+        assert_400(&withdraw(&s, &a, &big, None).await, msg);
+        let (outside, _) = carol_invoice(&s, 101, "outside");
+        assert_400(&withdraw(&s, &a, &outside, None).await, msg);
+        assert_eq!(s.scripted.pay_count(outside.payment_hash()), 0);
+        assert_eq!(s.balance_msat(&a).await, start_a);
+        assert_eq!(s.balance_msat(&b).await, 0);
+        // At the limit: paid.
+        let ok = s.invoice(&b, 100).await;
+        let ok = Bolt11::parse(ok["payment_request"].as_str().unwrap()).unwrap();
+        let r = withdraw(&s, &a, &ok, None).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(s.balance_msat(&b).await, 100_000);
+        s
+    })
+    .await;
+}
+
 /// A wallet paying its own invoice: no money is made or lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn paying_own_invoice_from_the_same_wallet_mints_nothing() {

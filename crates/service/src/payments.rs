@@ -216,23 +216,22 @@ impl PaymentService {
 
         // One of our own invoices, exactly as we issued it: its signature is the one we made,
         // so skip re-verifying it and settle inside the ledger (no node, no fee). The ledger
-        // checks expiry, amount and that it is still open.
-        let ours = match Bolt11::payment_hash_hint(&text) {
-            Some(hash) => self.ctx.store.incoming_by_hash(&hash).await?,
-            None => None,
-        };
-        if let Some(ours) = &ours
-            && ours.payment_request == text
+        // checks, inside its transaction, that the stored text is exactly this one, expiry,
+        // amount, the send limit and that it is still open. (With an invalid fee limit, the
+        // checked path below reports it in the usual order.)
+        if let Some(hash) = Bolt11::payment_hash_hint(&text)
+            && fee_limit(req.fee_limit_msat, Msat::ZERO).is_ok()
+            && let Some(done) = self
+                .pay_internal(
+                    caller,
+                    &wallet,
+                    hash,
+                    pass_thru(req.pass_thru.clone()),
+                    Some(text.clone()),
+                )
+                .await?
         {
-            // Same input checks as a network payment, though no fee is charged.
-            fee_limit(req.fee_limit_msat, ours.amount)?;
-            if ours.amount > Msat::ZERO {
-                self.check_send_limit(ours.amount)?;
-            }
-            let pass_thru = pass_thru(req.pass_thru);
-            return self
-                .pay_internal(caller, &wallet, ours.payment_hash, pass_thru)
-                .await;
+            return Ok(done);
         }
 
         let invoice = Bolt11::parse(&text)?;
@@ -245,12 +244,11 @@ impl PaymentService {
 
         // Our payment hash in an invoice text we did not issue (re-encoded, say): still ours to
         // settle internally, never to pay to ourselves over the network.
-        let ours_by_hash = match ours {
-            Some(o) if o.payment_hash == hash => true,
-            _ => self.ctx.store.incoming_by_hash(&hash).await?.is_some(),
-        };
-        if ours_by_hash {
-            return self.pay_internal(caller, &wallet, hash, pass_thru).await;
+        if self.ctx.store.incoming_by_hash(&hash).await?.is_some() {
+            return self
+                .pay_internal(caller, &wallet, hash, pass_thru, None)
+                .await?
+                .ok_or_else(|| ServiceError::Internal("internal invoice vanished".into()));
         }
 
         let lntx = self
@@ -284,13 +282,17 @@ impl PaymentService {
         self.wait(lntx, target, self.ctx.cfg.payment_wait).await
     }
 
+    /// Settles one of our invoices inside the ledger. With `expect_request`, `Ok(None)` means
+    /// the hash is not one of our invoices with exactly that text (nothing was written).
     async fn pay_internal(
         &self,
         caller: &Caller,
         wallet: &WalletRecord,
         hash: PaymentHash,
         pass_thru: String,
-    ) -> Result<PaymentResult, ServiceError> {
+        expect_request: Option<String>,
+    ) -> Result<Option<PaymentResult>, ServiceError> {
+        let checked_text = expect_request.is_some();
         let paid = self
             .ctx
             .store
@@ -303,33 +305,41 @@ impl PaymentService {
                 payee_wtx_id: WtxId::generate(),
                 payer_pass_thru: pass_thru,
                 now: now_secs(),
+                expect_request,
+                send_limit: self.ctx.cfg.max_send,
             })
-            .await
-            .map_err(|e| match e {
-                InternalPayError::AlreadyPaid => ServiceError::AlreadyPaid,
-                InternalPayError::Expired => {
-                    ServiceError::Invoice(satchel_domain::Bolt11Error::Expired)
-                }
-                InternalPayError::ZeroAmount => {
-                    ServiceError::Invoice(satchel_domain::Bolt11Error::ZeroAmount)
-                }
-                InternalPayError::InsufficientBalance(b) => {
-                    ServiceError::InsufficientBalance(b.sats_floor())
-                }
-                InternalPayError::WalletNotFound => {
-                    ServiceError::WalletNotFound(wallet.id.to_string())
-                }
-                InternalPayError::NotInternal => {
-                    ServiceError::Internal("internal invoice vanished".into())
-                }
-                InternalPayError::Store(s) => s.into(),
-            })?;
+            .await;
+        let paid = match paid {
+            Err(InternalPayError::NotInternal) if checked_text => return Ok(None),
+            other => other,
+        }
+        .map_err(|e| match e {
+            InternalPayError::AlreadyPaid => ServiceError::AlreadyPaid,
+            InternalPayError::Expired => {
+                ServiceError::Invoice(satchel_domain::Bolt11Error::Expired)
+            }
+            InternalPayError::ZeroAmount => {
+                ServiceError::Invoice(satchel_domain::Bolt11Error::ZeroAmount)
+            }
+            InternalPayError::InsufficientBalance(b) => {
+                ServiceError::InsufficientBalance(b.sats_floor())
+            }
+            InternalPayError::WalletNotFound => ServiceError::WalletNotFound(wallet.id.to_string()),
+            InternalPayError::NotInternal => {
+                ServiceError::Internal("internal invoice vanished".into())
+            }
+            InternalPayError::OverLimit(max) => ServiceError::Invalid(format!(
+                "Sends are limited to: {} satoshi per request",
+                max.sats_floor()
+            )),
+            InternalPayError::Store(s) => s.into(),
+        })?;
         // The ledger says paid; make the node refuse outside payments of it too.
         self.cancel_on_node(hash);
-        Ok(PaymentResult::Done {
+        Ok(Some(PaymentResult::Done {
             wtx: paid.payer_wtx,
             fee_wtx: None,
-        })
+        }))
     }
 
     /// Checks a keysend request and fixes its preimage.

@@ -343,6 +343,11 @@ pub struct InternalPayCmd {
     pub payer_pass_thru: String,
     /// Unix seconds.
     pub now: i64,
+    /// If set, the invoice's text must be exactly this (else [`InternalPayError::NotInternal`]):
+    /// lets a caller that skipped verifying the invoice rely on it being the one we issued.
+    pub expect_request: Option<String>,
+    /// Largest amount the payer may send, if limited ([`InternalPayError::OverLimit`]).
+    pub send_limit: Option<Msat>,
 }
 
 /// Result of an internal payment.
@@ -375,6 +380,9 @@ pub enum InternalPayError {
     /// The invoice has no amount.
     #[error("Cannot process any amount invoices")]
     ZeroAmount,
+    /// The amount is above the command's send limit.
+    #[error("over the send limit")]
+    OverLimit(Msat),
     /// Storage failure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -416,31 +424,27 @@ async fn wtx_in(conn: &mut Conn, id: &WtxId) -> Result<WtxRecord, StoreError> {
     Ok(row.with_wallet(wallet))
 }
 
-/// Wallets by id, read in one statement (inside the caller's transaction: as just written).
-async fn wallets_in(conn: &mut Conn, ids: &[&WalletId]) -> Result<Vec<WalletRecord>, StoreError> {
-    let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "SELECT {WALLET_COLS} FROM wallets WHERE id IN ({})",
-        marks.join(", ")
-    );
-    let args = ids
-        .iter()
-        .map(|w| crate::db::Arg::from(w.as_str()))
-        .collect();
-    let rows = conn.fetch_all(&sql, args).await?;
-    let found: Vec<WalletRecord> = rows
-        .iter()
-        .map(|r| WalletRecord::from_row(r, 0))
-        .collect::<Result<_, _>>()?;
-    ids.iter()
-        .map(|id| {
-            found
-                .iter()
-                .find(|w| &w.id == *id)
-                .cloned()
-                .ok_or(StoreError::NotFound)
-        })
-        .collect()
+/// A wallet as this transaction leaves it, computed (no re-read) from its locked record and
+/// what [`post`] and [`insert_wtx`] did to it: balance moved by `delta_msat`, `wtxs` entries
+/// added, touched at `now` (`post` sets `updated_at` on every wallet leg).
+fn wallet_after(
+    locked: &WalletRecord,
+    delta_msat: i64,
+    wtxs: u64,
+    now: i64,
+) -> Result<WalletRecord, StoreError> {
+    let balance = locked
+        .balance
+        .as_i64()
+        .checked_add(delta_msat)
+        .and_then(|b| Msat::from_i64(b).ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("balance of {} out of range", locked.id)))?;
+    Ok(WalletRecord {
+        balance,
+        wtx_count: locked.wtx_count.saturating_add(wtxs),
+        updated_at: now,
+        ..locked.clone()
+    })
 }
 
 /// The record of a WTX this transaction just inserted, built from what was inserted (no
@@ -1091,10 +1095,10 @@ impl Store {
             Some(w) if w.account_id == t.account_id => w.clone(),
             _ => return Err(TransferError::SourceNotFound),
         };
-        match &locked[1] {
-            Some(w) if w.account_id == t.account_id => {}
+        let dst = match &locked[1] {
+            Some(w) if w.account_id == t.account_id => w.clone(),
             _ => return Err(TransferError::DestNotFound),
-        }
+        };
         // The check that matters: made after the lock, inside the transaction.
         if src.balance < t.amount {
             return Err(TransferError::InsufficientBalance);
@@ -1126,10 +1130,8 @@ impl Store {
         let inn = new_wtx(&t.wtx_in_id, &t.to, amount, WtxType::LnTransferIn);
         insert_wtx(&mut tx, &out).await?;
         insert_wtx(&mut tx, &inn).await?;
-        let mut wallets = wallets_in(&mut tx, &[&t.from, &t.to]).await?.into_iter();
-        let (Some(from), Some(to)) = (wallets.next(), wallets.next()) else {
-            return Err(StoreError::NotFound.into());
-        };
+        let from = wallet_after(&src, -amount, 1, t.now)?;
+        let to = wallet_after(&dst, amount, 1, t.now)?;
         tx.commit().await?;
         Ok(TransferDone {
             wtx_in: wtx_written(&inn, to, None),
@@ -1444,6 +1446,12 @@ impl Store {
         let Some(payee) = inv.wallet_id.clone() else {
             return Err(InternalPayError::NotInternal);
         };
+        if c.expect_request
+            .as_ref()
+            .is_some_and(|t| *t != inv.payment_request)
+        {
+            return Err(InternalPayError::NotInternal);
+        }
         if inv.settled || inv.is_keysend {
             return Err(InternalPayError::AlreadyPaid);
         }
@@ -1452,6 +1460,11 @@ impl Store {
         }
         if inv.amount.is_zero() {
             return Err(InternalPayError::ZeroAmount);
+        }
+        if let Some(max) = c.send_limit
+            && inv.amount > max
+        {
+            return Err(InternalPayError::OverLimit(max));
         }
         // An external attempt of the same hash may be live (it will fail at the node, which
         // knows the invoice is ours); refuse rather than pay twice.
@@ -1466,6 +1479,9 @@ impl Store {
         let payer = match &locked[0] {
             Some(w) if w.account_id == c.account_id => w.clone(),
             _ => return Err(InternalPayError::WalletNotFound),
+        };
+        let Some(payee_locked) = locked[1].clone() else {
+            return Err(InternalPayError::NotInternal);
         };
         if payer.balance < inv.amount {
             return Err(InternalPayError::InsufficientBalance(payer.balance));
@@ -1541,8 +1557,8 @@ impl Store {
         };
         insert_wtx(&mut tx, &payer_new).await?;
         insert_wtx(&mut tx, &payee_new).await?;
-        // The records to answer with, in two statements (both Lightning transactions as just
-        // written, both wallets after the change).
+        // The records to answer with: both Lightning transactions as just written (one
+        // statement), both wallets as this transaction leaves them (computed).
         let sql = format!("SELECT {LNTX_COLS} FROM ln_txs l WHERE l.id IN ($1, $2)");
         let lntxs: Vec<LnTxRecord> = tx
             .fetch_all(&sql, args![c.out_lntx_id.as_str(), inv.id.as_str()])
@@ -1554,9 +1570,15 @@ impl Store {
         let (Some(out_lntx), Some(in_lntx)) = (lntx_of(&c.out_lntx_id), lntx_of(&inv.id)) else {
             return Err(StoreError::NotFound.into());
         };
-        let mut wallets = wallets_in(&mut tx, &[&c.payer, &payee]).await?.into_iter();
-        let (Some(payer_w), Some(payee_w)) = (wallets.next(), wallets.next()) else {
-            return Err(StoreError::NotFound.into());
+        // Paying one's own invoice moves nothing and adds both entries to the one wallet.
+        let (payer_w, payee_w) = if payer.id == payee {
+            let w = wallet_after(&payer, 0, 2, c.now)?;
+            (w.clone(), w)
+        } else {
+            (
+                wallet_after(&payer, -amount, 1, c.now)?,
+                wallet_after(&payee_locked, amount, 1, c.now)?,
+            )
         };
         let payer_wtx = wtx_written(&payer_new, payer_w, Some(out_lntx));
         let payee_wtx = wtx_written(&payee_new, payee_w, Some(in_lntx));

@@ -383,6 +383,17 @@ async fn transfers() {
         assert_eq!(balance(&store, &b).await, 300_500, "[{kind}]");
         assert_eq!(wtx_count(&store, &a).await, 2, "[{kind}]");
         assert_eq!(wtx_count(&store, &b).await, 1, "[{kind}]");
+        // The answer is built from what was written, not re-read: it must equal a fresh read.
+        assert_eq!(
+            store.wtx(&cmd.wtx_out_id).await.unwrap().as_ref(),
+            Some(&done.wtx_out),
+            "[{kind}]"
+        );
+        assert_eq!(
+            store.wtx(&cmd.wtx_in_id).await.unwrap().as_ref(),
+            Some(&done.wtx_in),
+            "[{kind}]"
+        );
 
         // Insufficient: refused, nothing written.
         let cmd = transfer_cmd(&acct, &a, &b, msat(699_501));
@@ -876,6 +887,27 @@ async fn pay_internal_invoice() {
         assert_eq!(paid.payee_wtx.amount_msat, 300_000, "[{kind}]");
         assert_eq!(paid.payee_wtx.wtx_type, WtxType::LnDeposit, "[{kind}]");
         assert_eq!(paid.payee_wtx.wallet.id, payee, "[{kind}]");
+        // Built from what was written, not re-read: equal to a fresh read.
+        for w in [&paid.payer_wtx, &paid.payee_wtx] {
+            assert_eq!(
+                store.wtx(&w.id).await.unwrap().as_ref(),
+                Some(w),
+                "[{kind}]"
+            );
+        }
+        // Paying an invoice of one's own wallet: both entries on one wallet, nothing moves.
+        let (_, own_hash) = invoice(&store, &acct, &payer, sat(10)).await;
+        let own = store
+            .pay_internal(&internal_cmd(&acct, &payer, own_hash))
+            .await
+            .unwrap();
+        for w in [&own.payer_wtx, &own.payee_wtx] {
+            assert_eq!(
+                store.wtx(&w.id).await.unwrap().as_ref(),
+                Some(w),
+                "[{kind}]"
+            );
+        }
         assert_eq!(balance(&store, &payer).await, 700_000, "[{kind}]");
         assert_eq!(balance(&store, &payee).await, 300_000, "[{kind}]");
         let inv = store.lntx(&inv_id).await.unwrap().unwrap();

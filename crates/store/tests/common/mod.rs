@@ -222,6 +222,8 @@ pub fn internal_cmd(account: &AccountId, payer: &WalletId, hash: PaymentHash) ->
         payee_wtx_id: WtxId::generate(),
         payer_pass_thru: "{}".into(),
         now: NOW + 1,
+        expect_request: None,
+        send_limit: None,
     }
 }
 
