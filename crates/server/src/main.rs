@@ -14,11 +14,6 @@ use satchel_lightning::{DevnetControl, LightningBackend};
 use satchel_service::ServiceConfig;
 use satchel_store::Store;
 
-/// jemalloc instead of glibc's malloc: request handling allocates many small short-lived
-/// buffers across threads, where glibc's arenas and consolidation cost ~15% of server CPU.
-#[global_allocator]
-static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 #[derive(Parser)]
 #[command(
     name = "satchel",
