@@ -741,7 +741,7 @@ fn report(args: &Args, rows: &[Row]) -> String {
     s.push_str("# Satchel benchmarks\n\n");
     s.push_str("Written by `satchel-bench` (crates/bench). Closed loop: each connection sends its next request as soon as the previous one answers. ");
     s.push_str("Each run is bounded by a request count and a time limit. The server is a separate `satchel serve` process (release build, devnet backend) on a fresh database; ");
-    s.push_str("server CPU is its user+system time from /proc divided by the requests, RSS its peak resident set. Durability: SQLite WAL with `synchronous=FULL`; Postgres default `fsync=on`.\n\n");
+    s.push_str("server CPU is its user+system time from /proc divided by the requests, RSS its peak resident set. Durability: SQLite group commit, every reply after an `fdatasync` of the WAL covering it (see ARCHITECTURE.md); Postgres default `fsync=on`.\n\n");
     s.push_str(&format!("- Command: `{}`\n", cmd.join(" ")));
     s.push_str(&format!("- Machine: {}\n", machine()));
     s.push_str(&format!("- Backend: {}\n", args.backend));

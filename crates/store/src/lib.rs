@@ -144,8 +144,9 @@ impl Store {
     /// brings its schema up to date.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         let pools = if url.starts_with("sqlite:") {
-            // Created if missing; WAL; synchronous=FULL (a commit is durable, fsynced, before we
-            // acknowledge anything); foreign keys; 30 s busy timeout; temp_store=MEMORY (see
+            // Created if missing; WAL; synchronous=FULL, except on the writer, whose batches the
+            // group commit makes durable itself before acknowledging anything (see
+            // `group_commit`); foreign keys; 30 s busy timeout; temp_store=MEMORY (see
             // `sqlite::Target::open`).
             let target = sqlite::Target::parse(url)?;
             // One writer connection: SQLite has a single write lock anyway. Writes queue on it in
