@@ -422,13 +422,19 @@ impl NodeInfo for LdkNode {
     }
 }
 
+/// A second invoice for one preimage is refused (the trait allows it): the invoice text is not
+/// kept in memory, where it was most of each open invoice's footprint.
+fn exists() -> LnError {
+    LnError::Rejected("an invoice for this payment hash already exists".into())
+}
+
 #[async_trait]
 impl Invoices for LdkNode {
     async fn create_invoice(&self, req: NewInvoice) -> Result<Bolt11, LnError> {
         self.check_running()?;
         let hash = req.preimage.hash();
-        if let Some(existing) = self.lock().invoices.get(&hash) {
-            return Bolt11::parse(&existing.bolt11).map_err(|e| LnError::Transport(e.to_string()));
+        if self.lock().invoices.contains_key(&hash) {
+            return Err(exists());
         }
         let description = match req.description_hash {
             Some(h) => Bolt11InvoiceDescription::Hash(lightning_invoice::Sha256(
@@ -453,7 +459,6 @@ impl Invoices for LdkNode {
             .map_err(|e| LnError::Rejected(format!("creating invoice: {e}")))?;
         let bolt11 = Bolt11::from_invoice(invoice);
         let rec = InvoiceRec {
-            bolt11: bolt11.as_str().to_owned(),
             preimage: req.preimage.to_hex(),
             amount_msat: req.amount.map(Msat::as_msat),
             expires_at: bolt11.expires_at_secs(),
@@ -462,9 +467,8 @@ impl Invoices for LdkNode {
         let ticket = {
             let mut st = self.lock();
             // A concurrent call with the same preimage may have won the race: keep its invoice.
-            if let Some(existing) = st.invoices.get(&hash) {
-                return Bolt11::parse(&existing.bolt11)
-                    .map_err(|e| LnError::Transport(e.to_string()));
+            if st.invoices.contains_key(&hash) {
+                return Err(exists());
             }
             let ticket = self
                 .kv

@@ -91,11 +91,17 @@ async fn alice_pays_our_invoice() {
             .is_empty()
     );
 
-    // Creating the same invoice twice returns the first one.
+    // A second invoice for the same preimage is refused (the first one stays valid).
     let req = new_invoice(Some(sats(5)), "same");
     let a = node.create_invoice(req.clone()).await.unwrap();
-    let b = node.create_invoice(req).await.unwrap();
-    assert_eq!(a.as_str(), b.as_str());
+    assert!(matches!(
+        node.create_invoice(req).await,
+        Err(satchel_lightning::LnError::Rejected(_))
+    ));
+    assert_eq!(
+        node.lookup_invoice(a.payment_hash()).await.unwrap(),
+        Some(InvoiceState::Open)
+    );
     devnet.stop().await.unwrap();
 }
 
