@@ -62,6 +62,8 @@ pub(crate) struct WriterState {
 /// The single SQLite writer.
 pub(crate) struct Writer {
     state: Arc<Mutex<WriterState>>,
+    /// Whether commits are made durable by flushing the WAL here (see the module docs).
+    flushes_wal: bool,
 }
 
 /// Makes committed batches durable by flushing the WAL file, outside the writer lock.
@@ -297,6 +299,7 @@ impl Writer {
     pub(crate) fn new(conn: Connection) -> Result<Writer, StoreError> {
         let wal = Arc::new(WalSync::attach(&conn)?);
         Ok(Writer {
+            flushes_wal: wal.file.is_some(),
             state: Arc::new(Mutex::new(WriterState {
                 conn,
                 in_tx: false,
@@ -310,7 +313,7 @@ impl Writer {
 
     /// True when commits are made durable by flushing the WAL here (see the module docs).
     pub(crate) fn flushes_wal(&self) -> bool {
-        self.state.try_lock().map_or(true, |g| g.wal.file.is_some())
+        self.flushes_wal
     }
 
     /// Starts an operation: takes the writer (FIFO), opens the batch if needed, sets a savepoint.
