@@ -3,9 +3,11 @@
 //! Only this module writes `postings`, `wallets.balance_msat` and `system_accounts.balance_msat`,
 //! and always together, inside the caller's write transaction.
 
+use std::collections::BTreeMap;
+
 use satchel_domain::{EventName, LnTxId, WalletId, WtxId, WtxType};
 
-use crate::outbox::{Emit, emit};
+use crate::outbox::{Emit, WebhookRecord, active_hooks, emit_to};
 
 use crate::db::Conn;
 use crate::records::{WALLET_COLS, WalletRecord};
@@ -65,29 +67,49 @@ pub(crate) async fn lock_wallet(
     }
 }
 
-/// Locks several wallets in id order, so two transactions locking the same pair in opposite
-/// roles (A→B and B→A) cannot deadlock.
+/// Reads and locks several wallets in one statement, in id order (Postgres locks the rows as
+/// the sorted scan returns them), so two transactions locking the same pair in opposite roles
+/// (A→B and B→A) cannot deadlock. Answers in the order asked; a repeated id gets its record
+/// again.
 pub(crate) async fn lock_wallets(
     conn: &mut Conn,
     ids: &[&WalletId],
 ) -> Result<Vec<Option<WalletRecord>>, StoreError> {
-    let mut order: Vec<usize> = (0..ids.len()).collect();
-    order.sort_by(|a, b| ids[*a].cmp(ids[*b]));
-    let mut out: Vec<Option<WalletRecord>> = vec![None; ids.len()];
-    for i in order {
-        out[i] = lock_wallet(conn, ids[i]).await?;
+    let mut sql = format!("SELECT {WALLET_COLS} FROM wallets WHERE id IN (");
+    for i in 1..=ids.len() {
+        if i > 1 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("${i}"));
     }
-    Ok(out)
+    sql.push_str(") ORDER BY id");
+    sql.push_str(conn.dialect().for_update());
+    let values = ids.iter().map(|w| w.as_str().into()).collect();
+    let found: Vec<WalletRecord> = conn
+        .fetch_all(&sql, values)
+        .await?
+        .iter()
+        .map(|r| WalletRecord::from_row(r, 0))
+        .collect::<Result<_, _>>()?;
+    Ok(ids
+        .iter()
+        .map(|id| found.iter().find(|w| &w.id == *id).cloned())
+        .collect())
 }
 
-/// Appends one balanced ledger transaction and moves the stored balances with it.
-/// Refuses (as `Corrupt`, a programming error) any set of legs that does not sum to zero.
+/// Appends one balanced ledger transaction, moves the stored balances with it and records the
+/// user-visible entries (`entries`) it produces, with their events. Refuses (as `Corrupt`, a
+/// programming error) any set of legs that does not sum to zero.
+///
+/// Each touched account is updated once: its legs are summed, and a wallet's `wtx_count` moves
+/// in the same `UPDATE` as its balance, by the number of entries in that wallet.
 pub(crate) async fn post(
     conn: &mut Conn,
     kind: &str,
     reference: &str,
     now: i64,
     legs: &[Posting<'_>],
+    entries: &[NewWtx<'_>],
 ) -> Result<(), StoreError> {
     let mut sum: i64 = 0;
     for l in legs {
@@ -112,21 +134,31 @@ pub(crate) async fn post(
     // before calling this, so no two transactions can wait on each other in a cycle (a settle
     // taking `sys:in_flight` then a wallet while a reserve holds the wallet and wants
     // `sys:in_flight` would deadlock).
-    let mut ordered: Vec<&Posting<'_>> = legs.iter().filter(|l| l.amount_msat != 0).collect();
-    ordered.sort_by(|a, b| {
-        let key = |p: &Posting<'_>| {
-            (
-                matches!(p.account, Account::Sys(_)),
-                p.account.code().to_owned(),
-            )
-        };
-        key(a).cmp(&key(b))
-    });
+    let mut touched: BTreeMap<(bool, &str), Touch> = BTreeMap::new();
+    let mut postings: Vec<&Posting<'_>> = Vec::with_capacity(legs.len());
+    for l in legs.iter().filter(|l| l.amount_msat != 0) {
+        let t = touched
+            .entry((matches!(l.account, Account::Sys(_)), l.account.code()))
+            .or_default();
+        // Per account, a partial sum can overflow even when the whole sums to zero.
+        t.delta_msat = t
+            .delta_msat
+            .checked_add(l.amount_msat)
+            .ok_or_else(|| StoreError::Corrupt("posting overflow".into()))?;
+        postings.push(l);
+    }
+    for e in entries {
+        touched
+            .entry((false, e.wallet_id.as_str()))
+            .or_default()
+            .entries += 1;
+    }
+    postings.sort_by_key(|p| (matches!(p.account, Account::Sys(_)), p.account.code()));
     // All legs in one statement.
-    if !ordered.is_empty() {
+    if !postings.is_empty() {
         let mut sql = String::from("INSERT INTO postings (txn_id, account, amount_msat) VALUES ");
         let mut values = args![txn_id];
-        for (i, l) in ordered.iter().enumerate() {
+        for (i, l) in postings.iter().enumerate() {
             if i > 0 {
                 sql.push_str(", ");
             }
@@ -137,31 +169,33 @@ pub(crate) async fn post(
         }
         conn.exec(&sql, values).await?;
     }
-    for l in ordered {
-        let n = match &l.account {
-            Account::Wallet(w) => {
-                conn.exec(
-                    "UPDATE wallets SET balance_msat = balance_msat + $1, updated_at = $2 WHERE id = $3",
-                    args![l.amount_msat, now, w.as_str()],
-                )
-                .await?
-            }
-            Account::Sys(code) => {
-                conn.exec(
-                    "UPDATE system_accounts SET balance_msat = balance_msat + $1 WHERE code = $2",
-                    args![l.amount_msat, *code],
-                )
-                .await?
-            }
+    for ((sys, code), t) in &touched {
+        let n = if *sys {
+            conn.exec(
+                "UPDATE system_accounts SET balance_msat = balance_msat + $1 WHERE code = $2",
+                args![t.delta_msat, *code],
+            )
+            .await?
+        } else {
+            conn.exec(
+                "UPDATE wallets SET balance_msat = balance_msat + $1, wtx_count = wtx_count + $2, \
+                 updated_at = $3 WHERE id = $4",
+                args![t.delta_msat, t.entries, now, *code],
+            )
+            .await?
         };
         if n != 1 {
-            return Err(StoreError::Corrupt(format!(
-                "no ledger account {}",
-                l.account.code()
-            )));
+            return Err(StoreError::Corrupt(format!("no ledger account {code}")));
         }
     }
-    Ok(())
+    insert_wtxs(conn, entries).await
+}
+
+/// What one ledger transaction does to one account.
+#[derive(Default)]
+struct Touch {
+    delta_msat: i64,
+    entries: i64,
 }
 
 /// A wallet transaction to insert.
@@ -177,12 +211,31 @@ pub(crate) struct NewWtx<'a> {
     pub pass_thru: &'a str,
 }
 
-/// Inserts a user-visible wallet transaction and bumps the wallet's counter.
-pub(crate) async fn insert_wtx(conn: &mut Conn, w: &NewWtx<'_>) -> Result<(), StoreError> {
-    conn.exec(
-        "INSERT INTO wtxs (id, wallet_id, account_id, created_at, amount_msat, wtx_type, user_label, \
-         lntx_id, pass_thru) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        args![
+/// Inserts user-visible wallet transactions (in order, one statement) and their events. Only
+/// [`post`] calls this, after counting them in their wallets.
+async fn insert_wtxs(conn: &mut Conn, entries: &[NewWtx<'_>]) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut sql = String::from(
+        "INSERT INTO wtxs (id, wallet_id, account_id, created_at, amount_msat, wtx_type, \
+         user_label, lntx_id, pass_thru) VALUES ",
+    );
+    let mut values = Vec::with_capacity(entries.len() * 9);
+    for (i, w) in entries.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let n = values.len();
+        sql.push('(');
+        for c in 1..=9 {
+            if c > 1 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", n + c));
+        }
+        sql.push(')');
+        values.extend(args![
             w.id.as_str(),
             w.wallet_id.as_str(),
             w.account_id,
@@ -192,29 +245,34 @@ pub(crate) async fn insert_wtx(conn: &mut Conn, w: &NewWtx<'_>) -> Result<(), St
             w.user_label,
             w.lntx_id,
             w.pass_thru
-        ],
-    )
-    .await?;
-    conn.exec(
-        "UPDATE wallets SET wtx_count = wtx_count + 1 WHERE id = $1",
-        args![w.wallet_id.as_str()],
-    )
-    .await?;
-    // Every user-visible entry is also an event, in this same transaction (the outbox).
-    let event = match w.wtx_type {
-        WtxType::LnDeposit => Some(EventName::WalletReceive),
-        WtxType::LnWithdrawal => Some(EventName::WalletSend),
-        WtxType::LnTransferIn => Some(EventName::WalletTransferIn),
-        WtxType::LnTransferOut => Some(EventName::WalletTransferOut),
-        WtxType::NetworkFee => Some(EventName::NetworkFeeIncurred),
-        WtxType::BalanceRollUp => None,
-    };
-    if let Some(name) = event {
+        ]);
+    }
+    conn.exec(&sql, values).await?;
+    // Every user-visible entry is also an event, in this same transaction (the outbox). The
+    // subscriptions of an account are read once per ledger transaction.
+    let mut hooks: Vec<(&str, Vec<WebhookRecord>)> = Vec::new();
+    for w in entries {
+        let event = match w.wtx_type {
+            WtxType::LnDeposit => EventName::WalletReceive,
+            WtxType::LnWithdrawal => EventName::WalletSend,
+            WtxType::LnTransferIn => EventName::WalletTransferIn,
+            WtxType::LnTransferOut => EventName::WalletTransferOut,
+            WtxType::NetworkFee => EventName::NetworkFeeIncurred,
+            WtxType::BalanceRollUp => continue,
+        };
+        let at = match hooks.iter().position(|(a, _)| *a == w.account_id) {
+            Some(i) => i,
+            None => {
+                hooks.push((w.account_id, active_hooks(conn, w.account_id).await?));
+                hooks.len() - 1
+            }
+        };
         let lntx = w.lntx_id.map(|l| LnTxId::from_db(l.to_owned()));
-        emit(
+        emit_to(
             conn,
+            &hooks[at].1,
             Emit {
-                name,
+                name: event,
                 account_id: w.account_id,
                 wallet_id: w.wallet_id,
                 wtx_id: Some(w.id),

@@ -7,8 +7,8 @@ use satchel_domain::{
 
 use crate::db::Conn;
 use crate::ledger::{
-    Account, NewWtx, SYS_IN_FLIGHT, SYS_LIGHTNING, SYS_OPENING, SYS_UNCLAIMED, insert_wtx, leg,
-    lock_wallet, lock_wallets, post,
+    Account, NewWtx, SYS_IN_FLIGHT, SYS_LIGHTNING, SYS_OPENING, SYS_UNCLAIMED, leg, lock_wallet,
+    lock_wallets, post,
 };
 use crate::outbox::{Emit, emit};
 use crate::records::*;
@@ -656,11 +656,7 @@ impl Store {
                     leg(Account::Sys(SYS_OPENING), -amount),
                     leg(Account::Wallet(&w.id), amount),
                 ],
-            )
-            .await?;
-            insert_wtx(
-                &mut tx,
-                &NewWtx {
+                &[NewWtx {
                     id: wtx_id,
                     wallet_id: &w.id,
                     account_id: w.account_id.as_str(),
@@ -670,7 +666,7 @@ impl Store {
                     user_label: "Imported balance",
                     lntx_id: None,
                     pass_thru: "{}",
-                },
+                }],
             )
             .await?;
         }
@@ -843,11 +839,35 @@ impl Store {
             ],
         )
         .await?;
-        let rec = lntx_in(&mut tx, inv.id.as_str())
-            .await?
-            .ok_or(StoreError::NotFound)?;
         tx.commit().await?;
-        Ok(rec)
+        // The record as inserted (built, not re-read; the store tests compare it with a read).
+        Ok(LnTxRecord {
+            id: inv.id.clone(),
+            account_id: inv.account_id.clone(),
+            wallet_id: Some(inv.wallet_id.clone()),
+            created_at: inv.now,
+            direction: Direction::Incoming,
+            node_id: inv.node_id.clone(),
+            dest_pubkey: inv.dest_pubkey.clone(),
+            payment_request: inv.payment_request.clone(),
+            payment_hash: inv.payment_hash,
+            memo: inv.memo.clone(),
+            description_hash: inv.description_hash.clone(),
+            payment_addr: inv.payment_addr.clone(),
+            amount: inv.amount,
+            fee: Msat::ZERO,
+            fee_limit: Msat::ZERO,
+            expiry_secs: Some(inv.expiry_secs),
+            expires_at: Some(inv.expires_at),
+            preimage: Some(inv.preimage),
+            settled: false,
+            settled_at: None,
+            is_keysend: false,
+            custom_records: None,
+            pass_thru: inv.pass_thru.clone(),
+            status: None,
+            failure_reason: None,
+        })
     }
 
     /// Our invoice with this payment hash, if any.
@@ -910,6 +930,7 @@ impl Store {
                     leg(Account::Sys(SYS_LIGHTNING), -received),
                     leg(Account::Sys(SYS_UNCLAIMED), received),
                 ],
+                &[],
             )
             .await?;
             tx.commit().await?;
@@ -937,6 +958,7 @@ impl Store {
                         leg(Account::Sys(SYS_LIGHTNING), -received),
                         leg(Account::Sys(SYS_UNCLAIMED), received),
                     ],
+                    &[],
                 )
                 .await?;
                 tx.commit().await?;
@@ -957,11 +979,7 @@ impl Store {
                 leg(Account::Sys(SYS_LIGHTNING), -received),
                 leg(Account::Wallet(&wallet_id), received),
             ],
-        )
-        .await?;
-        insert_wtx(
-            &mut tx,
-            &NewWtx {
+            &[NewWtx {
                 id: wtx_id,
                 wallet_id: &wallet_id,
                 account_id: lntx.account_id.as_str(),
@@ -971,7 +989,7 @@ impl Store {
                 user_label: &lntx.memo,
                 lntx_id: Some(lntx.id.as_str()),
                 pass_thru: &lntx.pass_thru,
-            },
+            }],
         )
         .await?;
         let wtx = wtx_in(&mut tx, wtx_id).await?;
@@ -1046,6 +1064,7 @@ impl Store {
                     leg(Account::Sys(SYS_LIGHTNING), -received),
                     leg(Account::Sys(SYS_UNCLAIMED), received),
                 ],
+                &[],
             )
             .await?;
             tx.commit().await?;
@@ -1060,11 +1079,7 @@ impl Store {
                 leg(Account::Sys(SYS_LIGHTNING), -received),
                 leg(Account::Wallet(&wallet_id), received),
             ],
-        )
-        .await?;
-        insert_wtx(
-            &mut tx,
-            &NewWtx {
+            &[NewWtx {
                 id: &k.wtx_id,
                 wallet_id: &wallet_id,
                 account_id: &account,
@@ -1074,7 +1089,7 @@ impl Store {
                 user_label: &k.memo,
                 lntx_id: Some(k.lntx_id.as_str()),
                 pass_thru: &pass_thru,
-            },
+            }],
         )
         .await?;
         let wtx = wtx_in(&mut tx, &k.wtx_id).await?;
@@ -1104,17 +1119,6 @@ impl Store {
             return Err(TransferError::InsufficientBalance);
         }
         let amount = t.amount.as_i64();
-        post(
-            &mut tx,
-            "transfer",
-            t.wtx_out_id.as_str(),
-            t.now,
-            &[
-                leg(Account::Wallet(&t.from), -amount),
-                leg(Account::Wallet(&t.to), amount),
-            ],
-        )
-        .await?;
         let new_wtx = |id, wallet_id, amount_msat, wtx_type| NewWtx {
             id,
             wallet_id,
@@ -1126,16 +1130,28 @@ impl Store {
             lntx_id: None,
             pass_thru: &t.pass_thru,
         };
-        let out = new_wtx(&t.wtx_out_id, &t.from, -amount, WtxType::LnTransferOut);
-        let inn = new_wtx(&t.wtx_in_id, &t.to, amount, WtxType::LnTransferIn);
-        insert_wtx(&mut tx, &out).await?;
-        insert_wtx(&mut tx, &inn).await?;
+        let entries = [
+            new_wtx(&t.wtx_out_id, &t.from, -amount, WtxType::LnTransferOut),
+            new_wtx(&t.wtx_in_id, &t.to, amount, WtxType::LnTransferIn),
+        ];
+        post(
+            &mut tx,
+            "transfer",
+            t.wtx_out_id.as_str(),
+            t.now,
+            &[
+                leg(Account::Wallet(&t.from), -amount),
+                leg(Account::Wallet(&t.to), amount),
+            ],
+            &entries,
+        )
+        .await?;
         let from = wallet_after(&src, -amount, 1, t.now)?;
         let to = wallet_after(&dst, amount, 1, t.now)?;
         tx.commit().await?;
         Ok(TransferDone {
-            wtx_in: wtx_written(&inn, to, None),
-            wtx_out: wtx_written(&out, from, None),
+            wtx_in: wtx_written(&entries[1], to, None),
+            wtx_out: wtx_written(&entries[0], from, None),
         })
     }
 
@@ -1238,6 +1254,7 @@ impl Store {
                 leg(Account::Wallet(&r.wallet_id), -total),
                 leg(Account::Sys(SYS_IN_FLIGHT), total),
             ],
+            &[],
         )
         .await?;
         let rec = lntx_in(&mut tx, r.lntx_id.as_str())
@@ -1435,14 +1452,21 @@ impl Store {
     pub async fn pay_internal(&self, c: &InternalPayCmd) -> Result<InternalPaid, InternalPayError> {
         let mut tx = self.begin_write().await?;
         let hash = c.payment_hash.to_hex();
+        // The invoice, locked, and whether an outgoing attempt of the same hash is live or
+        // done: an external attempt may be under way (it will fail at the node, which knows
+        // the invoice is ours); refuse rather than pay twice.
         let sql = format!(
-            "SELECT {LNTX_COLS} FROM ln_txs l WHERE l.payment_hash = $1 AND l.direction = 'in'{}",
+            "SELECT {LNTX_COLS}, CASE WHEN EXISTS (SELECT 1 FROM ln_txs o \
+             WHERE o.payment_hash = $1 AND o.direction = 'out' AND o.status IN ({})) \
+             THEN 1 ELSE 0 END FROM ln_txs l WHERE l.payment_hash = $1 AND l.direction = 'in'{}",
+            status_list(&LIVE_OR_DONE),
             tx.dialect().for_update()
         );
         let Some(row) = tx.fetch_opt(&sql, args![hash.as_str()]).await? else {
             return Err(InternalPayError::NotInternal);
         };
         let inv = LnTxRecord::from_row(&row, 0)?;
+        let attempted = row.flag(LNTX_NCOLS)?;
         let Some(payee) = inv.wallet_id.clone() else {
             return Err(InternalPayError::NotInternal);
         };
@@ -1452,6 +1476,17 @@ impl Store {
         {
             return Err(InternalPayError::NotInternal);
         }
+        // The wallets are locked (after the invoice row: every transaction locks Lightning rows
+        // before wallets) before the invoice's state is judged, so that a wallet that is not the
+        // caller's is reported as such whatever the invoice.
+        let locked = lock_wallets(&mut tx, &[&c.payer, &payee]).await?;
+        let payer = match &locked[0] {
+            Some(w) if w.account_id == c.account_id => w.clone(),
+            _ => return Err(InternalPayError::WalletNotFound),
+        };
+        let Some(payee_locked) = locked[1].clone() else {
+            return Err(InternalPayError::NotInternal);
+        };
         if inv.settled || inv.is_keysend {
             return Err(InternalPayError::AlreadyPaid);
         }
@@ -1466,23 +1501,9 @@ impl Store {
         {
             return Err(InternalPayError::OverLimit(max));
         }
-        // An external attempt of the same hash may be live (it will fail at the node, which
-        // knows the invoice is ours); refuse rather than pay twice.
-        let sql = format!(
-            "SELECT id FROM ln_txs WHERE payment_hash = $1 AND direction = 'out' AND status IN ({})",
-            status_list(&LIVE_OR_DONE)
-        );
-        if tx.fetch_opt(&sql, args![hash.as_str()]).await?.is_some() {
+        if attempted {
             return Err(InternalPayError::AlreadyPaid);
         }
-        let locked = lock_wallets(&mut tx, &[&c.payer, &payee]).await?;
-        let payer = match &locked[0] {
-            Some(w) if w.account_id == c.account_id => w.clone(),
-            _ => return Err(InternalPayError::WalletNotFound),
-        };
-        let Some(payee_locked) = locked[1].clone() else {
-            return Err(InternalPayError::NotInternal);
-        };
         if payer.balance < inv.amount {
             return Err(InternalPayError::InsufficientBalance(payer.balance));
         }
@@ -1522,6 +1543,30 @@ impl Store {
             StoreError::Constraint(_) => InternalPayError::AlreadyPaid,
             e => e.into(),
         })?;
+        let entries = [
+            NewWtx {
+                id: &c.payer_wtx_id,
+                wallet_id: &c.payer,
+                account_id: c.account_id.as_str(),
+                now: c.now,
+                amount_msat: -amount,
+                wtx_type: WtxType::LnWithdrawal,
+                user_label: &inv.memo,
+                lntx_id: Some(c.out_lntx_id.as_str()),
+                pass_thru: &c.payer_pass_thru,
+            },
+            NewWtx {
+                id: &c.payee_wtx_id,
+                wallet_id: &payee,
+                account_id: inv.account_id.as_str(),
+                now: c.now,
+                amount_msat: amount,
+                wtx_type: WtxType::LnDeposit,
+                user_label: &inv.memo,
+                lntx_id: Some(inv.id.as_str()),
+                pass_thru: &inv.pass_thru,
+            },
+        ];
         post(
             &mut tx,
             "internal_payment",
@@ -1531,44 +1576,30 @@ impl Store {
                 leg(Account::Wallet(&c.payer), -amount),
                 leg(Account::Wallet(&payee), amount),
             ],
+            &entries,
         )
         .await?;
-        let payer_new = NewWtx {
-            id: &c.payer_wtx_id,
-            wallet_id: &c.payer,
-            account_id: c.account_id.as_str(),
-            now: c.now,
-            amount_msat: -amount,
-            wtx_type: WtxType::LnWithdrawal,
-            user_label: &inv.memo,
-            lntx_id: Some(c.out_lntx_id.as_str()),
-            pass_thru: &c.payer_pass_thru,
+        // The records to answer with, as this transaction leaves them (computed, not re-read):
+        // the invoice now paid, the payment as inserted above, both wallets.
+        let in_lntx = LnTxRecord {
+            settled: true,
+            settled_at: Some(c.now),
+            ..inv.clone()
         };
-        let payee_new = NewWtx {
-            id: &c.payee_wtx_id,
-            wallet_id: &payee,
-            account_id: inv.account_id.as_str(),
-            now: c.now,
-            amount_msat: amount,
-            wtx_type: WtxType::LnDeposit,
-            user_label: &inv.memo,
-            lntx_id: Some(inv.id.as_str()),
-            pass_thru: &inv.pass_thru,
-        };
-        insert_wtx(&mut tx, &payer_new).await?;
-        insert_wtx(&mut tx, &payee_new).await?;
-        // The records to answer with: both Lightning transactions as just written (one
-        // statement), both wallets as this transaction leaves them (computed).
-        let sql = format!("SELECT {LNTX_COLS} FROM ln_txs l WHERE l.id IN ($1, $2)");
-        let lntxs: Vec<LnTxRecord> = tx
-            .fetch_all(&sql, args![c.out_lntx_id.as_str(), inv.id.as_str()])
-            .await?
-            .iter()
-            .map(|r| LnTxRecord::from_row(r, 0))
-            .collect::<Result<_, _>>()?;
-        let lntx_of = |id: &LnTxId| lntxs.iter().find(|l| &l.id == id).cloned();
-        let (Some(out_lntx), Some(in_lntx)) = (lntx_of(&c.out_lntx_id), lntx_of(&inv.id)) else {
-            return Err(StoreError::NotFound.into());
+        let out_lntx = LnTxRecord {
+            id: c.out_lntx_id.clone(),
+            account_id: c.account_id.clone(),
+            wallet_id: Some(c.payer.clone()),
+            created_at: c.now,
+            direction: Direction::Outgoing,
+            fee: Msat::ZERO,
+            fee_limit: Msat::ZERO,
+            is_keysend: false,
+            custom_records: None,
+            pass_thru: c.payer_pass_thru.clone(),
+            status: Some(PaymentStatus::Succeeded),
+            failure_reason: None,
+            ..in_lntx.clone()
         };
         // Paying one's own invoice moves nothing and adds both entries to the one wallet.
         let (payer_w, payee_w) = if payer.id == payee {
@@ -1580,8 +1611,8 @@ impl Store {
                 wallet_after(&payee_locked, amount, 1, c.now)?,
             )
         };
-        let payer_wtx = wtx_written(&payer_new, payer_w, Some(out_lntx));
-        let payee_wtx = wtx_written(&payee_new, payee_w, Some(in_lntx));
+        let payer_wtx = wtx_written(&entries[0], payer_w, Some(out_lntx));
+        let payee_wtx = wtx_written(&entries[1], payee_w, Some(in_lntx));
         crate::crash::crash_point("during_internal");
         tx.commit().await?;
         Ok(InternalPaid {
@@ -1750,6 +1781,39 @@ pub(crate) async fn settle_in(
     if overrun > 0 {
         tracing::error!(lntx = %p.id, fee, limit = p.fee_limit.as_i64(), "node paid more fee than the limit");
     }
+    let withdrawal = NewWtx {
+        id: &s.wtx_id,
+        wallet_id: &wallet_id,
+        account_id: p.account_id.as_str(),
+        now: s.now,
+        amount_msat: -amount,
+        wtx_type: WtxType::LnWithdrawal,
+        user_label: &s.user_label,
+        lntx_id: Some(p.id.as_str()),
+        pass_thru: &s.pass_thru,
+    };
+    let fee_entry = NewWtx {
+        id: &s.fee_wtx_id,
+        wallet_id: &wallet_id,
+        account_id: p.account_id.as_str(),
+        now: s.now,
+        amount_msat: -charged_fee,
+        wtx_type: WtxType::NetworkFee,
+        user_label: "Network fee",
+        lntx_id: Some(p.id.as_str()),
+        pass_thru: &s.fee_pass_thru,
+    };
+    let entries: &[NewWtx<'_>] = if charged_fee > 0 {
+        &[withdrawal, fee_entry]
+    } else {
+        &[withdrawal]
+    };
+    tx.exec(
+        "UPDATE ln_txs SET status = 'succeeded', settled = 1, settled_at = $1, updated_at = $1, \
+         fee_msat = $2, preimage = $3 WHERE id = $4",
+        args![s.now, fee, s.preimage.to_hex(), p.id.as_str()],
+    )
+    .await?;
     post(
         tx,
         "payment_settle",
@@ -1761,46 +1825,9 @@ pub(crate) async fn settle_in(
             leg(Account::Sys(SYS_LIGHTNING), amount + fee),
             leg(Account::Sys(SYS_UNCLAIMED), -overrun),
         ],
+        entries,
     )
     .await?;
-    tx.exec(
-        "UPDATE ln_txs SET status = 'succeeded', settled = 1, settled_at = $1, updated_at = $1, \
-         fee_msat = $2, preimage = $3 WHERE id = $4",
-        args![s.now, fee, s.preimage.to_hex(), p.id.as_str()],
-    )
-    .await?;
-    insert_wtx(
-        tx,
-        &NewWtx {
-            id: &s.wtx_id,
-            wallet_id: &wallet_id,
-            account_id: p.account_id.as_str(),
-            now: s.now,
-            amount_msat: -amount,
-            wtx_type: WtxType::LnWithdrawal,
-            user_label: &s.user_label,
-            lntx_id: Some(p.id.as_str()),
-            pass_thru: &s.pass_thru,
-        },
-    )
-    .await?;
-    if charged_fee > 0 {
-        insert_wtx(
-            tx,
-            &NewWtx {
-                id: &s.fee_wtx_id,
-                wallet_id: &wallet_id,
-                account_id: p.account_id.as_str(),
-                now: s.now,
-                amount_msat: -charged_fee,
-                wtx_type: WtxType::NetworkFee,
-                user_label: "Network fee",
-                lntx_id: Some(p.id.as_str()),
-                pass_thru: &s.fee_pass_thru,
-            },
-        )
-        .await?;
-    }
     let wtx = wtx_in(tx, &s.wtx_id).await?;
     let fee_wtx = if charged_fee > 0 {
         Some(wtx_in(tx, &s.fee_wtx_id).await?)
@@ -1850,6 +1877,7 @@ pub(crate) async fn fail_in(
             leg(Account::Sys(SYS_IN_FLIGHT), -reserved),
             leg(Account::Wallet(&wallet_id), reserved),
         ],
+        &[],
     )
     .await?;
     tx.exec(

@@ -235,13 +235,29 @@ pub(crate) struct Emit<'a> {
 /// Writes an event and its deliveries inside the caller's write transaction, if any active
 /// webhook of the account wants it.
 pub(crate) async fn emit(conn: &mut Conn, e: Emit<'_>) -> Result<(), StoreError> {
+    let hooks = active_hooks(conn, e.account_id).await?;
+    emit_to(conn, &hooks, e).await
+}
+
+/// The account's active subscriptions, as [`emit_to`] takes them.
+pub(crate) async fn active_hooks(
+    conn: &mut Conn,
+    account_id: &str,
+) -> Result<Vec<WebhookRecord>, StoreError> {
     let sql = format!("SELECT {WEBHOOK_COLS} FROM webhooks WHERE account_id = $1 AND active = 1");
-    let hooks: Vec<WebhookRecord> = conn
-        .fetch_all(&sql, args![e.account_id])
+    conn.fetch_all(&sql, args![account_id])
         .await?
         .iter()
         .map(|r| webhook_row(r, 0))
-        .collect::<Result<_, _>>()?;
+        .collect()
+}
+
+/// [`emit`] with the account's active subscriptions already read.
+pub(crate) async fn emit_to(
+    conn: &mut Conn,
+    hooks: &[WebhookRecord],
+    e: Emit<'_>,
+) -> Result<(), StoreError> {
     let hooks: Vec<&WebhookRecord> = hooks.iter().filter(|h| h.wants(e.name)).collect();
     // Nobody to tell: no event row (it would only ever be read through a delivery).
     if hooks.is_empty() {

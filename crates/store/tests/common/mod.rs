@@ -123,6 +123,8 @@ pub async fn invoice_expiring(
         .unwrap();
     assert_eq!(rec.id, id);
     assert!(!rec.settled);
+    // The answer is built from what was written: it must equal a fresh read.
+    assert_eq!(store.lntx(&id).await.unwrap().as_ref(), Some(&rec));
     (id, hash)
 }
 
