@@ -142,6 +142,33 @@ impl AuthService {
         path_key: &str,
         perm: Permission,
     ) -> Result<WalletRecord, ServiceError> {
+        let wallet_id = self.wallet_id_for(caller, path_key, perm).await?;
+        self.owned_wallet(caller, path_key, &wallet_id).await
+    }
+
+    /// Reads the wallet [`AuthService::wallet_id_for`] resolved `path_key` to, if it is still
+    /// the caller's.
+    pub async fn owned_wallet(
+        &self,
+        caller: &Caller,
+        path_key: &str,
+        wallet_id: &WalletId,
+    ) -> Result<WalletRecord, ServiceError> {
+        match self.ctx.store.wallet(wallet_id).await? {
+            Some(w) if w.account_id == caller.account_id => Ok(w),
+            _ => Err(ServiceError::WalletNotFound(path_key.to_owned())),
+        }
+    }
+
+    /// [`AuthService::wallet_for`] without reading the wallet: the id the path names, for an
+    /// operation that reads (and locks) the wallet itself and checks that it exists and belongs
+    /// to `caller` there. Only the key checks are made here (from the key cache).
+    pub async fn wallet_id_for(
+        &self,
+        caller: &Caller,
+        path_key: &str,
+        perm: Permission,
+    ) -> Result<WalletId, ServiceError> {
         let not_found = || ServiceError::WalletNotFound(path_key.to_owned());
         let wallet_id = match caller.role {
             KeyRole::Secret => {
@@ -182,10 +209,7 @@ impl AuthService {
             }
             _ => return Err(not_found()),
         };
-        match self.ctx.store.wallet(&wallet_id).await? {
-            Some(w) if w.account_id == caller.account_id => Ok(w),
-            _ => Err(not_found()),
-        }
+        Ok(wallet_id)
     }
 
     /// Resolves a transfer destination: a wallet id or any wallet key of the same account.

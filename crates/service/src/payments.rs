@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use satchel_domain::{
     Bolt11, CustomRecords, FailureReason, KEYSEND_PREIMAGE_TLV, LnTxId, Msat, NodePubkey,
-    PaymentHash, PaymentStatus, Permission, Preimage, WtxId, fee_limit_default, now_secs,
+    PaymentHash, PaymentStatus, Permission, Preimage, WalletId, WtxId, fee_limit_default, now_secs,
 };
 use satchel_lightning::{LnError, PayOutcome, PayRequest, PayTarget, PaymentLookup};
 use satchel_store::{
@@ -206,7 +206,11 @@ impl PaymentService {
         key: &str,
         req: WithdrawRequest,
     ) -> Result<PaymentResult, ServiceError> {
-        let wallet = self.wallet(caller, key).await?;
+        // The key is checked here; the wallet row is read (and locked) by whichever path pays.
+        let auth = AuthService::new(self.ctx.clone());
+        let wallet_id = auth
+            .wallet_id_for(caller, key, Permission::WalletWithdraw)
+            .await?;
         let text = Bolt11::normalize(&req.payment_request);
         let pass_thru = |p: Option<serde_json::Map<String, Value>>| {
             PassThru::from_user(p)
@@ -224,7 +228,8 @@ impl PaymentService {
             && let Some(done) = self
                 .pay_internal(
                     caller,
-                    &wallet,
+                    key,
+                    &wallet_id,
                     hash,
                     pass_thru(req.pass_thru.clone()),
                     Some(text.clone()),
@@ -234,6 +239,7 @@ impl PaymentService {
             return Ok(done);
         }
 
+        let wallet = auth.owned_wallet(caller, key, &wallet_id).await?;
         let invoice = Bolt11::parse(&text)?;
         let now = now_secs();
         let amount = invoice.check_payable(self.ctx.network(), now)?;
@@ -246,7 +252,7 @@ impl PaymentService {
         // settle internally, never to pay to ourselves over the network.
         if self.ctx.store.incoming_by_hash(&hash).await?.is_some() {
             return self
-                .pay_internal(caller, &wallet, hash, pass_thru, None)
+                .pay_internal(caller, key, &wallet.id, hash, pass_thru, None)
                 .await?
                 .ok_or_else(|| ServiceError::Internal("internal invoice vanished".into()));
         }
@@ -287,7 +293,8 @@ impl PaymentService {
     async fn pay_internal(
         &self,
         caller: &Caller,
-        wallet: &WalletRecord,
+        path_key: &str,
+        wallet_id: &WalletId,
         hash: PaymentHash,
         pass_thru: String,
         expect_request: Option<String>,
@@ -298,7 +305,7 @@ impl PaymentService {
             .store
             .pay_internal(&InternalPayCmd {
                 account_id: caller.account_id.clone(),
-                payer: wallet.id.clone(),
+                payer: wallet_id.clone(),
                 payment_hash: hash,
                 out_lntx_id: LnTxId::generate(),
                 payer_wtx_id: WtxId::generate(),
@@ -324,7 +331,7 @@ impl PaymentService {
             InternalPayError::InsufficientBalance(b) => {
                 ServiceError::InsufficientBalance(b.sats_floor())
             }
-            InternalPayError::WalletNotFound => ServiceError::WalletNotFound(wallet.id.to_string()),
+            InternalPayError::WalletNotFound => ServiceError::WalletNotFound(path_key.to_owned()),
             InternalPayError::NotInternal => {
                 ServiceError::Internal("internal invoice vanished".into())
             }
