@@ -123,23 +123,39 @@ impl Journal {
         key: &str,
         value: Option<&T>,
     ) -> io::Result<Ticket> {
-        let mut line = serde_json::to_vec(&LineOut {
-            s: section,
-            k: key,
-            v: value,
-        })
-        .map_err(io::Error::other)?;
-        line.push(b'\n');
+        self.append_many(section, &[(key, value)])
+    }
+
+    /// Appends several puts or removals of one section in one write (all or none of them).
+    /// Not durable until [`Journal::wait`] on the returned ticket.
+    pub(crate) fn append_many<K: AsRef<str>, T: Serialize>(
+        &self,
+        section: &str,
+        items: &[(K, Option<&T>)],
+    ) -> io::Result<Ticket> {
+        let mut buf = Vec::with_capacity(items.len().saturating_mul(256));
+        for (key, value) in items {
+            serde_json::to_writer(
+                &mut buf,
+                &LineOut {
+                    s: section,
+                    k: key.as_ref(),
+                    v: *value,
+                },
+            )
+            .map_err(io::Error::other)?;
+            buf.push(b'\n');
+        }
         let mut w = lock(&self.writer);
-        if let Err(e) = w.file.write_all(&line) {
-            // Never leave half a line for the next append to follow.
+        if let Err(e) = w.file.write_all(&buf) {
+            // Never leave part of a line for the next append to follow.
             let len = w.len;
             if let Err(cut) = w.file.set_len(len) {
                 tracing::error!(error = %cut, "could not cut a failed append off the record log");
             }
             return Err(e);
         }
-        w.len = w.len.saturating_add(line.len() as u64);
+        w.len = w.len.saturating_add(buf.len() as u64);
         w.appended = w.appended.saturating_add(1);
         Ok(Ticket(w.appended))
     }
@@ -155,6 +171,12 @@ impl Journal {
         self.sync_file.sync_data()?;
         *synced = target;
         Ok(())
+    }
+
+    /// Makes everything appended so far durable (nothing to do if it already is).
+    pub(crate) fn flush(&self) -> io::Result<()> {
+        let appended = lock(&self.writer).appended;
+        self.wait(Ticket(appended))
     }
 
     /// [`Journal::append`] then [`Journal::wait`].
@@ -278,6 +300,30 @@ mod tests {
         assert_eq!(get(&r, "a", "1"), Some(Value::from(2)));
         assert_eq!(get(&r, "a", "2"), None);
         assert_eq!(get(&r, "b", "1"), Some(Value::from(true)));
+    }
+
+    #[test]
+    fn a_batch_is_one_write_and_flush_covers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.log");
+        {
+            let (j, _) = Journal::open(&path).unwrap();
+            j.write("a", "0", Some(&0)).unwrap();
+            let t = j
+                .append_many("a", &[("1", Some(&1)), ("2", Some(&2)), ("0", None)])
+                .unwrap();
+            // One ticket for the whole batch, not yet durable; flush makes it so.
+            assert_eq!(t.0, 2);
+            assert!(*lock(&j.synced) < t.0);
+            j.flush().unwrap();
+            assert_eq!(*lock(&j.synced), t.0);
+            // Nothing new: nothing to flush.
+            j.flush().unwrap();
+        }
+        let (_, r) = Journal::open(&path).unwrap();
+        assert_eq!(get(&r, "a", "0"), None);
+        assert_eq!(get(&r, "a", "1"), Some(Value::from(1)));
+        assert_eq!(get(&r, "a", "2"), Some(Value::from(2)));
     }
 
     #[test]

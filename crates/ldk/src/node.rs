@@ -213,6 +213,9 @@ pub struct LdkNode {
     /// Woken when an outgoing payment changes state.
     pub(crate) payments_notify: Notify,
     hold_incoming: AtomicBool,
+    /// A flush of the record log is scheduled for invoice cancellations (see
+    /// `cancel_invoices`).
+    pub(crate) cancel_flush_pending: Arc<AtomicBool>,
     stopped: AtomicBool,
     stop_tx: watch::Sender<bool>,
     /// Held (locked) while the node runs.
@@ -563,6 +566,7 @@ impl LdkNode {
             events_notify: Notify::new(),
             payments_notify: Notify::new(),
             hold_incoming: AtomicBool::new(false),
+            cancel_flush_pending: Arc::new(AtomicBool::new(false)),
             stopped: AtomicBool::new(false),
             stop_tx,
             lock_file: Mutex::new(Some(lock_file)),
@@ -655,6 +659,10 @@ impl LdkNode {
         let persisted = self
             .persist_manager()
             .and_then(|()| self.persist_graph_and_scorer());
+        // Cancellations whose flush was deferred.
+        if let Err(e) = self.kv.journal.flush() {
+            tracing::warn!(error = %e, "could not flush the record log at stop");
+        }
         // Released even if persisting failed: the last good state is on disk either way.
         if let Some(f) = self
             .lock_file

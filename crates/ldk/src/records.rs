@@ -309,6 +309,17 @@ impl Kv {
         self.journal.append(section, key, Some(value))
     }
 
+    /// [`Kv::put_later`] for several records of one section, in one write.
+    pub(crate) fn put_many_later<T: Serialize>(
+        &self,
+        section: &str,
+        items: &[(String, &T)],
+    ) -> io::Result<Ticket> {
+        let items: Vec<(&str, Option<&T>)> =
+            items.iter().map(|(k, v)| (k.as_str(), Some(*v))).collect();
+        self.journal.append_many(section, &items)
+    }
+
     /// Removes a record and waits until the removal is durable.
     pub(crate) fn remove(&self, section: &str, key: &str) -> io::Result<()> {
         self.journal.write::<()>(section, key, None)

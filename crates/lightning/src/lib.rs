@@ -274,7 +274,8 @@ pub trait Invoices: Send + Sync {
     async fn cancel_invoice(&self, hash: PaymentHash) -> Result<(), LnError>;
 
     /// [`Invoices::cancel_invoice`] for several hashes; a backend may share one durable write
-    /// among them. Stops at the first error.
+    /// among them, and may make it durable shortly after returning (the embedded node flushes
+    /// within a second). Stops at the first error.
     async fn cancel_invoices(&self, hashes: &[PaymentHash]) -> Result<(), LnError> {
         for hash in hashes {
             self.cancel_invoice(*hash).await?;

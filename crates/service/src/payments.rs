@@ -157,8 +157,8 @@ impl PaymentService {
 
     /// Asks the node to cancel an invoice the ledger settled internally, so that the outside
     /// world cannot pay it too. One task drains the queue and cancels whatever has gathered in
-    /// one call (one durable write on the embedded node). Best effort: if it fails, an outside
-    /// payment still cannot be credited twice (it lands in `sys:unclaimed`).
+    /// one call (one write on the embedded node, flushed within a second). Best effort: if it
+    /// fails, an outside payment still cannot be credited twice (it lands in `sys:unclaimed`).
     fn cancel_on_node(&self, hash: PaymentHash) {
         let tx = self.cancels.get_or_init(|| {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PaymentHash>();
