@@ -425,8 +425,8 @@ async fn wtx_in(conn: &mut Conn, id: &WtxId) -> Result<WtxRecord, StoreError> {
 }
 
 /// A wallet as this transaction leaves it, computed (no re-read) from its locked record and
-/// what [`post`] and [`insert_wtx`] did to it: balance moved by `delta_msat`, `wtxs` entries
-/// added, touched at `now` (`post` sets `updated_at` on every wallet leg).
+/// what [`post`] did to it: balance moved by `delta_msat`, `wtxs` entries added, touched at
+/// `now` (`post` sets `updated_at` on every wallet it updates).
 fn wallet_after(
     locked: &WalletRecord,
     delta_msat: i64,
