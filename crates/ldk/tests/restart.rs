@@ -242,3 +242,47 @@ async fn restart_keeps_channels_invoices_events_and_payments_in_flight() {
     assert!(matches!(out, PayOutcome::Succeeded { .. }), "{out:?}");
     devnet.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_invoices_stay_cancelled_after_a_restart() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let devnet = Devnet::start(dir.path()).await.unwrap();
+    let node = devnet.node();
+    let mut cancelled = Vec::new();
+    for memo in ["one", "two"] {
+        cancelled.push(
+            node.create_invoice(new_invoice(Some(sats(100)), memo))
+                .await
+                .unwrap(),
+        );
+    }
+    let open = node
+        .create_invoice(new_invoice(Some(sats(100)), "open"))
+        .await
+        .unwrap();
+    // One batch, written at once (its flush to disk is deferred; stop makes it durable, which
+    // only a power cut could tell apart from the page cache).
+    let hashes: Vec<_> = cancelled.iter().map(|i| i.payment_hash()).collect();
+    node.cancel_invoices(&hashes).await.unwrap();
+    devnet.stop().await.unwrap();
+    drop(devnet);
+
+    let devnet = Devnet::start(dir.path()).await.unwrap();
+    let node = devnet.node();
+    for inv in &cancelled {
+        assert_eq!(
+            node.lookup_invoice(inv.payment_hash()).await.unwrap(),
+            Some(InvoiceState::Canceled)
+        );
+        assert_eq!(
+            devnet.outside_pay("alice", inv, None).await.unwrap(),
+            PayOutcome::Failed(FailureReason::IncorrectPaymentDetails)
+        );
+    }
+    assert_eq!(
+        node.lookup_invoice(open.payment_hash()).await.unwrap(),
+        Some(InvoiceState::Open)
+    );
+    devnet.stop().await.unwrap();
+}
