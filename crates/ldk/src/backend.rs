@@ -505,20 +505,20 @@ impl Invoices for LdkNode {
                     && rec.state == InvState::Open
                 {
                     rec.state = InvState::Canceled;
-                    canceled.push((*hash, hash.to_hex(), rec.clone()));
+                    canceled.push((*hash, rec.clone()));
                 }
             }
             if canceled.is_empty() {
                 return Ok(());
             }
             let items: Vec<(String, &InvoiceRec)> =
-                canceled.iter().map(|(_, k, r)| (k.clone(), r)).collect();
+                canceled.iter().map(|(h, r)| (h.to_hex(), r)).collect();
             // One write for the batch, under the state lock so the log keeps the state's order.
             match self.kv.put_many_later(INVOICES, &items) {
                 Ok(_) => {}
                 Err(e) => {
                     // Not written: keep memory as the log says (open), so a retry can cancel.
-                    for (hash, _, _) in &canceled {
+                    for (hash, _) in &canceled {
                         if let Some(r) = st.invoices.get_mut(hash) {
                             r.state = InvState::Open;
                         }
