@@ -24,12 +24,15 @@ pub enum Dialect {
 }
 
 impl Dialect {
-    /// Suffix that takes a row lock in a SELECT. SQLite needs none: `BEGIN IMMEDIATE` already
-    /// holds the database's single write lock for the whole transaction.
+    /// Suffix that takes a row lock in a SELECT. SQLite needs none: its single writer already
+    /// serialises every write transaction. On Postgres the lock is `FOR NO KEY UPDATE`, the
+    /// mode an `UPDATE` of non-key columns takes: it serialises balance and state changes
+    /// exactly as `FOR UPDATE` would, but does not block other transactions inserting rows that
+    /// reference the locked row (a foreign key check takes `FOR KEY SHARE`).
     pub fn for_update(self) -> &'static str {
         match self {
             Dialect::Sqlite => "",
-            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Postgres => " FOR NO KEY UPDATE",
         }
     }
 }

@@ -9,6 +9,8 @@ use satchel_domain::{EventName, LnTxId, WalletId, WtxId, WtxType};
 
 use crate::outbox::{Emit, WebhookRecord, active_hooks, emit_to};
 
+use satchel_domain::Msat;
+
 use crate::db::Conn;
 use crate::records::{WALLET_COLS, WalletRecord};
 use crate::{StoreError, args};
@@ -67,11 +69,13 @@ pub(crate) async fn lock_wallet(
     }
 }
 
-/// Reads and locks several wallets in one statement, in id order (Postgres locks the rows as
-/// the sorted scan returns them), so two transactions locking the same pair in opposite roles
-/// (A→B and B→A) cannot deadlock. Answers in the order asked; a repeated id gets its record
-/// again.
-pub(crate) async fn lock_wallets(
+/// Reads several wallets in one statement, without locking them; answers in the order asked
+/// (a repeated id gets its record again). For operations whose only balance check that counts
+/// is [`post`]'s guarded update (transfers, internal payments): ownership never changes, and
+/// the balance read here only lets an obviously short payer be refused early. On Postgres the
+/// wallets' row locks are then taken by `post`'s balance updates, at the end of the
+/// transaction, not at its start.
+pub(crate) async fn read_wallets(
     conn: &mut Conn,
     ids: &[&WalletId],
 ) -> Result<Vec<Option<WalletRecord>>, StoreError> {
@@ -82,8 +86,7 @@ pub(crate) async fn lock_wallets(
         }
         sql.push_str(&format!("${i}"));
     }
-    sql.push_str(") ORDER BY id");
-    sql.push_str(conn.dialect().for_update());
+    sql.push(')');
     let values = ids.iter().map(|w| w.as_str().into()).collect();
     let found: Vec<WalletRecord> = conn
         .fetch_all(&sql, values)
@@ -102,7 +105,12 @@ pub(crate) async fn lock_wallets(
 /// programming error) any set of legs that does not sum to zero.
 ///
 /// Each touched account is updated once: its legs are summed, and a wallet's `wtx_count` moves
-/// in the same `UPDATE` as its balance, by the number of entries in that wallet.
+/// in the same `UPDATE` as its balance, by the number of entries in that wallet. A wallet
+/// update carries the overdraft guard (`balance_msat + delta >= 0`); if it does not hold on
+/// the row as locked, nothing more is written and the answer is [`StoreError::Overdraft`] with
+/// the balance held (the caller's transaction is rolled back). Balances are updated last, after
+/// every insert, so that on Postgres a caller that did not lock its wallets earlier holds their
+/// row locks only from here to its commit.
 pub(crate) async fn post(
     conn: &mut Conn,
     kind: &str,
@@ -110,7 +118,7 @@ pub(crate) async fn post(
     now: i64,
     legs: &[Posting<'_>],
     entries: &[NewWtx<'_>],
-) -> Result<(), StoreError> {
+) -> Result<Posted, StoreError> {
     let mut sum: i64 = 0;
     for l in legs {
         sum = sum
@@ -130,10 +138,11 @@ pub(crate) async fn post(
         .await?;
     let txn_id = row.i64(0)?;
     // Balances are updated (row-locked, on Postgres) in one global order: wallets by id, then
-    // system accounts by code. Every operation locks its payment/invoice row and its wallets
-    // before calling this, so no two transactions can wait on each other in a cycle (a settle
-    // taking `sys:in_flight` then a wallet while a reserve holds the wallet and wants
-    // `sys:in_flight` would deadlock).
+    // system accounts by code. Every operation locks its payment/invoice row first, and either
+    // locks its one wallet before calling this or leaves every wallet lock to the updates
+    // here, so no two transactions can wait on each other in a cycle (a settle taking
+    // `sys:in_flight` then a wallet while a reserve holds the wallet and wants `sys:in_flight`
+    // would deadlock; so would two transfers locking one pair in opposite orders).
     let mut touched: BTreeMap<(bool, &str), Touch> = BTreeMap::new();
     let mut postings: Vec<&Posting<'_>> = Vec::with_capacity(legs.len());
     for l in legs.iter().filter(|l| l.amount_msat != 0) {
@@ -169,26 +178,90 @@ pub(crate) async fn post(
         }
         conn.exec(&sql, values).await?;
     }
+    // The rows a concurrent writer may also want come last: the entries and the ledger rows
+    // above lock nothing anybody else waits for, so on Postgres a hot wallet's row lock is held
+    // only for its balance updates (and any events) and the commit.
+    let hooks = insert_wtxs(conn, entries).await?;
+    let mut after = Posted(Vec::new());
     for ((sys, code), t) in &touched {
-        let n = if *sys {
-            conn.exec(
-                "UPDATE system_accounts SET balance_msat = balance_msat + $1 WHERE code = $2",
-                args![t.delta_msat, *code],
-            )
-            .await?
-        } else {
-            conn.exec(
+        if *sys {
+            let n = conn
+                .exec(
+                    "UPDATE system_accounts SET balance_msat = balance_msat + $1 WHERE code = $2",
+                    args![t.delta_msat, *code],
+                )
+                .await?;
+            if n != 1 {
+                return Err(StoreError::Corrupt(format!("no ledger account {code}")));
+            }
+            continue;
+        }
+        // The guard is the overdraft check that counts: evaluated on the row as it is once the
+        // row lock is held (Postgres re-reads a concurrently updated row before applying it).
+        let row = conn
+            .fetch_opt(
                 "UPDATE wallets SET balance_msat = balance_msat + $1, wtx_count = wtx_count + $2, \
-                 updated_at = $3 WHERE id = $4",
+                 updated_at = $3 WHERE id = $4 AND balance_msat + $1 >= 0 \
+                 RETURNING balance_msat, wtx_count",
                 args![t.delta_msat, t.entries, now, *code],
             )
-            .await?
-        };
-        if n != 1 {
-            return Err(StoreError::Corrupt(format!("no ledger account {code}")));
+            .await?;
+        match row {
+            Some(r) => after.0.push(WalletAfter {
+                id: (*code).to_owned(),
+                balance_msat: r.i64(0)?,
+                wtx_count: r.i64(1)?,
+                updated_at: now,
+            }),
+            None => {
+                let held = conn
+                    .fetch_opt(
+                        "SELECT balance_msat FROM wallets WHERE id = $1",
+                        args![*code],
+                    )
+                    .await?;
+                return Err(match held {
+                    Some(r) => StoreError::Overdraft(Msat::from_i64(r.i64(0)?)?),
+                    None => StoreError::Corrupt(format!("no ledger account {code}")),
+                });
+            }
         }
     }
-    insert_wtxs(conn, entries).await
+    // Events carry the wallet's balance after this transaction, so they follow the updates.
+    emit_entries(conn, entries, &hooks).await?;
+    Ok(after)
+}
+
+/// A wallet's stored state as a ledger transaction left it.
+#[derive(Debug, Clone)]
+struct WalletAfter {
+    id: String,
+    balance_msat: i64,
+    wtx_count: i64,
+    updated_at: i64,
+}
+
+/// What [`post`] did to the wallets it touched, read back from the balance updates themselves
+/// (`RETURNING`), so callers can answer with the wallets as committed without re-reading them
+/// and without having locked them first.
+#[derive(Debug, Clone)]
+pub(crate) struct Posted(Vec<WalletAfter>);
+
+impl Posted {
+    /// `wallet` (as read earlier in this transaction) with the balance, entry count and change
+    /// time this ledger transaction gave it; unchanged if it was not touched.
+    pub(crate) fn wallet(&self, wallet: &WalletRecord) -> Result<WalletRecord, StoreError> {
+        let Some(a) = self.0.iter().find(|a| a.id == wallet.id.as_str()) else {
+            return Ok(wallet.clone());
+        };
+        Ok(WalletRecord {
+            balance: Msat::from_i64(a.balance_msat)?,
+            wtx_count: u64::try_from(a.wtx_count)
+                .map_err(|_| StoreError::Corrupt(format!("wtx_count of {}", a.id)))?,
+            updated_at: a.updated_at,
+            ..wallet.clone()
+        })
+    }
 }
 
 /// What one ledger transaction does to one account.
@@ -211,11 +284,15 @@ pub(crate) struct NewWtx<'a> {
     pub pass_thru: &'a str,
 }
 
-/// Inserts user-visible wallet transactions (in order, one statement) and their events. Only
-/// [`post`] calls this, after counting them in their wallets.
-async fn insert_wtxs(conn: &mut Conn, entries: &[NewWtx<'_>]) -> Result<(), StoreError> {
+/// The webhooks of each account that has entries in a ledger transaction.
+type Hooks<'a> = Vec<(&'a str, Vec<WebhookRecord>)>;
+
+/// Inserts user-visible wallet transactions (in order, one statement) and reads the webhooks of
+/// their accounts (once per account), for [`emit_entries`]. Only [`post`] calls this.
+async fn insert_wtxs<'a>(conn: &mut Conn, entries: &[NewWtx<'a>]) -> Result<Hooks<'a>, StoreError> {
+    let mut hooks: Hooks<'a> = Vec::new();
     if entries.is_empty() {
-        return Ok(());
+        return Ok(hooks);
     }
     let mut sql = String::from(
         "INSERT INTO wtxs (id, wallet_id, account_id, created_at, amount_msat, wtx_type, \
@@ -248,31 +325,48 @@ async fn insert_wtxs(conn: &mut Conn, entries: &[NewWtx<'_>]) -> Result<(), Stor
         ]);
     }
     conn.exec(&sql, values).await?;
-    // Every user-visible entry is also an event, in this same transaction (the outbox). The
-    // subscriptions of an account are read once per ledger transaction.
-    let mut hooks: Vec<(&str, Vec<WebhookRecord>)> = Vec::new();
+    // The subscriptions of an account are read once per ledger transaction.
     for w in entries {
-        let event = match w.wtx_type {
-            WtxType::LnDeposit => EventName::WalletReceive,
-            WtxType::LnWithdrawal => EventName::WalletSend,
-            WtxType::LnTransferIn => EventName::WalletTransferIn,
-            WtxType::LnTransferOut => EventName::WalletTransferOut,
-            WtxType::NetworkFee => EventName::NetworkFeeIncurred,
-            WtxType::BalanceRollUp => continue,
+        if event_of(w.wtx_type).is_some() && !hooks.iter().any(|(a, _)| *a == w.account_id) {
+            hooks.push((w.account_id, active_hooks(conn, w.account_id).await?));
+        }
+    }
+    Ok(hooks)
+}
+
+/// The event a user-visible entry raises.
+fn event_of(t: WtxType) -> Option<EventName> {
+    Some(match t {
+        WtxType::LnDeposit => EventName::WalletReceive,
+        WtxType::LnWithdrawal => EventName::WalletSend,
+        WtxType::LnTransferIn => EventName::WalletTransferIn,
+        WtxType::LnTransferOut => EventName::WalletTransferOut,
+        WtxType::NetworkFee => EventName::NetworkFeeIncurred,
+        WtxType::BalanceRollUp => return None,
+    })
+}
+
+/// Every user-visible entry is also an event, in this same transaction (the outbox), for the
+/// webhooks [`insert_wtxs`] found. Runs after the balance updates: an event carries the
+/// wallet's balance as this transaction leaves it.
+async fn emit_entries(
+    conn: &mut Conn,
+    entries: &[NewWtx<'_>],
+    hooks: &Hooks<'_>,
+) -> Result<(), StoreError> {
+    for w in entries {
+        let Some(name) = event_of(w.wtx_type) else {
+            continue;
         };
-        let at = match hooks.iter().position(|(a, _)| *a == w.account_id) {
-            Some(i) => i,
-            None => {
-                hooks.push((w.account_id, active_hooks(conn, w.account_id).await?));
-                hooks.len() - 1
-            }
+        let Some((_, subscribed)) = hooks.iter().find(|(a, _)| *a == w.account_id) else {
+            continue;
         };
         let lntx = w.lntx_id.map(|l| LnTxId::from_db(l.to_owned()));
         emit_to(
             conn,
-            &hooks[at].1,
+            subscribed,
             Emit {
-                name: event,
+                name,
                 account_id: w.account_id,
                 wallet_id: w.wallet_id,
                 wtx_id: Some(w.id),

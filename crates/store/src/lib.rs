@@ -57,6 +57,11 @@ pub enum StoreError {
     /// A constraint fired (unique, check, foreign key).
     #[error("constraint violated: {0}")]
     Constraint(String),
+    /// A ledger transaction would take a wallet below zero: its balance as held when the guarded
+    /// update ran. Callers that checked the balance under a row lock never see this; callers
+    /// that checked an earlier read report it as insufficient balance.
+    #[error("overdraft refused (balance {0})")]
+    Overdraft(satchel_domain::Msat),
     /// A stored value could not be decoded.
     #[error("corrupt row: {0}")]
     Corrupt(String),

@@ -8,7 +8,7 @@ use satchel_domain::{
 use crate::db::Conn;
 use crate::ledger::{
     Account, NewWtx, SYS_IN_FLIGHT, SYS_LIGHTNING, SYS_OPENING, SYS_UNCLAIMED, leg, lock_wallet,
-    lock_wallets, post,
+    post, read_wallets,
 };
 use crate::outbox::{Emit, emit};
 use crate::records::*;
@@ -422,29 +422,6 @@ async fn wtx_in(conn: &mut Conn, id: &WtxId) -> Result<WtxRecord, StoreError> {
     let row = WtxRow::from_row(&r)?;
     let wallet = wallet_in(conn, &row.wallet_id).await?;
     Ok(row.with_wallet(wallet))
-}
-
-/// A wallet as this transaction leaves it, computed (no re-read) from its locked record and
-/// what [`post`] did to it: balance moved by `delta_msat`, `wtxs` entries added, touched at
-/// `now` (`post` sets `updated_at` on every wallet it updates).
-fn wallet_after(
-    locked: &WalletRecord,
-    delta_msat: i64,
-    wtxs: u64,
-    now: i64,
-) -> Result<WalletRecord, StoreError> {
-    let balance = locked
-        .balance
-        .as_i64()
-        .checked_add(delta_msat)
-        .and_then(|b| Msat::from_i64(b).ok())
-        .ok_or_else(|| StoreError::Corrupt(format!("balance of {} out of range", locked.id)))?;
-    Ok(WalletRecord {
-        balance,
-        wtx_count: locked.wtx_count.saturating_add(wtxs),
-        updated_at: now,
-        ..locked.clone()
-    })
 }
 
 /// The record of a WTX this transaction just inserted, built from what was inserted (no
@@ -1105,16 +1082,17 @@ impl Store {
             return Err(TransferError::SameWallet);
         }
         let mut tx = self.begin_write().await?;
-        let locked = lock_wallets(&mut tx, &[&t.from, &t.to]).await?;
-        let src = match &locked[0] {
+        let read = read_wallets(&mut tx, &[&t.from, &t.to]).await?;
+        let src = match &read[0] {
             Some(w) if w.account_id == t.account_id => w.clone(),
             _ => return Err(TransferError::SourceNotFound),
         };
-        let dst = match &locked[1] {
+        let dst = match &read[1] {
             Some(w) if w.account_id == t.account_id => w.clone(),
             _ => return Err(TransferError::DestNotFound),
         };
-        // The check that matters: made after the lock, inside the transaction.
+        // An early refusal only: the check that matters is `post`'s guarded debit, made on the
+        // locked row.
         if src.balance < t.amount {
             return Err(TransferError::InsufficientBalance);
         }
@@ -1134,7 +1112,7 @@ impl Store {
             new_wtx(&t.wtx_out_id, &t.from, -amount, WtxType::LnTransferOut),
             new_wtx(&t.wtx_in_id, &t.to, amount, WtxType::LnTransferIn),
         ];
-        post(
+        let posted = post(
             &mut tx,
             "transfer",
             t.wtx_out_id.as_str(),
@@ -1145,9 +1123,13 @@ impl Store {
             ],
             &entries,
         )
-        .await?;
-        let from = wallet_after(&src, -amount, 1, t.now)?;
-        let to = wallet_after(&dst, amount, 1, t.now)?;
+        .await
+        .map_err(|e| match e {
+            StoreError::Overdraft(_) => TransferError::InsufficientBalance,
+            e => e.into(),
+        })?;
+        let from = posted.wallet(&src)?;
+        let to = posted.wallet(&dst)?;
         tx.commit().await?;
         Ok(TransferDone {
             wtx_in: wtx_written(&entries[1], to, None),
@@ -1448,72 +1430,83 @@ impl Store {
     }
 
     /// Pays one of our own invoices inside one transaction: payer debited, payee credited,
-    /// invoice marked paid. Cannot happen twice: the invoice row is locked and checked.
+    /// invoice marked paid. Cannot happen twice: the invoice is marked paid by an update that
+    /// requires it open, the payer's outgoing row is unique per hash, and the debit is guarded.
     pub async fn pay_internal(&self, c: &InternalPayCmd) -> Result<InternalPaid, InternalPayError> {
+        // The reads run inside the write transaction. On SQLite that keeps them on the
+        // writer's warm page cache: a reader connection drops its whole cache whenever the
+        // database changed, which under write load made every read a cold one (measured: more
+        // CPU per payment, fewer payments per second than reading inside the writer).
         let mut tx = self.begin_write().await?;
+        let checked = internal_checks(&mut tx, c).await?;
+        let InternalChecked {
+            inv,
+            payer,
+            payee: payee_read,
+        } = checked;
+        let payee = payee_read.id.clone();
         let hash = c.payment_hash.to_hex();
-        // The invoice, locked, and whether an outgoing attempt of the same hash is live or
-        // done: an external attempt may be under way (it will fail at the node, which knows
-        // the invoice is ours); refuse rather than pay twice.
-        let sql = format!(
-            "SELECT {LNTX_COLS}, CASE WHEN EXISTS (SELECT 1 FROM ln_txs o \
-             WHERE o.payment_hash = $1 AND o.direction = 'out' AND o.status IN ({})) \
-             THEN 1 ELSE 0 END FROM ln_txs l WHERE l.payment_hash = $1 AND l.direction = 'in'{}",
-            status_list(&LIVE_OR_DONE),
-            tx.dialect().for_update()
-        );
-        let Some(row) = tx.fetch_opt(&sql, args![hash.as_str()]).await? else {
-            return Err(InternalPayError::NotInternal);
-        };
-        let inv = LnTxRecord::from_row(&row, 0)?;
-        let attempted = row.flag(LNTX_NCOLS)?;
-        let Some(payee) = inv.wallet_id.clone() else {
-            return Err(InternalPayError::NotInternal);
-        };
-        if c.expect_request
-            .as_ref()
-            .is_some_and(|t| *t != inv.payment_request)
+        // The checks that count, made on the rows as this transaction locks them: the invoice
+        // is still open (on Postgres a concurrent payer of the same invoice commits first, and
+        // this update then finds it paid); no outgoing attempt of its hash is live or done (the
+        // payer's outgoing row inserted below is unique per hash among those); the payer can
+        // afford it (`post`'s guarded debit).
+        if tx
+            .exec(
+                "UPDATE ln_txs SET settled = 1, settled_at = $1, updated_at = $1 \
+                 WHERE id = $2 AND settled = 0",
+                args![c.now, inv.id.as_str()],
+            )
+            .await?
+            == 0
         {
-            return Err(InternalPayError::NotInternal);
-        }
-        // The wallets are locked (after the invoice row: every transaction locks Lightning rows
-        // before wallets) before the invoice's state is judged, so that a wallet that is not the
-        // caller's is reported as such whatever the invoice.
-        let locked = lock_wallets(&mut tx, &[&c.payer, &payee]).await?;
-        let payer = match &locked[0] {
-            Some(w) if w.account_id == c.account_id => w.clone(),
-            _ => return Err(InternalPayError::WalletNotFound),
-        };
-        let Some(payee_locked) = locked[1].clone() else {
-            return Err(InternalPayError::NotInternal);
-        };
-        if inv.settled || inv.is_keysend {
             return Err(InternalPayError::AlreadyPaid);
-        }
-        if inv.expires_at.is_some_and(|e| c.now >= e) {
-            return Err(InternalPayError::Expired);
-        }
-        if inv.amount.is_zero() {
-            return Err(InternalPayError::ZeroAmount);
-        }
-        if let Some(max) = c.send_limit
-            && inv.amount > max
-        {
-            return Err(InternalPayError::OverLimit(max));
-        }
-        if attempted {
-            return Err(InternalPayError::AlreadyPaid);
-        }
-        if payer.balance < inv.amount {
-            return Err(InternalPayError::InsufficientBalance(payer.balance));
         }
         let amount = inv.amount.as_i64();
         let preimage = inv.preimage.map(|p| p.to_hex());
-        tx.exec(
-            "UPDATE ln_txs SET settled = 1, settled_at = $1, updated_at = $1 WHERE id = $2",
-            args![c.now, inv.id.as_str()],
+        let entries = [
+            NewWtx {
+                id: &c.payer_wtx_id,
+                wallet_id: &c.payer,
+                account_id: c.account_id.as_str(),
+                now: c.now,
+                amount_msat: -amount,
+                wtx_type: WtxType::LnWithdrawal,
+                user_label: &inv.memo,
+                lntx_id: Some(c.out_lntx_id.as_str()),
+                pass_thru: &c.payer_pass_thru,
+            },
+            NewWtx {
+                id: &c.payee_wtx_id,
+                wallet_id: &payee,
+                account_id: inv.account_id.as_str(),
+                now: c.now,
+                amount_msat: amount,
+                wtx_type: WtxType::LnDeposit,
+                user_label: &inv.memo,
+                lntx_id: Some(inv.id.as_str()),
+                pass_thru: &inv.pass_thru,
+            },
+        ];
+        let posted = post(
+            &mut tx,
+            "internal_payment",
+            c.out_lntx_id.as_str(),
+            c.now,
+            &[
+                leg(Account::Wallet(&c.payer), -amount),
+                leg(Account::Wallet(&payee), amount),
+            ],
+            &entries,
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            StoreError::Overdraft(held) => InternalPayError::InsufficientBalance(held),
+            e => e.into(),
+        })?;
+        // The payer's record of the payment, after the wallets are locked: a reservation of the
+        // same hash locks its wallet before it inserts its own outgoing row, so taking the
+        // hash's unique index entry first here could deadlock with it.
         tx.exec(
             "INSERT INTO ln_txs (id, account_id, wallet_id, created_at, updated_at, direction, node_id, \
              dest_pubkey, payment_request, payment_hash, memo, description_hash, payment_addr, \
@@ -1543,42 +1536,6 @@ impl Store {
             StoreError::Constraint(_) => InternalPayError::AlreadyPaid,
             e => e.into(),
         })?;
-        let entries = [
-            NewWtx {
-                id: &c.payer_wtx_id,
-                wallet_id: &c.payer,
-                account_id: c.account_id.as_str(),
-                now: c.now,
-                amount_msat: -amount,
-                wtx_type: WtxType::LnWithdrawal,
-                user_label: &inv.memo,
-                lntx_id: Some(c.out_lntx_id.as_str()),
-                pass_thru: &c.payer_pass_thru,
-            },
-            NewWtx {
-                id: &c.payee_wtx_id,
-                wallet_id: &payee,
-                account_id: inv.account_id.as_str(),
-                now: c.now,
-                amount_msat: amount,
-                wtx_type: WtxType::LnDeposit,
-                user_label: &inv.memo,
-                lntx_id: Some(inv.id.as_str()),
-                pass_thru: &inv.pass_thru,
-            },
-        ];
-        post(
-            &mut tx,
-            "internal_payment",
-            c.out_lntx_id.as_str(),
-            c.now,
-            &[
-                leg(Account::Wallet(&c.payer), -amount),
-                leg(Account::Wallet(&payee), amount),
-            ],
-            &entries,
-        )
-        .await?;
         // The records to answer with, as this transaction leaves them (computed, not re-read):
         // the invoice now paid, the payment as inserted above, both wallets.
         let in_lntx = LnTxRecord {
@@ -1602,15 +1559,8 @@ impl Store {
             ..in_lntx.clone()
         };
         // Paying one's own invoice moves nothing and adds both entries to the one wallet.
-        let (payer_w, payee_w) = if payer.id == payee {
-            let w = wallet_after(&payer, 0, 2, c.now)?;
-            (w.clone(), w)
-        } else {
-            (
-                wallet_after(&payer, -amount, 1, c.now)?,
-                wallet_after(&payee_locked, amount, 1, c.now)?,
-            )
-        };
+        let payer_w = posted.wallet(&payer)?;
+        let payee_w = posted.wallet(&payee_read)?;
         let payer_wtx = wtx_written(&entries[0], payer_w, Some(out_lntx));
         let payee_wtx = wtx_written(&entries[1], payee_w, Some(in_lntx));
         crate::crash::crash_point("during_internal");
@@ -1734,6 +1684,80 @@ fn lim(v: u64) -> i64 {
 /// A JSON string literal.
 fn json_str(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()
+}
+
+/// What an internal payment read before writing, every refusal but the final ones made.
+struct InternalChecked {
+    inv: LnTxRecord,
+    payer: WalletRecord,
+    payee: WalletRecord,
+}
+
+/// The reads and refusals of an internal payment, in the order they are reported. The facts
+/// judged here never change once written (the invoice's text, amount, expiry and wallet; the
+/// wallets' owners), except three, each judged again on the locked rows: the invoice's
+/// settlement (the payment's guarded invoice update), the hash's outgoing attempts (the unique
+/// index the payer's outgoing row enters) and the payer's balance (`post`'s guarded debit). On
+/// Postgres these reads take no lock, so a concurrent change may make them stale.
+async fn internal_checks(
+    conn: &mut Conn,
+    c: &InternalPayCmd,
+) -> Result<InternalChecked, InternalPayError> {
+    let hash = c.payment_hash.to_hex();
+    // The invoice, and whether an outgoing attempt of the same hash is live or done: an
+    // external attempt may be under way (it will fail at the node, which knows the invoice is
+    // ours); refuse rather than pay twice.
+    let sql = format!(
+        "SELECT {LNTX_COLS}, CASE WHEN EXISTS (SELECT 1 FROM ln_txs o \
+         WHERE o.payment_hash = $1 AND o.direction = 'out' AND o.status IN ({})) \
+         THEN 1 ELSE 0 END FROM ln_txs l WHERE l.payment_hash = $1 AND l.direction = 'in'",
+        status_list(&LIVE_OR_DONE),
+    );
+    let Some(row) = conn.fetch_opt(&sql, args![hash.as_str()]).await? else {
+        return Err(InternalPayError::NotInternal);
+    };
+    let inv = LnTxRecord::from_row(&row, 0)?;
+    let attempted = row.flag(LNTX_NCOLS)?;
+    let Some(payee) = inv.wallet_id.clone() else {
+        return Err(InternalPayError::NotInternal);
+    };
+    if c.expect_request
+        .as_ref()
+        .is_some_and(|t| *t != inv.payment_request)
+    {
+        return Err(InternalPayError::NotInternal);
+    }
+    // The wallets are read before the invoice's state is judged, so that a wallet that is not
+    // the caller's is reported as such whatever the invoice.
+    let read = read_wallets(conn, &[&c.payer, &payee]).await?;
+    let payer = match &read[0] {
+        Some(w) if w.account_id == c.account_id => w.clone(),
+        _ => return Err(InternalPayError::WalletNotFound),
+    };
+    let Some(payee) = read[1].clone() else {
+        return Err(InternalPayError::NotInternal);
+    };
+    if inv.settled || inv.is_keysend {
+        return Err(InternalPayError::AlreadyPaid);
+    }
+    if inv.expires_at.is_some_and(|e| c.now >= e) {
+        return Err(InternalPayError::Expired);
+    }
+    if inv.amount.is_zero() {
+        return Err(InternalPayError::ZeroAmount);
+    }
+    if let Some(max) = c.send_limit
+        && inv.amount > max
+    {
+        return Err(InternalPayError::OverLimit(max));
+    }
+    if attempted {
+        return Err(InternalPayError::AlreadyPaid);
+    }
+    if payer.balance < inv.amount {
+        return Err(InternalPayError::InsufficientBalance(payer.balance));
+    }
+    Ok(InternalChecked { inv, payer, payee })
 }
 
 /// Books a successful payment inside the caller's transaction (see [`Store::settle_payment`]).

@@ -1277,6 +1277,78 @@ async fn concurrent_reserves_never_overdraw() {
     }
 }
 
+/// Transfers and internal payments read their wallets without locking them and leave the
+/// check that counts to the ledger's guarded debit. Racing from one wallet, more of them pass
+/// the early check than the balance covers (on Postgres); exactly as many as it covers must
+/// succeed, the rest be refused as insufficient, and each success answer with the balance it
+/// left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_transfers_and_internal_payments_never_overdraw() {
+    for (kind, db) in TestDb::all().await {
+        let store = connect(&db.url).await;
+        let acct = account(&store).await;
+        let [payer, to, payee] = [
+            wallet(&store, &acct).await,
+            wallet(&store, &acct).await,
+            wallet(&store, &acct).await,
+        ];
+        deposit(&store, &acct, &payer, sat(10)).await;
+        let mut hashes = Vec::new();
+        for _ in 0..20 {
+            hashes.push(invoice(&store, &acct, &payee, sat(1)).await.1);
+        }
+        let mut transfers = Vec::new();
+        let mut payments = Vec::new();
+        for hash in hashes {
+            let (s, cmd) = (store.clone(), transfer_cmd(&acct, &payer, &to, sat(1)));
+            transfers.push(tokio::spawn(async move { s.transfer(&cmd).await }));
+            let (s, cmd) = (store.clone(), internal_cmd(&acct, &payer, hash));
+            payments.push(tokio::spawn(async move { s.pay_internal(&cmd).await }));
+        }
+        let (transfers, payments) = timed(kind, async {
+            tokio::join!(
+                futures::future::join_all(transfers),
+                futures::future::join_all(payments)
+            )
+        })
+        .await;
+        let mut left_after = Vec::new();
+        let mut refused = 0;
+        for r in transfers {
+            match r.unwrap() {
+                Ok(done) => left_after.push(done.wtx_out.wallet.balance.as_i64()),
+                Err(TransferError::InsufficientBalance) => refused += 1,
+                Err(e) => panic!("[{kind}] unexpected transfer error: {e:?}"),
+            }
+        }
+        for r in payments {
+            match r.unwrap() {
+                Ok(paid) => left_after.push(paid.payer_wtx.wallet.balance.as_i64()),
+                Err(InternalPayError::InsufficientBalance(b)) => {
+                    assert!(b < sat(1), "[{kind}] refused with {b} available");
+                    refused += 1;
+                }
+                Err(e) => panic!("[{kind}] unexpected payment error: {e:?}"),
+            }
+        }
+        left_after.sort_unstable();
+        let expected: Vec<i64> = (0..10).map(|n| n * 1000).collect();
+        assert_eq!(
+            left_after, expected,
+            "[{kind}] one success per sat, each its own balance"
+        );
+        assert_eq!(refused, 30, "[{kind}]");
+        assert_eq!(balance(&store, &payer).await, 0, "[{kind}]");
+        assert_eq!(
+            balance(&store, &to).await + balance(&store, &payee).await,
+            10_000,
+            "[{kind}]"
+        );
+        assert_clean(kind, &store).await;
+        store.close().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_reserves_of_one_hash() {
     for (kind, db) in TestDb::all().await {
