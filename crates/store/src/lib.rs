@@ -1,11 +1,11 @@
 //! Satchel's persistence: a double-entry ledger plus the records around it, on SQLite or Postgres.
 //!
 //! Every method that moves money is **one database transaction** that:
-//! 1. takes the write lock (`BEGIN IMMEDIATE` on SQLite; `SELECT … FOR UPDATE` on the wallet rows,
-//!    in id order, on Postgres),
-//! 2. checks the balance *after* taking the lock,
-//! 3. appends balanced postings (they sum to zero) and updates the stored balances,
-//! 4. writes the user-visible records (wallet transactions, Lightning transactions).
+//! 1. writes the user-visible records (wallet transactions, Lightning transactions),
+//! 2. appends balanced postings (they sum to zero),
+//! 3. moves each stored balance by one guarded update (`balance_msat + delta >= 0`), judged on
+//!    the row as locked (SQLite's single writer; the row lock the update takes on Postgres,
+//!    where some operations lock their wallet earlier with `SELECT … FOR NO KEY UPDATE`).
 //!
 //! `CHECK (balance_msat >= 0)` is the second net; unique indexes make every credit and every live
 //! payment unique per payment hash. No process-wide mutex guards money, so several Satchel
