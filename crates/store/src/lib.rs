@@ -1,9 +1,9 @@
 //! Satchel's persistence: a double-entry ledger plus the records around it, on SQLite or Postgres.
 //!
 //! Every method that moves money is **one database transaction** that:
-//! 1. writes the user-visible records (wallet transactions, Lightning transactions),
-//! 2. appends balanced postings (they sum to zero),
-//! 3. moves each stored balance by one guarded update (`balance_msat + delta >= 0`), judged on
+//! 1. appends balanced postings (they sum to zero) and writes the user-visible records (wallet
+//!    transactions, Lightning transactions),
+//! 2. moves each stored balance by one guarded update (`balance_msat + delta >= 0`), judged on
 //!    the row as locked (SQLite's single writer; the row lock the update takes on Postgres,
 //!    where some operations lock their wallet earlier with `SELECT … FOR NO KEY UPDATE`).
 //!
