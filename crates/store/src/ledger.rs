@@ -5,11 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use satchel_domain::{EventName, LnTxId, WalletId, WtxId, WtxType};
+use satchel_domain::{EventName, LnTxId, Msat, WalletId, WtxId, WtxType};
 
 use crate::outbox::{Emit, WebhookRecord, active_hooks, emit_to};
-
-use satchel_domain::Msat;
 
 use crate::db::Conn;
 use crate::records::{WALLET_COLS, WalletRecord};
@@ -182,7 +180,10 @@ pub(crate) async fn post(
     // above lock nothing anybody else waits for, so on Postgres a hot wallet's row lock is held
     // only for its balance updates (and any events) and the commit.
     let hooks = insert_wtxs(conn, entries).await?;
-    let mut after = Posted(Vec::new());
+    let mut after = Posted {
+        now,
+        wallets: Vec::new(),
+    };
     for ((sys, code), t) in &touched {
         if *sys {
             let n = conn
@@ -207,11 +208,10 @@ pub(crate) async fn post(
             )
             .await?;
         match row {
-            Some(r) => after.0.push(WalletAfter {
+            Some(r) => after.wallets.push(WalletAfter {
                 id: (*code).to_owned(),
                 balance_msat: r.i64(0)?,
                 wtx_count: r.i64(1)?,
-                updated_at: now,
             }),
             None => {
                 let held = conn
@@ -228,7 +228,7 @@ pub(crate) async fn post(
         }
     }
     // Events carry the wallet's balance after this transaction, so they follow the updates.
-    emit_entries(conn, entries, &hooks).await?;
+    emit_entries(conn, entries, &hooks, &after).await?;
     Ok(after)
 }
 
@@ -238,29 +238,35 @@ struct WalletAfter {
     id: String,
     balance_msat: i64,
     wtx_count: i64,
-    updated_at: i64,
 }
 
 /// What [`post`] did to the wallets it touched, read back from the balance updates themselves
 /// (`RETURNING`), so callers can answer with the wallets as committed without re-reading them
-/// and without having locked them first.
+/// and without having locked them first. Every touched wallet's `updated_at` is `now`.
 #[derive(Debug, Clone)]
-pub(crate) struct Posted(Vec<WalletAfter>);
+pub(crate) struct Posted {
+    now: i64,
+    wallets: Vec<WalletAfter>,
+}
 
 impl Posted {
     /// `wallet` (as read earlier in this transaction) with the balance, entry count and change
     /// time this ledger transaction gave it; unchanged if it was not touched.
     pub(crate) fn wallet(&self, wallet: &WalletRecord) -> Result<WalletRecord, StoreError> {
-        let Some(a) = self.0.iter().find(|a| a.id == wallet.id.as_str()) else {
+        let Some(a) = self.after(wallet.id.as_str()) else {
             return Ok(wallet.clone());
         };
         Ok(WalletRecord {
             balance: Msat::from_i64(a.balance_msat)?,
             wtx_count: u64::try_from(a.wtx_count)
                 .map_err(|_| StoreError::Corrupt(format!("wtx_count of {}", a.id)))?,
-            updated_at: a.updated_at,
+            updated_at: self.now,
             ..wallet.clone()
         })
+    }
+
+    fn after(&self, wallet_id: &str) -> Option<&WalletAfter> {
+        self.wallets.iter().find(|a| a.id == wallet_id)
     }
 }
 
@@ -353,6 +359,7 @@ async fn emit_entries(
     conn: &mut Conn,
     entries: &[NewWtx<'_>],
     hooks: &Hooks<'_>,
+    after: &Posted,
 ) -> Result<(), StoreError> {
     for w in entries {
         let Some(name) = event_of(w.wtx_type) else {
@@ -372,6 +379,7 @@ async fn emit_entries(
                 wtx_id: Some(w.id),
                 lntx_id: lntx.as_ref(),
                 now: w.now,
+                balance_msat: after.after(w.wallet_id.as_str()).map(|a| a.balance_msat),
             },
         )
         .await?;

@@ -589,6 +589,7 @@ impl Store {
                 wtx_id: None,
                 lntx_id: None,
                 now: w.now,
+                balance_msat: None,
             },
         )
         .await?;
@@ -1918,6 +1919,7 @@ pub(crate) async fn fail_in(
             wtx_id: None,
             lntx_id: Some(&p.id),
             now,
+            balance_msat: None,
         },
     )
     .await?;

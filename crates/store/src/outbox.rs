@@ -230,6 +230,9 @@ pub(crate) struct Emit<'a> {
     pub wtx_id: Option<&'a WtxId>,
     pub lntx_id: Option<&'a LnTxId>,
     pub now: i64,
+    /// The wallet's balance as this transaction leaves it, when the caller already has it
+    /// (the ledger does); otherwise it is read.
+    pub balance_msat: Option<i64>,
 }
 
 /// Writes an event and its deliveries inside the caller's write transaction, if any active
@@ -263,14 +266,17 @@ pub(crate) async fn emit_to(
     if hooks.is_empty() {
         return Ok(());
     }
-    let balance = conn
-        .fetch_opt(
-            "SELECT balance_msat FROM wallets WHERE id = $1",
-            args![e.wallet_id.as_str()],
-        )
-        .await?
-        .map(|r| r.i64(0))
-        .transpose()?;
+    let balance = match e.balance_msat {
+        Some(b) => Some(b),
+        None => conn
+            .fetch_opt(
+                "SELECT balance_msat FROM wallets WHERE id = $1",
+                args![e.wallet_id.as_str()],
+            )
+            .await?
+            .map(|r| r.i64(0))
+            .transpose()?,
+    };
     let id = EventId::generate();
     conn.exec(
         "INSERT INTO events (id, account_id, name, created_at, wallet_id, wtx_id, lntx_id, balance_msat) \
