@@ -35,6 +35,35 @@ async fn raw_exec(url: &str, sql: &'static str) {
     }
 }
 
+// ------------------------------------------------------------------ connections
+
+/// Postgres connections that died while idle in the pool (a Postgres restart, an operator's
+/// `pg_terminate_backend`) are found out and replaced before they are handed out again, for
+/// reads and writes alike: no request fails because of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_connections_killed_while_idle_are_replaced() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let store = connect(&db.url).await;
+    let acct = account(&store).await;
+    let w = wallet(&store, &acct).await;
+    assert!(store.wallet(&w).await.unwrap().is_some());
+    // Idle past the ping threshold, then every other connection to this database is killed.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    raw_exec(
+        &db.url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .await;
+    for _ in 0..20 {
+        assert!(store.wallet(&w).await.unwrap().is_some());
+    }
+    let w2 = wallet(&store, &acct).await;
+    assert!(store.wallet(&w2).await.unwrap().is_some());
+}
+
 // ------------------------------------------------------------------ accounts, keys, wallets
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
