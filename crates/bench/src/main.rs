@@ -18,6 +18,11 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::{Value, json};
 
+/// The load generator shares the machine's cores with the server under test; the allocator the
+/// server uses (see its `main.rs`) keeps its own CPU share down too.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Closed-loop benchmark of a Satchel server it starts itself")]
 struct Args {
