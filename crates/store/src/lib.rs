@@ -228,6 +228,17 @@ impl Store {
         })
     }
 
+    /// Starts a write that is one statement. On Postgres the statement runs in autocommit mode:
+    /// it is its own transaction, durable when it returns (`synchronous_commit` on, the
+    /// default), and the `BEGIN` and `COMMIT` round trips are saved. On SQLite it joins the
+    /// group commit like any write. The caller must issue exactly one statement.
+    pub(crate) async fn begin_one_statement_write(&self) -> Result<Conn, StoreError> {
+        Ok(match &*self.pools {
+            Pools::Sqlite { write, .. } => Conn::SqliteBatch(write.begin().await?),
+            Pools::Postgres(p) => Conn::Pg(p.acquire().await?),
+        })
+    }
+
     /// Starts a read-only snapshot (several queries see one consistent state).
     pub(crate) async fn begin_read(&self) -> Result<Conn, StoreError> {
         Ok(match &*self.pools {

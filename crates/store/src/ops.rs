@@ -791,7 +791,8 @@ impl Store {
 
     /// Records an invoice we issued.
     pub async fn insert_invoice(&self, inv: &NewInvoiceRecord) -> Result<LnTxRecord, StoreError> {
-        let mut tx = self.begin_write().await?;
+        // One statement: on Postgres it commits itself (no BEGIN/COMMIT round trips).
+        let mut tx = self.begin_one_statement_write().await?;
         tx.exec(
             "INSERT INTO ln_txs (id, account_id, wallet_id, created_at, updated_at, direction, node_id, \
              dest_pubkey, payment_request, payment_hash, memo, description_hash, payment_addr, \
