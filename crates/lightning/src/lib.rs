@@ -11,6 +11,8 @@
 #![deny(missing_docs)]
 
 pub mod conformance;
+#[cfg(feature = "pinned-tls")]
+pub mod pinned_tls;
 pub mod scripted;
 mod scripted_devnet;
 

@@ -13,15 +13,11 @@
 //! server proves possession of its key (the handshake signature is still verified). Host name,
 //! validity period and issuer are deliberately not checked: the pin is the trust decision.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::Value;
 
 use super::{ClnTransport, RpcError, error_object};
@@ -155,64 +151,6 @@ pub fn pinned_tls_config(pem: &str) -> Result<rustls::ClientConfig, ClnError> {
             "CLNRest certificate PEM holds no certificate".to_owned(),
         ));
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = PinnedCertVerifier {
-        certs,
-        algorithms: provider.signature_verification_algorithms,
-    };
-    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClnError::Config(format!("TLS configuration: {e}")))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    Ok(config)
-}
-
-/// Accepts the server only if its end-entity certificate is one of ours.
-#[derive(Debug)]
-struct PinnedCertVerifier {
-    certs: Vec<CertificateDer<'static>>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for PinnedCertVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if self.certs.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
+    satchel_lightning::pinned_tls::client_config(certs, "CLNRest certificate")
+        .map_err(|e| ClnError::Config(format!("TLS configuration: {e}")))
 }
