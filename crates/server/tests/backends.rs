@@ -4,8 +4,9 @@
 //! API: alice funds a wallet, the wallet pays carol through the hub, the routed fee is booked.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod child;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,70 +16,30 @@ use satchel_lightning::conformance::SwitchPolicy;
 use satchel_lightning::{DevnetControl, LightningBackend, PayOutcome};
 use serde_json::{Value, json};
 
-struct Proc {
-    child: Child,
+use child::{Proc, satchel_cmd};
+
+/// A running `satchel serve` and the development account's key.
+struct Server {
+    _proc: Proc,
     base: String,
     sak: String,
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn serve(dir: &std::path::Path, backend_args: &[String]) -> Proc {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+/// `satchel serve` on SQLite in `dir` with `backend_args`, answering.
+async fn serve(dir: &Path, backend_args: &[String]) -> Server {
     let db = format!("sqlite://{}", dir.join("satchel.db").display());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_satchel"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--network",
-            "regtest",
-            "--database-url",
-            &db,
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .args(backend_args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(k) = line.split("secret key (sak): ").nth(1) {
-                let _ = tx.send(k.trim().to_owned());
-            }
-        }
+    let mut p = Proc::serve("satchel", |cmd| {
+        cmd.args(["--network", "regtest", "--database-url", &db, "--data-dir"])
+            .arg(dir)
+            .args(backend_args);
     });
-    let sak = match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(k) => k,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("server did not start with {backend_args:?}");
-        }
-    };
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if http.get(format!("{base}/v1/wallets")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    p.wait_ready().await;
+    let sak = p.sak().await;
+    Server {
+        base: p.base(),
+        sak,
+        _proc: p,
     }
-    Proc { child, base, sak }
 }
 
 async fn devnet(dir: &std::path::Path) -> Arc<Devnet> {
@@ -95,7 +56,7 @@ async fn devnet(dir: &std::path::Path) -> Arc<Devnet> {
 }
 
 /// The LNPay flow over whatever node the server was given.
-async fn lnpay_flow(p: &Proc, devnet: &Devnet) {
+async fn lnpay_flow(p: &Server, devnet: &Devnet) {
     let http = reqwest::Client::new();
     let call = |req: reqwest::RequestBuilder| async move {
         let r = req.header("X-Api-Key", &p.sak).send().await.unwrap();
@@ -179,11 +140,10 @@ async fn lnpay_flow(p: &Proc, devnet: &Devnet) {
     assert_eq!(wal["balance_msat"], 1_000_000 - 100_000 - 1100);
 }
 
-fn audit_clean(dir: &std::path::Path) {
+fn audit_clean(dir: &Path) {
     let db = format!("sqlite://{}", dir.join("satchel.db").display());
-    let out = Command::new(env!("CARGO_BIN_EXE_satchel"))
+    let out = satchel_cmd()
         .args(["audit", "--database-url", &db])
-        .env("RUST_LOG", "warn")
         .output()
         .unwrap();
     assert!(
@@ -314,12 +274,11 @@ fn wrong_backend_settings_are_clear_errors() {
         ),
         (vec!["--backend", "nope"], "unknown backend"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_satchel"))
+        let out = satchel_cmd()
             .args(["serve", "--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir.path())
             .args(&args)
-            .env("RUST_LOG", "warn")
             .output()
             .unwrap();
         assert!(!out.status.success());

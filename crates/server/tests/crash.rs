@@ -15,10 +15,10 @@
 //! still in flight at a restart, `SATCHEL_SCRIPTED_COMPLETE_INFLIGHT`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod child;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,8 @@ use reqwest::StatusCode;
 use satchel_store::testing::TestDb;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_satchel");
+use child::{Proc, free_port, satchel_cmd, sigterm};
+
 /// Routing fee the scripted node reports for carol's invoices in these tests (1 sat + 100 msat,
 /// the devnet hub's fee for 100 sat: 1000 msat + 1000 ppm).
 const FEE_MSAT: i64 = 1_100;
@@ -78,254 +79,28 @@ struct Launch {
     payment_wait_secs: Option<u64>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A command for the binary with a clean `SATCHEL_*` environment.
-fn satchel_cmd() -> Command {
-    let mut cmd = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SATCHEL_") {
-            cmd.env_remove(k);
-        }
-    }
-    // SATCHEL_TEST_RUST_LOG overrides the children's log filter (with SATCHEL_TEST_VERBOSE=1 to
-    // see their output).
-    let filter = std::env::var("SATCHEL_TEST_RUST_LOG")
-        .unwrap_or_else(|_| "info,sqlx=warn,lightning=warn,hyper=warn".to_owned());
-    cmd.env("RUST_LOG", filter);
-    cmd
-}
-
-type Lines = Arc<Mutex<Vec<String>>>;
-
-/// Reads a child's pipe line by line into `lines` (a full pipe would block the child).
-fn pump(pipe: impl Read + Send + 'static, label: String) -> Lines {
-    let lines: Lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    let verbose = std::env::var("SATCHEL_TEST_VERBOSE").is_ok_and(|v| v == "1");
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if verbose {
-                eprintln!("[{label}] {line}");
-            }
-            sink.lock().unwrap().push(line);
-        }
-    });
-    lines
-}
-
-/// A running `satchel serve`.
-struct Proc {
-    label: String,
-    child: Child,
-    addr: String,
-    out: Lines,
-    err: Lines,
-}
-
 fn spawn(inst: &Install, what: &str, l: &Launch) -> Proc {
-    let label = inst.label(what);
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut cmd = satchel_cmd();
-    cmd.arg("serve")
-        .arg("--backend")
-        .arg(inst.backend)
-        .arg("--data-dir")
-        .arg(inst.data_dir())
-        .arg("--database-url")
-        .arg(inst.url())
-        .arg("--listen")
-        .arg(&addr)
-        .arg("--payment-wait-secs")
-        .arg(l.payment_wait_secs.unwrap_or(1).to_string())
-        .arg("--webhook-allow-private")
-        .arg("true");
-    if let Some(c) = l.crash_at {
-        cmd.env("SATCHEL_CRASH_AT", c);
-    }
-    if let Some(d) = &l.scripted_default {
-        cmd.env("SATCHEL_SCRIPTED_DEFAULT", d);
-    }
-    if let Some(c) = &l.complete_inflight {
-        cmd.env("SATCHEL_SCRIPTED_COMPLETE_INFLIGHT", c);
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn satchel");
-    let out = pump(child.stdout.take().unwrap(), format!("{label} out"));
-    let err = pump(child.stderr.take().unwrap(), format!("{label} err"));
-    Proc {
-        label,
-        child,
-        addr,
-        out,
-        err,
-    }
-}
-
-impl Proc {
-    fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn tail(&self) -> String {
-        let err = self.err.lock().unwrap();
-        let from = err.len().saturating_sub(60);
-        err[from..].join("\n")
-    }
-
-    fn check_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "{} exited unexpectedly ({status}); stderr tail:\n{}",
-                self.label,
-                self.tail()
-            );
+    Proc::serve(inst.label(what), |cmd| {
+        cmd.arg("--backend")
+            .arg(inst.backend)
+            .arg("--data-dir")
+            .arg(inst.data_dir())
+            .arg("--database-url")
+            .arg(inst.url())
+            .arg("--payment-wait-secs")
+            .arg(l.payment_wait_secs.unwrap_or(1).to_string())
+            .arg("--webhook-allow-private")
+            .arg("true");
+        if let Some(c) = l.crash_at {
+            cmd.env("SATCHEL_CRASH_AT", c);
         }
-    }
-
-    /// Waits until the server answers (`GET /v1/wallets` without a key is 401).
-    async fn wait_ready(&mut self) {
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            self.check_alive();
-            if let Ok(r) = http
-                .get(format!("{}/v1/wallets", self.base()))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                && r.status() == StatusCode::UNAUTHORIZED
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} never became ready; stderr tail:\n{}",
-                self.label,
-                self.tail()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(d) = &l.scripted_default {
+            cmd.env("SATCHEL_SCRIPTED_DEFAULT", d);
         }
-    }
-
-    /// Waits for a line of `lines` containing `needle`; returns it.
-    async fn wait_line(&mut self, stdout: bool, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let found = {
-                let lines = if stdout { &self.out } else { &self.err };
-                lines
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .find(|l| l.contains(needle))
-                    .cloned()
-            };
-            if let Some(l) = found {
-                return l;
-            }
-            self.check_alive();
-            assert!(
-                Instant::now() < deadline,
-                "{} never printed {needle:?}; stderr tail:\n{}",
-                self.label,
-                self.tail()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(c) = &l.complete_inflight {
+            cmd.env("SATCHEL_SCRIPTED_COMPLETE_INFLIGHT", c);
         }
-    }
-
-    /// The development account's secret key, printed once on the first start.
-    async fn sak(&mut self) -> String {
-        let line = self
-            .wait_line(true, "secret key (sak): ", Duration::from_secs(30))
-            .await;
-        let sak = line
-            .split("secret key (sak): ")
-            .nth(1)
-            .unwrap()
-            .trim()
-            .to_owned();
-        assert!(sak.starts_with("sak_"), "{line}");
-        sak
-    }
-
-    async fn wait_crashpoint(&mut self, point: &str) {
-        self.wait_line(
-            false,
-            &format!("SATCHEL_CRASHPOINT {point}"),
-            Duration::from_secs(60),
-        )
-        .await;
-    }
-
-    /// SIGKILL, and reap.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM; waits (bounded) for the exit status.
-    async fn terminate(&mut self) -> ExitStatus {
-        sigterm(self.pid());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit after SIGTERM; stderr tail:\n{}",
-                self.label,
-                self.tail()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGTERM and expect a clean exit.
-    async fn stop(&mut self) {
-        let status = self.terminate().await;
-        assert!(
-            status.success(),
-            "{} exited with {status} after SIGTERM; stderr tail:\n{}",
-            self.label,
-            self.tail()
-        );
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("----- {} stderr tail -----\n{}", self.label, self.tail());
-        }
-    }
-}
-
-fn sigterm(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -TERM {pid}");
+    })
 }
 
 // ====================================================================== CLI
@@ -1117,7 +892,7 @@ async fn sigterm_drains_and_pending_payment_resumes_after_restart() {
         let signalled = Instant::now();
         sigterm(p.pid());
         // Stops accepting at once...
-        let addr: std::net::SocketAddr = p.addr.parse().unwrap();
+        let addr: std::net::SocketAddr = p.addr().parse().unwrap();
         let refused_by = Instant::now() + Duration::from_secs(2);
         loop {
             if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {

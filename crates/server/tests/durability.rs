@@ -3,69 +3,26 @@
 //! still there (on SQLite that is group commit's promise; on Postgres, its own commit's).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod child;
+
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use satchel_store::testing::TestDb;
 use serde_json::{Value, json};
 
-struct Proc {
-    child: Child,
-    base: String,
-}
+use child::{Proc, satchel_cmd};
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn serve(data_dir: &std::path::Path, db_url: &str) -> (Proc, Option<String>) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_satchel"))
-        .args([
-            "serve",
-            "--backend",
-            "scripted",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--database-url", db_url])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(k) = line.split("secret key (sak): ").nth(1) {
-                let _ = tx.send(k.trim().to_owned());
-            }
-        }
+/// `satchel serve --backend scripted` on `data_dir` and `db_url`, answering.
+async fn serve(data_dir: &Path, db_url: &str) -> Proc {
+    let mut p = Proc::serve("satchel", |cmd| {
+        cmd.args(["--backend", "scripted", "--data-dir"])
+            .arg(data_dir)
+            .args(["--database-url", db_url]);
     });
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    for _ in 0..300 {
-        if http.get(format!("{base}/v1/wallets")).send().await.is_ok() {
-            let sak = rx.recv_timeout(Duration::from_millis(500)).ok();
-            return (Proc { child, base }, sak);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("server did not start");
+    p.wait_ready().await;
+    p
 }
 
 async fn post(
@@ -91,11 +48,12 @@ async fn a_killed_server_loses_no_acknowledged_operation() {
     for (kind, db) in TestDb::all().await {
         eprintln!("--- {kind}");
         let dir = tempfile::tempdir().unwrap();
-        let (p, sak) = serve(dir.path(), &db.url).await;
-        let sak = sak.expect("first start prints the sak");
+        let mut p = serve(dir.path(), &db.url).await;
+        let sak = p.sak().await;
+        let base = p.base();
         let http = reqwest::Client::new();
-        let (_, a) = post(&http, &p.base, &sak, "/wallet", json!({"user_label": "A"})).await;
-        let (_, b) = post(&http, &p.base, &sak, "/wallet", json!({"user_label": "B"})).await;
+        let (_, a) = post(&http, &base, &sak, "/wallet", json!({"user_label": "A"})).await;
+        let (_, b) = post(&http, &base, &sak, "/wallet", json!({"user_label": "B"})).await;
         let a_key = a["access_keys"]["Wallet Admin"][0]
             .as_str()
             .unwrap()
@@ -103,14 +61,14 @@ async fn a_killed_server_loses_no_acknowledged_operation() {
         let b_id = b["id"].as_str().unwrap().to_owned();
         let (_, inv) = post(
             &http,
-            &p.base,
+            &base,
             &sak,
             &format!("/wallet/{a_key}/invoice"),
             json!({"num_satoshis": 100_000}),
         )
         .await;
         let r = http
-            .post(format!("{}/devnet/pay", p.base))
+            .post(format!("{}/devnet/pay", base))
             .json(&json!({"node": "alice", "payment_request": inv["payment_request"]}))
             .send()
             .await
@@ -118,7 +76,7 @@ async fn a_killed_server_loses_no_acknowledged_operation() {
         assert!(r.status().is_success());
         for _ in 0..100 {
             let w: Value = http
-                .get(format!("{}/v1/wallet/{a_key}", p.base))
+                .get(format!("{}/v1/wallet/{a_key}", base))
                 .header("X-Api-Key", &sak)
                 .send()
                 .await
@@ -138,8 +96,7 @@ async fn a_killed_server_loses_no_acknowledged_operation() {
         let mut loops = Vec::new();
         for _ in 0..32 {
             let (acked, stop) = (acked.clone(), stop.clone());
-            let (base, sak, a_key, b_id) =
-                (p.base.clone(), sak.clone(), a_key.clone(), b_id.clone());
+            let (base, sak, a_key, b_id) = (base.clone(), sak.clone(), a_key.clone(), b_id.clone());
             loops.push(tokio::spawn(async move {
                 let http = reqwest::Client::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -170,9 +127,7 @@ async fn a_killed_server_loses_no_acknowledged_operation() {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        let mut p = p;
-        p.child.kill().unwrap(); // SIGKILL, mid-flight
-        p.child.wait().unwrap();
+        p.kill(); // SIGKILL, mid-flight
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for l in loops {
             let _ = l.await;
@@ -185,13 +140,13 @@ async fn a_killed_server_loses_no_acknowledged_operation() {
         );
 
         // Restart on the same database: every acknowledged transfer is in the history.
-        let (p2, _) = serve(dir.path(), &db.url).await;
+        let p2 = serve(dir.path(), &db.url).await;
         let mut seen = std::collections::HashSet::new();
         for page in 1.. {
             let v: Value = http
                 .get(format!(
                     "{}/v1/wallet/{a_key}/transactions?per-page=500&page={page}",
-                    p2.base
+                    p2.base()
                 ))
                 .header("X-Api-Key", &sak)
                 .send()
@@ -217,7 +172,7 @@ async fn a_killed_server_loses_no_acknowledged_operation() {
             &lost[..lost.len().min(5)]
         );
         let w: Value = http
-            .get(format!("{}/v1/wallet/{a_key}", p2.base))
+            .get(format!("{}/v1/wallet/{a_key}", p2.base()))
             .header("X-Api-Key", &sak)
             .send()
             .await
@@ -237,9 +192,8 @@ async fn a_killed_server_loses_no_acknowledged_operation() {
             transfers_done
         );
         drop(p2);
-        let out = Command::new(env!("CARGO_BIN_EXE_satchel"))
+        let out = satchel_cmd()
             .args(["audit", "--database-url", &db.url])
-            .env("RUST_LOG", "warn")
             .output()
             .unwrap();
         assert!(

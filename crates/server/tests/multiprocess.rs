@@ -13,10 +13,9 @@
 //! Postgres only (`SATCHEL_SKIP_PG=1` skips these tests).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read};
+mod child;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -24,180 +23,21 @@ use reqwest::StatusCode;
 use satchel_store::testing::TestDb;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_satchel");
+use child::{Proc, satchel_cmd};
 
 // ====================================================================== processes
 
-type Lines = Arc<Mutex<Vec<String>>>;
-
-fn pump(pipe: impl Read + Send + 'static, label: String) -> Lines {
-    let lines: Lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    let verbose = std::env::var("SATCHEL_TEST_VERBOSE").is_ok_and(|v| v == "1");
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if verbose {
-                eprintln!("[{label}] {line}");
-            }
-            sink.lock().unwrap().push(line);
-        }
-    });
-    lines
-}
-
-fn satchel_cmd() -> Command {
-    let mut cmd = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SATCHEL_") {
-            cmd.env_remove(k);
-        }
-    }
-    let filter = std::env::var("SATCHEL_TEST_RUST_LOG")
-        .unwrap_or_else(|_| "info,sqlx=warn,hyper=warn".to_owned());
-    cmd.env("RUST_LOG", filter);
-    cmd
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Proc {
-    label: String,
-    child: Child,
-    addr: String,
-    out: Lines,
-    err: Lines,
-}
-
-impl Proc {
-    /// `satchel serve --backend scripted` on `data_dir` and `db_url`.
-    fn spawn(label: &str, data_dir: &Path, db_url: &str) -> Proc {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut cmd = satchel_cmd();
-        cmd.args(["serve", "--backend", "scripted", "--data-dir"])
+/// `satchel serve --backend scripted` on `data_dir` and `db_url`.
+fn spawn(label: &str, data_dir: &Path, db_url: &str) -> Proc {
+    Proc::serve(label, |cmd| {
+        cmd.args(["--backend", "scripted", "--data-dir"])
             .arg(data_dir)
             .arg("--database-url")
             .arg(db_url)
-            .args(["--listen", &addr, "--payment-wait-secs", "1"])
+            .args(["--payment-wait-secs", "1"])
             // Every payment to carol succeeds without a routing fee.
-            .env("SATCHEL_SCRIPTED_DEFAULT", "succeed:0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn satchel");
-        let out = pump(child.stdout.take().unwrap(), format!("{label} out"));
-        let err = pump(child.stderr.take().unwrap(), format!("{label} err"));
-        Proc {
-            label: label.to_owned(),
-            child,
-            addr,
-            out,
-            err,
-        }
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn tail(&self) -> String {
-        let err = self.err.lock().unwrap();
-        let from = err.len().saturating_sub(60);
-        err[from..].join("\n")
-    }
-
-    fn check_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "{} exited unexpectedly ({status}); stderr tail:\n{}",
-                self.label,
-                self.tail()
-            );
-        }
-    }
-
-    async fn wait_ready(&mut self) {
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            self.check_alive();
-            if let Ok(r) = http
-                .get(format!("{}/v1/wallets", self.base()))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                && r.status() == StatusCode::UNAUTHORIZED
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} never became ready",
-                self.label
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn sak_line(&self) -> Option<String> {
-        self.out.lock().unwrap().iter().find_map(|l| {
-            l.split("secret key (sak): ")
-                .nth(1)
-                .map(|s| s.trim().to_owned())
-        })
-    }
-
-    async fn sak(&mut self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = self.sak_line() {
-                return s;
-            }
-            self.check_alive();
-            assert!(Instant::now() < deadline, "{} printed no sak", self.label);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn stop(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                assert!(
-                    s.success(),
-                    "{} exited with {s}:\n{}",
-                    self.label,
-                    self.tail()
-                );
-                return;
-            }
-            assert!(Instant::now() < deadline, "{} did not stop", self.label);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("----- {} stderr tail -----\n{}", self.label, self.tail());
-        }
-    }
+            .env("SATCHEL_SCRIPTED_DEFAULT", "succeed:0");
+    })
 }
 
 /// Two processes sharing one Postgres database, with their own node state but one node seed.
@@ -227,10 +67,10 @@ impl Cluster {
             std::fs::write(d.path().join("scripted-node.seed"), &seed).unwrap();
         }
         // One after the other: the first creates the schema and the development account.
-        let mut first = Proc::spawn("p1", dirs[0].path(), &db.url);
+        let mut first = spawn("p1", dirs[0].path(), &db.url);
         first.wait_ready().await;
         let sak = first.sak().await;
-        let mut second = Proc::spawn("p2", dirs[1].path(), &db.url);
+        let mut second = spawn("p2", dirs[1].path(), &db.url);
         second.wait_ready().await;
         let mut c = Cluster {
             db,
@@ -240,9 +80,8 @@ impl Cluster {
         };
         // The second start found the account and created none; the same sak works on both.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(
-            c.procs[1].sak_line(),
-            None,
+        assert!(
+            !c.procs[1].printed_sak(),
             "second process created an account"
         );
         for i in 0..2 {
