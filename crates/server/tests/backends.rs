@@ -28,10 +28,11 @@ struct Server {
 /// `satchel serve` on SQLite in `dir` with `backend_args`, answering.
 async fn serve(dir: &Path, backend_args: &[String]) -> Server {
     let db = format!("sqlite://{}", dir.join("satchel.db").display());
-    let mut p = Proc::serve("satchel", |cmd| {
+    let (dir, backend_args) = (dir.to_owned(), backend_args.to_vec());
+    let mut p = Proc::serve("satchel", move |cmd| {
         cmd.args(["--network", "regtest", "--database-url", &db, "--data-dir"])
-            .arg(dir)
-            .args(backend_args);
+            .arg(&dir)
+            .args(&backend_args);
     });
     p.wait_ready().await;
     let sak = p.sak().await;

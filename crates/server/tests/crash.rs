@@ -80,13 +80,19 @@ struct Launch {
 }
 
 fn spawn(inst: &Install, what: &str, l: &Launch) -> Proc {
-    Proc::serve(inst.label(what), |cmd| {
+    let (backend, data_dir, url) = (
+        inst.backend,
+        inst.data_dir().to_owned(),
+        inst.url().to_owned(),
+    );
+    let l = l.clone();
+    Proc::serve(inst.label(what), move |cmd| {
         cmd.arg("--backend")
-            .arg(inst.backend)
+            .arg(backend)
             .arg("--data-dir")
-            .arg(inst.data_dir())
+            .arg(&data_dir)
             .arg("--database-url")
-            .arg(inst.url())
+            .arg(&url)
             .arg("--payment-wait-secs")
             .arg(l.payment_wait_secs.unwrap_or(1).to_string())
             .arg("--webhook-allow-private")

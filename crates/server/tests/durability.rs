@@ -16,10 +16,11 @@ use child::{Proc, satchel_cmd};
 
 /// `satchel serve --backend scripted` on `data_dir` and `db_url`, answering.
 async fn serve(data_dir: &Path, db_url: &str) -> Proc {
-    let mut p = Proc::serve("satchel", |cmd| {
+    let (data_dir, db_url) = (data_dir.to_owned(), db_url.to_owned());
+    let mut p = Proc::serve("satchel", move |cmd| {
         cmd.args(["--backend", "scripted", "--data-dir"])
-            .arg(data_dir)
-            .args(["--database-url", db_url]);
+            .arg(&data_dir)
+            .args(["--database-url", &db_url]);
     });
     p.wait_ready().await;
     p

@@ -29,11 +29,12 @@ use child::{Proc, satchel_cmd};
 
 /// `satchel serve --backend scripted` on `data_dir` and `db_url`.
 fn spawn(label: &str, data_dir: &Path, db_url: &str) -> Proc {
-    Proc::serve(label, |cmd| {
+    let (data_dir, db_url) = (data_dir.to_owned(), db_url.to_owned());
+    Proc::serve(label, move |cmd| {
         cmd.args(["--backend", "scripted", "--data-dir"])
-            .arg(data_dir)
+            .arg(&data_dir)
             .arg("--database-url")
-            .arg(db_url)
+            .arg(&db_url)
             .args(["--payment-wait-secs", "1"])
             // Every payment to carol succeeds without a routing fee.
             .env("SATCHEL_SCRIPTED_DEFAULT", "succeed:0");

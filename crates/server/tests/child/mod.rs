@@ -68,34 +68,66 @@ pub fn sigterm(pid: u32) {
 /// test is failing).
 pub struct Proc {
     pub label: String,
+    /// Adds the arguments and environment to `satchel serve --listen …` (kept to relaunch).
+    configure: Configure,
     child: Child,
     addr: String,
     out: Lines,
     err: Lines,
 }
 
+type Configure = Box<dyn Fn(&mut Command) + Send + Sync>;
+
+/// Starts `satchel serve --listen <a free port>` configured by `configure`.
+fn launch(label: &str, configure: &Configure) -> (Child, String, Lines, Lines) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = satchel_cmd();
+    cmd.args(["serve", "--listen", &addr]);
+    configure(&mut cmd);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn satchel");
+    let out = pump(child.stdout.take().unwrap(), format!("{label} out"));
+    let err = pump(child.stderr.take().unwrap(), format!("{label} err"));
+    (child, addr, out, err)
+}
+
+/// Launches after a failure to bind the port [`free_port`] picked: it was free when picked, but
+/// something else may take it before the child binds it (another test's LDK nodes bind
+/// ephemeral ports too).
+const BIND_RETRIES: usize = 5;
+
 impl Proc {
     /// Starts `satchel serve --listen <a free port>`; `configure` adds the other arguments and
-    /// environment.
-    pub fn serve(label: impl Into<String>, configure: impl FnOnce(&mut Command)) -> Proc {
+    /// environment. [`Proc::wait_ready`] relaunches it on another port if the port was taken.
+    pub fn serve(
+        label: impl Into<String>,
+        configure: impl Fn(&mut Command) + Send + Sync + 'static,
+    ) -> Proc {
         let label = label.into();
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut cmd = satchel_cmd();
-        cmd.args(["serve", "--listen", &addr]);
-        configure(&mut cmd);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn satchel");
-        let out = pump(child.stdout.take().unwrap(), format!("{label} out"));
-        let err = pump(child.stderr.take().unwrap(), format!("{label} err"));
+        let configure: Configure = Box::new(configure);
+        let (child, addr, out, err) = launch(&label, &configure);
         Proc {
             label,
+            configure,
             child,
             addr,
             out,
             err,
         }
+    }
+
+    /// True if the process exited because its port was taken (its stderr says so; the pipe may
+    /// take a moment to drain after the exit).
+    async fn failed_to_bind(&mut self) -> bool {
+        for _ in 0..40 {
+            if self.line(false, "Address already in use").is_some() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
     }
 
     /// `host:port` it listens on.
@@ -133,7 +165,17 @@ impl Proc {
     pub async fn wait_ready(&mut self) {
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(120);
+        let mut relaunches = 0;
         loop {
+            if let Ok(Some(_)) = self.child.try_wait()
+                && relaunches < BIND_RETRIES
+                && self.failed_to_bind().await
+            {
+                relaunches += 1;
+                eprintln!("{}: {} was taken; relaunching", self.label, self.addr);
+                (self.child, self.addr, self.out, self.err) = launch(&self.label, &self.configure);
+                continue;
+            }
             self.check_alive();
             if let Ok(r) = http
                 .get(format!("{}/v1/wallets", self.base()))
