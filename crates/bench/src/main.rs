@@ -213,14 +213,23 @@ impl Client {
         })
     }
 
+    /// A setup request: the reply parsed as JSON.
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("X-Api-Key", &self.key)
-            .json(&body)
-            .send()
-            .await?;
+        self.json_reply(
+            self.http.post(format!("{}{path}", self.base)).json(&body),
+            path,
+        )
+        .await
+    }
+
+    /// A setup request: the reply parsed as JSON.
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.json_reply(self.http.get(format!("{}{path}", self.base)), path)
+            .await
+    }
+
+    async fn json_reply(&self, req: reqwest::RequestBuilder, path: &str) -> anyhow::Result<Value> {
+        let r = req.header("X-Api-Key", &self.key).send().await?;
         let status = r.status();
         let v: Value = r.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
@@ -255,21 +264,6 @@ impl Client {
             path,
         )
         .await
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header("X-Api-Key", &self.key)
-            .send()
-            .await?;
-        let status = r.status();
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("{path}: {status} {v}");
-        }
-        Ok(v)
     }
 }
 
