@@ -42,7 +42,22 @@ pub fn api_error(e: ServiceError) -> ApiError {
         ErrorClass::BadRequest => ApiError::bad_request(e.to_string()),
         ErrorClass::NotFound => ApiError::with_status(StatusCode::NOT_FOUND, e.to_string()),
         ErrorClass::Internal => ApiError::internal(e),
+        ErrorClass::TooManyRequests => {
+            ApiError::with_status(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+        }
     }
+}
+
+/// [`api_error`] as a response, with `Retry-After` when the error carries one (the envelope
+/// type has no headers of its own).
+fn error_response(e: ServiceError) -> Response {
+    let retry_after = e.retry_after_secs();
+    let mut r = api_error(e).into_response();
+    if let Some(secs) = retry_after {
+        r.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, secs.into());
+    }
+    r
 }
 
 /// The authenticated caller (X-Api-Key, `?access-token=` or Basic username).
@@ -534,8 +549,10 @@ async fn webhook_deliveries(
 }
 
 async fn redeliver(State(s): State<Services>, Authed(c): Authed, Seg(id): Seg) -> ApiResult {
-    let d = s.webhooks.redeliver(&c, &id).await.map_err(api_error)?;
-    Ok(Lnpay::created(DeliveryDto::from(&d)).into_response())
+    match s.webhooks.redeliver(&c, &id).await {
+        Ok(d) => Ok(Lnpay::created(DeliveryDto::from(&d)).into_response()),
+        Err(e) => Ok(error_response(e)),
+    }
 }
 
 async fn not_found() -> ApiError {

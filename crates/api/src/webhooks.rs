@@ -10,14 +10,13 @@
 //! holds up the others (and never a payment: delivery is entirely off the payment path).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use satchel_domain::{AttemptId, EventName, Msat, WebhookId, now_secs};
-use satchel_service::webhooks::{RetryPolicy, check_target, is_private};
+use satchel_outbound::{AddressPolicy, Limits, OutboundClient, OutboundError, Target};
+use satchel_service::webhooks::RetryPolicy;
 use satchel_store::{AttemptOutcome, AttemptRecord, DueDelivery, EventRecord, Store, StoreError};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -153,29 +152,19 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
     }
 }
 
-/// A DNS resolver that refuses private addresses (unless allowed), so a hostname that passed
-/// the subscription check cannot be re-pointed at an internal service later (DNS rebinding).
-struct GuardedResolver {
-    allow_private: bool,
-}
+/// Characters of a receiver's answer kept in the delivery log (`response_excerpt`).
+pub const EXCERPT_CHARS: usize = 256;
 
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let allow = self.allow_private;
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            let ok: Vec<SocketAddr> = addrs
-                .into_iter()
-                .filter(|a| allow || !is_private(a.ip()))
-                .collect();
-            if ok.is_empty() {
-                return Err("webhook target resolves only to refused addresses".into());
-            }
-            let it: Addrs = Box::new(ok.into_iter());
-            Ok(it)
-        })
-    }
+/// Bytes of a receiver's answer read at most; the rest is never read. Enough for
+/// [`EXCERPT_CHARS`] characters of any UTF-8.
+const RESPONSE_READ_BYTES: usize = EXCERPT_CHARS * 4;
+
+/// The start of a receiver's answer, as the delivery log shows it.
+fn excerpt(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .chars()
+        .take(EXCERPT_CHARS)
+        .collect()
 }
 
 /// Delivery settings.
@@ -208,7 +197,7 @@ impl Default for DispatcherConfig {
 /// The webhook delivery worker.
 pub struct Dispatcher {
     store: Store,
-    http: reqwest::Client,
+    http: OutboundClient,
     cfg: DispatcherConfig,
     permits: Arc<Semaphore>,
     busy: Mutex<HashMap<WebhookId, usize>>,
@@ -219,16 +208,16 @@ const LEASE_SECS: i64 = 120;
 
 impl Dispatcher {
     /// A dispatcher over `store`.
-    pub fn new(store: Store, cfg: DispatcherConfig) -> Result<Arc<Dispatcher>, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(GuardedResolver {
-                allow_private: cfg.allow_private,
-            }))
-            .build()?;
+    pub fn new(store: Store, cfg: DispatcherConfig) -> Result<Arc<Dispatcher>, OutboundError> {
+        let http = OutboundClient::new(
+            AddressPolicy::new(cfg.allow_private),
+            Limits {
+                timeout: cfg.timeout,
+                connect_timeout: cfg.timeout,
+                max_response_bytes: RESPONSE_READ_BYTES,
+            },
+            USER_AGENT,
+        )?;
         let permits = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
         Ok(Arc::new(Dispatcher {
             store,
@@ -364,25 +353,31 @@ impl Dispatcher {
         attempt: &AttemptId,
         body: String,
     ) -> (Option<i64>, Option<String>, Option<String>) {
-        if let Err(e) = check_target(&d.webhook.endpoint_url, self.cfg.allow_private).await {
-            return (None, Some(e.to_string()), None);
+        // Parsed again from what was stored (normalized at subscription; older rows get the
+        // same checks now), and sent to exactly this URL.
+        let target = match Target::parse(&d.webhook.endpoint_url) {
+            Ok(t) => t,
+            Err(e) => return (None, Some(format!("endpoint_url {e}")), None),
+        };
+        let signature = d
+            .webhook
+            .secret
+            .as_ref()
+            .map(|secret| sign(secret, body.as_bytes()));
+        let mut headers = vec![
+            ("Content-Type", "application/json"),
+            ("X-LNPay-Event", d.event.name.name()),
+            ("X-LNPay-HookId", attempt.as_str()),
+        ];
+        if let Some(sig) = &signature {
+            headers.push(("X-LNPay-Signature", sig.as_str()));
         }
-        let mut req = self
-            .http
-            .post(&d.webhook.endpoint_url)
-            .header("Content-Type", "application/json")
-            .header("X-LNPay-Event", d.event.name.name())
-            .header("X-LNPay-HookId", attempt.as_str());
-        if let Some(secret) = &d.webhook.secret {
-            req = req.header("X-LNPay-Signature", sign(secret, body.as_bytes()));
-        }
-        match req.body(body).send().await {
-            Ok(resp) => {
-                let status = i64::from(resp.status().as_u16());
-                let text = resp.text().await.unwrap_or_default();
-                let excerpt: String = text.chars().take(256).collect();
-                (Some(status), None, Some(excerpt))
-            }
+        match self.http.post(&target, &headers, body.into_bytes()).await {
+            Ok(reply) => (
+                Some(i64::from(reply.status)),
+                None,
+                Some(excerpt(&reply.body)),
+            ),
             Err(e) => (None, Some(e.to_string()), None),
         }
     }
@@ -399,5 +394,15 @@ mod tests {
             sign("Jefe", b"what do ya want for nothing?"),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn excerpt_is_bounded_in_characters() {
+        assert_eq!(excerpt(b"ok"), "ok");
+        let long = "\u{e9}".repeat(RESPONSE_READ_BYTES);
+        let e = excerpt(&long.as_bytes()[..RESPONSE_READ_BYTES]);
+        assert_eq!(e.chars().count(), EXCERPT_CHARS);
+        // A multi-byte character cut at the read limit does not break it.
+        assert_eq!(excerpt(&[b'a', 0xc3]), "a\u{fffd}");
     }
 }

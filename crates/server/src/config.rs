@@ -57,6 +57,10 @@ pub struct FileConfig {
     pub max_send_sats: Option<u64>,
     /// Let webhooks target loopback/private addresses.
     pub webhook_allow_private: Option<bool>,
+    /// Active webhooks per account.
+    pub webhook_max_per_account: Option<u32>,
+    /// Webhook redeliveries per account per minute.
+    pub webhook_redeliveries_per_minute: Option<u32>,
     /// LND REST URL.
     pub lnd_rest_url: Option<String>,
     /// LND tls.cert path.
@@ -109,6 +113,12 @@ pub struct ConfigArgs {
     /// Allow webhook URLs that resolve to loopback/private/link-local addresses (default: no).
     #[arg(long, env = "SATCHEL_WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: Option<bool>,
+    /// Active webhooks an account may have (default: 20).
+    #[arg(long, env = "SATCHEL_WEBHOOK_MAX_PER_ACCOUNT")]
+    pub webhook_max_per_account: Option<u32>,
+    /// Webhook redeliveries an account may request per minute, also the burst (default: 10).
+    #[arg(long, env = "SATCHEL_WEBHOOK_REDELIVERIES_PER_MINUTE")]
+    pub webhook_redeliveries_per_minute: Option<u32>,
     /// Scripted backend only: outcome of payments without a script of their own
     /// (`succeed:<fee_msat>`, `fail:<REASON>`, `unknown`, `pending:<fee_msat>`). Unset: keep the
     /// node's stored default (initially `succeed:0`).
@@ -164,6 +174,10 @@ pub struct Config {
     pub max_send_sats: Option<u64>,
     /// Webhooks may target private addresses.
     pub webhook_allow_private: bool,
+    /// Active webhooks per account.
+    pub webhook_max_per_account: u32,
+    /// Webhook redeliveries per account per minute (at least 1).
+    pub webhook_redeliveries_per_minute: u32,
     /// Scripted backend: default payment outcome to set at start.
     pub scripted_default: Option<String>,
     /// Scripted backend: how to resolve payments in flight at start.
@@ -229,6 +243,13 @@ impl ConfigArgs {
             .or(file.backend)
             .unwrap_or_else(|| "devnet".into())
             .parse()?;
+        let webhook_redeliveries_per_minute = self
+            .webhook_redeliveries_per_minute
+            .or(file.webhook_redeliveries_per_minute)
+            .unwrap_or(10);
+        if webhook_redeliveries_per_minute == 0 {
+            bail!("webhook_redeliveries_per_minute must be at least 1");
+        }
         let network = self
             .network
             .clone()
@@ -261,6 +282,11 @@ impl ConfigArgs {
                 .webhook_allow_private
                 .or(file.webhook_allow_private)
                 .unwrap_or(false),
+            webhook_max_per_account: self
+                .webhook_max_per_account
+                .or(file.webhook_max_per_account)
+                .unwrap_or(20),
+            webhook_redeliveries_per_minute,
             scripted_default: self.scripted_default.clone(),
             scripted_complete_inflight: self.scripted_complete_inflight.clone(),
             lnd: LndSettings {
@@ -298,6 +324,45 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:8080");
         assert_eq!(c.database_url, "sqlite:///nonexistent-satchel/satchel.db");
         assert_eq!(c.backend, BackendKind::Devnet);
+        assert!(!c.webhook_allow_private);
+        assert_eq!(c.webhook_max_per_account, 20);
+        assert_eq!(c.webhook_redeliveries_per_minute, 10);
+    }
+
+    #[test]
+    fn webhook_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        std::fs::write(
+            &p,
+            "webhook_max_per_account = 3\nwebhook_redeliveries_per_minute = 2\n",
+        )
+        .unwrap();
+        let c = ConfigArgs {
+            config: Some(p.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.webhook_max_per_account, 3);
+        assert_eq!(c.webhook_redeliveries_per_minute, 2);
+        let c = ConfigArgs {
+            config: Some(p.clone()),
+            webhook_max_per_account: Some(50),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.webhook_max_per_account, 50);
+        std::fs::write(&p, "webhook_redeliveries_per_minute = 0\n").unwrap();
+        assert!(
+            ConfigArgs {
+                config: Some(p),
+                ..Default::default()
+            }
+            .resolve()
+            .is_err()
+        );
     }
 
     #[test]

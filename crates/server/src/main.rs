@@ -236,6 +236,8 @@ fn service_config(cfg: &Config) -> anyhow::Result<ServiceConfig> {
         max_receive: sats(cfg.max_receive_sats)?,
         max_send: sats(cfg.max_send_sats)?,
         allow_private_webhook_targets: cfg.webhook_allow_private,
+        webhook_max_per_account: cfg.webhook_max_per_account,
+        webhook_redeliveries_per_minute: cfg.webhook_redeliveries_per_minute,
         ..ServiceConfig::default()
     })
 }

@@ -16,6 +16,8 @@ pub enum ErrorClass {
     InvalidCredentials,
     /// 500; the message is logged, never sent.
     Internal,
+    /// 429; the error's [`ServiceError::retry_after_secs`] gives `Retry-After`.
+    TooManyRequests,
 }
 
 /// Everything a use case can refuse or fail with.
@@ -79,6 +81,12 @@ pub enum ServiceError {
     /// Transfer refused (message from the store's error).
     #[error("{0}")]
     Transfer(String),
+    /// A per-account rate limit refused the request.
+    #[error("Too many requests; try again in {retry_after_secs} seconds.")]
+    RateLimited {
+        /// When a retry will be accepted.
+        retry_after_secs: u64,
+    },
     /// Anything unexpected. Logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -107,6 +115,15 @@ impl ServiceError {
             | Transfer(_) => ErrorClass::BadRequest,
             NotFound(_) => ErrorClass::NotFound,
             Internal(_) => ErrorClass::Internal,
+            RateLimited { .. } => ErrorClass::TooManyRequests,
+        }
+    }
+
+    /// Seconds until a rate-limited request may be retried.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ServiceError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
         }
     }
 }

@@ -41,6 +41,10 @@ pub struct ServiceConfig {
     pub reconcile_every: Duration,
     /// Let webhooks target loopback/private/link-local addresses (off: SSRF protection).
     pub allow_private_webhook_targets: bool,
+    /// Active webhooks an account may have (deleted ones don't count).
+    pub webhook_max_per_account: u32,
+    /// Redeliveries an account may request per minute (also the burst).
+    pub webhook_redeliveries_per_minute: u32,
 }
 
 impl Default for ServiceConfig {
@@ -54,6 +58,8 @@ impl Default for ServiceConfig {
             max_send: None,
             reconcile_every: Duration::from_secs(30),
             allow_private_webhook_targets: false,
+            webhook_max_per_account: 20,
+            webhook_redeliveries_per_minute: 10,
         }
     }
 }

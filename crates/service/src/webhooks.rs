@@ -1,10 +1,12 @@
 //! Webhook subscriptions (LNPay only offered them in its dashboard; Satchel has an API) and the
 //! rules deliveries follow: retry schedule and target-address policy.
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use satchel_domain::{DeliveryId, EventName, WebhookId, now_secs};
+use satchel_domain::{AccountId, DeliveryId, EventName, WebhookId, now_secs};
+use satchel_outbound::{AddressPolicy, Target};
 use satchel_store::{AttemptRecord, DEFAULT_ALL, DeliveryRecord, WebhookRecord};
 
 use crate::auth::Caller;
@@ -47,80 +49,60 @@ impl RetryPolicy {
     }
 }
 
-/// True for addresses a webhook must not reach unless the operator allows it: loopback,
-/// private, link-local, unspecified, multicast, carrier-grade NAT, unique-local v6.
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || (o[0] == 100 && (o[1] & 0xc0) == 64)
-                || o[0] == 0
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
-            }
-            let seg = v6.segments();
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (seg[0] & 0xfe00) == 0xfc00
-                || (seg[0] & 0xffc0) == 0xfe80
-        }
-    }
+/// Checks a webhook URL at subscription: parsed with the delivering client's parser, and every
+/// address it names or resolves to is public (unless `allow_private`). Returns the normalized URL
+/// to store. Delivery checks the addresses again when it connects (DNS may change meanwhile).
+pub async fn check_target(url: &str, allow_private: bool) -> Result<Target, ServiceError> {
+    let target =
+        Target::parse(url).map_err(|e| ServiceError::Invalid(format!("endpoint_url {e}")))?;
+    AddressPolicy::new(allow_private)
+        .resolve(&target)
+        .await
+        .map_err(|e| ServiceError::Invalid(format!("endpoint_url refused: {e}")))?;
+    Ok(target)
 }
 
-/// Resolves a webhook URL's host and checks every address against the policy.
-pub async fn check_target(url: &str, allow_private: bool) -> Result<Vec<SocketAddr>, ServiceError> {
-    let bad = |m: &str| ServiceError::Invalid(format!("endpoint_url {m}"));
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| bad("must be an http(s) URL"))?;
-    let default_port = match scheme.to_ascii_lowercase().as_str() {
-        "http" => 80,
-        "https" => 443,
-        _ => return Err(bad("must use http or https")),
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let hostport = authority.rsplit('@').next().unwrap_or("");
-    if hostport.is_empty() {
-        return Err(bad("has no host"));
-    }
-    let (host, port) = if let Some(stripped) = hostport.strip_prefix('[') {
-        let (h, rest) = stripped
-            .split_once(']')
-            .ok_or_else(|| bad("has a malformed IPv6 host"))?;
-        let port = match rest.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| bad("has a bad port"))?,
-            None => default_port,
-        };
-        (h.to_owned(), port)
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| bad("has a bad port"))?),
-            None => (hostport.to_owned(), default_port),
+/// Per-account limit on redelivery requests: each one is another outbound request and another
+/// delivery row, so an unthrottled loop could flood a receiver or the database.
+///
+/// A generic cell rate algorithm: `per_minute` requests in a burst, then one every
+/// `60 s / per_minute`. In memory, per process (a restart or a second process starts afresh).
+pub struct RedeliveryLimiter {
+    interval: Duration,
+    burst: Duration,
+    /// Per account: when its bucket is full again ("theoretical arrival time").
+    next_free: Mutex<HashMap<AccountId, Instant>>,
+}
+
+/// Accounts tracked before idle ones (full buckets) are forgotten.
+const LIMITER_PRUNE_AT: usize = 10_000;
+
+impl RedeliveryLimiter {
+    /// `per_minute` redeliveries per account per minute (at least 1).
+    pub fn new(per_minute: u32) -> RedeliveryLimiter {
+        let per_minute = per_minute.max(1);
+        let interval = Duration::from_secs(60) / per_minute;
+        RedeliveryLimiter {
+            interval,
+            burst: interval * (per_minute - 1),
+            next_free: Mutex::new(HashMap::new()),
         }
-    };
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .map_err(|_| bad("host does not resolve"))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(bad("host does not resolve"));
     }
-    if !allow_private && addrs.iter().any(|a| is_private(a.ip())) {
-        return Err(bad(
-            "resolves to a loopback, private or link-local address, which this server does not allow",
-        ));
+
+    /// Takes one request for `account` at `now`, or says how long until one is allowed.
+    pub fn take(&self, account: &AccountId, now: Instant) -> Result<(), Duration> {
+        let mut map = self.next_free.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= LIMITER_PRUNE_AT {
+            map.retain(|_, t| *t > now);
+        }
+        let tat = map.get(account).copied().unwrap_or(now).max(now);
+        let ahead = tat.saturating_duration_since(now);
+        if ahead > self.burst {
+            return Err(ahead.saturating_sub(self.burst));
+        }
+        map.insert(account.clone(), tat + self.interval);
+        Ok(())
     }
-    Ok(addrs)
 }
 
 /// A subscription request.
@@ -151,11 +133,15 @@ pub struct DeliveryLog {
 #[derive(Clone)]
 pub struct WebhookService {
     ctx: Arc<Ctx>,
+    redeliveries: Arc<RedeliveryLimiter>,
 }
 
 impl WebhookService {
     pub(crate) fn new(ctx: Arc<Ctx>) -> WebhookService {
-        WebhookService { ctx }
+        let redeliveries = Arc::new(RedeliveryLimiter::new(
+            ctx.cfg.webhook_redeliveries_per_minute,
+        ));
+        WebhookService { ctx, redeliveries }
     }
 
     fn secret_only(&self, c: &Caller) -> Result<(), ServiceError> {
@@ -179,10 +165,10 @@ impl WebhookService {
                 "Endpoint Url cannot be blank.".into(),
             ));
         }
-        if url.len() > 2048 {
+        if url.len() > satchel_outbound::MAX_URL_LEN {
             return Err(ServiceError::Invalid("Endpoint Url is too long.".into()));
         }
-        check_target(&url, self.ctx.cfg.allow_private_webhook_targets).await?;
+        let target = check_target(&url, self.ctx.cfg.allow_private_webhook_targets).await?;
         let mut events = Vec::new();
         if req.default_all || req.events.iter().any(|e| e == DEFAULT_ALL) {
             events.push(DEFAULT_ALL.to_owned());
@@ -213,13 +199,19 @@ impl WebhookService {
         let w = WebhookRecord {
             id: WebhookId::generate(),
             account_id: caller.account_id.clone(),
-            endpoint_url: url,
+            // Normalized: what delivery parses back is exactly what was checked.
+            endpoint_url: target.as_str().to_owned(),
             events,
             secret,
             active: true,
             created_at: now_secs(),
         };
-        self.ctx.store.create_webhook(&w).await?;
+        let max = self.ctx.cfg.webhook_max_per_account;
+        if !self.ctx.store.create_webhook(&w, u64::from(max)).await? {
+            return Err(ServiceError::Invalid(format!(
+                "Webhook limit reached: an account can have at most {max} webhooks. Delete one first."
+            )));
+        }
         Ok(w)
     }
 
@@ -284,6 +276,12 @@ impl WebhookService {
             Some((_, account)) if account == caller.account_id => {}
             _ => return Err(not_found()),
         }
+        self.redeliveries
+            .take(&caller.account_id, Instant::now())
+            .map_err(|wait| ServiceError::RateLimited {
+                // Rounded up: retrying after exactly this many seconds succeeds.
+                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            })?;
         let d = self
             .ctx
             .store
@@ -319,36 +317,61 @@ mod tests {
         assert_eq!(p.next_attempt_at(t0, 30, t0 + 24 * 3600 - 5), None);
     }
 
-    #[test]
-    fn private_addresses() {
-        for a in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "192.168.0.1",
-            "172.16.5.4",
-            "169.254.1.1",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fe80::1",
-            "fd00::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(is_private(a.parse().unwrap()), "{a}");
-        }
-        for a in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
-            assert!(!is_private(a.parse().unwrap()), "{a}");
-        }
-    }
-
     #[tokio::test]
     async fn targets() {
         assert!(check_target("http://127.0.0.1:9/x", false).await.is_err());
+        assert!(
+            check_target("http://127.0.0.1:9\\@8.8.8.8/", false)
+                .await
+                .is_err()
+        );
+        assert!(check_target("http://0x7f.1/", false).await.is_err());
+        assert!(
+            check_target("http://[::ffff:127.0.0.1]/", false)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            check_target("http://8.8.8.8:80/a#b", false)
+                .await
+                .map(|t| t.as_str().to_owned())
+                .ok()
+                .as_deref(),
+            Some("http://8.8.8.8/a")
+        );
         assert!(check_target("http://127.0.0.1:9/x", true).await.is_ok());
         assert!(check_target("http://localhost/x", false).await.is_err());
         assert!(check_target("ftp://example.com", true).await.is_err());
         assert!(check_target("http://[::1]:8080/", false).await.is_err());
         assert!(check_target("http://user@10.0.0.1/", false).await.is_err());
         assert!(check_target("not a url", true).await.is_err());
+        assert!(check_target("http://u:p@127.0.0.1/", true).await.is_err());
+    }
+
+    #[test]
+    fn redelivery_limiter_allows_a_burst_then_one_per_interval() {
+        let l = RedeliveryLimiter::new(3);
+        let a = AccountId::from_db("acct_a".to_owned());
+        let b = AccountId::from_db("acct_b".to_owned());
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(l.take(&a, t0), Ok(()));
+        }
+        // Burst used: the next one is 20 s away (60 s / 3).
+        assert_eq!(l.take(&a, t0), Err(Duration::from_secs(20)));
+        assert_eq!(
+            l.take(&a, t0 + Duration::from_secs(5)),
+            Err(Duration::from_secs(15))
+        );
+        // Other accounts are not affected.
+        assert_eq!(l.take(&b, t0), Ok(()));
+        assert_eq!(l.take(&a, t0 + Duration::from_secs(20)), Ok(()));
+        assert!(l.take(&a, t0 + Duration::from_secs(20)).is_err());
+        // After a quiet minute the whole burst is back.
+        let later = t0 + Duration::from_secs(120);
+        for _ in 0..3 {
+            assert_eq!(l.take(&a, later), Ok(()));
+        }
+        assert!(l.take(&a, later).is_err());
     }
 }

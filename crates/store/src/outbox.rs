@@ -316,11 +316,35 @@ async fn insert_delivery(
 }
 
 impl Store {
-    /// Records a subscription.
-    pub async fn create_webhook(&self, w: &WebhookRecord) -> Result<(), StoreError> {
+    /// Records a subscription unless the account already has `max_active` active ones; returns
+    /// whether it was written. The count and the insert are one transaction, serialised per
+    /// account (SQLite's single writer; on Postgres a lock on the account's row), so concurrent
+    /// requests cannot overshoot the cap.
+    pub async fn create_webhook(
+        &self,
+        w: &WebhookRecord,
+        max_active: u64,
+    ) -> Result<bool, StoreError> {
         let events =
             serde_json::to_string(&w.events).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut tx = self.begin_write().await?;
+        let lock = tx.dialect().for_update();
+        tx.fetch_opt(
+            &format!("SELECT id FROM accounts WHERE id = $1{lock}"),
+            args![w.account_id.as_str()],
+        )
+        .await?;
+        let active = tx
+            .fetch_one(
+                "SELECT COUNT(*) FROM webhooks WHERE account_id = $1 AND active = 1",
+                args![w.account_id.as_str()],
+            )
+            .await?
+            .i64(0)?;
+        if u64::try_from(active).unwrap_or(u64::MAX) >= max_active {
+            tx.commit().await?;
+            return Ok(false);
+        }
         tx.exec(
             &format!("INSERT INTO webhooks ({WEBHOOK_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
             args![
@@ -334,7 +358,8 @@ impl Store {
             ],
         )
         .await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// An account's active subscriptions.
