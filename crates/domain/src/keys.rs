@@ -9,6 +9,9 @@ use sha2::{Digest, Sha256};
 
 use crate::ids::random_alnum;
 
+/// The least randomness a newly generated key of any role carries.
+pub const MIN_KEY_ENTROPY_BITS: f64 = 128.0;
+
 /// What a key may do on the wallet named in the URL (LNPay RBAC permission names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Permission {
@@ -91,11 +94,14 @@ impl KeyRole {
         }
     }
 
-    /// Random-part length of newly generated keys.
-    fn random_len(self) -> usize {
+    /// Random-part length of newly generated keys, in base-62 characters (~5.95 bits each).
+    ///
+    /// Every role gets at least [`MIN_KEY_ENTROPY_BITS`]: a key is a bearer secret, and even the
+    /// "external website" keys may withdraw (`wakewa_`), so none may be short enough to guess
+    /// online. Imported LNPay keys keep their original text whatever its length.
+    pub fn random_len(self) -> usize {
         match self {
             KeyRole::Secret | KeyRole::Public => 32,
-            KeyRole::WalletExternalAdmin | KeyRole::WalletExternalView => 8,
             _ => 24,
         }
     }
@@ -216,7 +222,9 @@ pub struct ApiKeySecret {
 }
 
 impl ApiKeySecret {
-    /// Generates a new random key for a role.
+    /// Generates a new random key for a role: prefix, `_`, then [`KeyRole::random_len`]
+    /// alphanumeric characters drawn uniformly from the thread-local CSPRNG (ChaCha, seeded and
+    /// reseeded from the OS).
     pub fn generate(role: KeyRole) -> ApiKeySecret {
         ApiKeySecret {
             role,
@@ -281,6 +289,41 @@ mod tests {
         );
         assert_eq!(KeyRole::from_key("wal_abc"), None);
         assert!(!format!("{k:?}").contains(&k.expose()[5..]));
+    }
+
+    #[test]
+    fn every_generated_key_carries_at_least_128_bits() {
+        let all = [
+            &[KeyRole::Secret, KeyRole::Public][..],
+            &KeyRole::WALLET_ROLES[..],
+        ]
+        .concat();
+        assert_eq!(all.len(), 9);
+        let mut seen = std::collections::HashSet::new();
+        for role in all {
+            for _ in 0..200 {
+                let k = ApiKeySecret::generate(role);
+                let text = k.expose();
+                let random = text
+                    .strip_prefix(role.prefix())
+                    .and_then(|r| r.strip_prefix('_'))
+                    .unwrap();
+                assert_eq!(random.len(), role.random_len(), "{role:?}");
+                assert!(random.bytes().all(|b| b.is_ascii_alphanumeric()), "{text}");
+                let bits = random.len() as f64 * 62f64.log2();
+                assert!(bits >= MIN_KEY_ENTROPY_BITS, "{role:?}: {bits} bits");
+                assert_eq!(KeyRole::from_key(text), Some(role));
+                assert!(seen.insert(text.to_owned()), "duplicate key {text}");
+            }
+        }
+        // The newly long external keys round-trip through import, and short imported LNPay
+        // keys keep their text.
+        let long = ApiKeySecret::generate(KeyRole::WalletExternalAdmin);
+        let imported = ApiKeySecret::import(long.expose()).unwrap();
+        assert_eq!(imported.hash(), long.hash());
+        let legacy = ApiKeySecret::import("wakewa_Ab3dEf9h").unwrap();
+        assert_eq!(legacy.expose(), "wakewa_Ab3dEf9h");
+        assert_eq!(legacy.role(), KeyRole::WalletExternalAdmin);
     }
 
     #[test]

@@ -19,11 +19,11 @@ pub use ids::{
     AccountId, AttemptId, DeliveryId, EventId, IdError, JobId, LnTxId, NodeId, WalletId, WebhookId,
     WtxId,
 };
-pub use keys::{ApiKeySecret, KeyHash, KeyRole, Permission};
+pub use keys::{ApiKeySecret, KeyHash, KeyRole, MIN_KEY_ENTROPY_BITS, Permission};
 pub use money::{MoneyError, Msat, fee_limit_default, sats_floor};
 pub use payment::{
     CustomRecords, FailureReason, KEYSEND_PREIMAGE_TLV, NodePubkey, PaymentHash, PaymentStatus,
-    Preimage, WALLET_ROUTING_TLVS,
+    Preimage, PubkeyError, WALLET_ROUTING_TLVS, parse_tlv_type,
 };
 pub use time::now_secs;
 pub use wtx::WtxType;

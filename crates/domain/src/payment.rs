@@ -77,8 +77,35 @@ impl Preimage {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodePubkey(pub [u8; 33]);
 
+/// Why client text is not a node public key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PubkeyError {
+    /// Not 66 characters.
+    #[error("a node public key has 66 hex characters")]
+    Length,
+    /// 66 characters, but not hex with a 02/03 prefix.
+    #[error("a node public key is hex starting with 02 or 03")]
+    Syntax,
+    /// Well-formed, but no point on secp256k1 has this x coordinate.
+    #[error("not a point on secp256k1")]
+    NotOnCurve,
+}
+
 impl NodePubkey {
-    /// Parses 66 hex characters with a 02/03 prefix. (Curve membership is checked by the node.)
+    /// Parses a public key given by a client: 66 hex characters with a 02/03 prefix whose x
+    /// coordinate is on secp256k1. Every backend would refuse a non-point; checking here keeps
+    /// that a 400 on all of them (LDK's conversion failed inside the backend, a 500).
+    pub fn parse(s: &str) -> Result<NodePubkey, PubkeyError> {
+        if s.len() != 66 {
+            return Err(PubkeyError::Length);
+        }
+        let pk = NodePubkey::from_hex(s).ok_or(PubkeyError::Syntax)?;
+        bitcoin::secp256k1::PublicKey::from_slice(&pk.0).map_err(|_| PubkeyError::NotOnCurve)?;
+        Ok(pk)
+    }
+
+    /// Parses 66 hex characters with a 02/03 prefix, without the curve check of
+    /// [`NodePubkey::parse`]: for keys a node reported or we stored after checking them.
     pub fn from_hex(s: &str) -> Option<NodePubkey> {
         let mut out = [0u8; 33];
         hex::decode_to_slice(s, &mut out).ok()?;
@@ -104,6 +131,20 @@ impl fmt::Debug for NodePubkey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "NodePubkey({})", self.to_hex())
     }
+}
+
+/// Parses a TLV type written by a client: canonical decimal only (ASCII digits, no sign, no
+/// whitespace, no leading zero), within `u64`.
+///
+/// Why strict: the text is a map key, so `" 65537 "`, `"+65537"` and `"065537"` would otherwise
+/// all name record 65537 and silently overwrite one another in the same request.
+pub fn parse_tlv_type(s: &str) -> Option<u64> {
+    let canonical =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    if !canonical {
+        return None;
+    }
+    s.parse().ok()
 }
 
 /// Keysend custom records: TLV type -> raw value bytes.
@@ -247,8 +288,53 @@ mod tests {
     fn pubkey_parsing() {
         let ok = format!("02{}", "ab".repeat(32));
         assert!(NodePubkey::from_hex(&ok).is_some());
+        assert!(NodePubkey::parse(&ok).is_ok());
+        assert!(NodePubkey::parse(&ok.to_ascii_uppercase()).is_ok());
+        // Well-formed but not on the curve: x = 0 has no point, nor x = cdcd…cd.
+        let zero = format!("02{}", "00".repeat(32));
+        assert!(NodePubkey::from_hex(&zero).is_some());
+        assert_eq!(NodePubkey::parse(&zero), Err(PubkeyError::NotOnCurve));
+        let cd = format!("03{}", "cd".repeat(32));
+        assert_eq!(NodePubkey::parse(&cd), Err(PubkeyError::NotOnCurve));
+        // x at or above the field prime.
+        let big = format!("02{}", "ff".repeat(32));
+        assert_eq!(NodePubkey::parse(&big), Err(PubkeyError::NotOnCurve));
+        assert_eq!(NodePubkey::parse(&ok[..64]), Err(PubkeyError::Length));
+        assert_eq!(
+            NodePubkey::parse(&format!("04{}", "ab".repeat(32))),
+            Err(PubkeyError::Syntax)
+        );
+        assert_eq!(
+            NodePubkey::parse(&format!("02{}", "zz".repeat(32))),
+            Err(PubkeyError::Syntax)
+        );
         assert!(NodePubkey::from_hex(&ok[..64]).is_none());
         assert!(NodePubkey::from_hex(&format!("05{}", "ab".repeat(32))).is_none());
+    }
+
+    #[test]
+    fn tlv_types_are_canonical_decimal() {
+        assert_eq!(parse_tlv_type("65537"), Some(65_537));
+        assert_eq!(parse_tlv_type("0"), Some(0));
+        assert_eq!(parse_tlv_type("18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            "",
+            " 65537 ",
+            " 65537",
+            "65537\n",
+            "+65537",
+            "-65537",
+            "065537",
+            "00",
+            "6_5537",
+            "65537.0",
+            "0x10001",
+            "1e5",
+            "６５５３７",
+            "18446744073709551616",
+        ] {
+            assert_eq!(parse_tlv_type(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -98,7 +98,7 @@ impl Devnet {
 
     /// [`Devnet::start`] with options.
     pub async fn start_with(data_dir: &Path, opts: DevnetOptions) -> Result<Devnet, LdkError> {
-        std::fs::create_dir_all(data_dir)?;
+        satchel_lightning::fs_private::ensure_private_dir(data_dir)?;
         let accept_all: Arc<dyn IncomingPolicy> = Arc::new(AcceptAll);
         let mut started: Vec<Arc<LdkNode>> = Vec::new();
         let result = async {

@@ -363,9 +363,9 @@ impl LdkNode {
     /// on loopback; replays LDK's pending events (payments that completed while stopped); and
     /// reconnects to the peers it connected to before. Must run inside a tokio runtime.
     pub async fn start(config: LdkConfig) -> Result<Arc<LdkNode>, LdkError> {
-        std::fs::create_dir_all(&config.data_dir)?;
+        satchel_lightning::fs_private::ensure_private_dir(&config.data_dir)?;
         // One node per data directory, across processes and within this one.
-        let lock_file = std::fs::OpenOptions::new()
+        let lock_file = satchel_lightning::fs_private::private_open_options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -544,7 +544,10 @@ impl LdkNode {
             }
         };
         let listen_addr = listener.local_addr()?;
-        std::fs::write(&port_file, listen_addr.port().to_string())?;
+        satchel_lightning::fs_private::write_private(
+            &port_file,
+            listen_addr.port().to_string().as_bytes(),
+        )?;
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let policy = config.incoming_policy.clone();

@@ -1,6 +1,6 @@
 //! LDK plumbing: type aliases, logger, fee estimator, broadcaster, seed, synthetic funding.
 
-use std::io::{self, ErrorKind};
+use std::io::{self, ErrorKind, Write as _};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -137,7 +137,11 @@ pub(crate) fn load_or_create_seed(path: &Path) -> io::Result<[u8; 32]> {
         Err(e) if e.kind() == ErrorKind::NotFound => {
             let seed: [u8; 32] = rand::random();
             let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, hex::encode(seed))?;
+            // 0600 from the start: the seed is the node's every key. Synced before the rename
+            // so a crash cannot leave an empty seed behind a node that already used it.
+            let mut f = satchel_lightning::fs_private::create_private_file(&tmp)?;
+            f.write_all(hex::encode(seed).as_bytes())?;
+            f.sync_all()?;
             std::fs::rename(&tmp, path)?;
             Ok(seed)
         }

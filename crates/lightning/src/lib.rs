@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod conformance;
+pub mod fs_private;
 #[cfg(feature = "pinned-tls")]
 pub mod pinned_tls;
 pub mod scripted;

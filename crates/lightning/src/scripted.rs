@@ -1550,7 +1550,7 @@ mod persist {
         tmp_name.push(".tmp");
         let tmp = std::path::PathBuf::from(tmp_name);
         {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = crate::fs_private::create_private_file(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
         }

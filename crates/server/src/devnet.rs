@@ -166,8 +166,8 @@ async fn keysend(
     State(s): State<DevState>,
     Json(r): Json<KeysendReq>,
 ) -> Result<Response, ApiError> {
-    let to = NodePubkey::from_hex(r.to.trim())
-        .ok_or_else(|| ApiError::bad_request("`to` must be a node pubkey"))?;
+    let to = NodePubkey::parse(r.to.trim())
+        .map_err(|_| ApiError::bad_request("`to` must be a node pubkey"))?;
     let records = CustomRecords(
         r.tlv
             .into_iter()

@@ -252,7 +252,8 @@ fn scripted_seed(cfg: &Config) -> anyhow::Result<[u8; 32]> {
         return Ok(seed);
     }
     let seed: [u8; 32] = rand::random();
-    std::fs::write(&p, hex::encode(seed)).with_context(|| format!("writing {}", p.display()))?;
+    satchel_lightning::fs_private::write_private(&p, hex::encode(seed).as_bytes())
+        .with_context(|| format!("writing {}", p.display()))?;
     Ok(seed)
 }
 
@@ -349,8 +350,12 @@ async fn cln_backend(cfg: &Config) -> anyhow::Result<satchel_cln::ClnBackend> {
 
 async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
-    std::fs::create_dir_all(&cfg.data_dir)
+    satchel_lightning::fs_private::ensure_private_dir(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    satchel::file_modes::warn_if_too_wide(
+        &cfg.data_dir,
+        &satchel::file_modes::database_files(&cfg.database_url),
+    );
     type Backends = (
         Arc<dyn LightningBackend>,
         Option<Arc<dyn DevnetControl>>,
@@ -450,7 +455,7 @@ async fn shutdown_signal() {
 async fn open_store(args: &ConfigArgs) -> anyhow::Result<Store> {
     let cfg = args.resolve()?;
     if cfg.database_url.starts_with("sqlite:") {
-        std::fs::create_dir_all(&cfg.data_dir)?;
+        satchel_lightning::fs_private::ensure_private_dir(&cfg.data_dir)?;
     }
     Store::connect(&cfg.database_url)
         .await
@@ -656,6 +661,11 @@ async fn devnet_cmd(
 }
 
 fn main() -> ExitCode {
+    // Before anything creates a file: what libraries create in the data dir (LDK's kv store,
+    // SQLite's database and its -wal/-shm) is then readable by this user only. Nothing Satchel
+    // writes is meant for other local users.
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     init_tracing();
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -612,6 +612,24 @@ fn keysend_cases(c: &Ctx) -> Vec<Bad> {
             exact(not_hex),
         ),
         post(
+            "dest_pubkey 66 hex chars, x = 0 is on no point",
+            p,
+            ks(json!({"dest_pubkey": format!("02{}", "00".repeat(32))})),
+            exact(not_hex),
+        ),
+        post(
+            "dest_pubkey 66 hex chars, x = cdcd…cd is on no point",
+            p,
+            ks(json!({"dest_pubkey": format!("03{}", "cd".repeat(32))})),
+            exact(not_hex),
+        ),
+        post(
+            "dest_pubkey 66 hex chars, x beyond the field prime",
+            p,
+            ks(json!({"dest_pubkey": format!("02{}", "ff".repeat(32))})),
+            exact(not_hex),
+        ),
+        post(
             "dest_pubkey 66 multibyte chars",
             p,
             ks(json!({"dest_pubkey": "é".repeat(33)})),
@@ -683,6 +701,80 @@ fn keysend_cases(c: &Ctx) -> Vec<Bad> {
             ks(json!({"custom_records": {"99999999999999999999999": "x"}})),
             prefix("custom_records key 99999999999999999999999 must be an integer >= 65536"),
         ),
+        // TLV types: canonical decimal only, or `" 65537 "`, `"+65537"` and `"065537"` would all
+        // name record 65537.
+        post(
+            "custom_records key with spaces",
+            p,
+            ks(json!({"custom_records": {" 65537 ": "x"}})),
+            exact("custom_records key  65537  must be an integer >= 65536."),
+        ),
+        post(
+            "custom_records key with a trailing newline",
+            p,
+            ks(json!({"custom_records": {"65537\n": "x"}})),
+            exact("custom_records key 65537\n must be an integer >= 65536."),
+        ),
+        post(
+            "custom_records key with a plus sign",
+            p,
+            ks(json!({"custom_records": {"+65537": "x"}})),
+            exact("custom_records key +65537 must be an integer >= 65536."),
+        ),
+        post(
+            "custom_records key with a leading zero",
+            p,
+            ks(json!({"custom_records": {"065537": "x"}})),
+            exact("custom_records key 065537 must be an integer >= 65536."),
+        ),
+        post(
+            "custom_records key 065537 next to 65537",
+            p,
+            ks(json!({"custom_records": {"65537": "a", "065537": "b"}})),
+            exact("custom_records key 065537 must be an integer >= 65536."),
+        ),
+        post(
+            "custom_records key in hex",
+            p,
+            ks(json!({"custom_records": {"0x10001": "x"}})),
+            exact("custom_records key 0x10001 must be an integer >= 65536."),
+        ),
+        post(
+            "custom_records key with a fraction",
+            p,
+            ks(json!({"custom_records": {"65537.0": "x"}})),
+            exact("custom_records key 65537.0 must be an integer >= 65536."),
+        ),
+        post(
+            "custom_records key in exponent form",
+            p,
+            ks(json!({"custom_records": {"1e6": "x"}})),
+            exact("custom_records key 1e6 must be an integer >= 65536."),
+        ),
+        post(
+            "custom_records empty key",
+            p,
+            ks(json!({"custom_records": {"": "x"}})),
+            exact("custom_records key  must be an integer >= 65536."),
+        ),
+        post_form(
+            "custom_records form key with a leading zero",
+            p,
+            &format!("dest_pubkey={carol}&num_satoshis=10&custom_records[065537]=x"),
+            exact("custom_records key 065537 must be an integer >= 65536."),
+        ),
+        post_form(
+            "custom_records form key with a plus sign",
+            p,
+            &format!("dest_pubkey={carol}&num_satoshis=10&custom_records[%2B65537]=x"),
+            exact("custom_records key +65537 must be an integer >= 65536."),
+        ),
+        post_form(
+            "custom_records form key with spaces",
+            p,
+            &format!("dest_pubkey={carol}&num_satoshis=10&custom_records[%2065537+]=x"),
+            exact("custom_records key  65537  must be an integer >= 65536."),
+        ),
         post(
             "custom_records number value",
             p,
@@ -731,6 +823,20 @@ fn keysend_cases(c: &Ctx) -> Vec<Bad> {
             p,
             ks(json!({"dest_pubkey": "02ab"})),
             exact("Dest Pubkey should contain 66 characters."),
+        )
+        .header("X-LNPAY-ASYNC", "1"),
+        post(
+            "async keysend, pubkey not on the curve",
+            p,
+            ks(json!({"dest_pubkey": format!("02{}", "00".repeat(32))})),
+            exact(not_hex),
+        )
+        .header("X-LNPAY-ASYNC", "1"),
+        post(
+            "async keysend, TLV key with a leading zero",
+            p,
+            ks(json!({"custom_records": {"065537": "x"}})),
+            exact("custom_records key 065537 must be an integer >= 65536."),
         )
         .header("X-LNPAY-ASYNC", "1"),
         post(
@@ -833,6 +939,29 @@ fn transfer_cases(c: &Ctx) -> Vec<Bad> {
             p,
             json!({"dest_wallet_id": c.w2.id, "num_satoshis": 5, "memo": ["x"]}),
             exact("Memo must be a string."),
+        ),
+        // Capped like invoice memos (a transfer memo labels two stored WTXs).
+        post(
+            "memo of 640 characters",
+            p,
+            json!({"dest_wallet_id": c.w2.id, "num_satoshis": 5, "memo": "m".repeat(640)}),
+            exact("Memo should contain at most 639 characters."),
+        ),
+        post(
+            "memo of 60 KB",
+            p,
+            json!({"dest_wallet_id": c.w2.id, "num_satoshis": 5, "memo": "m".repeat(60_000)}),
+            exact("Memo should contain at most 639 characters."),
+        ),
+        post_form(
+            "form memo of 640 characters",
+            p,
+            &format!(
+                "dest_wallet_id={}&num_satoshis=5&memo={}",
+                c.w2.id,
+                "m".repeat(640)
+            ),
+            exact("Memo should contain at most 639 characters."),
         ),
     ]);
     v
@@ -982,6 +1111,24 @@ fn node_cases(c: &Ctx) -> Vec<Bad> {
         get(
             "queryroutes pub_key too short",
             &format!("{q}?pub_key={}&amt=10", &carol[..64]),
+            400,
+            exact(pk),
+        ),
+        get(
+            "queryroutes pub_key 66 hex chars, x = 0 is on no point",
+            &format!("{q}?pub_key=02{}&amt=10", "00".repeat(32)),
+            400,
+            exact(pk),
+        ),
+        get(
+            "queryroutes pub_key 66 hex chars, x = cdcd…cd is on no point",
+            &format!("{q}?pub_key=03{}&amt=10", "cd".repeat(32)),
+            400,
+            exact(pk),
+        ),
+        get(
+            "queryroutes pub_key prefix 04",
+            &format!("{q}?pub_key=04{}&amt=10", &carol[2..]),
             400,
             exact(pk),
         ),
@@ -1638,6 +1785,50 @@ async fn nul_in_text_fields_is_never_a_500() {
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+        s
+    })
+    .await;
+}
+
+/// The memo cap refuses only what is too long: a transfer memo of exactly 639 characters is
+/// kept whole on both WTXs, and canonical TLV keys (65537, 696969) are still accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn limits_keep_what_is_within_them() {
+    on_each_db(|s| async move {
+        let (w, w2, _) = setup(&s).await;
+        let memo = "m".repeat(639);
+        let r = s
+            .post(
+                &s.sak,
+                &format!("/wallet/{}/transfer", w.waka),
+                json!({"dest_wallet_id": w2.id, "num_satoshis": 5, "memo": memo}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(r.json["wtx_transfer_out"]["user_label"], memo.as_str());
+        assert_eq!(r.json["wtx_transfer_in"]["user_label"], memo.as_str());
+        let r = s
+            .get(&s.sak, &format!("/wallet/{}/transactions", w2.id))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.json[0]["user_label"], memo.as_str());
+
+        let carol = s.scripted.external_pubkey().to_hex();
+        let r = s
+            .post(
+                &s.sak,
+                &format!("/wallet/{}/keysend", w.waka),
+                json!({
+                    "dest_pubkey": carol,
+                    "num_satoshis": 10,
+                    "custom_records": {"65537": "a", "7629169": "b"}
+                }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let records = &r.json["lnTx"]["custom_records"];
+        assert_eq!(records["65537"], "a", "{}", r.text);
+        assert_eq!(records["7629169"], "b", "{}", r.text);
         s
     })
     .await;

@@ -451,6 +451,36 @@ async fn scenario(s: &DevnetServer) {
     assert_eq!(s.unclaimed_msat().await, unclaimed_before);
     assert_eq!(s.history(&w).await.len(), h.len());
 
+    // ------------------------------------------------------------ not a public key
+    // 66 hex characters whose x coordinate is on no point: a 400 before LDK sees it (LDK's own
+    // conversion failed as a 500), for queryroutes and keysend alike; nothing is written.
+    for x in ["00", "cd"] {
+        let not_a_point = format!("02{}", x.repeat(32));
+        let r = s
+            .get(&format!(
+                "/v1/node/default/payments/queryroutes?pub_key={not_a_point}&amt=10"
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+        assert_eq!(
+            r.json["message"],
+            "pub_key must be a 66-character hex node public key."
+        );
+        let r = s
+            .post(
+                &format!("/v1/wallet/{}/keysend", w.waka),
+                json!({ "dest_pubkey": not_a_point, "num_satoshis": 10 }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+        assert_eq!(
+            r.json["message"],
+            "Dest Pubkey must be a hex-encoded node public key."
+        );
+    }
+    assert_eq!(s.balance_msat(&w).await, balance);
+    assert_eq!(s.history(&w).await.len(), h.len());
+
     // ------------------------------------------------------------ the books
     let rep = s.running().store.audit().await.unwrap();
     assert!(rep.is_clean(), "audit problems: {:?}", rep.problems);

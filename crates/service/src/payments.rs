@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use satchel_domain::{
     Bolt11, CustomRecords, FailureReason, KEYSEND_PREIMAGE_TLV, LnTxId, Msat, NodePubkey,
-    PaymentHash, PaymentStatus, Permission, Preimage, WalletId, WtxId, fee_limit_default, now_secs,
+    PaymentHash, PaymentStatus, Permission, Preimage, PubkeyError, WalletId, WtxId,
+    fee_limit_default, now_secs, parse_tlv_type,
 };
 use satchel_lightning::{LnError, PayOutcome, PayRequest, PayTarget, PaymentLookup};
 use satchel_store::{
@@ -352,13 +353,13 @@ impl PaymentService {
     /// Checks a keysend request and fixes its preimage.
     pub fn validate_keysend(&self, req: KeysendRequest) -> Result<ValidKeysend, ServiceError> {
         let dest = req.dest_pubkey.trim();
-        if dest.len() != 66 {
-            return Err(ServiceError::Invalid(
-                "Dest Pubkey should contain 66 characters.".into(),
-            ));
-        }
-        NodePubkey::from_hex(dest).ok_or_else(|| {
-            ServiceError::Invalid("Dest Pubkey must be a hex-encoded node public key.".into())
+        NodePubkey::parse(dest).map_err(|e| {
+            ServiceError::Invalid(match e {
+                PubkeyError::Length => "Dest Pubkey should contain 66 characters.".into(),
+                PubkeyError::Syntax | PubkeyError::NotOnCurve => {
+                    "Dest Pubkey must be a hex-encoded node public key.".into()
+                }
+            })
         })?;
         if req.amount.is_zero() {
             return Err(ServiceError::Invalid(
@@ -369,7 +370,7 @@ impl PaymentService {
         let fee_limit = fee_limit(req.fee_limit_msat, req.amount)?;
         let mut records = BTreeMap::new();
         for (k, v) in req.custom_records.unwrap_or_default() {
-            let t: u64 = k.trim().parse().map_err(|_| {
+            let t = parse_tlv_type(&k).ok_or_else(|| {
                 ServiceError::Invalid(format!(
                     "custom_records key {k} must be an integer >= 65536."
                 ))

@@ -18,6 +18,20 @@ use crate::passthru::PassThru;
 use crate::payments::PaymentService;
 use crate::{Ctx, ServiceError};
 
+/// Longest memo, in bytes: what a BOLT11 description can carry (639 bytes), applied to transfer
+/// memos too, which are stored and listed the same way but had no bound of their own.
+pub const MAX_MEMO_BYTES: usize = 639;
+
+/// Refuses a memo longer than [`MAX_MEMO_BYTES`] with LNPay's validation message.
+fn check_memo(memo: &str) -> Result<(), ServiceError> {
+    if memo.len() > MAX_MEMO_BYTES {
+        return Err(ServiceError::Invalid(format!(
+            "Memo should contain at most {MAX_MEMO_BYTES} characters."
+        )));
+    }
+    Ok(())
+}
+
 /// Default memo of a generated invoice when the client gives none.
 pub const DEFAULT_INVOICE_MEMO: &str = "Satchel Invoice";
 /// Default invoice expiry (LNPay: 86400).
@@ -348,11 +362,7 @@ impl WalletService {
             .memo
             .filter(|m| !m.is_empty())
             .unwrap_or_else(|| DEFAULT_INVOICE_MEMO.to_owned());
-        if memo.len() > 639 {
-            return Err(ServiceError::Invalid(
-                "Memo should contain at most 639 characters.".into(),
-            ));
-        }
+        check_memo(&memo)?;
         let preimage = Preimage::random();
         let bolt11: Bolt11 = self
             .ctx
@@ -416,6 +426,9 @@ impl WalletService {
                 "Num Satoshis must be greater than 0.".into(),
             ));
         }
+        if let Some(m) = &req.memo {
+            check_memo(m)?;
+        }
         let auth = crate::auth::AuthService::new(self.ctx.clone());
         let dest = auth
             .same_account_wallet(caller, req.dest.trim())
@@ -462,7 +475,7 @@ impl WalletService {
         pub_key: &str,
         amount: Msat,
     ) -> Result<Vec<Route>, ServiceError> {
-        let dest = NodePubkey::from_hex(pub_key.trim()).ok_or_else(|| {
+        let dest = NodePubkey::parse(pub_key.trim()).map_err(|_| {
             ServiceError::Invalid("pub_key must be a 66-character hex node public key.".into())
         })?;
         let routes = self

@@ -10,6 +10,7 @@
 //! URL parsing, opening a connection with Satchel's pragmas, binding [`Arg`]s, copying rows out,
 //! and a small pool of read connections.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -35,6 +36,14 @@ pub(crate) const READERS: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Target {
     uri: String,
+    /// The database file, when it is one this process may create (not in memory, not `ro`).
+    file: Option<PathBuf>,
+}
+
+/// The database file a `sqlite:` URL names (`None` for an in-memory database or a bad URL).
+/// For the server's start-up check of file modes.
+pub fn database_file(url: &str) -> Option<PathBuf> {
+    Target::parse(url).ok()?.file
 }
 
 static IN_MEMORY_SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -81,6 +90,7 @@ impl Target {
             }
         }
         let mut uri = String::from("file:");
+        let mut file = None;
         if database == ":memory:" {
             let n = IN_MEMORY_SEQ.fetch_add(1, Ordering::Relaxed);
             uri.push_str(&format!("satchel-in-memory-{}-{n}", std::process::id()));
@@ -95,6 +105,9 @@ impl Target {
                 uri.push_str("//");
             }
             percent_encode_into(&path, &mut uri);
+            if !in_memory && !read_only {
+                file = Some(PathBuf::from(path));
+            }
         }
         let mode = if in_memory {
             "memory"
@@ -117,12 +130,15 @@ impl Target {
             uri.push_str("&vfs=");
             percent_encode_into(&v, &mut uri);
         }
-        Ok(Target { uri })
+        Ok(Target { uri, file })
     }
 
     /// Opens a connection with Satchel's settings: WAL, `synchronous=FULL` (a commit is durable
     /// before anything is acknowledged), foreign keys on, 30 s busy timeout, statement cache.
     pub(crate) fn open(&self) -> Result<Connection, StoreError> {
+        if let Some(f) = &self.file {
+            create_private(f);
+        }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_URI
@@ -143,6 +159,21 @@ impl Target {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(conn)
     }
+}
+
+/// Creates a missing database file empty with mode 0600 before SQLite opens it (SQLite would
+/// create it 0644 less the umask). SQLite gives the `-wal` and `-shm` files the database file's
+/// mode, so they are private too. An existing file is left alone, and any error here is left
+/// for SQLite's own open to report.
+fn create_private(path: &Path) {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let _ = o.open(path);
 }
 
 fn percent_decode(s: &str) -> Result<String, StoreError> {
@@ -475,6 +506,36 @@ mod tests {
         assert!(uri("sqlite::memory:").ends_with("?mode=memory&cache=shared"));
         assert!(Target::parse("sqlite://a.db?bogus=1").is_err());
         assert!(Target::parse("sqlite://a.db?mode=bogus").is_err());
+    }
+
+    #[test]
+    fn database_files() {
+        assert_eq!(
+            database_file("sqlite:///tmp/a%3Fb/s%20t.db?mode=rwc"),
+            Some(PathBuf::from("/tmp/a?b/s t.db"))
+        );
+        assert_eq!(
+            database_file("sqlite://rel/s.db"),
+            Some(PathBuf::from("rel/s.db"))
+        );
+        assert_eq!(database_file("sqlite::memory:"), None);
+        assert_eq!(database_file("sqlite://x.db?mode=memory"), None);
+        assert_eq!(database_file("sqlite://x.db?mode=ro"), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn new_database_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let t = Target::parse(&format!("sqlite://{}/x.db", dir.path().display())).unwrap();
+        let c = t.open().unwrap();
+        c.execute_batch("CREATE TABLE t (n INTEGER); INSERT INTO t VALUES (1);")
+            .unwrap();
+        for name in ["x.db", "x.db-wal", "x.db-shm"] {
+            let m = std::fs::metadata(dir.path().join(name)).unwrap();
+            assert_eq!(m.permissions().mode() & 0o777, 0o600, "{name}");
+        }
     }
 
     #[test]
