@@ -71,6 +71,8 @@ pub struct FileConfig {
     pub cln_rune: Option<String>,
     /// CLNRest server certificate path.
     pub cln_rest_cert: Option<PathBuf>,
+    /// Seconds an `Idempotency-Key` is kept (at least 86400).
+    pub idempotency_retention_secs: Option<u64>,
 }
 
 /// Flags/env, as parsed by clap (every value optional so the file can fill gaps).
@@ -139,6 +141,9 @@ pub struct ConfigArgs {
     /// Core Lightning: path of CLNRest's server.pem (pinned).
     #[arg(long, env = "SATCHEL_CLN_REST_CERT")]
     pub cln_rest_cert: Option<PathBuf>,
+    /// Seconds an `Idempotency-Key` is remembered (default and minimum: 86400).
+    #[arg(long, env = "SATCHEL_IDEMPOTENCY_RETENTION_SECS")]
+    pub idempotency_retention_secs: Option<u64>,
 }
 
 /// The effective configuration.
@@ -172,6 +177,8 @@ pub struct Config {
     pub lnd: LndSettings,
     /// Core Lightning connection (`backend = "cln"`).
     pub cln: ClnSettings,
+    /// How long `Idempotency-Key`s are kept.
+    pub idempotency_retention: Duration,
 }
 
 /// How to reach LND.
@@ -274,9 +281,25 @@ impl ConfigArgs {
                 rune: self.cln_rune.clone().or(file.cln_rune),
                 rest_cert: self.cln_rest_cert.clone().or(file.cln_rest_cert),
             },
+            idempotency_retention: {
+                let secs = self
+                    .idempotency_retention_secs
+                    .or(file.idempotency_retention_secs)
+                    .unwrap_or(MIN_IDEMPOTENCY_RETENTION_SECS);
+                // Clients are promised that a key works for a day.
+                if secs < MIN_IDEMPOTENCY_RETENTION_SECS {
+                    bail!(
+                        "idempotency_retention_secs must be at least {MIN_IDEMPOTENCY_RETENTION_SECS}"
+                    );
+                }
+                Duration::from_secs(secs)
+            },
         })
     }
 }
+
+/// Shortest (and default) retention of idempotency keys: one day.
+pub const MIN_IDEMPOTENCY_RETENTION_SECS: u64 = 86_400;
 
 fn load_file(p: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;

@@ -236,6 +236,7 @@ fn service_config(cfg: &Config) -> anyhow::Result<ServiceConfig> {
         max_receive: sats(cfg.max_receive_sats)?,
         max_send: sats(cfg.max_send_sats)?,
         allow_private_webhook_targets: cfg.webhook_allow_private,
+        idempotency_retention: cfg.idempotency_retention,
         ..ServiceConfig::default()
     })
 }

@@ -5,6 +5,7 @@
 
 pub mod auth;
 mod error;
+pub mod idempotency;
 pub mod incoming;
 pub mod jobs;
 pub mod passthru;
@@ -41,6 +42,8 @@ pub struct ServiceConfig {
     pub reconcile_every: Duration,
     /// Let webhooks target loopback/private/link-local addresses (off: SSRF protection).
     pub allow_private_webhook_targets: bool,
+    /// How long an `Idempotency-Key` is remembered (at least a day).
+    pub idempotency_retention: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -54,6 +57,7 @@ impl Default for ServiceConfig {
             max_send: None,
             reconcile_every: Duration::from_secs(30),
             allow_private_webhook_targets: false,
+            idempotency_retention: idempotency::DEFAULT_RETENTION,
         }
     }
 }
@@ -98,6 +102,8 @@ pub struct Services {
     pub incoming: incoming::IncomingService,
     /// Webhook subscriptions.
     pub webhooks: webhooks::WebhookService,
+    /// Idempotency keys of money-moving requests.
+    pub idempotency: idempotency::IdempotencyService,
     /// The shared context.
     pub ctx: Arc<Ctx>,
 }
@@ -127,6 +133,7 @@ impl Services {
             jobs: jobs::JobService::new(ctx.clone(), payments.clone()),
             incoming: incoming::IncomingService::new(ctx.clone()),
             webhooks: webhooks::WebhookService::new(ctx.clone()),
+            idempotency: idempotency::IdempotencyService::new(ctx.clone()),
             payments,
             ctx,
         })
