@@ -512,7 +512,7 @@ async fn keys_survive_a_restart_and_expire_after_the_retention() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unexpired_keys_are_not_purged() {
     on_each_db(|s| async move {
-        let w = keyed(&s, "keep", "/wallet", json!({})).await;
+        let w = keyed(&s, "keep", "/wallet", json!({ "user_label": "k" })).await;
         assert_eq!(w.status, StatusCode::CREATED, "{}", w.text);
         let almost = satchel_domain::now_secs() + 86_400 - 60;
         let purged = s
@@ -523,7 +523,12 @@ async fn unexpired_keys_are_not_purged() {
             .unwrap();
         assert_eq!(purged, 0);
         tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(keyed(&s, "keep", "/wallet", json!({})).await.text, w.text);
+        assert_eq!(
+            keyed(&s, "keep", "/wallet", json!({ "user_label": "k" }))
+                .await
+                .text,
+            w.text
+        );
         s
     })
     .await;
