@@ -349,6 +349,29 @@ mod tests {
     }
 
     #[test]
+    fn idempotency_retention_defaults_to_a_day_and_cannot_be_shorter() {
+        let base = ConfigArgs {
+            data_dir: Some("/nonexistent-satchel".into()),
+            ..Default::default()
+        };
+        let c = base.resolve().unwrap();
+        assert_eq!(c.idempotency_retention, Duration::from_secs(86_400));
+        let longer = ConfigArgs {
+            idempotency_retention_secs: Some(172_800),
+            ..base.clone()
+        };
+        assert_eq!(
+            longer.resolve().unwrap().idempotency_retention,
+            Duration::from_secs(172_800)
+        );
+        let shorter = ConfigArgs {
+            idempotency_retention_secs: Some(3_600),
+            ..base
+        };
+        assert!(shorter.resolve().is_err());
+    }
+
+    #[test]
     fn unknown_keys_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.toml");
