@@ -158,6 +158,7 @@ impl Idem {
         }
         let claim = idem.claim(caller, key, fingerprint.clone());
         let outcome = satchel_store::idempotency::with_claim(claim.clone(), op).await;
+        satchel_store::crash::crash_point("before_idempotent_answer");
         let response = match outcome {
             Ok(r) => r,
             Err(e) => {

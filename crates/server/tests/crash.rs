@@ -1289,3 +1289,86 @@ async fn keyed_transfer_answer_survives_a_kill() {
     })
     .await;
 }
+
+/// Killed after keyed operations committed (with their keys) but before their answers were
+/// stored: after the restart each retry is answered from what the operation created, and
+/// nothing happens twice. A wallet's keys are never stored, so its retry is a 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_operations_killed_before_their_answer_are_rebuilt_not_repeated() {
+    on_each_db("scripted", |inst| async move {
+        let point = "before_idempotent_answer";
+        let l = Launch {
+            crash_at: Some(point),
+            ..Launch::default()
+        };
+        let (mut p, sak, a) = first_start(&inst, &l).await;
+        let api = Api::new(&p, &sak);
+        let b = api.create_wallet("B").await;
+        let path = format!("/wallet/{}/transfer", a.waka);
+        let body = json!({ "dest_wallet_id": b.id, "num_satoshis": 100 });
+        api.keyed_in_background(&path, &body, "lost-transfer");
+        p.wait_crashpoint(point).await;
+        p.kill();
+
+        let mut p = spawn(&inst, "restart-1", &l);
+        p.wait_ready().await;
+        let api = Api::new(&p, &sak);
+        // The transfer committed with its key.
+        assert_eq!(api.balance_msat(&b).await, 100_000);
+        let (status, v, replayed) = api.keyed(&path, &body, "lost-transfer").await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        assert!(replayed);
+        let out_id = v["wtx_transfer_out"]["id"].as_str().unwrap().to_owned();
+        let history = api.wtxs(&a).await;
+        assert_eq!(count_type(&history, "ln_transfer_out"), 1, "{history:?}");
+        assert!(history.iter().any(|w| w["id"] == out_id.as_str()));
+        assert_eq!(api.balance_msat(&a).await, (FUNDED_SATS - 100) * 1000);
+        assert_eq!(api.balance_msat(&b).await, 100_000);
+
+        // An invoice, then a wallet, each killed the same way.
+        let inv_path = format!("/wallet/{}/invoice", b.waka);
+        let inv_body = json!({ "num_satoshis": 5, "memo": "lost" });
+        api.keyed_in_background(&inv_path, &inv_body, "lost-invoice");
+        p.wait_crashpoint(point).await;
+        p.kill();
+        let mut p = spawn(&inst, "restart-2", &l);
+        p.wait_ready().await;
+        let api = Api::new(&p, &sak);
+        let (status, inv, replayed) = api.keyed(&inv_path, &inv_body, "lost-invoice").await;
+        assert_eq!(status, StatusCode::CREATED, "{inv}");
+        assert!(replayed);
+        assert_eq!(inv["memo"], "lost");
+        let (_, again, _) = api.keyed(&inv_path, &inv_body, "lost-invoice").await;
+        assert_eq!(again["id"], inv["id"]);
+
+        let wallet_body = json!({ "user_label": "lost" });
+        api.keyed_in_background("/wallet", &wallet_body, "lost-wallet");
+        p.wait_crashpoint(point).await;
+        p.kill();
+        let mut p = spawn(&inst, "restart-3", &Launch::default());
+        p.wait_ready().await;
+        let api = Api::new(&p, &sak);
+        let r = api
+            .http
+            .post(format!("{}/v1/wallet", api.base))
+            .header("X-Api-Key", &api.sak)
+            .header("Idempotency-Key", "lost-wallet")
+            .json(&wallet_body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        assert!(r.headers().contains_key("retry-after"));
+        let (_, wallets) = api.get("/wallets").await;
+        let lost: Vec<&Value> = wallets
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["user_label"] == "lost")
+            .collect();
+        assert_eq!(lost.len(), 1, "{wallets}");
+        p.stop().await;
+        assert_audit_clean(&inst).await;
+    })
+    .await;
+}
