@@ -264,3 +264,38 @@ fn replay(stored: StoredResponse) -> Response {
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn idem(head: &str) -> Idem {
+        Idem {
+            key: Some("k".into()),
+            head: head.as_bytes().to_vec(),
+        }
+    }
+
+    fn params(json: &str) -> Params {
+        Params::from_json_bytes(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn fingerprint_ignores_key_order_at_every_depth() {
+        let a = params(r#"{"a":1,"b":{"x":"1","y":[{"p":1,"q":2}]}}"#);
+        let b = params(r#"{"b":{"y":[{"q":2,"p":1}],"x":"1"},"a":1}"#);
+        assert_eq!(idem("h").fingerprint(&a), idem("h").fingerprint(&b));
+    }
+
+    #[test]
+    fn fingerprint_tells_values_and_requests_apart() {
+        let a = params(r#"{"num_satoshis":1}"#);
+        let b = params(r#"{"num_satoshis":"1"}"#);
+        let c = params(r#"{"num_satoshis":1,"memo":""}"#);
+        let fa = idem("h").fingerprint(&a);
+        assert_ne!(fa, idem("h").fingerprint(&b));
+        assert_ne!(fa, idem("h").fingerprint(&c));
+        assert_ne!(fa, idem("other route").fingerprint(&a));
+    }
+}
