@@ -6,6 +6,7 @@
 
 pub mod dto;
 pub mod http;
+pub mod idempotency;
 pub mod routes;
 pub mod webhooks;
 

@@ -12,14 +12,17 @@ use axum::routing::{delete, get, post};
 use base64::Engine as _;
 use satchel_domain::Msat;
 use satchel_service::auth::Caller;
+use satchel_service::idempotency::Rebuilt;
 use satchel_service::payments::{KeysendRequest, PaymentResult, WithdrawRequest};
 use satchel_service::wallets::{InvoiceRequest, TransferRequest};
 use satchel_service::{ErrorClass, ServiceError, Services};
+use satchel_store::TransferDone;
 
 use crate::dto::*;
 use crate::http::{
     ApiError, Fields, Lnpay, Params, extract_api_key, pagination_headers, parse_page, truthy_header,
 };
+use crate::idempotency::Idem;
 
 /// Shared state of the routes.
 #[derive(Clone)]
@@ -181,17 +184,25 @@ fn payment_response(r: PaymentResult) -> Response {
     }
 }
 
-async fn create_wallet(State(s): State<Services>, Authed(c): Authed, p: Params) -> ApiResult {
-    s.auth.require_account_key(&c).map_err(api_error)?;
-    let label = p
-        .string("user_label", "Internal Label")?
-        .unwrap_or_default();
-    let created = s
-        .wallets
-        .create_wallet(&c, &label)
-        .await
-        .map_err(api_error)?;
-    Ok(Lnpay::created(WalletCreatedDto::from(&created)).into_response())
+async fn create_wallet(
+    State(s): State<Services>,
+    Authed(c): Authed,
+    idem: Idem,
+    p: Params,
+) -> ApiResult {
+    idem.run(&s, &c, &p, async {
+        s.auth.require_account_key(&c).map_err(api_error)?;
+        let label = p
+            .string("user_label", "Internal Label")?
+            .unwrap_or_default();
+        let created = s
+            .wallets
+            .create_wallet(&c, &label)
+            .await
+            .map_err(api_error)?;
+        Ok(Lnpay::created(WalletCreatedDto::from(&created)).into_response())
+    })
+    .await
 }
 
 async fn get_wallet(
@@ -301,40 +312,48 @@ async fn create_invoice(
     State(s): State<Services>,
     Authed(c): Authed,
     Seg(key): Seg,
+    idem: Idem,
     p: Params,
 ) -> ApiResult {
-    let req = InvoiceRequest {
-        amount: sats(&p, "num_satoshis", "Num Satoshis")?.unwrap_or(Msat::ZERO),
-        memo: p.string("memo", "Memo")?,
-        expiry_secs: p.uint("expiry", "Expiry")?,
-        description_hash: description_hash(&p)?,
-        pass_thru: p.json_object("passThru", "passThru data must be valid json")?,
-    };
-    let l = s
-        .wallets
-        .create_invoice(&c, &key, req)
-        .await
-        .map_err(api_error)?;
-    Ok(Lnpay::created(LnTxDto::full(&l)).into_response())
+    idem.run(&s, &c, &p, async {
+        let req = InvoiceRequest {
+            amount: sats(&p, "num_satoshis", "Num Satoshis")?.unwrap_or(Msat::ZERO),
+            memo: p.string("memo", "Memo")?,
+            expiry_secs: p.uint("expiry", "Expiry")?,
+            description_hash: description_hash(&p)?,
+            pass_thru: p.json_object("passThru", "passThru data must be valid json")?,
+        };
+        let l = s
+            .wallets
+            .create_invoice(&c, &key, req)
+            .await
+            .map_err(api_error)?;
+        Ok(Lnpay::created(LnTxDto::full(&l)).into_response())
+    })
+    .await
 }
 
 async fn withdraw(
     State(s): State<Services>,
     Authed(c): Authed,
     Seg(key): Seg,
+    idem: Idem,
     p: Params,
 ) -> ApiResult {
-    let req = WithdrawRequest {
-        payment_request: p.required_string("payment_request", "Payment Request")?,
-        fee_limit_msat: p.int("fee_limit_msat", "Fee Limit Msat")?,
-        pass_thru: p.json_object("passThru", "passThru data must be valid json")?,
-    };
-    let r = s
-        .payments
-        .withdraw(&c, &key, req)
-        .await
-        .map_err(api_error)?;
-    Ok(payment_response(r))
+    idem.run(&s, &c, &p, async {
+        let req = WithdrawRequest {
+            payment_request: p.required_string("payment_request", "Payment Request")?,
+            fee_limit_msat: p.int("fee_limit_msat", "Fee Limit Msat")?,
+            pass_thru: p.json_object("passThru", "passThru data must be valid json")?,
+        };
+        let r = s
+            .payments
+            .withdraw(&c, &key, req)
+            .await
+            .map_err(api_error)?;
+        Ok(payment_response(r))
+    })
+    .await
 }
 
 async fn keysend(
@@ -342,53 +361,82 @@ async fn keysend(
     Authed(c): Authed,
     Seg(key): Seg,
     headers: HeaderMap,
+    idem: Idem,
     p: Params,
 ) -> ApiResult {
-    let req = KeysendRequest {
-        dest_pubkey: p.required_string("dest_pubkey", "Dest Pubkey")?,
-        amount: required_sats(&p, "num_satoshis", "Num Satoshis")?,
-        fee_limit_msat: p.int("fee_limit_msat", "Fee Limit Msat")?,
-        custom_records: p.json_object(
-            "custom_records",
-            "custom_records must be an object of TLV type to string value",
-        )?,
-        pass_thru: p.json_object("passThru", "passThru data must be valid json")?,
-    };
-    if truthy_header(&headers, "x-lnpay-async") {
-        let id = s
-            .jobs
-            .enqueue_keysend(&c, &key, req)
-            .await
-            .map_err(api_error)?;
-        return Ok(Lnpay::ok(AsyncDto {
-            success: 1,
-            id: id.to_string(),
-        })
-        .into_response());
+    idem.run(&s, &c, &p, async {
+        let req = KeysendRequest {
+            dest_pubkey: p.required_string("dest_pubkey", "Dest Pubkey")?,
+            amount: required_sats(&p, "num_satoshis", "Num Satoshis")?,
+            fee_limit_msat: p.int("fee_limit_msat", "Fee Limit Msat")?,
+            custom_records: p.json_object(
+                "custom_records",
+                "custom_records must be an object of TLV type to string value",
+            )?,
+            pass_thru: p.json_object("passThru", "passThru data must be valid json")?,
+        };
+        if truthy_header(&headers, "x-lnpay-async") {
+            let id = s
+                .jobs
+                .enqueue_keysend(&c, &key, req)
+                .await
+                .map_err(api_error)?;
+            return Ok(async_response(id.to_string()));
+        }
+        let r = s.payments.keysend(&c, &key, req).await.map_err(api_error)?;
+        Ok(payment_response(r))
+    })
+    .await
+}
+
+fn async_response(id: String) -> Response {
+    Lnpay::ok(AsyncDto { success: 1, id }).into_response()
+}
+
+fn transfer_response(done: &TransferDone) -> Response {
+    Lnpay::created(TransferDto {
+        wtx_transfer_in: WtxDto::from(&done.wtx_in),
+        wtx_transfer_out: WtxDto::from(&done.wtx_out),
+    })
+    .into_response()
+}
+
+/// The answer a keyed request would have given, rebuilt from what its operation created (see
+/// [`crate::idempotency`]); a wallet's answer cannot be rebuilt (its keys are not stored).
+pub(crate) fn rebuilt_response(r: Rebuilt) -> Response {
+    match r {
+        Rebuilt::Invoice(l) => Lnpay::created(LnTxDto::full(&l)).into_response(),
+        Rebuilt::Payment(p) => payment_response(p),
+        Rebuilt::PaymentFailed(reason) => {
+            api_error(ServiceError::PaymentFailed(reason)).into_response()
+        }
+        Rebuilt::Transfer(done) => transfer_response(&done),
+        Rebuilt::Job(id) => async_response(id.to_string()),
+        Rebuilt::Wallet(id) => {
+            ApiError::internal(format_args!("wallet {id} cannot be rebuilt")).into_response()
+        }
     }
-    let r = s.payments.keysend(&c, &key, req).await.map_err(api_error)?;
-    Ok(payment_response(r))
 }
 
 async fn transfer(
     State(s): State<Services>,
     Authed(c): Authed,
     Seg(key): Seg,
+    idem: Idem,
     p: Params,
 ) -> ApiResult {
-    let req = TransferRequest {
-        dest: p.required_string("dest_wallet_id", "Dest Wallet Id")?,
-        amount: required_sats(&p, "num_satoshis", "Num Satoshis")?,
-        memo: p.string("memo", "Memo")?,
-        pass_thru: p.json_object("passThru", "Invalid passThru json specified")?,
-        lnpay_params: p.json_object("lnPayParams", "Invalid lnPayParams json specified")?,
-    };
-    let done = s.wallets.transfer(&c, &key, req).await.map_err(api_error)?;
-    Ok(Lnpay::created(TransferDto {
-        wtx_transfer_in: WtxDto::from(&done.wtx_in),
-        wtx_transfer_out: WtxDto::from(&done.wtx_out),
+    idem.run(&s, &c, &p, async {
+        let req = TransferRequest {
+            dest: p.required_string("dest_wallet_id", "Dest Wallet Id")?,
+            amount: required_sats(&p, "num_satoshis", "Num Satoshis")?,
+            memo: p.string("memo", "Memo")?,
+            pass_thru: p.json_object("passThru", "Invalid passThru json specified")?,
+            lnpay_params: p.json_object("lnPayParams", "Invalid lnPayParams json specified")?,
+        };
+        let done = s.wallets.transfer(&c, &key, req).await.map_err(api_error)?;
+        Ok(transfer_response(&done))
     })
-    .into_response())
+    .await
 }
 
 async fn get_lntx(

@@ -12,6 +12,11 @@ use satchel_store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// Expired idempotency keys deleted per statement.
+const IDEMPOTENCY_PURGE_BATCH: u64 = 1_000;
+/// Pause between purges once no backlog is left.
+const IDEMPOTENCY_PURGE_EVERY: Duration = Duration::from_secs(60);
+
 /// What to start.
 pub struct StartOptions {
     /// Database URL.
@@ -105,6 +110,29 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<Running> {
                             tracing::error!(error = %e, "reconciler pass failed");
                         }
                     }
+                }
+            }
+        }));
+    }
+
+    // Idempotency keys past their retention: deleted in bounded batches, a batch at a time
+    // until the backlog is gone, then once a minute.
+    {
+        let idem = services.idempotency.clone();
+        let mut rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let pause = match idem.purge_expired(IDEMPOTENCY_PURGE_BATCH).await {
+                    Ok(n) if n >= IDEMPOTENCY_PURGE_BATCH => Duration::from_millis(100),
+                    Ok(_) => IDEMPOTENCY_PURGE_EVERY,
+                    Err(e) => {
+                        tracing::error!(error = %e, "purging expired idempotency keys failed");
+                        IDEMPOTENCY_PURGE_EVERY
+                    }
+                };
+                tokio::select! {
+                    _ = rx.changed() => return,
+                    _ = tokio::time::sleep(pause) => {}
                 }
             }
         }));

@@ -75,6 +75,8 @@ pub struct FileConfig {
     pub cln_rune: Option<String>,
     /// CLNRest server certificate path.
     pub cln_rest_cert: Option<PathBuf>,
+    /// Seconds an `Idempotency-Key` is kept (at least 86400).
+    pub idempotency_retention_secs: Option<u64>,
 }
 
 /// Flags/env, as parsed by clap (every value optional so the file can fill gaps).
@@ -149,6 +151,9 @@ pub struct ConfigArgs {
     /// Core Lightning: path of CLNRest's server.pem (pinned).
     #[arg(long, env = "SATCHEL_CLN_REST_CERT")]
     pub cln_rest_cert: Option<PathBuf>,
+    /// Seconds an `Idempotency-Key` is remembered (default and minimum: 86400).
+    #[arg(long, env = "SATCHEL_IDEMPOTENCY_RETENTION_SECS")]
+    pub idempotency_retention_secs: Option<u64>,
 }
 
 /// The effective configuration.
@@ -186,6 +191,8 @@ pub struct Config {
     pub lnd: LndSettings,
     /// Core Lightning connection (`backend = "cln"`).
     pub cln: ClnSettings,
+    /// How long `Idempotency-Key`s are kept.
+    pub idempotency_retention: Duration,
 }
 
 /// How to reach LND.
@@ -300,9 +307,25 @@ impl ConfigArgs {
                 rune: self.cln_rune.clone().or(file.cln_rune),
                 rest_cert: self.cln_rest_cert.clone().or(file.cln_rest_cert),
             },
+            idempotency_retention: {
+                let secs = self
+                    .idempotency_retention_secs
+                    .or(file.idempotency_retention_secs)
+                    .unwrap_or(MIN_IDEMPOTENCY_RETENTION_SECS);
+                // Clients are promised that a key works for a day.
+                if secs < MIN_IDEMPOTENCY_RETENTION_SECS {
+                    bail!(
+                        "idempotency_retention_secs must be at least {MIN_IDEMPOTENCY_RETENTION_SECS}"
+                    );
+                }
+                Duration::from_secs(secs)
+            },
         })
     }
 }
+
+/// Shortest (and default) retention of idempotency keys: one day.
+pub const MIN_IDEMPOTENCY_RETENTION_SECS: u64 = 86_400;
 
 fn load_file(p: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -388,6 +411,29 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(args.resolve().unwrap().listen, "127.0.0.1:1");
+    }
+
+    #[test]
+    fn idempotency_retention_defaults_to_a_day_and_cannot_be_shorter() {
+        let base = ConfigArgs {
+            data_dir: Some("/nonexistent-satchel".into()),
+            ..Default::default()
+        };
+        let c = base.resolve().unwrap();
+        assert_eq!(c.idempotency_retention, Duration::from_secs(86_400));
+        let longer = ConfigArgs {
+            idempotency_retention_secs: Some(172_800),
+            ..base.clone()
+        };
+        assert_eq!(
+            longer.resolve().unwrap().idempotency_retention,
+            Duration::from_secs(172_800)
+        );
+        let shorter = ConfigArgs {
+            idempotency_retention_secs: Some(3_600),
+            ..base
+        };
+        assert!(shorter.resolve().is_err());
     }
 
     #[test]

@@ -238,6 +238,7 @@ fn service_config(cfg: &Config) -> anyhow::Result<ServiceConfig> {
         allow_private_webhook_targets: cfg.webhook_allow_private,
         webhook_max_per_account: cfg.webhook_max_per_account,
         webhook_redeliveries_per_minute: cfg.webhook_redeliveries_per_minute,
+        idempotency_retention: cfg.idempotency_retention,
         ..ServiceConfig::default()
     })
 }

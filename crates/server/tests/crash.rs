@@ -1127,3 +1127,248 @@ async fn devnet_survives_kills_at_any_moment() {
         p.wait_ready().await;
     }
 }
+
+// ====================================================================== idempotency keys
+
+impl Api {
+    /// POST with an `Idempotency-Key`: (status, body, whether the answer was a replay).
+    async fn keyed(&self, path: &str, body: &Value, key: &str) -> (StatusCode, Value, bool) {
+        let r = self
+            .http
+            .post(format!("{}/v1{path}", self.base))
+            .header("X-Api-Key", &self.sak)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let replayed = r.headers().contains_key("idempotent-replayed");
+        let text = r.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            replayed,
+        )
+    }
+
+    /// A keyed POST that will never be answered (the server is killed while handling it).
+    fn keyed_in_background(&self, path: &str, body: &Value, key: &str) {
+        let (api, path, body, key) = (self.clone(), path.to_owned(), body.clone(), key.to_owned());
+        tokio::spawn(async move {
+            let _ = api.keyed(&path, &body, &key).await;
+        });
+    }
+}
+
+/// Killed after the keyed withdraw's reserve (which wrote the key) and before any answer: the
+/// retry after the restart is answered with that payment, never a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_withdraw_killed_after_reserve_is_retried_without_paying_twice() {
+    on_each_db("scripted", |inst| async move {
+        let script = format!("succeed:{FEE_MSAT}");
+        let l = Launch {
+            crash_at: Some("after_reserve"),
+            scripted_default: Some(script.clone()),
+            ..Launch::default()
+        };
+        let (mut p, sak, w) = first_start(&inst, &l).await;
+        let api = Api::new(&p, &sak);
+        let (pr, hash) = api.outside_invoice("carol", PAY_SATS).await;
+        let path = format!("/wallet/{}/withdraw", w.waka);
+        let body = json!({ "payment_request": pr });
+        api.keyed_in_background(&path, &body, "crash-withdraw");
+        p.wait_crashpoint("after_reserve").await;
+        p.kill();
+        let live = unresolved(&inst).await;
+        assert_eq!(live.len(), 1, "{}: {live:?}", inst.kind);
+
+        let mut p = spawn(
+            &inst,
+            "restart",
+            &Launch {
+                scripted_default: Some(script),
+                ..Launch::default()
+            },
+        );
+        p.wait_ready().await;
+        let api = Api::new(&p, &sak);
+        let (status, v, replayed) = api.keyed(&path, &body, "crash-withdraw").await;
+        assert!(
+            status == StatusCode::CREATED || status == StatusCode::ACCEPTED,
+            "{status} {v}"
+        );
+        assert!(replayed, "{v}");
+        assert_eq!(v["lnTx"]["id"], live[0].id.as_str(), "{v}");
+        api.wait_final(&live[0].id).await;
+        let (status, v, replayed) = api.keyed(&path, &body, "crash-withdraw").await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        assert!(replayed);
+        assert_eq!(v["wtxType"]["name"], "ln_withdrawal", "{v}");
+        assert_eq!(v["lnTx"]["id"], live[0].id.as_str(), "{v}");
+        let (status, v, _) = api
+            .keyed(
+                &path,
+                &json!({ "payment_request": pr, "fee_limit_msat": 1 }),
+                "crash-withdraw",
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert_eq!(
+            api.balance_msat(&w).await,
+            (FUNDED_SATS - PAY_SATS) * 1000 - FEE_MSAT
+        );
+        assert_eq!(count_type(&api.wtxs(&w).await, "ln_withdrawal"), 1);
+        assert_eq!(node_sends(&inst, &hash), 1, "{}", inst.kind);
+        p.stop().await;
+        assert_audit_clean(&inst).await;
+    })
+    .await;
+}
+
+/// Killed inside the keyed internal payment's transaction: neither the payment nor the key
+/// survived, so the retry pays, once, and later retries replay that answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_internal_payment_killed_before_commit_is_retried_once() {
+    on_each_db("scripted", |inst| async move {
+        let l = Launch {
+            crash_at: Some("during_internal"),
+            ..Launch::default()
+        };
+        let (mut p, sak, payer) = first_start(&inst, &l).await;
+        let api = Api::new(&p, &sak);
+        let payee = api.create_wallet("payee").await;
+        let inv = api.invoice(&payee, 300).await;
+        let path = format!("/wallet/{}/withdraw", payer.waka);
+        let body = json!({ "payment_request": inv["payment_request"] });
+        api.keyed_in_background(&path, &body, "crash-internal");
+        p.wait_crashpoint("during_internal").await;
+        p.kill();
+
+        let mut p = spawn(&inst, "restart", &Launch::default());
+        p.wait_ready().await;
+        let api = Api::new(&p, &sak);
+        assert_eq!(api.balance_msat(&payer).await, FUNDED_SATS * 1000);
+        let (status, first, replayed) = api.keyed(&path, &body, "crash-internal").await;
+        assert_eq!(status, StatusCode::CREATED, "{first}");
+        assert!(!replayed, "nothing of the first attempt survived");
+        let (status, again, replayed) = api.keyed(&path, &body, "crash-internal").await;
+        assert_eq!(status, StatusCode::CREATED, "{again}");
+        assert!(replayed);
+        assert_eq!(again, first);
+        assert_eq!(api.balance_msat(&payer).await, (FUNDED_SATS - 300) * 1000);
+        assert_eq!(api.balance_msat(&payee).await, 300_000);
+        p.stop().await;
+        assert_audit_clean(&inst).await;
+    })
+    .await;
+}
+
+/// A keyed transfer answered before a SIGKILL is replayed after the restart, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_transfer_answer_survives_a_kill() {
+    on_each_db("scripted", |inst| async move {
+        let (mut p, sak, a) = first_start(&inst, &Launch::default()).await;
+        let api = Api::new(&p, &sak);
+        let b = api.create_wallet("B").await;
+        let path = format!("/wallet/{}/transfer", a.waka);
+        let body = json!({ "dest_wallet_id": b.id, "num_satoshis": 10 });
+        let (status, first, _) = api.keyed(&path, &body, "kill-transfer").await;
+        assert_eq!(status, StatusCode::CREATED, "{first}");
+        p.kill();
+        let mut p = spawn(&inst, "restart", &Launch::default());
+        p.wait_ready().await;
+        let api = Api::new(&p, &sak);
+        let (status, again, replayed) = api.keyed(&path, &body, "kill-transfer").await;
+        assert_eq!(status, StatusCode::CREATED, "{again}");
+        assert!(replayed);
+        assert_eq!(again, first);
+        assert_eq!(api.balance_msat(&b).await, 10_000);
+        p.stop().await;
+        assert_audit_clean(&inst).await;
+    })
+    .await;
+}
+
+/// Killed after keyed operations committed (with their keys) but before their answers were
+/// stored: after the restart each retry is answered from what the operation created, and
+/// nothing happens twice. A wallet's keys are never stored, so its retry is a 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_operations_killed_before_their_answer_are_rebuilt_not_repeated() {
+    on_each_db("scripted", |inst| async move {
+        let point = "before_idempotent_answer";
+        let l = Launch {
+            crash_at: Some(point),
+            ..Launch::default()
+        };
+        let (mut p, sak, a) = first_start(&inst, &l).await;
+        let api = Api::new(&p, &sak);
+        let b = api.create_wallet("B").await;
+        let path = format!("/wallet/{}/transfer", a.waka);
+        let body = json!({ "dest_wallet_id": b.id, "num_satoshis": 100 });
+        api.keyed_in_background(&path, &body, "lost-transfer");
+        p.wait_crashpoint(point).await;
+        p.kill();
+
+        let mut p = spawn(&inst, "restart-1", &l);
+        p.wait_ready().await;
+        let api = Api::new(&p, &sak);
+        // The transfer committed with its key.
+        assert_eq!(api.balance_msat(&b).await, 100_000);
+        let (status, v, replayed) = api.keyed(&path, &body, "lost-transfer").await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        assert!(replayed);
+        let out_id = v["wtx_transfer_out"]["id"].as_str().unwrap().to_owned();
+        let history = api.wtxs(&a).await;
+        assert_eq!(count_type(&history, "ln_transfer_out"), 1, "{history:?}");
+        assert!(history.iter().any(|w| w["id"] == out_id.as_str()));
+        assert_eq!(api.balance_msat(&a).await, (FUNDED_SATS - 100) * 1000);
+        assert_eq!(api.balance_msat(&b).await, 100_000);
+
+        // An invoice, then a wallet, each killed the same way.
+        let inv_path = format!("/wallet/{}/invoice", b.waka);
+        let inv_body = json!({ "num_satoshis": 5, "memo": "lost" });
+        api.keyed_in_background(&inv_path, &inv_body, "lost-invoice");
+        p.wait_crashpoint(point).await;
+        p.kill();
+        let mut p = spawn(&inst, "restart-2", &l);
+        p.wait_ready().await;
+        let api = Api::new(&p, &sak);
+        let (status, inv, replayed) = api.keyed(&inv_path, &inv_body, "lost-invoice").await;
+        assert_eq!(status, StatusCode::CREATED, "{inv}");
+        assert!(replayed);
+        assert_eq!(inv["memo"], "lost");
+        let (_, again, _) = api.keyed(&inv_path, &inv_body, "lost-invoice").await;
+        assert_eq!(again["id"], inv["id"]);
+
+        let wallet_body = json!({ "user_label": "lost" });
+        api.keyed_in_background("/wallet", &wallet_body, "lost-wallet");
+        p.wait_crashpoint(point).await;
+        p.kill();
+        let mut p = spawn(&inst, "restart-3", &Launch::default());
+        p.wait_ready().await;
+        let api = Api::new(&p, &sak);
+        let r = api
+            .http
+            .post(format!("{}/v1/wallet", api.base))
+            .header("X-Api-Key", &api.sak)
+            .header("Idempotency-Key", "lost-wallet")
+            .json(&wallet_body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        assert!(r.headers().contains_key("retry-after"));
+        let (_, wallets) = api.get("/wallets").await;
+        let lost: Vec<&Value> = wallets
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["user_label"] == "lost")
+            .collect();
+        assert_eq!(lost.len(), 1, "{wallets}");
+        p.stop().await;
+        assert_audit_clean(&inst).await;
+    })
+    .await;
+}

@@ -540,3 +540,96 @@ async fn crossing_transfers_across_two_processes_do_not_deadlock() {
     c.finish().await;
     eprintln!("done in {:?}", started.elapsed());
 }
+
+/// One `Idempotency-Key`, the same transfer and the same keysend fired at both processes at
+/// once and then retried on each: one movement, every answer about it, and the key's answer
+/// is shared by both processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_idempotency_key_across_two_processes_moves_money_once() {
+    let Some(c) = Cluster::start().await else {
+        eprintln!("SATCHEL_SKIP_PG=1: skipped");
+        return;
+    };
+    let (a1, a2) = (c.api(0), c.api(1));
+    let a = a1.create_wallet("A").await;
+    let b = a1.create_wallet("B").await;
+    a1.fund(&a, 1_000).await;
+    let keyed = |api: &Api, key: &'static str, path: String, body: Value| {
+        let api = api.clone();
+        async move {
+            let r = api
+                .http
+                .post(format!("{}/v1{path}", api.base))
+                .header("X-Api-Key", &api.sak)
+                .header("Idempotency-Key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let replayed = r.headers().contains_key("idempotent-replayed");
+            let text = r.text().await.unwrap();
+            (status, replayed, text)
+        }
+    };
+    let transfer = json!({ "dest_wallet_id": b.id, "num_satoshis": 100 });
+    let path = format!("/wallet/{}/transfer", a.waka);
+    let racing = (0..16).map(|i| {
+        let api = if i % 2 == 0 { &a1 } else { &a2 };
+        keyed(api, "mp-transfer", path.clone(), transfer.clone())
+    });
+    let answers = join_all(racing).await;
+    let mut out_ids = std::collections::HashSet::new();
+    for (status, _, text) in &answers {
+        assert_eq!(*status, StatusCode::CREATED, "{text}");
+        let v: Value = serde_json::from_str(text).unwrap();
+        out_ids.insert(v["wtx_transfer_out"]["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(out_ids.len(), 1, "{out_ids:?}");
+    // Sequential retries on both processes: the stored answer, byte for byte.
+    let (s1, r1, t1) = keyed(&a1, "mp-transfer", path.clone(), transfer.clone()).await;
+    let (s2, r2, t2) = keyed(&a2, "mp-transfer", path.clone(), transfer.clone()).await;
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
+    assert!(r1 && r2);
+    assert_eq!(t1, t2);
+    let other = json!({ "dest_wallet_id": b.id, "num_satoshis": 200 });
+    let (s3, _, t3) = keyed(&a2, "mp-transfer", path, other).await;
+    assert_eq!(s3, StatusCode::UNPROCESSABLE_ENTITY, "{t3}");
+    assert_eq!(a2.balance_msat(&b).await, 100_000);
+    assert_eq!(a1.balance_msat(&a).await, 900_000);
+
+    // A withdraw of a carol invoice of p1's node, keyed, through both processes. p2's node
+    // cannot pay it (it fails there, refunded); whichever process wins, it happens once.
+    let (pr, hash) = a1.carol_invoice(50).await;
+    let wd = json!({ "payment_request": pr });
+    let wpath = format!("/wallet/{}/withdraw", a.waka);
+    let racing = (0..10).map(|i| {
+        let api = if i % 2 == 0 { &a1 } else { &a2 };
+        keyed(api, "mp-withdraw", wpath.clone(), wd.clone())
+    });
+    let mut lntx_ids = std::collections::HashSet::new();
+    for (status, _, text) in join_all(racing).await {
+        let v: Value = serde_json::from_str(&text).unwrap();
+        match status {
+            StatusCode::CREATED | StatusCode::ACCEPTED => {
+                lntx_ids.insert(v["lnTx"]["id"].as_str().unwrap().to_owned());
+            }
+            StatusCode::BAD_REQUEST => {}
+            other => panic!("{other} {text}"),
+        }
+    }
+    assert!(lntx_ids.len() <= 1, "{lntx_ids:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.node_sends(0, &hash) + c.node_sends(1, &hash) == 0
+        || ![850_000, 900_000].contains(&a1.balance_msat(&a).await)
+    {
+        assert!(Instant::now() < deadline, "withdraw never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(c.node_sends(0, &hash) + c.node_sends(1, &hash), 1);
+    let (_, r1, t1) = keyed(&a1, "mp-withdraw", wpath.clone(), wd.clone()).await;
+    let (_, r2, t2) = keyed(&a2, "mp-withdraw", wpath, wd).await;
+    assert!(r1 && r2);
+    assert_eq!(t1, t2);
+    c.finish().await;
+}

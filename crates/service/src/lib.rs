@@ -5,6 +5,7 @@
 
 pub mod auth;
 mod error;
+pub mod idempotency;
 pub mod incoming;
 pub mod jobs;
 pub mod passthru;
@@ -45,6 +46,8 @@ pub struct ServiceConfig {
     pub webhook_max_per_account: u32,
     /// Redeliveries an account may request per minute (also the burst).
     pub webhook_redeliveries_per_minute: u32,
+    /// How long an `Idempotency-Key` is remembered (at least a day).
+    pub idempotency_retention: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -60,6 +63,7 @@ impl Default for ServiceConfig {
             allow_private_webhook_targets: false,
             webhook_max_per_account: 20,
             webhook_redeliveries_per_minute: 10,
+            idempotency_retention: idempotency::DEFAULT_RETENTION,
         }
     }
 }
@@ -104,6 +108,8 @@ pub struct Services {
     pub incoming: incoming::IncomingService,
     /// Webhook subscriptions.
     pub webhooks: webhooks::WebhookService,
+    /// Idempotency keys of money-moving requests.
+    pub idempotency: idempotency::IdempotencyService,
     /// The shared context.
     pub ctx: Arc<Ctx>,
 }
@@ -133,6 +139,7 @@ impl Services {
             jobs: jobs::JobService::new(ctx.clone(), payments.clone()),
             incoming: incoming::IncomingService::new(ctx.clone()),
             webhooks: webhooks::WebhookService::new(ctx.clone()),
+            idempotency: idempotency::IdempotencyService::new(ctx.clone()),
             payments,
             ctx,
         })

@@ -18,6 +18,7 @@
 //! | `before_settle` | the node reported success, `settle_payment` not committed |
 //! | `during_internal` | `Store::pay_internal`: postings written, not committed |
 //! | `during_credit` | `Store::credit_invoice`: postings written, not committed |
+//! | `before_idempotent_answer` | a request with an `Idempotency-Key`: its operation returned (committed), its answer not stored |
 
 use std::io::Write as _;
 use std::sync::OnceLock;

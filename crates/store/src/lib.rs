@@ -22,6 +22,7 @@ pub mod crash;
 pub mod db;
 #[doc(hidden)]
 pub mod group_commit;
+pub mod idempotency;
 mod ledger;
 mod ops;
 pub mod outbox;
@@ -50,6 +51,7 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 pub use audit::AuditReport;
 use db::Conn;
 pub use db::Dialect;
+pub use idempotency::{IdemClaim, IdemRecord, StoredResponse};
 pub use ops::*;
 pub use outbox::{
     AttemptOutcome, AttemptRecord, DEFAULT_ALL, DeliveryRecord, DeliveryStatus, DueDelivery,

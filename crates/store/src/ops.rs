@@ -6,6 +6,7 @@ use satchel_domain::{
 };
 
 use crate::db::Conn;
+use crate::idempotency;
 use crate::ledger::{
     Account, NewWtx, SYS_IN_FLIGHT, SYS_LIGHTNING, SYS_OPENING, SYS_UNCLAIMED, leg, lock_wallet,
     post, read_wallets,
@@ -594,6 +595,7 @@ impl Store {
         )
         .await?;
         let rec = wallet_in(&mut tx, &w.id).await?;
+        idempotency::mark(&mut tx, &format!("wallet:{}", w.id)).await?;
         tx.commit().await?;
         Ok(rec)
     }
@@ -791,8 +793,13 @@ impl Store {
 
     /// Records an invoice we issued.
     pub async fn insert_invoice(&self, inv: &NewInvoiceRecord) -> Result<LnTxRecord, StoreError> {
-        // One statement: on Postgres it commits itself (no BEGIN/COMMIT round trips).
-        let mut tx = self.begin_one_statement_write().await?;
+        // One statement: on Postgres it commits itself (no BEGIN/COMMIT round trips), unless
+        // a keyed request's row must be written with it.
+        let mut tx = if idempotency::claim_active() {
+            self.begin_write().await?
+        } else {
+            self.begin_one_statement_write().await?
+        };
         tx.exec(
             "INSERT INTO ln_txs (id, account_id, wallet_id, created_at, updated_at, direction, node_id, \
              dest_pubkey, payment_request, payment_hash, memo, description_hash, payment_addr, \
@@ -818,6 +825,7 @@ impl Store {
             ],
         )
         .await?;
+        idempotency::mark(&mut tx, &format!("invoice:{}", inv.id)).await?;
         tx.commit().await?;
         // The record as inserted (built, not re-read; the store tests compare it with a read).
         Ok(LnTxRecord {
@@ -1132,6 +1140,11 @@ impl Store {
         })?;
         let from = posted.wallet(&src)?;
         let to = posted.wallet(&dst)?;
+        idempotency::mark(
+            &mut tx,
+            &format!("transfer:{}:{}", t.wtx_out_id, t.wtx_in_id),
+        )
+        .await?;
         tx.commit().await?;
         Ok(TransferDone {
             wtx_in: wtx_written(&entries[1], to, None),
@@ -1244,6 +1257,7 @@ impl Store {
         let rec = lntx_in(&mut tx, r.lntx_id.as_str())
             .await?
             .ok_or(StoreError::NotFound)?;
+        idempotency::mark(&mut tx, &format!("payment:{}", r.lntx_id)).await?;
         tx.commit().await?;
         Ok(rec)
     }
@@ -1565,6 +1579,7 @@ impl Store {
         let payee_w = posted.wallet(&payee_read)?;
         let payer_wtx = wtx_written(&entries[0], payer_w, Some(out_lntx));
         let payee_wtx = wtx_written(&entries[1], payee_w, Some(in_lntx));
+        idempotency::mark(&mut tx, &format!("payment:{}", c.out_lntx_id)).await?;
         crate::crash::crash_point("during_internal");
         tx.commit().await?;
         Ok(InternalPaid {
@@ -1596,6 +1611,7 @@ impl Store {
             ],
         )
         .await?;
+        idempotency::mark(&mut tx, &format!("job:{}", j.id)).await?;
         tx.commit().await
     }
 

@@ -208,6 +208,25 @@ CREATE INDEX ln_txs_outgoing_hash ON ln_txs(payment_hash, created_at) WHERE dire
     r#"
 PGONLY ALTER TABLE wtxs ALTER CONSTRAINT wtxs_wallet_id_fkey DEFERRABLE INITIALLY DEFERRED
 "#,
+    // Idempotency keys (see `idempotency.rs`): written in the transaction of the money movement
+    // the keyed request made; the primary key is what stops a second one. No foreign key to
+    // accounts: a key check would lock the account row on every keyed request.
+    r#"
+CREATE TABLE idempotency_keys (
+    account_id TEXT NOT NULL,
+    idem_key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    token TEXT NOT NULL,
+    effect TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    status_code BIGINT,
+    content_type TEXT,
+    body TEXT,
+    PRIMARY KEY (account_id, idem_key)
+);
+CREATE INDEX idempotency_keys_expiry ON idempotency_keys(expires_at)
+"#,
 ];
 
 fn render(sql: &str, dialect: Dialect) -> String {
