@@ -18,6 +18,9 @@
 //! | `before_settle` | the node reported success, `settle_payment` not committed |
 //! | `during_internal` | `Store::pay_internal`: postings written, not committed |
 //! | `during_credit` | `Store::credit_invoice`: postings written, not committed |
+//! | `keysend_before_credit` | an incoming keysend the node claimed and recorded, not booked |
+//! | `during_keysend_credit` | `Store::credit_keysend`: postings written, not committed |
+//! | `keysend_after_credit` | an incoming keysend booked (committed), the cursor not advanced |
 
 use std::io::Write as _;
 use std::sync::OnceLock;
