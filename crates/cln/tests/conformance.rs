@@ -1,9 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 //! The backend conformance suite (`satchel_lightning::conformance`) against `ClnBackend` on the
-//! fake CLN on the LDK devnet, once per transport. A "restart" is a restart of Satchel's side:
-//! a new `ClnBackend` instance on the same (still running) node, as when Satchel restarts next
-//! to a CLN that keeps running.
+//! fake CLN on the LDK devnet, once per transport. A "restart" (after every scenario) is a
+//! restart of Satchel's side: a new `ClnBackend` instance on the same (still running) node, as
+//! when Satchel restarts next to a CLN that keeps running. The fake keeps CLN's own state in
+//! memory, so the node under it is not restarted here: the LDK driver restarts that node and
+//! its peers.
 
 mod common;
 
@@ -54,6 +56,13 @@ impl Harness for Cln {
 
     fn send_count(&self, hash: PaymentHash) -> Option<u64> {
         Some(u64::from(self.env.devnet.node().send_count(hash)))
+    }
+
+    /// CLN records no attempt for a payment that failed before `sendpay`/`sendonion` (no
+    /// route, too large); `ClnBackend` remembers those failures in memory only
+    /// (`unsent_failures`), so after a restart of Satchel's side they look up `NotFound`.
+    fn forgets_unsent_failures_on_restart(&self) -> bool {
+        true
     }
 
     fn peer_events(&self, name: &str) -> Option<Arc<dyn InvoiceEvents>> {

@@ -1,8 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 //! The backend conformance suite (`satchel_lightning::conformance`) against the embedded LDK
-//! node on its in-process devnet (a fresh one in a temporary directory per test), restart
-//! included.
+//! node on its in-process devnet (a fresh one in a temporary directory per test). In the full
+//! run the whole devnet (our node, alice, hub and carol) is stopped and started again on its
+//! data directory after every scenario.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -107,7 +108,12 @@ const KNOWN_BUGS: &[(&str, &str)] = &[(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ldk_devnet_passes_the_suite() {
     let mut h = Ldk::start().await;
+    let t = Instant::now();
     let result = conformance::run_all_except(&mut h, KNOWN_BUGS).await;
+    eprintln!(
+        "suite with a restart after every scenario: {:?}",
+        t.elapsed()
+    );
     h.stop().await;
     let report = result.unwrap_or_else(|e| panic!("{e}"));
     eprintln!("{report}");

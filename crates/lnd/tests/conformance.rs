@@ -2,7 +2,9 @@
 
 //! The backend conformance suite (`satchel_lightning::conformance`) against
 //! LndRest → fake LND (HTTPS, LND's REST wire format) → the LDK devnet's node.
-//! A "restart" is a restart of the adapter (Satchel); LND keeps running with its state.
+//! A "restart" (after every scenario) is a restart of the adapter (Satchel); LND keeps running
+//! with its state. The fake keeps LND's own state (invoice indices, payments) in memory, so the
+//! node under it is not restarted here: the LDK driver restarts that node and its peers.
 
 mod common;
 

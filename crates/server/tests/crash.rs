@@ -6,8 +6,9 @@
 //! it, inspects what survived (our books through `satchel payments list`, the scripted node's
 //! own state file), restarts it without the kill point and checks that every payment ended with
 //! exactly one outcome, that balances match what the node really did, and that
-//! `satchel audit` is clean. Every scenario runs on SQLite and Postgres (concurrently); two of
-//! them run on the embedded LDK devnet instead of the scripted node.
+//! `satchel audit` is clean. Every scenario runs on SQLite and Postgres (concurrently); the
+//! ones at the end run on the embedded LDK devnet instead of the scripted node (withdrawals to
+//! carol, and incoming keysends with custom records killed at each step of their booking).
 //!
 //! The scripted node persists its state under the data dir (`scripted-node.json`), as a real
 //! node keeps its own, so the outside world remembers what happened while Satchel was dead.
@@ -1103,6 +1104,105 @@ async fn devnet_kill_before_settle_then_restart_settles_once_with_routed_fee() {
 async fn devnet_kill_after_reserve_then_restart_sends_once() {
     on_each_db("devnet", |inst| {
         devnet_withdraw_killed_at(inst, "after_reserve")
+    })
+    .await;
+}
+
+/// Our node's pubkey (`/devnet/info`).
+async fn our_pubkey(api: &Api) -> String {
+    let (status, info) = api
+        .send(api.http.get(format!("{}/devnet/info", api.base)))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    info["node_pubkey"].as_str().unwrap().to_owned()
+}
+
+/// Alice keysends 21 sat to a wallet with a Podcasting 2.0 boost's records (odd types) and an
+/// even type; `serve` is killed at `point` inside the incoming keysend handling. After each of
+/// two restarts (the first one used to fail: the node could not read its own keysend event
+/// back), the keysend is credited exactly once, with its custom records intact, and the audit is
+/// clean.
+async fn devnet_keysend_killed_at(inst: Install, point: &'static str) {
+    let l = Launch {
+        crash_at: Some(point),
+        ..Launch::default()
+    };
+    let mut p = spawn(&inst, "first", &l);
+    p.wait_ready().await;
+    let sak = p.sak().await;
+    let api = Api::new(&p, &sak);
+    let w = api.create_wallet("podcaster").await;
+    let to = our_pubkey(&api).await;
+    let boost = "{\"podcast\":\"x\",\"action\":\"boost\"}";
+    let v = api
+        .devnet(
+            "keysend",
+            json!({
+                "node": "alice",
+                "to": to,
+                "sats": 21,
+                "tlv": { "696969": w.id, "7629169": boost, "65538": "even" },
+            }),
+        )
+        .await;
+    assert_eq!(v["status"], "succeeded", "{v}");
+    let hash = v["payment_hash"].as_str().unwrap().to_owned();
+    p.wait_crashpoint(point).await;
+    // The peers stand in for other people's nodes: let them finish the HTLC round trip.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    p.kill();
+
+    for round in ["restart", "second restart"] {
+        let mut p = spawn(&inst, round, &Launch::default());
+        p.wait_ready().await;
+        let api = Api::new(&p, &sak);
+        api.wait_balance(&w, 21_000).await;
+        // Give a replay time to do harm, then look again.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(api.balance_msat(&w).await, 21_000, "{round}");
+        let wtxs = api.wtxs(&w).await;
+        assert_eq!(wtxs.len(), 1, "{round}: {wtxs:?}");
+        assert_eq!(wtx_type(&wtxs[0]), "ln_deposit");
+        let l = &wtxs[0]["lnTx"];
+        assert_eq!(l["is_keysend"], 1, "{l}");
+        assert_eq!(l["settled"], 1, "{l}");
+        assert_eq!(l["r_hash_decoded"], hash.as_str(), "{l}");
+        assert_eq!(l["custom_records"]["696969"], w.id.as_str(), "{l}");
+        assert_eq!(
+            l["custom_records"]["7629169"],
+            json!({ "podcast": "x", "action": "boost" }),
+            "{l}"
+        );
+        assert_eq!(l["custom_records"]["65538"], "even", "{l}");
+        p.stop().await;
+    }
+    assert_audit_clean(&inst).await;
+}
+
+/// Killed after our node claimed and recorded the keysend, before anything is booked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devnet_kill_before_keysend_credit_then_restart_credits_once_with_records() {
+    on_each_db("devnet", |inst| {
+        devnet_keysend_killed_at(inst, "keysend_before_credit")
+    })
+    .await;
+}
+
+/// Killed inside the credit's transaction (postings written, not committed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devnet_kill_during_keysend_credit_then_restart_credits_once_with_records() {
+    on_each_db("devnet", |inst| {
+        devnet_keysend_killed_at(inst, "during_keysend_credit")
+    })
+    .await;
+}
+
+/// Killed after the credit committed, before the incoming cursor moved past it: the replay
+/// after the restart books nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devnet_kill_after_keysend_credit_then_restart_credits_once_with_records() {
+    on_each_db("devnet", |inst| {
+        devnet_keysend_killed_at(inst, "keysend_after_credit")
     })
     .await;
 }

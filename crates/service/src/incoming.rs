@@ -145,10 +145,13 @@ impl IncomingService {
                 custom_records,
                 settled_at_secs,
             } => {
+                // Kill point: the node claimed the keysend and recorded it, nothing is booked.
+                satchel_store::crash::crash_point("keysend_before_credit");
                 let wallet_id = self.route(custom_records).await?;
                 let shown = shown_records(custom_records);
                 let memo = keysend_memo(custom_records);
-                self.ctx
+                let out = self
+                    .ctx
                     .store
                     .credit_keysend(&KeysendCredit {
                         lntx_id: LnTxId::generate(),
@@ -163,7 +166,10 @@ impl IncomingService {
                         dest_pubkey: self.ctx.pubkey().to_hex(),
                         settled_at: *settled_at_secs,
                     })
-                    .await?
+                    .await?;
+                // Kill point: booked and committed, the cursor not yet past the event.
+                satchel_store::crash::crash_point("keysend_after_credit");
+                out
             }
         };
         if matches!(out, CreditOutcome::Unclaimed) {

@@ -19,6 +19,9 @@
 //! | `during_internal` | `Store::pay_internal`: postings written, not committed |
 //! | `during_credit` | `Store::credit_invoice`: postings written, not committed |
 //! | `before_idempotent_answer` | a request with an `Idempotency-Key`: its operation returned (committed), its answer not stored |
+//! | `keysend_before_credit` | an incoming keysend the node claimed and recorded, not booked |
+//! | `during_keysend_credit` | `Store::credit_keysend`: postings written, not committed |
+//! | `keysend_after_credit` | an incoming keysend booked (committed), the cursor not advanced |
 
 use std::io::Write as _;
 use std::sync::OnceLock;

@@ -1080,6 +1080,7 @@ impl Store {
         )
         .await?;
         let wtx = wtx_in(&mut tx, &k.wtx_id).await?;
+        crate::crash::crash_point("during_keysend_credit");
         tx.commit().await?;
         Ok(CreditOutcome::Credited(wtx))
     }
