@@ -9,4 +9,4 @@ pub mod http;
 pub mod routes;
 pub mod webhooks;
 
-pub use routes::{AppState, app};
+pub use routes::{ApiOptions, AppState, app, app_with};

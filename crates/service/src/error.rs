@@ -16,6 +16,10 @@ pub enum ErrorClass {
     InvalidCredentials,
     /// 500; the message is logged, never sent.
     Internal,
+    /// 503 with `Retry-After`: the database cannot be reached right now. Like `Internal`, not
+    /// the client's fault and not an outcome; a write caught in it may or may not have
+    /// committed.
+    Unavailable,
 }
 
 /// Everything a use case can refuse or fail with.
@@ -82,6 +86,10 @@ pub enum ServiceError {
     /// Anything unexpected. Logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The database is unreachable (connection refused or lost, pool exhausted, server
+    /// shutting down). Logged, never shown.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl ServiceError {
@@ -107,12 +115,16 @@ impl ServiceError {
             | Transfer(_) => ErrorClass::BadRequest,
             NotFound(_) => ErrorClass::NotFound,
             Internal(_) => ErrorClass::Internal,
+            Unavailable(_) => ErrorClass::Unavailable,
         }
     }
 }
 
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> ServiceError {
+        if e.is_unavailable() {
+            return ServiceError::Unavailable(e.to_string());
+        }
         ServiceError::Internal(e.to_string())
     }
 }
