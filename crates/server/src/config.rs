@@ -470,6 +470,59 @@ mod tests {
     }
 
     #[test]
+    fn http_limits() {
+        let c = ConfigArgs {
+            data_dir: Some("/nonexistent-satchel".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let o = c.http.options().unwrap();
+        assert_eq!(o.listener.idle_timeout, Duration::from_secs(60));
+        assert_eq!(o.listener.header_timeout, Duration::from_secs(10));
+        assert_eq!(o.listener.body_timeout, Duration::from_secs(30));
+        assert_eq!(o.listener.max_connections, None);
+        assert_eq!(o.listener.max_connections_per_ip, 256);
+        assert_eq!(o.api.auth_throttle.max_failures, 20);
+        assert_eq!(o.api.auth_throttle.window, Duration::from_secs(60));
+        assert!(o.api.trusted_proxies.is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        std::fs::write(
+            &p,
+            "max_connections = 1000\nidle_timeout_secs = 5\nauth_fail_limit = 3\n\
+             trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n",
+        )
+        .unwrap();
+        let args = ConfigArgs {
+            config: Some(p.clone()),
+            max_connections_per_ip: Some(7),
+            ..Default::default()
+        };
+        let o = args.resolve().unwrap().http.options().unwrap();
+        assert_eq!(o.listener.max_connections, Some(1000));
+        assert_eq!(o.listener.max_connections_per_ip, 7);
+        assert_eq!(o.listener.idle_timeout, Duration::from_secs(5));
+        assert_eq!(o.api.auth_throttle.max_failures, 3);
+        assert!(o.api.trusted_proxies.contains("10.2.3.4".parse().unwrap()));
+        assert!(o.listener.trusted_proxies.contains("::1".parse().unwrap()));
+
+        for bad in [
+            "idle_timeout_secs = 0\n",
+            "max_connections = 0\n",
+            "trusted_proxies = [\"nope\"]\n",
+        ] {
+            std::fs::write(&p, bad).unwrap();
+            let args = ConfigArgs {
+                config: Some(p.clone()),
+                ..Default::default()
+            };
+            assert!(args.resolve().unwrap().http.options().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.toml");
