@@ -306,3 +306,26 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn unreachable_database_is_unavailable() {
+        use std::io::{Error, ErrorKind};
+        for e in [
+            sqlx::Error::Io(Error::from(ErrorKind::ConnectionRefused)),
+            sqlx::Error::Io(Error::from(ErrorKind::UnexpectedEof)),
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::WorkerCrashed,
+        ] {
+            assert!(StoreError::from(e).is_unavailable());
+        }
+        assert!(!StoreError::from(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!StoreError::NotFound.is_unavailable());
+        assert!(!StoreError::Sqlite("database is locked".into()).is_unavailable());
+        assert!(!StoreError::Constraint("x".into()).is_unavailable());
+    }
+}
