@@ -10,4 +10,4 @@ pub mod idempotency;
 pub mod routes;
 pub mod webhooks;
 
-pub use routes::{AppState, app};
+pub use routes::{ApiOptions, AppState, app, app_with};

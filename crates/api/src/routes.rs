@@ -37,6 +37,9 @@ impl FromRef<AppState> for Services {
     }
 }
 
+/// `Retry-After` of a 503 while the database is unreachable: a Postgres restart takes seconds.
+const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 2;
+
 /// Maps a service error to LNPay's envelope.
 pub fn api_error(e: ServiceError) -> ApiError {
     match e.class() {
@@ -48,6 +51,7 @@ pub fn api_error(e: ServiceError) -> ApiError {
         ErrorClass::TooManyRequests => {
             ApiError::with_status(StatusCode::TOO_MANY_REQUESTS, e.to_string())
         }
+        ErrorClass::Unavailable => ApiError::unavailable(e, UNAVAILABLE_RETRY_AFTER_SECS),
     }
 }
 
@@ -76,12 +80,22 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let services = Services::from_ref(state);
         let key = extract_api_key(&parts.headers, parts.uri.query());
+        let presented = key.is_some();
         services
             .auth
             .authenticate(key.as_deref())
             .await
             .map(Authed)
-            .map_err(api_error)
+            .map_err(|e| {
+                // A presented key that is unknown is a guess: the auth throttle counts it.
+                let guess = presented && e.class() == ErrorClass::InvalidCredentials;
+                let err = api_error(e);
+                if guess {
+                    err.rejected_credential()
+                } else {
+                    err
+                }
+            })
     }
 }
 
@@ -634,13 +648,37 @@ pub fn v1_router() -> Router<AppState> {
         .method_not_allowed_fallback(method_not_allowed)
 }
 
-/// The full application: `/v1/...`, CORS, `OPTIONS` on every route, LNPay-shaped 404/405.
+/// The full application: `/v1/...`, CORS, `OPTIONS` on every route, LNPay-shaped 404/405,
+/// with the default auth throttle and no trusted proxy.
 pub fn app(services: Services) -> Router {
+    app_with(services, ApiOptions::default())
+}
+
+/// Settings of the HTTP edge that the routes apply (the listener's own are in the server).
+#[derive(Debug, Clone, Default)]
+pub struct ApiOptions {
+    /// Failed-authentication throttle.
+    pub auth_throttle: crate::http::throttle::AuthThrottleConfig,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: crate::http::throttle::TrustedProxies,
+}
+
+/// [`app`] with explicit settings.
+pub fn app_with(services: Services, opts: ApiOptions) -> Router {
+    let throttle = std::sync::Arc::new(crate::http::throttle::AuthThrottle::new(
+        opts.auth_throttle,
+        opts.trusted_proxies,
+    ));
     Router::new()
         .nest("/v1", v1_router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(AppState { services })
+        // Inside `buffer_body`: a throttled request's body is still read off the connection.
+        .layer(axum::middleware::from_fn_with_state(
+            throttle,
+            crate::http::throttle::throttle_auth,
+        ))
         // CORS inside, OPTIONS outermost: tower-http's CorsLayer would otherwise answer every
         // OPTIONS itself, without the `Allow` header LNPay (Yii) sent.
         .layer(axum::middleware::from_fn(crate::http::buffer_body))

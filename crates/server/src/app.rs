@@ -67,8 +67,23 @@ impl Running {
     }
 }
 
-/// Opens the database, starts the workers and the HTTP server.
+/// The HTTP edge: the listener's connection limits and timeouts, and the API's auth throttle
+/// and trusted proxies.
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    /// Connection limits and timeouts.
+    pub listener: crate::listener::ListenerSettings,
+    /// Auth throttle and trusted proxies.
+    pub api: satchel_api::ApiOptions,
+}
+
+/// Opens the database, starts the workers and the HTTP server (default HTTP limits).
 pub async fn start(opts: StartOptions) -> anyhow::Result<Running> {
+    start_with_http(opts, HttpOptions::default()).await
+}
+
+/// [`start`] with explicit HTTP limits.
+pub async fn start_with_http(opts: StartOptions, http: HttpOptions) -> anyhow::Result<Running> {
     let store = Store::connect(&opts.database_url)
         .await
         .context("opening database")?;
@@ -145,7 +160,7 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<Running> {
         tasks.push(tokio::spawn(dispatcher.run(rx.clone())));
     }
 
-    let mut app = satchel_api::app(services.clone());
+    let mut app = satchel_api::app_with(services.clone(), http.api);
     if let Some(d) = &opts.devnet {
         app = app.merge(crate::devnet::router(d.clone(), services.ctx.node.clone()));
     }
@@ -153,20 +168,12 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
     let addr = listener.local_addr()?;
-    let mut rx_http = rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = rx_http.changed().await;
-        })
-        .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "http server stopped");
-        }
-    }));
+    tasks.push(tokio::spawn(crate::listener::serve(
+        listener,
+        app,
+        http.listener,
+        rx.clone(),
+    )));
     Ok(Running {
         addr,
         services,

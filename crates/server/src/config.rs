@@ -77,6 +77,22 @@ pub struct FileConfig {
     pub cln_rest_cert: Option<PathBuf>,
     /// Seconds an `Idempotency-Key` is kept (at least 86400).
     pub idempotency_retention_secs: Option<u64>,
+    /// Open HTTP connections at most.
+    pub max_connections: Option<usize>,
+    /// Open HTTP connections per client address at most.
+    pub max_connections_per_ip: Option<usize>,
+    /// Seconds an idle HTTP connection is kept.
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds a request head may take.
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a request body may take.
+    pub body_timeout_secs: Option<u64>,
+    /// Failed authentications per address per window.
+    pub auth_fail_limit: Option<u32>,
+    /// Window of `auth_fail_limit`, in seconds.
+    pub auth_fail_window_secs: Option<u64>,
+    /// Proxies whose X-Forwarded-For is believed (addresses or CIDR networks).
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// Flags/env, as parsed by clap (every value optional so the file can fill gaps).
@@ -154,6 +170,33 @@ pub struct ConfigArgs {
     /// Seconds an `Idempotency-Key` is remembered (default and minimum: 86400).
     #[arg(long, env = "SATCHEL_IDEMPOTENCY_RETENTION_SECS")]
     pub idempotency_retention_secs: Option<u64>,
+    /// Open HTTP connections at most (default: from the open-file limit, with headroom). At the
+    /// cap a new connection closes the longest-idle one.
+    #[arg(long, env = "SATCHEL_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Open HTTP connections per client address (IPv6: per /64) at most (default 256).
+    #[arg(long, env = "SATCHEL_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Seconds an HTTP connection may stay idle, before or between requests (default 60).
+    #[arg(long, env = "SATCHEL_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds a request head may take from its first byte (default 10).
+    #[arg(long, env = "SATCHEL_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a request body may take after its head (default 30).
+    #[arg(long, env = "SATCHEL_BODY_TIMEOUT_SECS")]
+    pub body_timeout_secs: Option<u64>,
+    /// Failed authentications a client address may make per window before 429 (default 20;
+    /// 0 disables the throttle).
+    #[arg(long, env = "SATCHEL_AUTH_FAIL_LIMIT")]
+    pub auth_fail_limit: Option<u32>,
+    /// Window of the auth throttle in seconds (default 60).
+    #[arg(long, env = "SATCHEL_AUTH_FAIL_WINDOW_SECS")]
+    pub auth_fail_window_secs: Option<u64>,
+    /// Reverse proxies whose X-Forwarded-For names the client (comma-separated addresses or
+    /// CIDR networks; default none).
+    #[arg(long, env = "SATCHEL_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// The effective configuration.
@@ -193,6 +236,29 @@ pub struct Config {
     pub cln: ClnSettings,
     /// How long `Idempotency-Key`s are kept.
     pub idempotency_retention: Duration,
+    /// HTTP connection limits, timeouts, auth throttle, trusted proxies.
+    pub http: HttpSettings,
+}
+
+/// The HTTP edge's limits (see `crate::listener` and `satchel_api::http::throttle`).
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Open connections at most (`None`: from the open-file limit).
+    pub max_connections: Option<usize>,
+    /// Open connections per client address at most.
+    pub max_connections_per_ip: usize,
+    /// Idle connection timeout.
+    pub idle_timeout: Duration,
+    /// Request head timeout.
+    pub header_timeout: Duration,
+    /// Request body timeout.
+    pub body_timeout: Duration,
+    /// Failed authentications per address per window (0: no throttle).
+    pub auth_fail_limit: u32,
+    /// The throttle's window.
+    pub auth_fail_window: Duration,
+    /// Trusted proxies (addresses or CIDR networks).
+    pub trusted_proxies: Vec<String>,
 }
 
 /// How to reach LND.
@@ -264,6 +330,8 @@ impl ConfigArgs {
             .unwrap_or_else(|| "regtest".into())
             .parse()
             .map_err(|e: String| anyhow::anyhow!(e))?;
+        let listener_defaults = crate::listener::ListenerSettings::default();
+        let throttle_defaults = satchel_api::http::throttle::AuthThrottleConfig::default();
         Ok(Config {
             listen: self
                 .listen
@@ -319,6 +387,82 @@ impl ConfigArgs {
                     );
                 }
                 Duration::from_secs(secs)
+            },
+            http: HttpSettings {
+                max_connections: self.max_connections.or(file.max_connections),
+                max_connections_per_ip: self
+                    .max_connections_per_ip
+                    .or(file.max_connections_per_ip)
+                    .unwrap_or(listener_defaults.max_connections_per_ip),
+                idle_timeout: secs_or(
+                    self.idle_timeout_secs.or(file.idle_timeout_secs),
+                    listener_defaults.idle_timeout,
+                ),
+                header_timeout: secs_or(
+                    self.header_timeout_secs.or(file.header_timeout_secs),
+                    listener_defaults.header_timeout,
+                ),
+                body_timeout: secs_or(
+                    self.body_timeout_secs.or(file.body_timeout_secs),
+                    listener_defaults.body_timeout,
+                ),
+                auth_fail_limit: self
+                    .auth_fail_limit
+                    .or(file.auth_fail_limit)
+                    .unwrap_or(throttle_defaults.max_failures),
+                auth_fail_window: secs_or(
+                    self.auth_fail_window_secs.or(file.auth_fail_window_secs),
+                    throttle_defaults.window,
+                ),
+                trusted_proxies: self
+                    .trusted_proxies
+                    .clone()
+                    .or(file.trusted_proxies)
+                    .unwrap_or_default(),
+            },
+        })
+    }
+}
+
+fn secs_or(secs: Option<u64>, default: Duration) -> Duration {
+    secs.map_or(default, Duration::from_secs)
+}
+
+impl HttpSettings {
+    /// The listener's and the API's settings; refuses values that would close every
+    /// connection (zero timeouts or caps) and trusted proxies that do not parse.
+    pub fn options(&self) -> anyhow::Result<crate::app::HttpOptions> {
+        for (name, d) in [
+            ("idle_timeout_secs", self.idle_timeout),
+            ("header_timeout_secs", self.header_timeout),
+            ("body_timeout_secs", self.body_timeout),
+            ("auth_fail_window_secs", self.auth_fail_window),
+        ] {
+            if d.is_zero() {
+                bail!("{name} must be at least 1");
+            }
+        }
+        if self.max_connections == Some(0) || self.max_connections_per_ip == 0 {
+            bail!("max_connections and max_connections_per_ip must be at least 1");
+        }
+        let trusted = satchel_api::http::throttle::TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        Ok(crate::app::HttpOptions {
+            listener: crate::listener::ListenerSettings {
+                idle_timeout: self.idle_timeout,
+                header_timeout: self.header_timeout,
+                body_timeout: self.body_timeout,
+                max_connections: self.max_connections,
+                max_connections_per_ip: self.max_connections_per_ip,
+                trusted_proxies: trusted.clone(),
+            },
+            api: satchel_api::ApiOptions {
+                auth_throttle: satchel_api::http::throttle::AuthThrottleConfig {
+                    max_failures: self.auth_fail_limit,
+                    window: self.auth_fail_window,
+                    ..Default::default()
+                },
+                trusted_proxies: trusted,
             },
         })
     }
@@ -434,6 +578,59 @@ mod tests {
             ..base
         };
         assert!(shorter.resolve().is_err());
+    }
+
+    #[test]
+    fn http_limits() {
+        let c = ConfigArgs {
+            data_dir: Some("/nonexistent-satchel".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let o = c.http.options().unwrap();
+        assert_eq!(o.listener.idle_timeout, Duration::from_secs(60));
+        assert_eq!(o.listener.header_timeout, Duration::from_secs(10));
+        assert_eq!(o.listener.body_timeout, Duration::from_secs(30));
+        assert_eq!(o.listener.max_connections, None);
+        assert_eq!(o.listener.max_connections_per_ip, 256);
+        assert_eq!(o.api.auth_throttle.max_failures, 20);
+        assert_eq!(o.api.auth_throttle.window, Duration::from_secs(60));
+        assert!(o.api.trusted_proxies.is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        std::fs::write(
+            &p,
+            "max_connections = 1000\nidle_timeout_secs = 5\nauth_fail_limit = 3\n\
+             trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n",
+        )
+        .unwrap();
+        let args = ConfigArgs {
+            config: Some(p.clone()),
+            max_connections_per_ip: Some(7),
+            ..Default::default()
+        };
+        let o = args.resolve().unwrap().http.options().unwrap();
+        assert_eq!(o.listener.max_connections, Some(1000));
+        assert_eq!(o.listener.max_connections_per_ip, 7);
+        assert_eq!(o.listener.idle_timeout, Duration::from_secs(5));
+        assert_eq!(o.api.auth_throttle.max_failures, 3);
+        assert!(o.api.trusted_proxies.contains("10.2.3.4".parse().unwrap()));
+        assert!(o.listener.trusted_proxies.contains("::1".parse().unwrap()));
+
+        for bad in [
+            "idle_timeout_secs = 0\n",
+            "max_connections = 0\n",
+            "trusted_proxies = [\"nope\"]\n",
+        ] {
+            std::fs::write(&p, bad).unwrap();
+            let args = ConfigArgs {
+                config: Some(p.clone()),
+                ..Default::default()
+            };
+            assert!(args.resolve().unwrap().http.options().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -5,3 +5,4 @@ pub mod app;
 pub mod config;
 pub mod devnet;
 pub mod file_modes;
+pub mod listener;

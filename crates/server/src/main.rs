@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use satchel::app::{StartOptions, start};
+use satchel::app::{StartOptions, start_with_http};
 use satchel::config::{BackendKind, Config, ConfigArgs};
 use satchel::devnet;
 use satchel_domain::{Msat, WalletId};
@@ -351,6 +351,10 @@ async fn cln_backend(cfg: &Config) -> anyhow::Result<satchel_cln::ClnBackend> {
 
 async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
+    let http = cfg.http.options()?;
+    // Before anything opens files: each HTTP connection is a descriptor too.
+    let fd_limit = satchel::listener::raise_fd_limit();
+    tracing::info!(open_file_limit = ?fd_limit, "open-file limit");
     satchel_lightning::fs_private::ensure_private_dir(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     satchel::file_modes::warn_if_too_wide(
@@ -387,17 +391,20 @@ async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
         BackendKind::Lnd => (Arc::new(lnd_backend(&cfg).await?), None, None),
         BackendKind::Cln => (Arc::new(cln_backend(&cfg).await?), None, None),
     };
-    let running = start(StartOptions {
-        database_url: cfg.database_url.clone(),
-        listen: cfg.listen.clone(),
-        backend,
-        devnet,
-        service: service_config(&cfg)?,
-        webhooks: Some(satchel_api::webhooks::DispatcherConfig {
-            allow_private: cfg.webhook_allow_private,
-            ..Default::default()
-        }),
-    })
+    let running = start_with_http(
+        StartOptions {
+            database_url: cfg.database_url.clone(),
+            listen: cfg.listen.clone(),
+            backend,
+            devnet,
+            service: service_config(&cfg)?,
+            webhooks: Some(satchel_api::webhooks::DispatcherConfig {
+                allow_private: cfg.webhook_allow_private,
+                ..Default::default()
+            }),
+        },
+        http,
+    )
     .await?;
     if let Some(d) = &ldk {
         let default_wallet = service_config(&cfg)?.default_keysend_wallet;

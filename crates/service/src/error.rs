@@ -18,6 +18,10 @@ pub enum ErrorClass {
     Internal,
     /// 429; the error's [`ServiceError::retry_after_secs`] gives `Retry-After`.
     TooManyRequests,
+    /// 503 with `Retry-After`: the database cannot be reached right now. Like `Internal`, not
+    /// the client's fault and not an outcome; a write caught in it may or may not have
+    /// committed.
+    Unavailable,
 }
 
 /// Everything a use case can refuse or fail with.
@@ -90,6 +94,10 @@ pub enum ServiceError {
     /// Anything unexpected. Logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The database is unreachable (connection refused or lost, pool exhausted, server
+    /// shutting down). Logged, never shown.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl ServiceError {
@@ -115,6 +123,7 @@ impl ServiceError {
             | Transfer(_) => ErrorClass::BadRequest,
             NotFound(_) => ErrorClass::NotFound,
             Internal(_) => ErrorClass::Internal,
+            Unavailable(_) => ErrorClass::Unavailable,
             RateLimited { .. } => ErrorClass::TooManyRequests,
         }
     }
@@ -130,6 +139,9 @@ impl ServiceError {
 
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> ServiceError {
+        if e.is_unavailable() {
+            return ServiceError::Unavailable(e.to_string());
+        }
         ServiceError::Internal(e.to_string())
     }
 }

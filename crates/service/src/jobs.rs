@@ -91,7 +91,7 @@ impl JobService {
         let id = job.id.clone();
         let (status, wtx, err) = match self.execute(&job).await {
             Ok(w) => (JobStatus::Succeeded, Some(w), None),
-            Err(e) if e.class() == ErrorClass::Internal => {
+            Err(e) if matches!(e.class(), ErrorClass::Internal | ErrorClass::Unavailable) => {
                 // Not the client's fault and not a payment outcome: leave it queued for the next
                 // start rather than report a failure we are not sure of.
                 tracing::error!(job = %id, error = %e, "job interrupted; it stays queued");

@@ -87,6 +87,32 @@ pub enum StoreError {
     Sqlite(String),
 }
 
+impl StoreError {
+    /// Whether the database could not be reached, as opposed to refusing or failing the
+    /// statement: the connection was refused, lost or timed out, the pool had no connection
+    /// to give in time or is closed, or Postgres is shutting down, starting up or out of
+    /// connection slots (`57P01`–`57P03`, class `08`, `53300`). The API answers these 503 with
+    /// `Retry-After`. A write that saw one may still have committed (the connection can drop
+    /// during `COMMIT`), so this never means "nothing happened".
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Db(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(d) => d.code().is_some_and(|code| {
+                code.starts_with("08")
+                    || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+            }),
+            _ => false,
+        }
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> StoreError {
         if let sqlx::Error::Database(d) = &e {
@@ -280,5 +306,28 @@ impl Store {
             }
             Pools::Postgres(p) => p.close().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn unreachable_database_is_unavailable() {
+        use std::io::{Error, ErrorKind};
+        for e in [
+            sqlx::Error::Io(Error::from(ErrorKind::ConnectionRefused)),
+            sqlx::Error::Io(Error::from(ErrorKind::UnexpectedEof)),
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::WorkerCrashed,
+        ] {
+            assert!(StoreError::from(e).is_unavailable());
+        }
+        assert!(!StoreError::from(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!StoreError::NotFound.is_unavailable());
+        assert!(!StoreError::Sqlite("database is locked".into()).is_unavailable());
+        assert!(!StoreError::Constraint("x".into()).is_unavailable());
     }
 }

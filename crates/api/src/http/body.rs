@@ -283,6 +283,12 @@ fn body_kind(headers: &HeaderMap) -> BodyKind {
     }
 }
 
+/// The error a request body yields when it was not received within the server's body timeout
+/// (the HTTP listener wraps every request body in a deadline). [`buffer_body`] answers it 408.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("request body not received in time")]
+pub struct BodyTimedOut;
+
 /// Reads at most `limit` bytes of `body`; more => 413.
 /// Middleware: reads the whole request body (up to the limit) before authentication and routing.
 /// A request refused early (bad key, unknown route) then never leaves unread bytes on a
@@ -316,6 +322,8 @@ async fn read_limited(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError>
         let frame = frame.map_err(|err| {
             if is_length_limit_error(&err) {
                 ApiError::payload_too_large()
+            } else if is_body_timeout(&err) {
+                ApiError::request_timeout()
             } else {
                 ApiError::bad_request("Failed to read the request body.").with_detail(err)
             }
@@ -328,6 +336,18 @@ async fn read_limited(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError>
         }
     }
     Ok(buf)
+}
+
+/// Whether a body error is the listener's [`BodyTimedOut`].
+fn is_body_timeout(err: &axum::Error) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if e.is::<BodyTimedOut>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// Whether a body error comes from an outer length limit (e.g. tower-http's

@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use axum::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -42,7 +42,22 @@ pub struct ApiError {
     status: StatusCode,
     message: String,
     detail: Option<String>,
+    /// Seconds for the `Retry-After` header (429, 503).
+    retry_after_secs: Option<u64>,
+    /// A presented API key was refused: the auth throttle counts the response.
+    rejected_credential: bool,
 }
+
+/// Response extension set on a 401 for a presented but unknown API key; the auth throttle
+/// (`super::throttle`) counts these per client address.
+#[derive(Debug, Clone, Copy)]
+pub struct RejectedCredential;
+
+/// Message of [`ApiError::unavailable`].
+pub const UNAVAILABLE_MESSAGE: &str = "The service is temporarily unavailable. Please retry later.";
+
+/// Message of [`ApiError::too_many_requests`].
+pub const THROTTLED_MESSAGE: &str = "Too many failed authentication attempts. Please retry later.";
 
 impl ApiError {
     /// 400 "Bad Request" with the given message.
@@ -83,6 +98,43 @@ impl ApiError {
         Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, msg)
     }
 
+    /// 408 "Request body not received in time." (the connection is closed after it).
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "The request body was not received in time.",
+        )
+    }
+
+    /// 429 with `Retry-After`: too many failed authentications from this client address.
+    pub fn too_many_requests(retry_after_secs: u64) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, THROTTLED_MESSAGE);
+        e.retry_after_secs = Some(retry_after_secs.max(1));
+        e
+    }
+
+    /// 503 with `Retry-After`: a dependency (the database) cannot be reached right now. The
+    /// outcome of a write caught in the outage may be unknown, so the client is told to retry
+    /// (with its idempotency key), never that nothing happened. `detail` is logged only.
+    pub fn unavailable(detail: impl fmt::Display, retry_after_secs: u64) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE);
+        e.detail = Some(detail.to_string());
+        e.retry_after_secs = Some(retry_after_secs.max(1));
+        e
+    }
+
+    /// Marks a 401 as the refusal of a presented key, which the auth throttle counts.
+    #[must_use]
+    pub fn rejected_credential(mut self) -> Self {
+        self.rejected_credential = true;
+        self
+    }
+
+    /// The `Retry-After` seconds, if any.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after_secs
+    }
+
     /// 500 "An internal server error occurred.".
     ///
     /// `detail` is kept for the logs only (logged when the response is rendered).
@@ -91,6 +143,8 @@ impl ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             message: INTERNAL_ERROR_MESSAGE.to_owned(),
             detail: Some(detail.to_string()),
+            retry_after_secs: None,
+            rejected_credential: false,
         }
     }
 
@@ -139,6 +193,8 @@ impl ApiError {
             status,
             message: msg.into(),
             detail: None,
+            retry_after_secs: None,
+            rejected_credential: false,
         }
     }
 
@@ -183,7 +239,9 @@ impl std::error::Error for ApiError {}
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Some(detail) = &self.detail {
-            if self.status.is_server_error() {
+            if self.status == StatusCode::SERVICE_UNAVAILABLE {
+                tracing::warn!(status = 503, detail = %detail, "request failed: unavailable");
+            } else if self.status.is_server_error() {
                 tracing::error!(status = self.status.as_u16(), detail = %detail, "request failed");
             } else {
                 tracing::debug!(status = self.status.as_u16(), detail = %detail, "request rejected");
@@ -194,6 +252,12 @@ impl IntoResponse for ApiError {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(BASIC_CHALLENGE));
+        }
+        if let Some(secs) = self.retry_after_secs {
+            headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.rejected_credential {
+            response.extensions_mut().insert(RejectedCredential);
         }
         response
     }

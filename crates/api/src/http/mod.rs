@@ -8,9 +8,10 @@ pub mod cors;
 pub mod error;
 pub mod query;
 pub mod response;
+pub mod throttle;
 
 pub use auth_header::extract_api_key;
-pub use body::{Params, buffer_body, truthy_header};
+pub use body::{BodyTimedOut, Params, buffer_body, truthy_header};
 pub use cors::{cors_layer, options_fallback};
 pub use error::ApiError;
 pub use query::{Fields, Page, pagination_headers, parse_page};

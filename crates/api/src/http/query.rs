@@ -111,8 +111,39 @@ pub fn parse_page(
     Page { page, per_page }
 }
 
+/// Whether a query parameter may carry a credential, judged after percent-decoding (the
+/// caller passes decoded text): its name is `access-token` in any case, with `_`, `.` or
+/// spaces for the dash and any PHP array suffix (`access_token[]`), or its value contains
+/// something shaped like an API key (`sak_…`, `waka_…`, legacy `wa_…`). Such parameters are
+/// never echoed (pagination `Link` URLs), whatever encoding the client used.
+pub fn is_credential_param(name: &str, value: &str) -> bool {
+    let base = name.split('[').next().unwrap_or(name).trim();
+    let normalized: String = base
+        .chars()
+        .map(|c| match c {
+            '_' | '.' | ' ' => '-',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect();
+    if normalized == super::auth_header::ACCESS_TOKEN_PARAM
+        || normalized == super::auth_header::API_KEY_HEADER
+    {
+        return true;
+    }
+    value
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|token| {
+            satchel_domain::KeyRole::from_key(token).is_some()
+                && token
+                    .split_once('_')
+                    .is_some_and(|(_, rest)| rest.len() >= 8)
+        })
+}
+
 /// The request URL (path + query) with `page` and `per-page` set; other parameters keep
 /// their order, `page`/`per-page` keep their position when present (PHP array semantics).
+/// Parameters that may carry a credential ([`is_credential_param`]) are dropped: every
+/// parameter is decoded and re-encoded, so no encoding of the name lets a key through.
 fn page_url(uri: &Uri, page: u64, per_page: u64) -> String {
     let page_text = page.to_string();
     let per_page_text = per_page.to_string();
@@ -132,6 +163,7 @@ fn page_url(uri: &Uri, page: u64, per_page: u64) -> String {
                     seen_per_page = true;
                     pairs.push((k.into_owned(), per_page_text.clone()));
                 }
+                _ if is_credential_param(&k, &v) => {}
                 _ => pairs.push((k.into_owned(), v.into_owned())),
             }
         }
@@ -268,6 +300,47 @@ impl Fields {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn link_never_echoes_a_credential() {
+        let key = "sak_Abcdefgh12345678";
+        for query in [
+            format!("access-token={key}"),
+            format!("access%2Dtoken={key}"),
+            format!("access%2dtoken={key}"),
+            format!("%61ccess-token={key}"),
+            format!("ACCESS-TOKEN={key}"),
+            format!("access_token={key}"),
+            format!("access.token={key}"),
+            format!("access-token[]={key}"),
+            format!("access-token%5B%5D={key}"),
+            format!("x-api-key={key}"),
+            format!("memo=hi%20{key}"),
+            format!("foo=waka_{}", &key[4..]),
+            format!("foo=%73ak_{}", &key[4..]),
+        ] {
+            let uri: Uri = format!("/v1/wallets?fields=id&{query}&page=2")
+                .parse()
+                .unwrap();
+            let mut h = HeaderMap::new();
+            pagination_headers(
+                &mut h,
+                &uri,
+                &Page {
+                    page: 2,
+                    per_page: 1,
+                },
+                3,
+            );
+            let link = h[LINK].to_str().unwrap();
+            assert!(!link.contains(&key[4..]), "{query}: {link}");
+            assert!(link.contains("fields=id"), "{query}: {link}");
+        }
+        // Ordinary parameters survive, including ones that merely look alike.
+        assert!(!is_credential_param("wallet_id", "wal_Abcdefgh12345678"));
+        assert!(!is_credential_param("memo", "sak_short"));
+        assert!(!is_credential_param("token", "x"));
+    }
 
     fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

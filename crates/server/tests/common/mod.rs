@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
-use satchel::app::{Running, StartOptions, start};
+use satchel::app::{HttpOptions, Running, StartOptions, start_with_http};
 use satchel_domain::{Bolt11, Msat, Network};
 use satchel_lightning::scripted::ScriptedBackend;
 use satchel_service::ServiceConfig;
@@ -62,6 +62,15 @@ pub fn test_dispatcher_config() -> satchel_api::webhooks::DispatcherConfig {
     }
 }
 
+/// HTTP limits of the test servers: the defaults, except an auth throttle loose enough for
+/// tests that send many unknown keys on purpose from 127.0.0.1 (bad input, permissions);
+/// `hardening.rs` tests the throttle with its own settings.
+pub fn test_http_options() -> HttpOptions {
+    let mut http = HttpOptions::default();
+    http.api.auth_throttle.max_failures = 100_000;
+    http
+}
+
 /// Settings tests usually want: short waits so pending paths are quick to reach.
 pub fn test_service_config() -> ServiceConfig {
     ServiceConfig {
@@ -100,14 +109,17 @@ impl TestServer {
         scripted: Arc<ScriptedBackend>,
         webhooks: Option<satchel_api::webhooks::DispatcherConfig>,
     ) -> TestServer {
-        let running = start(StartOptions {
-            database_url: db.url.clone(),
-            listen: "127.0.0.1:0".into(),
-            backend: scripted.clone(),
-            devnet: Some(scripted.clone()),
-            service: cfg,
-            webhooks,
-        })
+        let running = start_with_http(
+            StartOptions {
+                database_url: db.url.clone(),
+                listen: "127.0.0.1:0".into(),
+                backend: scripted.clone(),
+                devnet: Some(scripted.clone()),
+                service: cfg,
+                webhooks,
+            },
+            test_http_options(),
+        )
         .await
         .expect("server starts");
         let acct = satchel_service::wallets::create_account(&running.store, "test")
