@@ -48,6 +48,9 @@ const DEFAULT_STEPS: u64 = 400;
 const DEFAULT_SECS: u64 = 60;
 /// `satchel audit` (the binary) runs every this many steps.
 const CLI_AUDIT_EVERY: u64 = 50;
+/// Every this many steps, every wallet's own GET and history length are checked (otherwise
+/// only those the step touched; the wallet lists check every balance after every step).
+const FULL_CHECK_EVERY: u64 = 10;
 /// Wallets per account, at most.
 const MAX_WALLETS: usize = 4;
 /// Webhooks per account, at most.
@@ -115,8 +118,8 @@ struct MWallet {
     waki: String,
     wakr: String,
     balance_msat: i64,
-    /// Length of its visible history (WTXs).
-    wtxs: u64,
+    /// Its visible history (WTXs): (type name, amount in msat), oldest first.
+    history: Vec<(&'static str, i64)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -205,9 +208,13 @@ struct World {
     invoices: Vec<MInvoice>,
     paid_out: Vec<PaidOut>,
 
+    /// Wallets the current step touched (or tried to).
+    dirty: BTreeSet<usize>,
     step: u64,
     op: String,
     counts: BTreeMap<&'static str, u64>,
+    /// Milliseconds spent per operation kind, and in the checks after the steps.
+    millis: BTreeMap<&'static str, u128>,
     restarts: u64,
     cli_audits: u64,
 }
@@ -284,9 +291,11 @@ impl World {
             wallets: Vec::new(),
             invoices: Vec::new(),
             paid_out: Vec::new(),
+            dirty: BTreeSet::new(),
             step: 0,
             op: "start".into(),
             counts: BTreeMap::new(),
+            millis: BTreeMap::new(),
             restarts: 0,
             cli_audits: 0,
         };
@@ -400,20 +409,25 @@ impl World {
 
     /// Money moved on `w`: a webhook subscribed to everything will have something to deliver.
     fn moved(&mut self, w: usize) {
+        self.dirty.insert(w);
         let a = self.wallets[w].account;
         if !self.accounts[a].webhooks.is_empty() {
             self.accounts[a].expects_delivery = true;
         }
     }
 
-    fn credit(&mut self, w: usize, msat: i64, wtxs: u64) {
-        self.wallets[w].balance_msat += msat;
-        self.wallets[w].wtxs += wtxs;
+    /// Books history entries on `w`; its balance moves by their sum.
+    fn book(&mut self, w: usize, entries: &[(&'static str, i64)]) {
+        for &(name, msat) in entries {
+            self.wallets[w].balance_msat += msat;
+            self.wallets[w].history.push((name, msat));
+        }
         self.moved(w);
     }
 
     /// (API key, path segment) allowed to spend from `w` (withdraw permission).
     fn spender(&mut self, w: usize) -> (String, String) {
+        self.dirty.insert(w);
         let wal = self.wallets[w].clone();
         let acct = &self.accounts[wal.account];
         let (sak, pak) = (acct.sak.clone(), acct.pak.clone());
@@ -459,36 +473,64 @@ impl World {
 
     /// The invariants, after every step.
     async fn check(&mut self) {
+        let t = Instant::now();
         let rep = self.store.audit().await.expect("audit");
+        *self.millis.entry("(audit)").or_default() += t.elapsed().as_millis();
         assert!(
             rep.is_clean(),
             "{} audit problems: {:?}",
             self.ctx(),
             rep.problems
         );
+        // The audit looked at the server's database (it sees every wallet).
+        assert_eq!(
+            rep.wallets,
+            self.wallets.len() as u64,
+            "{} audit saw another wallet count",
+            self.ctx()
+        );
+        // Each account lists exactly its own wallets, with the model's balances.
         for (a, acct) in self.accounts.iter().enumerate() {
             let r = self.get(&acct.sak, "/wallets?per_page=50").await;
             self.expect(&r, StatusCode::OK, "GET wallets");
-            let listed: BTreeSet<String> = r
+            let listed: BTreeMap<String, (Option<i64>, Option<i64>)> = r
                 .json
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|w| w["id"].as_str().unwrap().to_owned())
+                .map(|w| {
+                    (
+                        w["id"].as_str().unwrap().to_owned(),
+                        (w["balance_msat"].as_i64(), w["balance"].as_i64()),
+                    )
+                })
                 .collect();
-            let ours: BTreeSet<String> = acct
+            let ours: BTreeMap<String, (Option<i64>, Option<i64>)> = acct
                 .wallets
                 .iter()
-                .map(|&w| self.wallets[w].id.clone())
+                .map(|&w| {
+                    let wal = &self.wallets[w];
+                    (
+                        wal.id.clone(),
+                        (Some(wal.balance_msat), Some(floor_sats(wal.balance_msat))),
+                    )
+                })
                 .collect();
             assert_eq!(
                 listed,
                 ours,
-                "{} account {a} lists other wallets than its own",
+                "{} account {a}: listed wallets (id -> balance msat, sats) differ from the model",
                 self.ctx()
             );
         }
+        // Each wallet on its own, and its history length: the wallets this step touched, and
+        // all of them every FULL_CHECK_EVERY steps.
+        let all = self.step.is_multiple_of(FULL_CHECK_EVERY) || self.op == "end";
+        let dirty = std::mem::take(&mut self.dirty);
         for w in 0..self.wallets.len() {
+            if !all && !dirty.contains(&w) {
+                continue;
+            }
             let wal = &self.wallets[w];
             let sak = &self.accounts[wal.account].sak;
             let r = self.get(sak, &format!("/wallet/{}", wal.id)).await;
@@ -506,11 +548,92 @@ impl World {
             self.expect(&r, StatusCode::OK, "GET transactions");
             assert_eq!(
                 r.total,
-                Some(wal.wtxs),
+                Some(wal.history.len() as u64),
                 "{} history length of wallet {w} ({})",
                 self.ctx(),
                 wal.id
             );
+        }
+        if all {
+            self.check_histories().await;
+        }
+    }
+
+    /// Every wallet's history (type and sats of each entry) and each account's combined
+    /// history hold exactly what the model booked there, and nothing of another wallet.
+    async fn check_histories(&self) {
+        let entry = |v: &Value| {
+            (
+                v["wtxType"]["name"].as_str().unwrap_or("?").to_owned(),
+                v["num_satoshis"].as_i64().unwrap_or(i64::MIN),
+            )
+        };
+        for (w, wal) in self.wallets.iter().enumerate() {
+            if wal.history.len() > 500 {
+                continue;
+            }
+            let sak = &self.accounts[wal.account].sak;
+            let r = self
+                .get(
+                    sak,
+                    &format!("/wallet/{}/transactions?per_page=500", wal.id),
+                )
+                .await;
+            self.expect(&r, StatusCode::OK, "GET full history");
+            let list = r.json.as_array().unwrap();
+            for v in list {
+                assert_eq!(
+                    v["wal"]["id"].as_str(),
+                    Some(wal.id.as_str()),
+                    "{} wallet {w}'s history holds another wallet's entry: {v}",
+                    self.ctx()
+                );
+            }
+            let mut got: Vec<(String, i64)> = list.iter().map(entry).collect();
+            let mut want: Vec<(String, i64)> = wal
+                .history
+                .iter()
+                .map(|&(n, msat)| (n.to_owned(), floor_sats(msat)))
+                .collect();
+            got.sort();
+            want.sort();
+            assert_eq!(
+                got,
+                want,
+                "{} history of wallet {w} ({})",
+                self.ctx(),
+                wal.id
+            );
+        }
+        for (a, acct) in self.accounts.iter().enumerate() {
+            let r = self
+                .get(&acct.sak, "/wallet-transactions?per_page=50")
+                .await;
+            self.expect(&r, StatusCode::OK, "GET account history");
+            let booked: usize = acct
+                .wallets
+                .iter()
+                .map(|&w| self.wallets[w].history.len())
+                .sum();
+            assert_eq!(
+                r.total,
+                Some(booked as u64),
+                "{} account {a}'s history length",
+                self.ctx()
+            );
+            let ours: BTreeSet<&str> = acct
+                .wallets
+                .iter()
+                .map(|&w| self.wallets[w].id.as_str())
+                .collect();
+            for v in r.json.as_array().unwrap() {
+                let id = v["wal"]["id"].as_str().unwrap_or("?");
+                assert!(
+                    ours.contains(id),
+                    "{} account {a}'s history shows wallet {id}: {v}",
+                    self.ctx()
+                );
+            }
         }
     }
 
@@ -562,10 +685,11 @@ impl World {
             waki: k("Wallet Invoice"),
             wakr: k("Wallet Read"),
             balance_msat: 0,
-            wtxs: 0,
+            history: Vec::new(),
         };
         self.wallets.push(wal);
         self.accounts[a].wallets.push(self.wallets.len() - 1);
+        self.dirty.insert(self.wallets.len() - 1);
     }
 
     async fn op_invoice(&mut self, w: usize) {
@@ -637,7 +761,7 @@ impl World {
                 self.expect(&r, StatusCode::OK, "outside pays our invoice");
                 assert_eq!(r.json["status"], "succeeded", "{} {}", self.ctx(), r.text);
                 self.invoices[i].state = InvState::PaidOutside;
-                self.credit(inv.wallet, pay_sats * 1000, 1);
+                self.book(inv.wallet, &[("ln_deposit", pay_sats * 1000)]);
                 self.wait_balance(inv.wallet).await;
             }
             InvState::PaidOutside => {
@@ -702,8 +826,8 @@ impl World {
         } else {
             self.expect(&r, StatusCode::CREATED, "internal payment");
             self.invoices[i].state = InvState::PaidInternal;
-            self.credit(payer, -amount_msat, 1);
-            self.credit(inv.wallet, amount_msat, 1);
+            self.book(payer, &[("ln_withdrawal", -amount_msat)]);
+            self.book(inv.wallet, &[("ln_deposit", amount_msat)]);
             let a = self.wallets[payer].account;
             if let Some(id) = r.json["lnTx"]["id"].as_str() {
                 self.accounts[a].lntxs.push(id.to_owned());
@@ -743,7 +867,10 @@ impl World {
         if routable && self.fee_msat <= limit {
             self.expect(r, StatusCode::CREATED, what);
             let fee = self.fee_msat;
-            self.credit(w, -(amount + fee), if fee > 0 { 2 } else { 1 });
+            self.book(w, &[("ln_withdrawal", -amount)]);
+            if fee > 0 {
+                self.book(w, &[("network_fee", -fee)]);
+            }
             let a = self.wallets[w].account;
             if let Some(id) = r.json["lnTx"]["id"].as_str() {
                 self.accounts[a].lntxs.push(id.to_owned());
@@ -872,7 +999,7 @@ impl World {
         self.expect(&r, StatusCode::OK, "keysend to us");
         match target {
             Some(w) => {
-                self.credit(w, sats * 1000, 1);
+                self.book(w, &[("ln_deposit", sats * 1000)]);
                 self.wait_balance(w).await;
             }
             None => tokio::time::sleep(Duration::from_millis(150)).await,
@@ -910,8 +1037,8 @@ impl World {
             self.expect(&r, StatusCode::BAD_REQUEST, "transfer over balance");
         } else {
             self.expect(&r, StatusCode::CREATED, "transfer");
-            self.credit(src, -sats * 1000, 1);
-            self.credit(dst, sats * 1000, 1);
+            self.book(src, &[("ln_transfer_out", -sats * 1000)]);
+            self.book(dst, &[("ln_transfer_in", sats * 1000)]);
         }
     }
 
@@ -968,6 +1095,7 @@ impl World {
         }
         let v = self.pick(&self.accounts[y].wallets.clone());
         let victim = self.wallets[v].clone();
+        self.dirty.insert(v);
         let me = self.accounts[x].sak.clone();
         let my_pak = self.accounts[x].pak.clone();
         let my_wallet = self.accounts[x]
@@ -1206,6 +1334,7 @@ impl World {
             eprintln!("[{} step {}] {}", self.kind, self.step, self.op);
         }
         self.count(name);
+        let t = Instant::now();
         match name {
             "create_wallet" => self.op_create_wallet(a).await,
             "invoice" => self.op_invoice(w).await,
@@ -1222,6 +1351,7 @@ impl World {
             "bad_amount" => self.op_bad_amount(w).await,
             other => unreachable!("{other}"),
         }
+        *self.millis.entry(name).or_default() += t.elapsed().as_millis();
     }
 
     /// Every delivery names only wallets of the account that subscribed; an account whose
@@ -1284,8 +1414,10 @@ async fn run(db: TestDb) {
     while w.step < s.steps && started.elapsed() < bound {
         w.step += 1;
         w.step_once().await;
+        let t = Instant::now();
         w.check().await;
-        if w.step % CLI_AUDIT_EVERY == 0 {
+        *w.millis.entry("(checks)").or_default() += t.elapsed().as_millis();
+        if w.step.is_multiple_of(CLI_AUDIT_EVERY) {
             w.cli_audit().await;
         }
     }
@@ -1294,14 +1426,15 @@ async fn run(db: TestDb) {
     w.check_deliveries().await;
     let moved: i64 = w.wallets.iter().map(|x| x.balance_msat).sum();
     eprintln!(
-        "model[{kind}]: {} steps in {:.1} s (seed {}), {} restarts, {} `satchel audit` runs, {} wallets holding {moved} msat; ops: {:?}",
+        "model[{kind}]: {} steps in {:.1} s (seed {}), {} restarts, {} `satchel audit` runs, {} wallets holding {moved} msat; ops: {:?}; ms per kind: {:?}",
         w.step,
         started.elapsed().as_secs_f64(),
         w.seed,
         w.restarts,
         w.cli_audits,
         w.wallets.len(),
-        w.counts
+        w.counts,
+        w.millis
     );
     assert!(w.step >= 20, "only {} steps ran in {} s", w.step, s.secs);
     if let Some(mut p) = w.proc.take() {
