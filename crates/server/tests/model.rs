@@ -43,7 +43,7 @@ use serde_json::{Value, json};
 use child::{Proc, satchel_cmd};
 
 /// Steps per database in a default (CI) run.
-const DEFAULT_STEPS: u64 = 400;
+const DEFAULT_STEPS: u64 = 500;
 /// Wall-time bound per database in a default (CI) run, in seconds.
 const DEFAULT_SECS: u64 = 60;
 /// `satchel audit` (the binary) runs every this many steps.
@@ -108,6 +108,9 @@ struct Account {
     lntxs: Vec<String>,
     /// A webhook subscribed to everything existed when one of its wallets' money moved.
     expects_delivery: bool,
+    /// Other accounts' wallet ids this account itself put in a request (a keysend's TLV): its
+    /// own records may show them.
+    told: BTreeSet<String>,
 }
 
 #[derive(Clone)]
@@ -264,6 +267,7 @@ impl World {
                 webhooks: Vec::new(),
                 lntxs: Vec::new(),
                 expects_delivery: false,
+                told: BTreeSet::new(),
             });
         }
         let (hook_base, deliveries) = start_receiver().await;
@@ -976,6 +980,185 @@ impl World {
         self.settle_send(w, &r, sats, limit, true, "keysend");
     }
 
+    /// Two wallets pay the same open invoice at once: exactly one payment happens.
+    async fn op_race_pay(&mut self) {
+        let open: Vec<usize> = (0..self.invoices.len())
+            .filter(|&i| self.invoices[i].state == InvState::Open && self.invoices[i].sats > 0)
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        let i = self.pick(&open);
+        let inv = self.invoices[i].clone();
+        let payers: Vec<usize> = (0..self.wallets.len())
+            .filter(|&w| w != inv.wallet)
+            .collect();
+        if payers.len() < 2 {
+            return;
+        }
+        let p1 = self.pick(&payers);
+        let p2 = loop {
+            let p = self.pick(&payers);
+            if p != p1 {
+                break p;
+            }
+        };
+        let (k1, s1) = self.spender(p1);
+        let (k2, s2) = self.spender(p2);
+        self.op = format!(
+            "{} (wallets {p1} and {p2} pay invoice {i} of wallet {}, {} sats)",
+            self.op, inv.wallet, inv.sats
+        );
+        let body = json!({ "payment_request": inv.payment_request });
+        let (path1, path2) = (
+            format!("/wallet/{s1}/withdraw"),
+            format!("/wallet/{s2}/withdraw"),
+        );
+        let (r1, r2) = tokio::join!(
+            self.post(&k1, &path1, body.clone()),
+            self.post(&k2, &path2, body.clone())
+        );
+        let amount = inv.sats * 1000;
+        let can = |w: usize| self.wallets[w].balance_msat >= amount;
+        let mut winners = Vec::new();
+        for (p, r) in [(p1, &r1), (p2, &r2)] {
+            if r.status == StatusCode::CREATED {
+                assert!(can(p), "{} wallet {p} paid beyond its balance", self.ctx());
+                winners.push(p);
+            } else {
+                self.expect(r, StatusCode::BAD_REQUEST, "losing payer");
+            }
+        }
+        let expected = usize::from(can(p1) || can(p2));
+        assert_eq!(
+            winners.len(),
+            expected,
+            "{} {} payments of one invoice: {} / {}",
+            self.ctx(),
+            winners.len(),
+            r1.text,
+            r2.text
+        );
+        if let Some(&p) = winners.first() {
+            self.invoices[i].state = InvState::PaidInternal;
+            self.book(p, &[("ln_withdrawal", -amount)]);
+            self.book(inv.wallet, &[("ln_deposit", amount)]);
+        }
+    }
+
+    /// Two transfers out of one wallet at once, each within its balance but maybe not both:
+    /// every refusal is justified by what the other took, and the balance never goes negative.
+    async fn op_race_spend(&mut self, w: usize) {
+        let a = self.wallets[w].account;
+        let mates: Vec<usize> = self.accounts[a]
+            .wallets
+            .iter()
+            .copied()
+            .filter(|&m| m != w)
+            .collect();
+        let have = floor_sats(self.wallets[w].balance_msat);
+        if mates.is_empty() || have < 2 {
+            return;
+        }
+        let d1 = self.pick(&mates);
+        let d2 = self.pick(&mates);
+        let a1 = self.rng.random_range(1..=have);
+        let a2 = self.rng.random_range(1..=have);
+        let (k1, s1) = self.spender(w);
+        let (k2, s2) = self.spender(w);
+        let (id1, id2) = (self.wallets[d1].id.clone(), self.wallets[d2].id.clone());
+        self.op = format!(
+            "{} (wallet {w} with {have} sats sends {a1} to {d1} and {a2} to {d2} at once)",
+            self.op
+        );
+        let (path1, path2) = (
+            format!("/wallet/{s1}/transfer"),
+            format!("/wallet/{s2}/transfer"),
+        );
+        let (r1, r2) = tokio::join!(
+            self.post(
+                &k1,
+                &path1,
+                json!({ "dest_wallet_id": id1, "num_satoshis": a1 })
+            ),
+            self.post(
+                &k2,
+                &path2,
+                json!({ "dest_wallet_id": id2, "num_satoshis": a2 })
+            )
+        );
+        let before = self.wallets[w].balance_msat;
+        let mut spent = 0;
+        for (r, amount) in [(&r1, a1), (&r2, a2)] {
+            if r.status == StatusCode::CREATED {
+                spent += amount * 1000;
+            } else {
+                self.expect(r, StatusCode::BAD_REQUEST, "concurrent transfer refused");
+            }
+        }
+        assert!(
+            spent <= before,
+            "{} overdraft: spent {spent} of {before} msat",
+            self.ctx()
+        );
+        for (r, amount, d) in [(&r1, a1, d1), (&r2, a2, d2)] {
+            if r.status == StatusCode::CREATED {
+                self.book(w, &[("ln_transfer_out", -amount * 1000)]);
+                self.book(d, &[("ln_transfer_in", amount * 1000)]);
+            } else {
+                assert!(
+                    before - spent < amount * 1000,
+                    "{} a transfer of {amount} sats was refused with {} msat left: {}",
+                    self.ctx(),
+                    before - spent,
+                    r.text
+                );
+            }
+        }
+    }
+
+    /// A keysend from one of our wallets to our own node, routed by TLV to a wallet: it leaves
+    /// the payer over the node (fee 0) and arrives as an incoming keysend.
+    async fn op_keysend_self(&mut self, w: usize) {
+        let sats = self.send_sats(w);
+        let target = self.rng.random_range(0..self.wallets.len());
+        let (key, seg) = self.spender(w);
+        let limit = self.fee_limit();
+        self.op = format!(
+            "{} ({w} -> {target} over our own node, {sats} sats, fee limit {limit:?})",
+            self.op
+        );
+        let mut body = json!({
+            "dest_pubkey": self.our_pubkey,
+            "num_satoshis": sats,
+            "custom_records": { "696969": self.wallets[target].id },
+        });
+        if let Some(l) = limit {
+            body["fee_limit_msat"] = json!(l);
+        }
+        let payer_account = self.wallets[w].account;
+        let target_id = self.wallets[target].id.clone();
+        self.accounts[payer_account].told.insert(target_id);
+        let r = self
+            .post(&key, &format!("/wallet/{seg}/keysend"), body)
+            .await;
+        let amount = sats * 1000;
+        let reserve = amount + limit.unwrap_or_else(|| default_fee_limit_msat(sats));
+        if self.wallets[w].balance_msat < reserve {
+            self.expect(
+                &r,
+                StatusCode::BAD_REQUEST,
+                "keysend to ourselves over balance",
+            );
+            return;
+        }
+        self.expect(&r, StatusCode::CREATED, "keysend to ourselves");
+        self.book(w, &[("ln_withdrawal", -amount)]);
+        self.book(target, &[("ln_deposit", amount)]);
+        self.wait_balance(target).await;
+        self.wait_balance(w).await;
+    }
+
     /// An outside node keysends to us, naming a wallet (or nobody: sys:unclaimed).
     async fn op_keysend_in(&mut self) {
         let sats = self.rng.random_range(1..=10_000);
@@ -1312,6 +1495,9 @@ impl World {
             ("restart", 1),
             ("cross_tenant", 10),
             ("bad_amount", 5),
+            ("race_pay", 3),
+            ("race_spend", 3),
+            ("keysend_self", 3),
         ];
         let total: u32 = table.iter().map(|(_, n)| n).sum();
         let mut roll = self.rng.random_range(0..total);
@@ -1349,6 +1535,9 @@ impl World {
             "restart" => self.op_restart().await,
             "cross_tenant" => self.op_cross_tenant(a).await,
             "bad_amount" => self.op_bad_amount(w).await,
+            "race_pay" => self.op_race_pay().await,
+            "race_spend" => self.op_race_spend(w).await,
+            "keysend_self" => self.op_keysend_self(w).await,
             other => unreachable!("{other}"),
         }
         *self.millis.entry(name).or_default() += t.elapsed().as_millis();
@@ -1385,7 +1574,7 @@ impl World {
                 let wal = &self.wallets[w];
                 for secret in [&wal.id, &wal.waka, &wal.waki, &wal.wakr] {
                     assert!(
-                        !body.contains(secret.as_str()),
+                        !body.contains(secret.as_str()) || self.accounts[*a].told.contains(secret),
                         "{} account {a}'s webhook got the other account's wallet {}: {body}",
                         self.ctx(),
                         wal.id
