@@ -106,6 +106,8 @@ struct Account {
     webhooks: Vec<String>,
     /// lnTx ids this account created (invoices and payments).
     lntxs: Vec<String>,
+    /// Async job ids.
+    jobs: Vec<String>,
     /// A webhook subscribed to everything existed when one of its wallets' money moved.
     expects_delivery: bool,
     /// Other accounts' wallet ids this account itself put in a request (a keysend's TLV): its
@@ -266,6 +268,7 @@ impl World {
                 wallets: Vec::new(),
                 webhooks: Vec::new(),
                 lntxs: Vec::new(),
+                jobs: Vec::new(),
                 expects_delivery: false,
                 told: BTreeSet::new(),
             });
@@ -1159,6 +1162,112 @@ impl World {
         self.wait_balance(w).await;
     }
 
+    /// `X-LNPAY-ASYNC` keysend to carol: a job, polled until it ends; it moves money exactly
+    /// as a synchronous keysend would.
+    async fn op_keysend_async(&mut self, w: usize) {
+        let sats = self.send_sats(w);
+        let limit = self.fee_limit();
+        let (key, seg) = self.spender(w);
+        self.op = format!(
+            "{} (wallet {w}, {sats} sats, fee limit {limit:?}, fee {})",
+            self.op, self.fee_msat
+        );
+        let mut body = json!({ "dest_pubkey": self.carol_pubkey, "num_satoshis": sats });
+        if let Some(l) = limit {
+            body["fee_limit_msat"] = json!(l);
+        }
+        let path = format!("/v1/wallet/{seg}/keysend");
+        let r = self
+            .send(
+                self.http
+                    .post(format!("{}{path}", self.base))
+                    .header("X-Api-Key", &key)
+                    .header("X-LNPAY-ASYNC", "1")
+                    .json(&body),
+                &format!("POST {path} (async)"),
+            )
+            .await;
+        let amount = sats * 1000;
+        let reserve = amount + limit.unwrap_or_else(|| default_fee_limit_msat(sats));
+        let affordable = self.wallets[w].balance_msat >= reserve;
+        if r.status == StatusCode::BAD_REQUEST {
+            // Refused up front (over balance); nothing queued.
+            assert!(
+                !affordable,
+                "{} async keysend refused: {}",
+                self.ctx(),
+                r.text
+            );
+            return;
+        }
+        self.expect(&r, StatusCode::OK, "async keysend");
+        let job = r.json["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{} no job id: {}", self.ctx(), r.text))
+            .to_owned();
+        let a = self.wallets[w].account;
+        self.accounts[a].jobs.push(job.clone());
+        let sak = self.accounts[a].sak.clone();
+        let deadline = Instant::now() + CREDIT_WAIT;
+        let j = loop {
+            let j = self.get(&sak, &format!("/job/{job}")).await;
+            self.expect(&j, StatusCode::OK, "GET job");
+            if j.json["status"] != "queued" {
+                break j;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} job {job} never ended",
+                self.ctx()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        let succeeded = affordable && self.fee_msat <= reserve - amount;
+        assert_eq!(
+            j.json["status"],
+            if succeeded { "succeeded" } else { "failed" },
+            "{} job {job}: {}",
+            self.ctx(),
+            j.text
+        );
+        if succeeded {
+            let fee = self.fee_msat;
+            self.book(w, &[("ln_withdrawal", -amount)]);
+            if fee > 0 {
+                self.book(w, &[("network_fee", -fee)]);
+            }
+        } else {
+            self.moved(w);
+        }
+    }
+
+    /// A transfer from a wallet to itself: refused, or booked as both legs; never a 5xx and
+    /// never money out of nowhere.
+    async fn op_transfer_self(&mut self, w: usize) {
+        let sats = self.send_sats(w);
+        let (key, seg) = self.spender(w);
+        let id = self.wallets[w].id.clone();
+        self.op = format!("{} ({sats} sats)", self.op);
+        let r = self
+            .post(
+                &key,
+                &format!("/wallet/{seg}/transfer"),
+                json!({ "dest_wallet_id": id, "num_satoshis": sats }),
+            )
+            .await;
+        if r.status == StatusCode::CREATED {
+            assert!(
+                self.wallets[w].balance_msat >= sats * 1000,
+                "{} self-transfer over balance accepted",
+                self.ctx()
+            );
+            self.book(w, &[("ln_transfer_out", -sats * 1000)]);
+            self.book(w, &[("ln_transfer_in", sats * 1000)]);
+        } else {
+            self.expect(&r, StatusCode::BAD_REQUEST, "transfer to itself");
+        }
+    }
+
     /// An outside node keysends to us, naming a wallet (or nobody: sys:unclaimed).
     async fn op_keysend_in(&mut self) {
         let sats = self.rng.random_range(1..=10_000);
@@ -1330,6 +1439,10 @@ impl World {
                     "num_satoshis": 1
                 })),
             ),
+            6 if !self.accounts[y].jobs.is_empty() => {
+                let jobs = self.accounts[y].jobs.clone();
+                (Method::GET, format!("/job/{}", jobs[jobs.len() - 1]), None)
+            }
             6 | 7 => {
                 let lntx = self.accounts[y].lntxs.clone();
                 if lntx.is_empty() {
@@ -1436,7 +1549,19 @@ impl World {
             .map_or(self.wallets[w].id.clone(), |&m| self.wallets[m].id.clone());
         let carol = self.carol_pubkey.clone();
         let n = self.pick(&[0i64, -1, -1000]);
-        let (path, body) = match self.rng.random_range(0..6) {
+        let roll = self.rng.random_range(0..8);
+        // An amountless outside invoice: nothing says how much to pay.
+        let amountless = if roll >= 6 {
+            let v = self
+                .devnet_post("invoice", json!({ "node": "carol", "sats": 0 }))
+                .await;
+            self.expect(&v, StatusCode::OK, "carol's amountless invoice");
+            v.json["payment_request"].as_str().unwrap().to_owned()
+        } else {
+            String::new()
+        };
+        let (path, body) = match roll {
+            6 | 7 => ("withdraw", json!({ "payment_request": amountless })),
             0 => ("invoice", json!({ "num_satoshis": -5 })),
             1 => (
                 "transfer",
@@ -1498,6 +1623,8 @@ impl World {
             ("race_pay", 3),
             ("race_spend", 3),
             ("keysend_self", 3),
+            ("keysend_async", 3),
+            ("transfer_self", 1),
         ];
         let total: u32 = table.iter().map(|(_, n)| n).sum();
         let mut roll = self.rng.random_range(0..total);
@@ -1538,6 +1665,8 @@ impl World {
             "race_pay" => self.op_race_pay().await,
             "race_spend" => self.op_race_spend(w).await,
             "keysend_self" => self.op_keysend_self(w).await,
+            "keysend_async" => self.op_keysend_async(w).await,
+            "transfer_self" => self.op_transfer_self(w).await,
             other => unreachable!("{other}"),
         }
         *self.millis.entry(name).or_default() += t.elapsed().as_millis();
