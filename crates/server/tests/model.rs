@@ -498,7 +498,7 @@ impl World {
         );
         // Each account lists exactly its own wallets, with the model's balances.
         for (a, acct) in self.accounts.iter().enumerate() {
-            let r = self.get(&acct.sak, "/wallets?per_page=50").await;
+            let r = self.get(&acct.sak, "/wallets?per-page=50").await;
             self.expect(&r, StatusCode::OK, "GET wallets");
             let listed: BTreeMap<String, (Option<i64>, Option<i64>)> = r
                 .json
@@ -550,7 +550,7 @@ impl World {
                 wal.id
             );
             let r = self
-                .get(sak, &format!("/wallet/{}/transactions?per_page=1", wal.id))
+                .get(sak, &format!("/wallet/{}/transactions?per-page=1", wal.id))
                 .await;
             self.expect(&r, StatusCode::OK, "GET transactions");
             assert_eq!(
@@ -583,7 +583,7 @@ impl World {
             let r = self
                 .get(
                     sak,
-                    &format!("/wallet/{}/transactions?per_page=500", wal.id),
+                    &format!("/wallet/{}/transactions?per-page=500", wal.id),
                 )
                 .await;
             self.expect(&r, StatusCode::OK, "GET full history");
@@ -614,7 +614,7 @@ impl World {
         }
         for (a, acct) in self.accounts.iter().enumerate() {
             let r = self
-                .get(&acct.sak, "/wallet-transactions?per_page=50")
+                .get(&acct.sak, "/wallet-transactions?per-page=50")
                 .await;
             self.expect(&r, StatusCode::OK, "GET account history");
             let booked: usize = acct
