@@ -205,6 +205,12 @@ struct World {
     foreign: ScriptedBackend,
     /// Routing fee the scripted node charges for carol's invoices and keysends, in msat.
     fee_msat: i64,
+    /// This run of the server keeps payments to carol in flight (see [`NodeMode`]).
+    hold: bool,
+    /// How this run's start completed the payments held in flight by the previous run.
+    complete: Option<String>,
+    /// Payments in flight: (wallet, amount msat, fee limit msat).
+    held: Vec<(usize, i64, i64)>,
     hook_base: String,
     deliveries: Deliveries,
 
@@ -224,7 +230,18 @@ struct World {
     cli_audits: u64,
 }
 
-fn spawn(dir: PathBuf, url: String, fee_msat: i64, label: String) -> Proc {
+/// How the scripted node treats payments to carol during one server run.
+#[derive(Clone)]
+struct NodeMode {
+    /// Routing fee of a success, in msat.
+    fee_msat: i64,
+    /// Payments stay in flight (outcome unknown) until the next restart completes them.
+    hold: bool,
+    /// At start, complete every payment still in flight: `succeed:<fee>` or `fail:NO_ROUTE`.
+    complete: Option<String>,
+}
+
+fn spawn(dir: PathBuf, url: String, mode: NodeMode, label: String) -> Proc {
     Proc::serve(label, move |cmd| {
         cmd.arg("--backend")
             .arg("scripted")
@@ -233,10 +250,21 @@ fn spawn(dir: PathBuf, url: String, fee_msat: i64, label: String) -> Proc {
             .arg("--database-url")
             .arg(&url)
             .arg("--payment-wait-secs")
-            .arg("10")
+            // Held payments answer 202 after this wait; the others are answered at once.
+            .arg(if mode.hold { "1" } else { "10" })
             .arg("--webhook-allow-private")
-            .arg("true")
-            .env("SATCHEL_SCRIPTED_DEFAULT", format!("succeed:{fee_msat}"));
+            .arg("true");
+        if mode.hold {
+            cmd.env("SATCHEL_SCRIPTED_DEFAULT", "unknown");
+        } else {
+            cmd.env(
+                "SATCHEL_SCRIPTED_DEFAULT",
+                format!("succeed:{}", mode.fee_msat),
+            );
+        }
+        if let Some(c) = &mode.complete {
+            cmd.env("SATCHEL_SCRIPTED_COMPLETE_INFLIGHT", c);
+        }
     })
 }
 
@@ -292,6 +320,9 @@ impl World {
             carol_pubkey: String::new(),
             foreign: ScriptedBackend::new(Network::Regtest, [0x42; 32]),
             fee_msat: 1_100,
+            hold: false,
+            complete: None,
+            held: Vec::new(),
             hook_base,
             deliveries,
             accounts,
@@ -322,10 +353,15 @@ impl World {
     }
 
     async fn launch(&mut self) {
+        let mode = NodeMode {
+            fee_msat: self.fee_msat,
+            hold: self.hold,
+            complete: self.complete.clone(),
+        };
         let mut p = spawn(
             self.dir.path().to_owned(),
             self.db.url.clone(),
-            self.fee_msat,
+            mode,
             format!("{}/model#{}", self.kind, self.restarts),
         );
         p.wait_ready().await;
@@ -871,7 +907,16 @@ impl World {
             self.expect(r, StatusCode::BAD_REQUEST, &format!("{what} over balance"));
             return false;
         }
-        if routable && self.fee_msat <= limit {
+        if routable && self.hold {
+            // The node reports it in flight: 202 pending, the reserve stays, no history yet.
+            self.expect(r, StatusCode::ACCEPTED, &format!("{what} held in flight"));
+            assert_eq!(r.json["status"], "pending", "{} {}", self.ctx(), r.text);
+            self.wallets[w].balance_msat -= amount + limit;
+            self.held.push((w, amount, limit));
+            self.count("(held in flight)");
+            self.moved(w);
+            false
+        } else if routable && self.fee_msat <= limit {
             self.expect(r, StatusCode::CREATED, what);
             let fee = self.fee_msat;
             self.book(w, &[("ln_withdrawal", -amount)]);
@@ -1363,7 +1408,43 @@ impl World {
         drop(p);
         self.fee_msat = fee;
         self.restarts += 1;
+        // Payments left in flight end now, as the node says at this start.
+        let held = std::mem::take(&mut self.held);
+        let succeed = self.rng.random_bool(0.5);
+        self.complete = if self.hold {
+            Some(if succeed {
+                format!("succeed:{fee}")
+            } else {
+                "fail:NO_ROUTE".to_owned()
+            })
+        } else {
+            None
+        };
+        self.hold = self.rng.random_bool(0.25);
+        self.op = format!(
+            "{} ({} held payments complete {:?}; this run holds: {})",
+            self.op,
+            held.len(),
+            self.complete,
+            self.hold
+        );
         self.launch().await;
+        for &(w, amount, limit) in &held {
+            if succeed && fee <= limit {
+                self.wallets[w].balance_msat += amount + limit;
+                self.book(w, &[("ln_withdrawal", -amount)]);
+                if fee > 0 {
+                    self.book(w, &[("network_fee", -fee)]);
+                }
+            } else {
+                // A definite failure: the whole reserve comes back.
+                self.wallets[w].balance_msat += amount + limit;
+                self.moved(w);
+            }
+        }
+        for &(w, _, _) in &held {
+            self.wait_balance(w).await;
+        }
         self.cli_audit().await;
     }
 
@@ -1606,7 +1687,7 @@ impl World {
             ("keysend_in", 7),
             ("transfer", 10),
             ("webhook", 1),
-            ("restart", 1),
+            ("restart", 2),
             ("cross_tenant", 10),
             ("bad_amount", 5),
             ("race_pay", 3),
@@ -1654,6 +1735,7 @@ impl World {
             "race_pay" => self.op_race_pay().await,
             "race_spend" => self.op_race_spend(w).await,
             "keysend_self" => self.op_keysend_self(w).await,
+            "keysend_async" if self.hold => self.op_keysend_out(w).await,
             "keysend_async" => self.op_keysend_async(w).await,
             "transfer_self" => self.op_transfer_self(w).await,
             other => unreachable!("{other}"),
