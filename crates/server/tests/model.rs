@@ -4,23 +4,29 @@
 //! database) is driven by random sequences of operations across two accounts: wallet create,
 //! invoice, internal payments (also across accounts), outside receives (`/devnet/pay`), outside
 //! payments (carol's invoices succeed with the node's routing fee, a foreign node's invoices fail
-//! with no route), keysend out and in (TLV 696969 naming a wallet, or nobody), transfers, webhook
-//! create, restarts (SIGTERM or SIGKILL, then the same data dir and database), and adversarial
-//! ones: the other account's wallets, lnTxs and webhooks, amounts over the balance, zero and
-//! negative amounts, paying an invoice twice.
+//! with no route), keysend out (sync and `X-LNPAY-ASYNC` jobs), keysend to our own node, keysend
+//! in (TLV 696969 naming a wallet, or nobody), transfers, webhook create, restarts (SIGTERM or
+//! SIGKILL, then the same data dir and database; some runs keep carol's payments in flight and
+//! the next start completes them), and adversarial ones: the other account's wallets, lnTxs,
+//! jobs and webhooks, amounts over the balance, zero and negative amounts, paying an invoice
+//! twice, two payers of one invoice at once, two transfers out of one wallet at once.
 //!
-//! A plain model (balances in msat, visible history length per wallet, invoice states) predicts
-//! every answer. After every step: no 5xx anywhere, the ledger audit is clean (the store's
-//! `audit()` in this process; `satchel audit` itself every [`CLI_AUDIT_EVERY`] steps, after each
-//! restart and at the end), each wallet's balance (msat and sats) and history length equal the
-//! model, and each account lists exactly its own wallets. At the end every webhook delivery is
-//! checked to name only its own account's wallets.
+//! A plain model (balances in msat, each wallet's history, invoice states, payments in flight)
+//! predicts every answer. After every step: no 5xx anywhere, the ledger audit is clean (the
+//! store's `audit()` in this process; `satchel audit` itself every [`CLI_AUDIT_EVERY`] steps,
+//! after each restart and at the end), each account lists exactly its own wallets with the
+//! model's balances (msat and sats), and the wallets the step touched show the model's balance
+//! and history length. Every [`FULL_CHECK_EVERY`] steps, every wallet's whole history (type and
+//! amount of each entry) and each account's combined history are compared with the model. At the
+//! end every webhook delivery is checked to name only its own account's wallets.
 //!
 //! Generation is a seeded RNG, replayable without shrinking: the seed is printed; set
-//! `SATCHEL_MODEL_SEED` to replay it. The run is bounded by steps and wall time per database:
-//! `SATCHEL_MODEL_STEPS` (default [`DEFAULT_STEPS`]) and `SATCHEL_MODEL_SECS` (default
-//! [`DEFAULT_SECS`]); a long manual run is e.g. `SATCHEL_MODEL_STEPS=100000
-//! SATCHEL_MODEL_SECS=1800`. `SATCHEL_MODEL_VERBOSE=1` prints every step.
+//! `SATCHEL_MODEL_SEED` to replay it (outcomes of the concurrent ops depend on timing, and the
+//! model follows whichever outcome is legal, so a replay may drift after one). The run is bounded
+//! by steps and wall time per database: `SATCHEL_MODEL_STEPS` (default [`DEFAULT_STEPS`]) and
+//! `SATCHEL_MODEL_SECS` (default [`DEFAULT_SECS`]); a long manual run is e.g.
+//! `SATCHEL_MODEL_STEPS=100000 SATCHEL_MODEL_SECS=1800`. `SATCHEL_MODEL_VERBOSE=1` prints every
+//! step.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod child;
