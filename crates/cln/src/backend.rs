@@ -17,8 +17,8 @@ use satchel_domain::{
 };
 use satchel_lightning::{
     IncomingEvent, IncomingKind, InternalTake, InvoiceEvents, InvoiceState, Invoices, LnError,
-    NewInvoice, NodeInfo, NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup,
-    Payments, Route, RouteHop, Routes,
+    NewInvoice, NodeInfo, NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments,
+    Route, RouteHop, Routes,
 };
 
 use crate::onion::{forward_payload, keysend_payload, parse_scid};
@@ -931,11 +931,18 @@ impl Invoices for ClnBackend {
             {
                 Ok(_) => {}
                 Err(RpcError::Rpc { code, .. }) if code == rpc::INVOICE_NOT_FOUND => {}
-                // Paid or expired meanwhile: ask which.
-                Err(RpcError::Rpc { code, .. }) if code == rpc::INVOICE_STATUS_UNEXPECTED => {
-                    if let Some(now) = self.find_invoice(hash).await?
-                        && now.status == "paid"
+                // Paid or expired meanwhile: the error says which (`current_status`); ask if
+                // it does not.
+                Err(RpcError::Rpc { code, data, .. }) if code == rpc::INVOICE_STATUS_UNEXPECTED => {
+                    let current = match data
+                        .as_ref()
+                        .and_then(|d| d.get("current_status"))
+                        .and_then(Value::as_str)
                     {
+                        Some(s) => Some(s.to_owned()),
+                        None => self.find_invoice(hash).await?.map(|i| i.status),
+                    };
+                    if current.as_deref() == Some("paid") {
                         return Ok(InternalTake::NodePaid);
                     }
                 }

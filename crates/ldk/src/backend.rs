@@ -20,8 +20,8 @@ use satchel_domain::{
 };
 use satchel_lightning::{
     IncomingEvent, IncomingKind, InternalTake, InvoiceEvents, InvoiceState, Invoices, LnError,
-    NewInvoice, NodeInfo, NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup,
-    Payments, Route, RouteHop, Routes, TakeKind,
+    NewInvoice, NodeInfo, NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments,
+    Route, RouteHop, Routes, TakeKind,
 };
 
 use crate::invoice::InvoiceParams;

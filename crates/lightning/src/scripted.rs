@@ -80,9 +80,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::{
-    IncomingEvent, IncomingKind, InternalTake, InvoiceEvents, InvoiceState, Invoices, LnError, NewInvoice,
-    NodeInfo, NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments, Route,
-    RouteHop, Routes,
+    IncomingEvent, IncomingKind, InternalTake, InvoiceEvents, InvoiceState, Invoices, LnError,
+    NewInvoice, NodeInfo, NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments,
+    Route, RouteHop, Routes,
 };
 
 /// Alias reported by [`NodeInfo::node_info`].

@@ -30,9 +30,7 @@ const FUNDS_SATS: u64 = 50_000;
 /// Re-encodes `text` after `edit` changed its fields, keeping the original signature (the
 /// checksum is recomputed; the signature then recovers to some other key).
 fn rewrite(text: &str, edit: impl FnOnce(&mut RawBolt11Invoice)) -> String {
-    let (mut raw, _, sig) = SignedRawBolt11Invoice::from_str(text)
-        .unwrap()
-        .into_parts();
+    let (mut raw, _, sig) = SignedRawBolt11Invoice::from_str(text).unwrap().into_parts();
     edit(&mut raw);
     raw.sign::<_, ()>(|_| Ok(sig.0)).unwrap().to_string()
 }
@@ -40,9 +38,7 @@ fn rewrite(text: &str, edit: impl FnOnce(&mut RawBolt11Invoice)) -> String {
 /// Re-encodes `text` after `edit`, signed by a stranger's key (a valid invoice of the
 /// stranger's, carrying whatever `edit` left in it, e.g. our payment hash).
 fn resign_as_stranger(text: &str, edit: impl FnOnce(&mut RawBolt11Invoice)) -> String {
-    let (mut raw, _, _) = SignedRawBolt11Invoice::from_str(text)
-        .unwrap()
-        .into_parts();
+    let (mut raw, _, _) = SignedRawBolt11Invoice::from_str(text).unwrap().into_parts();
     edit(&mut raw);
     let key = SecretKey::from_slice(&[0x42; 32]).unwrap();
     let secp = Secp256k1::new();
@@ -94,26 +90,46 @@ fn stranger_pubkey() -> bitcoin::secp256k1::PublicKey {
 }
 
 /// The rewrites an attacker can make to one of our invoices, by field.
-fn crafted_variants(ours: &str, our_payee: bitcoin::secp256k1::PublicKey) -> Vec<(&'static str, String)> {
+fn crafted_variants(
+    ours: &str,
+    our_payee: bitcoin::secp256k1::PublicKey,
+) -> Vec<(&'static str, String)> {
     let stored_msat = STORED_SATS * 1000;
     let timestamp = |raw: &RawBolt11Invoice| raw.data.timestamp.as_unix_timestamp();
     let mut features = Bolt11InvoiceFeatures::empty();
     features.set_variable_length_onion_required();
     features.set_payment_secret_required();
     vec![
-        ("amount up", rewrite(ours, |r| set_amount_msat(r, Some(stored_msat * 10)))),
-        ("amount down (10n)", rewrite(ours, |r| set_amount_msat(r, Some(1000)))),
-        ("amount removed", rewrite(ours, |r| set_amount_msat(r, None))),
+        (
+            "amount up",
+            rewrite(ours, |r| set_amount_msat(r, Some(stored_msat * 10))),
+        ),
+        (
+            "amount down (10n)",
+            rewrite(ours, |r| set_amount_msat(r, Some(1000))),
+        ),
+        (
+            "amount removed",
+            rewrite(ours, |r| set_amount_msat(r, None)),
+        ),
         (
             "payee n added: ours",
             rewrite(ours, |r| {
-                replace_field(r, |f| matches!(f, TaggedField::PayeePubKey(_)), TaggedField::PayeePubKey(PayeePubKey(our_payee)))
+                replace_field(
+                    r,
+                    |f| matches!(f, TaggedField::PayeePubKey(_)),
+                    TaggedField::PayeePubKey(PayeePubKey(our_payee)),
+                )
             }),
         ),
         (
             "payee n added: a stranger",
             rewrite(ours, |r| {
-                replace_field(r, |f| matches!(f, TaggedField::PayeePubKey(_)), TaggedField::PayeePubKey(PayeePubKey(stranger_pubkey())))
+                replace_field(
+                    r,
+                    |f| matches!(f, TaggedField::PayeePubKey(_)),
+                    TaggedField::PayeePubKey(PayeePubKey(stranger_pubkey())),
+                )
             }),
         ),
         (
@@ -126,13 +142,31 @@ fn crafted_variants(ours: &str, our_payee: bitcoin::secp256k1::PublicKey) -> Vec
         (
             "description",
             rewrite(ours, |r| {
-                replace_field(r, |f| matches!(f, TaggedField::Description(_) | TaggedField::DescriptionHash(_)), TaggedField::Description(Description::new("something else".into()).unwrap()))
+                replace_field(
+                    r,
+                    |f| {
+                        matches!(
+                            f,
+                            TaggedField::Description(_) | TaggedField::DescriptionHash(_)
+                        )
+                    },
+                    TaggedField::Description(Description::new("something else".into()).unwrap()),
+                )
             }),
         ),
         (
             "description hash",
             rewrite(ours, |r| {
-                replace_field(r, |f| matches!(f, TaggedField::Description(_) | TaggedField::DescriptionHash(_)), TaggedField::DescriptionHash(Sha256(sha256::Hash::hash(b"other"))))
+                replace_field(
+                    r,
+                    |f| {
+                        matches!(
+                            f,
+                            TaggedField::Description(_) | TaggedField::DescriptionHash(_)
+                        )
+                    },
+                    TaggedField::DescriptionHash(Sha256(sha256::Hash::hash(b"other"))),
+                )
             }),
         ),
         (
@@ -146,7 +180,11 @@ fn crafted_variants(ours: &str, our_payee: bitcoin::secp256k1::PublicKey) -> Vec
         (
             "expiry",
             rewrite(ours, |r| {
-                replace_field(r, |f| matches!(f, TaggedField::ExpiryTime(_)), TaggedField::ExpiryTime(ExpiryTime::from_seconds(86_400 * 30)))
+                replace_field(
+                    r,
+                    |f| matches!(f, TaggedField::ExpiryTime(_)),
+                    TaggedField::ExpiryTime(ExpiryTime::from_seconds(86_400 * 30)),
+                )
             }),
         ),
         (
@@ -156,13 +194,21 @@ fn crafted_variants(ours: &str, our_payee: bitcoin::secp256k1::PublicKey) -> Vec
         (
             "payment secret",
             rewrite(ours, |r| {
-                replace_field(r, |f| matches!(f, TaggedField::PaymentSecret(_)), TaggedField::PaymentSecret(PaymentSecret([9; 32])))
+                replace_field(
+                    r,
+                    |f| matches!(f, TaggedField::PaymentSecret(_)),
+                    TaggedField::PaymentSecret(PaymentSecret([9; 32])),
+                )
             }),
         ),
         (
             "min_final_cltv",
             rewrite(ours, |r| {
-                replace_field(r, |f| matches!(f, TaggedField::MinFinalCltvExpiryDelta(_)), TaggedField::MinFinalCltvExpiryDelta(MinFinalCltvExpiryDelta(400)))
+                replace_field(
+                    r,
+                    |f| matches!(f, TaggedField::MinFinalCltvExpiryDelta(_)),
+                    TaggedField::MinFinalCltvExpiryDelta(MinFinalCltvExpiryDelta(400)),
+                )
             }),
         ),
         (
@@ -171,14 +217,17 @@ fn crafted_variants(ours: &str, our_payee: bitcoin::secp256k1::PublicKey) -> Vec
                 let hop = RouteHintHop {
                     src_node_id: stranger_pubkey(),
                     short_channel_id: 42,
-                    fees: RoutingFees { base_msat: 0, proportional_millionths: 0 },
+                    fees: RoutingFees {
+                        base_msat: 0,
+                        proportional_millionths: 0,
+                    },
                     cltv_expiry_delta: 40,
                     htlc_minimum_msat: None,
                     htlc_maximum_msat: None,
                 };
-                r.data.tagged_fields.push(RawTaggedField::KnownSemantics(TaggedField::PrivateRoute(
-                    PrivateRoute::new(RouteHint(vec![hop])).unwrap(),
-                )));
+                r.data.tagged_fields.push(RawTaggedField::KnownSemantics(
+                    TaggedField::PrivateRoute(PrivateRoute::new(RouteHint(vec![hop])).unwrap()),
+                ));
             }),
         ),
         (
@@ -192,13 +241,18 @@ fn crafted_variants(ours: &str, our_payee: bitcoin::secp256k1::PublicKey) -> Vec
                 if current.as_ref() == Some(&f) {
                     f.set_basic_mpp_optional();
                 }
-                replace_field(r, |t| matches!(t, TaggedField::Features(_)), TaggedField::Features(f))
+                replace_field(
+                    r,
+                    |t| matches!(t, TaggedField::Features(_)),
+                    TaggedField::Features(f),
+                )
             }),
         ),
         (
             "timestamp",
             rewrite(ours, |r| {
-                r.data.timestamp = PositiveTimestamp::from_unix_timestamp(timestamp(r) - 60).unwrap()
+                r.data.timestamp =
+                    PositiveTimestamp::from_unix_timestamp(timestamp(r) - 60).unwrap()
             }),
         ),
     ]
@@ -231,8 +285,7 @@ async fn rewritten_own_invoice_is_never_settled_internally() {
         let ours = lntx["payment_request"].as_str().unwrap().to_owned();
         let genuine = Bolt11::parse(&ours).unwrap();
         let hash = genuine.payment_hash();
-        let our_payee =
-            bitcoin::secp256k1::PublicKey::from_slice(&s.scripted.pubkey().0).unwrap();
+        let our_payee = bitcoin::secp256k1::PublicKey::from_slice(&s.scripted.pubkey().0).unwrap();
         for (field, text) in crafted_variants(&ours, our_payee) {
             assert_ne!(text, ours, "{field}: not rewritten");
             // What the text says, if it parses: never our node with our amount.
@@ -255,7 +308,11 @@ async fn rewritten_own_invoice_is_never_settled_internally() {
                 "{field}: {}",
                 r.text
             );
-            assert_eq!(s.balance_msat(&payer).await, funded, "{field}: payer charged");
+            assert_eq!(
+                s.balance_msat(&payer).await,
+                funded,
+                "{field}: payer charged"
+            );
             assert_eq!(s.balance_msat(&payee).await, 0, "{field}: payee credited");
             assert!(!invoice_settled(&s, &payee, hash).await, "{field}");
             // Nobody can cancel the invoice on the node by failing to pay it.

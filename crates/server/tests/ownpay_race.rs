@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use satchel::app::{Running, StartOptions, start};
-use satchel_domain::{Bolt11, Msat, Network};
+use satchel_domain::{Bolt11, Network};
 use satchel_ldk::Devnet;
 use satchel_lightning::{DevnetControl, LightningBackend, PayOutcome};
 use satchel_service::ServiceConfig;
@@ -187,7 +187,14 @@ async fn race(kind: Kind, db: &TestDb) {
     let payee = env.create_wallet("payee").await;
     // The payer's funds come from alice.
     let funding = env.invoice(&payer, ROUNDS * INVOICE_SATS * 2).await;
-    let out = env.devnet.outside_pay("alice", &funding, None).await.unwrap();
+    let paying = Instant::now();
+    let out = env
+        .devnet
+        .outside_pay("alice", &funding, None)
+        .await
+        .unwrap();
+    // How long alice's payment takes, to spread the withdraws around the moment it is claimed.
+    let alice_takes = paying.elapsed();
     assert!(matches!(out, PayOutcome::Succeeded { .. }), "{out:?}");
     let funded = i64::try_from(ROUNDS * INVOICE_SATS * 2 * 1000).unwrap();
     env.wait_balance_msat(&payer, funded).await;
@@ -200,9 +207,10 @@ async fn race(kind: Kind, db: &TestDb) {
             let (env, inv) = (env.clone(), inv.clone());
             tokio::spawn(async move { env.devnet.outside_pay("alice", &inv, None).await })
         };
-        // Stagger the withdraw so that both orders happen: alice's HTLC takes a few ms to
-        // reach the node.
-        tokio::time::sleep(Duration::from_millis(round % 8)).await;
+        // Stagger the withdraw so that both orders happen (alice's HTLC needs a while to
+        // reach the node), including the withdraw landing while the HTLC is being claimed.
+        let step = u32::try_from(round % 10).unwrap();
+        tokio::time::sleep(alice_takes * step / 6).await;
         let (st, body) = env
             .post(
                 &format!("/v1/wallet/{}/withdraw", payer.waka),
@@ -212,7 +220,8 @@ async fn race(kind: Kind, db: &TestDb) {
         let alice_paid = matches!(alice.await.unwrap(), Ok(PayOutcome::Succeeded { .. }));
         let wallet_paid = st == StatusCode::CREATED;
         assert!(
-            wallet_paid || (st == StatusCode::BAD_REQUEST && body["message"] == "invoice is already paid"),
+            wallet_paid
+                || (st == StatusCode::BAD_REQUEST && body["message"] == "invoice is already paid"),
             "{kind:?} round {round}: {st} {body}"
         );
         assert!(
@@ -230,19 +239,24 @@ async fn race(kind: Kind, db: &TestDb) {
             .await;
     }
     eprintln!(
-        "{kind:?}: {ROUNDS} rounds in {:?}: {inside} paid by the wallet, {outside} by alice",
+        "{kind:?}: {ROUNDS} rounds in {:?} (alice's payment: {alice_takes:?}): {inside} paid by the wallet, {outside} by alice",
         t.elapsed()
     );
     // Late settlements would show up here.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rep = env.running().store.audit().await.unwrap();
     assert!(rep.is_clean(), "audit problems: {:?}", rep.problems);
-    assert_eq!(rep.unclaimed_msat, 0, "{kind:?}: money stranded in sys:unclaimed");
+    assert_eq!(
+        rep.unclaimed_msat, 0,
+        "{kind:?}: money stranded in sys:unclaimed"
+    );
     assert_eq!(rep.in_flight_msat, 0);
     let total = i64::try_from(ROUNDS).unwrap() * amount_msat;
     assert_eq!(env.balance_msat(&payee).await, total);
-    assert_eq!(env.balance_msat(&payer).await, funded - inside * amount_msat);
-    let _ = Msat::ZERO;
+    assert_eq!(
+        env.balance_msat(&payer).await,
+        funded - inside * amount_msat
+    );
     match Arc::try_unwrap(env) {
         Ok(env) => env.stop().await,
         Err(_) => panic!("env still shared"),
