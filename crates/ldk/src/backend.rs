@@ -572,7 +572,7 @@ impl Invoices for LdkNode {
             // An HTLC was claimed (or is being claimed): the outside paid it.
             Some(InvState::Claiming | InvState::Settled { .. }) => InternalTake::NodePaid,
             Some(InvState::Open) => {
-                self.lock_taken().insert(hash);
+                *self.lock_taken().entry(hash).or_insert(0) += 1;
                 InternalTake::Taken
             }
             Some(InvState::Canceled) | None => InternalTake::Taken,
@@ -581,7 +581,13 @@ impl Invoices for LdkNode {
 
     async fn release_internal(&self, hash: PaymentHash) {
         let _st = self.lock();
-        self.lock_taken().remove(&hash);
+        let mut taken = self.lock_taken();
+        if let Some(n) = taken.get_mut(&hash) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                taken.remove(&hash);
+            }
+        }
     }
 
     fn take_kind(&self) -> TakeKind {

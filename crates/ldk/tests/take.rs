@@ -23,16 +23,20 @@ async fn take_for_internal_fails_htlcs_back_until_released() {
     let node = devnet.node();
     assert_eq!(node.take_kind(), TakeKind::Provisional);
 
-    // Taken: alice's payment is failed back, the invoice stays open (nothing written yet).
+    // Taken by two payers, released by the one the ledger refused: still taken, alice's
+    // payment is failed back, the invoice stays open (nothing written yet).
     let inv = node
         .create_invoice(new_invoice(Some(sats(100)), "take me"))
         .await
         .unwrap();
     let hash = inv.payment_hash();
-    assert_eq!(
-        node.take_for_internal(hash).await.unwrap(),
-        InternalTake::Taken
-    );
+    for _ in 0..2 {
+        assert_eq!(
+            node.take_for_internal(hash).await.unwrap(),
+            InternalTake::Taken
+        );
+    }
+    node.release_internal(hash).await;
     let out = devnet.outside_pay("alice", &inv, None).await.unwrap();
     assert!(matches!(out, PayOutcome::Failed(_)), "{out:?}");
     assert_eq!(
@@ -40,8 +44,8 @@ async fn take_for_internal_fails_htlcs_back_until_released() {
         Some(InvoiceState::Open)
     );
 
-    // Released (the internal payment was refused): payable from outside again, and once
-    // paid, the node reports it paid.
+    // Released by the other payer too: payable from outside again, and once paid, the node
+    // reports it paid.
     node.release_internal(hash).await;
     let out = devnet.outside_pay("alice", &inv, None).await.unwrap();
     assert!(matches!(out, PayOutcome::Succeeded { .. }), "{out:?}");
