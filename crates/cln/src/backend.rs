@@ -16,9 +16,9 @@ use satchel_domain::{
     now_secs,
 };
 use satchel_lightning::{
-    IncomingEvent, IncomingKind, InvoiceEvents, InvoiceState, Invoices, LnError, NewInvoice,
-    NodeInfo, NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments, Route,
-    RouteHop, Routes,
+    IncomingEvent, IncomingKind, InternalTake, InvoiceEvents, InvoiceState, Invoices, LnError,
+    NewInvoice, NodeInfo, NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments,
+    Route, RouteHop, Routes,
 };
 
 use crate::onion::{forward_payload, keysend_payload, parse_scid};
@@ -895,6 +895,61 @@ impl Invoices for ClnBackend {
             }
         }
         Ok(())
+    }
+
+    /// `delinvoice` with `status: unpaid` judges and deletes in one step inside `lightningd`,
+    /// where an HTLC pays the invoice: if it was paid first, it fails with "Invoice status is
+    /// paid not unpaid". A deleted invoice is final (CLN fails every later HTLC for it).
+    async fn take_for_internal(&self, hash: PaymentHash) -> Result<InternalTake, LnError> {
+        let list: ListInvoices = self
+            .call_as("listinvoices", json!({ "payment_hash": hash.to_hex() }))
+            .await?;
+        for inv in &list.invoices {
+            match inv.status.as_str() {
+                "paid" => return Ok(InternalTake::NodePaid),
+                "unpaid" => {}
+                _ => continue,
+            }
+            // Remembered first, as `cancel_invoice` does: a deleted invoice is simply gone.
+            self.call(
+                "datastore",
+                json!({
+                    "key": cancelled_key(&hash),
+                    "string": now_secs().to_string(),
+                    "mode": "create-or-replace",
+                }),
+            )
+            .await?;
+            match self
+                .rpc
+                .call(
+                    "delinvoice",
+                    json!({ "label": inv.label, "status": "unpaid" }),
+                    self.request_timeout,
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(RpcError::Rpc { code, .. }) if code == rpc::INVOICE_NOT_FOUND => {}
+                // Paid or expired meanwhile: the error says which (`current_status`); ask if
+                // it does not.
+                Err(RpcError::Rpc { code, data, .. }) if code == rpc::INVOICE_STATUS_UNEXPECTED => {
+                    let current = match data
+                        .as_ref()
+                        .and_then(|d| d.get("current_status"))
+                        .and_then(Value::as_str)
+                    {
+                        Some(s) => Some(s.to_owned()),
+                        None => self.find_invoice(hash).await?.map(|i| i.status),
+                    };
+                    if current.as_deref() == Some("paid") {
+                        return Ok(InternalTake::NodePaid);
+                    }
+                }
+                Err(e) => return Err(ln_error(e)),
+            }
+        }
+        Ok(InternalTake::Taken)
     }
 
     async fn lookup_invoice(&self, hash: PaymentHash) -> Result<Option<InvoiceState>, LnError> {

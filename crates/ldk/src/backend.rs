@@ -19,9 +19,9 @@ use satchel_domain::{
     Bolt11, FailureReason, KEYSEND_PREIMAGE_TLV, Msat, Network, NodePubkey, PaymentHash, now_secs,
 };
 use satchel_lightning::{
-    IncomingEvent, IncomingKind, InvoiceEvents, InvoiceState, Invoices, LnError, NewInvoice,
-    NodeInfo, NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments, Route,
-    RouteHop, Routes,
+    IncomingEvent, IncomingKind, InternalTake, InvoiceEvents, InvoiceState, Invoices, LnError,
+    NewInvoice, NodeInfo, NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments,
+    Route, RouteHop, Routes, TakeKind,
 };
 
 use crate::invoice::InvoiceParams;
@@ -509,13 +509,23 @@ impl Invoices for LdkNode {
                 }
             }
             if canceled.is_empty() {
+                let mut taken = self.lock_taken();
+                for hash in hashes {
+                    taken.remove(hash);
+                }
                 return Ok(());
             }
             let items: Vec<(String, &InvoiceRec)> =
                 canceled.iter().map(|(h, r)| (h.to_hex(), r)).collect();
             // One write for the batch, under the state lock so the log keeps the state's order.
             match self.kv.put_many_later(INVOICES, &items) {
-                Ok(_) => {}
+                // Cancelled in the records: the invoice state refuses HTLCs from now on.
+                Ok(_) => {
+                    let mut taken = self.lock_taken();
+                    for hash in hashes {
+                        taken.remove(hash);
+                    }
+                }
                 Err(e) => {
                     // Not written: keep memory as the log says (open), so a retry can cancel.
                     for (hash, _) in &canceled {
@@ -548,6 +558,40 @@ impl Invoices for LdkNode {
             });
         }
         Ok(())
+    }
+
+    /// A mark in memory, under the state lock that `decide_claim` judges an HTLC under: cheap
+    /// (no write per internal payment), and an HTLC arriving after it is failed back. It is made
+    /// durable by the batched `cancel_invoices` after the ledger booked the payment; a restart
+    /// before that forgets it, and the invoice is open on the node again (an outside payment
+    /// then lands in `sys:unclaimed`, never in a wallet twice).
+    async fn take_for_internal(&self, hash: PaymentHash) -> Result<InternalTake, LnError> {
+        self.check_running()?;
+        let st = self.lock();
+        Ok(match st.invoices.get(&hash).map(|r| &r.state) {
+            // An HTLC was claimed (or is being claimed): the outside paid it.
+            Some(InvState::Claiming | InvState::Settled { .. }) => InternalTake::NodePaid,
+            Some(InvState::Open) => {
+                *self.lock_taken().entry(hash).or_insert(0) += 1;
+                InternalTake::Taken
+            }
+            Some(InvState::Canceled) | None => InternalTake::Taken,
+        })
+    }
+
+    async fn release_internal(&self, hash: PaymentHash) {
+        let _st = self.lock();
+        let mut taken = self.lock_taken();
+        if let Some(n) = taken.get_mut(&hash) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                taken.remove(&hash);
+            }
+        }
+    }
+
+    fn take_kind(&self) -> TakeKind {
+        TakeKind::Provisional
     }
 
     async fn lookup_invoice(&self, hash: PaymentHash) -> Result<Option<InvoiceState>, LnError> {

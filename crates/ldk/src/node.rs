@@ -1,6 +1,6 @@
 //! [`LdkNode`]: one LDK node, its persistence, event loop and networking.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -216,6 +216,12 @@ pub struct LdkNode {
     /// A flush of the record log is scheduled for invoice cancellations (see
     /// `cancel_invoices`).
     pub(crate) cancel_flush_pending: Arc<AtomicBool>,
+    /// Open invoices taken for an internal settlement (`take_for_internal`) and not cancelled
+    /// in the records yet, with the number of takes not released: an HTLC for one of them is
+    /// failed back. (Counted: a concurrent payer the ledger refuses releases only its own take,
+    /// not the winner's.) Only read or changed while `state` is locked, so a take and a claim
+    /// decision never interleave.
+    pub(crate) taken: Mutex<HashMap<PaymentHash, u32>>,
     stopped: AtomicBool,
     stop_tx: watch::Sender<bool>,
     /// Held (locked) while the node runs.
@@ -570,6 +576,7 @@ impl LdkNode {
             payments_notify: Notify::new(),
             hold_incoming: AtomicBool::new(false),
             cancel_flush_pending: Arc::new(AtomicBool::new(false)),
+            taken: Mutex::new(HashMap::new()),
             stopped: AtomicBool::new(false),
             stop_tx,
             lock_file: Mutex::new(Some(lock_file)),
@@ -969,6 +976,11 @@ impl LdkNode {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The invoices taken for internal settlement. Lock `state` first (see `taken`).
+    pub(crate) fn lock_taken(&self) -> MutexGuard<'_, HashMap<PaymentHash, u32>> {
+        self.taken.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lock_tasks(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -1347,9 +1359,13 @@ impl LdkNode {
                 let now = satchel_domain::now_secs();
                 let claim = {
                     let mut st = self.lock();
+                    // An invoice taken for internal settlement is being paid by a wallet:
+                    // this HTLC is failed back (checked under the lock the take holds).
+                    let taken = self.lock_taken().contains_key(&hash);
                     match st.invoices.get(&hash).cloned() {
                         Some(mut rec)
                             if matches!(rec.state, InvState::Open | InvState::Claiming)
+                                && !taken
                                 && now < rec.expires_at
                                 && rec.amount_msat.is_none_or(|a| amount_msat >= a)
                                 && amount_msat > 0 =>

@@ -83,6 +83,30 @@ pub enum InvoiceState {
     Canceled,
 }
 
+/// What [`Invoices::take_for_internal`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InternalTake {
+    /// The node will not accept a payment of the invoice any more (it was open and is now
+    /// taken, or it was cancelled, expired or unknown): Satchel may settle it internally.
+    Taken,
+    /// The node already accepted or settled an HTLC for it: it is paid from outside, and
+    /// settling it internally too would charge two payers.
+    NodePaid,
+}
+
+/// How a backend's [`Invoices::take_for_internal`] holds an invoice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeKind {
+    /// The take is the node's own cancel: durable and final. Satchel checks everything it can
+    /// before taking (a refused internal payment cannot give the invoice back), and needs no
+    /// cancel afterwards.
+    Final,
+    /// The take is a mark in the node's memory, checked whenever an HTLC for the invoice
+    /// arrives. It is undone by [`Invoices::release_internal`] if the internal payment is
+    /// refused, and made durable by [`Invoices::cancel_invoices`] after it is booked.
+    Provisional,
+}
+
 /// An outgoing payment.
 #[derive(Debug, Clone)]
 pub enum PayTarget {
@@ -288,6 +312,37 @@ pub trait Invoices: Send + Sync {
 
     /// Current state of one of our invoices; `None` if the node does not know the hash.
     async fn lookup_invoice(&self, hash: PaymentHash) -> Result<Option<InvoiceState>, LnError>;
+
+    /// Takes one of our invoices away from the node before Satchel settles it internally, so
+    /// that it is paid once: from `Ok(Taken)` on, the node fails back every HTLC for it. The
+    /// check and the take are one step on the node: an HTLC the node accepted or settled before
+    /// it makes the answer `Ok(NodePaid)`, and then the invoice must not be settled internally.
+    /// `Err` means it is not known whether the invoice was taken; do not settle internally.
+    ///
+    /// The default cancels and then looks the invoice up; backends whose cancel can race an
+    /// incoming HTLC must make the two one step.
+    async fn take_for_internal(&self, hash: PaymentHash) -> Result<InternalTake, LnError> {
+        if let Some(InvoiceState::Settled { .. }) = self.lookup_invoice(hash).await? {
+            return Ok(InternalTake::NodePaid);
+        }
+        self.cancel_invoice(hash).await?;
+        Ok(match self.lookup_invoice(hash).await? {
+            Some(InvoiceState::Settled { .. }) => InternalTake::NodePaid,
+            _ => InternalTake::Taken,
+        })
+    }
+
+    /// Gives back an invoice taken by [`Invoices::take_for_internal`] whose internal payment
+    /// was refused (only [`TakeKind::Provisional`] takes can be given back; a cancelled invoice
+    /// stays cancelled).
+    async fn release_internal(&self, hash: PaymentHash) {
+        let _ = hash;
+    }
+
+    /// How [`Invoices::take_for_internal`] holds an invoice on this backend.
+    fn take_kind(&self) -> TakeKind {
+        TakeKind::Final
+    }
 }
 
 /// Outgoing payments.

@@ -80,9 +80,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::{
-    IncomingEvent, IncomingKind, InvoiceEvents, InvoiceState, Invoices, LnError, NewInvoice,
-    NodeInfo, NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments, Route,
-    RouteHop, Routes,
+    IncomingEvent, IncomingKind, InternalTake, InvoiceEvents, InvoiceState, Invoices, LnError,
+    NewInvoice, NodeInfo, NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments,
+    Route, RouteHop, Routes,
 };
 
 /// Alias reported by [`NodeInfo::node_info`].
@@ -976,6 +976,24 @@ impl Invoices for ScriptedBackend {
                 .map_err(|e| LnError::Transport(format!("scripted node state file: {e}")))?;
         }
         Ok(())
+    }
+
+    /// Cancels under the node's lock, the same lock an outside payment settles under: one
+    /// step, like LND's cancel of a settled invoice failing.
+    async fn take_for_internal(&self, hash: PaymentHash) -> Result<InternalTake, LnError> {
+        let mut st = self.lock();
+        match st.invoices.get_mut(&hash) {
+            Some(inv) if matches!(inv.state, InvoiceState::Settled { .. }) => {
+                Ok(InternalTake::NodePaid)
+            }
+            Some(inv) if inv.state == InvoiceState::Open => {
+                inv.state = InvoiceState::Canceled;
+                self.save(&st)
+                    .map_err(|e| LnError::Transport(format!("scripted node state file: {e}")))?;
+                Ok(InternalTake::Taken)
+            }
+            _ => Ok(InternalTake::Taken),
+        }
     }
 
     async fn lookup_invoice(&self, hash: PaymentHash) -> Result<Option<InvoiceState>, LnError> {

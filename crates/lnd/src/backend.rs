@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use reqwest::Method;
 use satchel_domain::{Bolt11, KEYSEND_PREIMAGE_TLV, Msat, NodePubkey, PaymentHash, now_secs};
 use satchel_lightning::{
-    IncomingEvent, InvoiceEvents, InvoiceState, Invoices, LnError, NewInvoice, NodeInfo,
-    NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments, Route, RouteHop,
-    Routes,
+    IncomingEvent, InternalTake, InvoiceEvents, InvoiceState, Invoices, LnError, NewInvoice,
+    NodeInfo, NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments, Route,
+    RouteHop, Routes,
 };
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -349,6 +349,32 @@ impl Invoices for LndRest {
                         || s.message_has("already cancelled")) =>
             {
                 Ok(())
+            }
+            Err(e) => Err(e.into_ln()),
+        }
+    }
+
+    /// LND's `CancelInvoice` judges and cancels in one step in its invoice registry, the same
+    /// place an HTLC settles the invoice: it fails with "invoice already settled" when an HTLC
+    /// got there first. A cancelled invoice is final (LND fails every later HTLC for it).
+    async fn take_for_internal(&self, hash: PaymentHash) -> Result<InternalTake, LnError> {
+        let body = json!({ "payment_hash": b64(&hash.0) });
+        match self
+            .rest
+            .call::<Value>(Method::POST, "/v2/invoices/cancel", Some(&body))
+            .await
+        {
+            Ok(_) => Ok(InternalTake::Taken),
+            Err(CallError::Lnd(s)) if !s.is_auth() && s.message_has("already settled") => {
+                Ok(InternalTake::NodePaid)
+            }
+            Err(CallError::Lnd(s))
+                if !s.is_auth()
+                    && (is_invoice_not_found(&s)
+                        || s.message_has("already canceled")
+                        || s.message_has("already cancelled")) =>
+            {
+                Ok(InternalTake::Taken)
             }
             Err(e) => Err(e.into_ln()),
         }

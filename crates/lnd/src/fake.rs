@@ -1070,6 +1070,16 @@ async fn cancel_invoice(State(inner): State<Arc<Inner>>, body: axum::body::Bytes
         Some("SETTLED") => unary_error(2, "invoice already settled"),
         Some("CANCELED") => ok(&json!({})),
         Some(_) => {
+            // LND judges and cancels in one step, in the registry where an HTLC settles the
+            // invoice: an HTLC the node already accepted means "already settled", even if its
+            // settlement has not reached this fake's invoice list yet.
+            match inner.backend.take_for_internal(hash).await {
+                Ok(satchel_lightning::InternalTake::Taken) => {}
+                Ok(satchel_lightning::InternalTake::NodePaid) => {
+                    return unary_error(2, "invoice already settled");
+                }
+                Err(e) => return unary_error(2, &e.to_string()),
+            }
             if let Err(e) = inner.backend.cancel_invoice(hash).await {
                 return unary_error(2, &e.to_string());
             }

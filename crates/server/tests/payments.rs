@@ -786,9 +786,10 @@ async fn internal_invoice_settles_in_the_ledger_once() {
     .await;
 }
 
-/// Our invoice recognized by its exact text skips signature re-verification; any other text
-/// carrying one of our payment hashes (re-cased, or re-signed by somebody else) is verified and
-/// still settled inside the ledger, never paid to ourselves over the network.
+/// Our invoice recognized by its exact text skips signature re-verification; a re-cased text is
+/// the same invoice. Our payment hash re-signed by somebody else is *their* invoice: it is paid
+/// to them over the network like any outside invoice (for what it says, never at our stored
+/// amount) and our invoice stays open. (`tests/ownpay.rs` rewrites every field.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn own_invoices_are_recognized_in_any_wrapping() {
     on_each_db(|s| async move {
@@ -809,7 +810,8 @@ async fn own_invoices_are_recognized_in_any_wrapping() {
         assert_eq!(r.json["lnTx"]["fee_msat"], 0);
         assert_eq!(s.balance_msat(&b).await, 100_000);
 
-        // Our hash inside an invoice carol signed: verified, then settled internally.
+        // Our hash inside an invoice carol signed: carol's invoice, sent to the node, which
+        // fails it (carol does not know the preimage); refunded, nobody credited.
         let inv = s.invoice(&b, 200).await;
         let ours = Bolt11::parse(inv["payment_request"].as_str().unwrap()).unwrap();
         let rewrapped = s.scripted.external_invoice_with_hash(
@@ -819,9 +821,15 @@ async fn own_invoices_are_recognized_in_any_wrapping() {
         );
         assert_ne!(rewrapped.as_str(), ours.as_str());
         let r = withdraw(&s, &a, &rewrapped, None).await;
+        assert_400(&r, "Failure reason: FAILURE_REASON_NO_ROUTE");
+        assert_eq!(s.scripted.pay_count(ours.payment_hash()), 1);
+        assert_eq!(s.balance_msat(&b).await, 100_000);
+        assert_eq!(s.balance_msat(&a).await, start_a - 100_000);
+        // Our invoice itself is still open, and settles internally once.
+        let r = withdraw(&s, &a, &ours, None).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
         assert_eq!(r.json["lnTx"]["fee_msat"], 0);
-        assert_eq!(s.scripted.pay_count(ours.payment_hash()), 0);
+        assert_eq!(s.scripted.pay_count(ours.payment_hash()), 1);
         assert_eq!(s.balance_msat(&b).await, 300_000);
         assert_eq!(s.balance_msat(&a).await, start_a - 300_000);
 

@@ -19,7 +19,9 @@ use satchel_domain::{
     PaymentHash, PaymentStatus, Permission, Preimage, PubkeyError, WalletId, WtxId,
     fee_limit_default, now_secs, parse_tlv_type,
 };
-use satchel_lightning::{LnError, PayOutcome, PayRequest, PayTarget, PaymentLookup};
+use satchel_lightning::{
+    InternalTake, LnError, PayOutcome, PayRequest, PayTarget, PaymentLookup, TakeKind,
+};
 use satchel_store::{
     InternalPayCmd, InternalPayError, LnTxRecord, PaymentSettled, PaymentStateError, ReserveCmd,
     ReserveError, SettleCmd, WalletRecord, WtxRecord,
@@ -147,6 +149,26 @@ fn reserve_err(e: ReserveError) -> ServiceError {
     }
 }
 
+fn internal_pay_err(e: InternalPayError, path_key: &str) -> ServiceError {
+    match e {
+        InternalPayError::AlreadyPaid => ServiceError::AlreadyPaid,
+        InternalPayError::Expired => ServiceError::Invoice(satchel_domain::Bolt11Error::Expired),
+        InternalPayError::ZeroAmount => {
+            ServiceError::Invoice(satchel_domain::Bolt11Error::ZeroAmount)
+        }
+        InternalPayError::InsufficientBalance(b) => {
+            ServiceError::InsufficientBalance(b.sats_floor())
+        }
+        InternalPayError::WalletNotFound => ServiceError::WalletNotFound(path_key.to_owned()),
+        InternalPayError::NotInternal => ServiceError::Internal("internal invoice vanished".into()),
+        InternalPayError::OverLimit(max) => ServiceError::Invalid(format!(
+            "Sends are limited to: {} satoshi per request",
+            max.sats_floor()
+        )),
+        InternalPayError::Store(s) => s.into(),
+    }
+}
+
 impl PaymentService {
     pub(crate) fn new(ctx: Arc<Ctx>) -> PaymentService {
         PaymentService {
@@ -249,9 +271,14 @@ impl PaymentService {
         let pass_thru = pass_thru(req.pass_thru);
         let hash = invoice.payment_hash();
 
-        // Our payment hash in an invoice text we did not issue (re-encoded, say): still ours to
-        // settle internally, never to pay to ourselves over the network.
-        if self.ctx.store.incoming_by_hash(&hash).await?.is_some() {
+        // Our payment hash in another text: settled internally only if it is the invoice we
+        // issued (re-encoded, say): payee our node, same amount, hash and description. Anything
+        // else is somebody else's invoice carrying our hash (a rewritten amount, a dropped
+        // payee...): it is paid like any outside invoice, for what it says, to whom it names,
+        // never settled at the amount we stored.
+        if let Some(stored) = self.ctx.store.incoming_by_hash(&hash).await?
+            && self.is_our_invoice(&invoice, &stored)
+        {
             return self
                 .pay_internal(caller, key, &wallet.id, hash, pass_thru, None)
                 .await?
@@ -289,8 +316,32 @@ impl PaymentService {
         self.wait(lntx, target, self.ctx.cfg.payment_wait).await
     }
 
+    /// Whether `invoice` (signature checked) is the invoice we issued as `stored`: its payee
+    /// (explicit or recovered from the signature) is our node, and its amount, hash and
+    /// description are the ones we signed.
+    fn is_our_invoice(&self, invoice: &Bolt11, stored: &LnTxRecord) -> bool {
+        if stored.is_keysend || invoice.payee() != self.ctx.pubkey() {
+            return false;
+        }
+        if invoice.as_str() == stored.payment_request {
+            return true;
+        }
+        let Ok(ours) = Bolt11::parse(&stored.payment_request) else {
+            return false;
+        };
+        invoice.payee() == ours.payee()
+            && invoice.amount() == ours.amount()
+            && invoice.payment_hash() == ours.payment_hash()
+            && invoice.description() == ours.description()
+            && invoice.description_hash() == ours.description_hash()
+    }
+
     /// Settles one of our invoices inside the ledger. With `expect_request`, `Ok(None)` means
     /// the hash is not one of our invoices with exactly that text (nothing was written).
+    ///
+    /// The invoice is first taken away from the node ([`satchel_lightning::Invoices::
+    /// take_for_internal`]), so that an outside payer and a wallet can never both pay it: if
+    /// the node was paid first, the wallet is refused and not debited.
     async fn pay_internal(
         &self,
         caller: &Caller,
@@ -301,49 +352,65 @@ impl PaymentService {
         expect_request: Option<String>,
     ) -> Result<Option<PaymentResult>, ServiceError> {
         let checked_text = expect_request.is_some();
-        let paid = self
-            .ctx
-            .store
-            .pay_internal(&InternalPayCmd {
-                account_id: caller.account_id.clone(),
-                payer: wallet_id.clone(),
-                payment_hash: hash,
-                out_lntx_id: LnTxId::generate(),
-                payer_wtx_id: WtxId::generate(),
-                payee_wtx_id: WtxId::generate(),
-                payer_pass_thru: pass_thru,
-                now: now_secs(),
-                expect_request,
-                send_limit: self.ctx.cfg.max_send,
-            })
-            .await;
-        let paid = match paid {
-            Err(InternalPayError::NotInternal) if checked_text => return Ok(None),
-            other => other,
+        let cmd = InternalPayCmd {
+            account_id: caller.account_id.clone(),
+            payer: wallet_id.clone(),
+            payment_hash: hash,
+            out_lntx_id: LnTxId::generate(),
+            payer_wtx_id: WtxId::generate(),
+            payee_wtx_id: WtxId::generate(),
+            payer_pass_thru: pass_thru,
+            now: now_secs(),
+            expect_request,
+            send_limit: self.ctx.cfg.max_send,
+        };
+        let ln = &self.ctx.ln;
+        let kind = ln.take_kind();
+        let refused = |e: InternalPayError| match e {
+            InternalPayError::NotInternal if checked_text => Ok(None),
+            e => Err(internal_pay_err(e, path_key)),
+        };
+        // A cancel on the node cannot be undone: refuse first what the ledger would refuse,
+        // so that nobody can cancel somebody else's invoice by failing to pay it.
+        if kind == TakeKind::Final
+            && let Err(e) = self.ctx.store.check_internal(&cmd).await
+        {
+            return refused(e);
         }
-        .map_err(|e| match e {
-            InternalPayError::AlreadyPaid => ServiceError::AlreadyPaid,
-            InternalPayError::Expired => {
-                ServiceError::Invoice(satchel_domain::Bolt11Error::Expired)
+        match ln.take_for_internal(hash).await {
+            Ok(InternalTake::Taken) => {}
+            Ok(InternalTake::NodePaid) => {
+                if kind == TakeKind::Provisional && checked_text {
+                    // The text was not checked yet; the checked path decides what it is.
+                    return Ok(None);
+                }
+                tracing::info!(%hash, "invoice already paid through the node; internal payment refused");
+                return Err(ServiceError::AlreadyPaid);
             }
-            InternalPayError::ZeroAmount => {
-                ServiceError::Invoice(satchel_domain::Bolt11Error::ZeroAmount)
+            Err(e) => {
+                tracing::error!(%hash, error = %e, "could not take the invoice from the node; internal payment refused");
+                if kind == TakeKind::Provisional {
+                    ln.release_internal(hash).await;
+                }
+                return Err(ServiceError::Internal(format!(
+                    "taking invoice {hash} from the node: {e}"
+                )));
             }
-            InternalPayError::InsufficientBalance(b) => {
-                ServiceError::InsufficientBalance(b.sats_floor())
+        }
+        let paid = match self.ctx.store.pay_internal(&cmd).await {
+            Ok(p) => p,
+            Err(e) => {
+                if kind == TakeKind::Provisional {
+                    ln.release_internal(hash).await;
+                }
+                return refused(e);
             }
-            InternalPayError::WalletNotFound => ServiceError::WalletNotFound(path_key.to_owned()),
-            InternalPayError::NotInternal => {
-                ServiceError::Internal("internal invoice vanished".into())
-            }
-            InternalPayError::OverLimit(max) => ServiceError::Invalid(format!(
-                "Sends are limited to: {} satoshi per request",
-                max.sats_floor()
-            )),
-            InternalPayError::Store(s) => s.into(),
-        })?;
-        // The ledger says paid; make the node refuse outside payments of it too.
-        self.cancel_on_node(hash);
+        };
+        // The ledger says paid. A provisional take is made durable on the node in batches; a
+        // final one already is.
+        if kind == TakeKind::Provisional {
+            self.cancel_on_node(hash);
+        }
         Ok(Some(PaymentResult::Done {
             wtx: paid.payer_wtx,
             fee_wtx: None,

@@ -1446,6 +1446,14 @@ impl Store {
         }
     }
 
+    /// The refusals [`Store::pay_internal`] would make, read without writing. For a caller
+    /// that must act on the node before paying (a cancel cannot be undone) and so should not
+    /// act for a payment that would be refused anyway; `pay_internal` judges again.
+    pub async fn check_internal(&self, c: &InternalPayCmd) -> Result<(), InternalPayError> {
+        let mut conn = self.read_conn().await?;
+        internal_checks(&mut conn, c).await.map(|_| ())
+    }
+
     /// Pays one of our own invoices inside one transaction: payer debited, payee credited,
     /// invoice marked paid. Cannot happen twice: the invoice is marked paid by an update that
     /// requires it open, the payer's outgoing row is unique per hash, and the debit is guarded.

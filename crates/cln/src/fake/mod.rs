@@ -951,6 +951,22 @@ impl FakeCln {
             rec.clone()
         };
         if status == "unpaid" {
+            // `lightningd` judges the status and deletes in one step, where an HTLC pays the
+            // invoice: one the node already accepted makes the invoice paid, even if its
+            // settlement has not reached this fake's invoice list yet.
+            let take = self
+                .inner
+                .backend
+                .take_for_internal(rec.payment_hash)
+                .await
+                .map_err(|e| backend_failure(&e))?;
+            if take == satchel_lightning::InternalTake::NodePaid {
+                return Err(RpcFailure::new(
+                    rpc::INVOICE_STATUS_UNEXPECTED,
+                    "Invoice status is paid not unpaid",
+                )
+                .with_data(json!({ "current_status": "paid", "expected_status": status })));
+            }
             self.inner
                 .backend
                 .cancel_invoice(rec.payment_hash)
