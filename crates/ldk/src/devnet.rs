@@ -175,7 +175,7 @@ impl Devnet {
         };
         for (a, b, sats, push) in pairs {
             if !has_any(a, b) {
-                a.open_channel(b.pubkey(), sats, push)?;
+                a.open_channel(b.pubkey(), sats, push).await?;
             }
         }
         let start = tokio::time::Instant::now();
@@ -192,7 +192,7 @@ impl Devnet {
                         tracing::warn!(
                             "devnet: a channel did not come back usable; opening a replacement"
                         );
-                        a.open_channel(b.pubkey(), sats, push)?;
+                        a.open_channel(b.pubkey(), sats, push).await?;
                     }
                 }
             }

@@ -14,7 +14,7 @@
 //! (temp file, fsync, rename, directory fsync) before use.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -86,7 +86,8 @@ impl Journal {
             write_snapshot(path, &records)?;
             tracing::info!(path = %path.display(), lines, live, "compacted the record log");
         }
-        let file = OpenOptions::new()
+        // 0600 whatever the umask: the log holds preimages.
+        let file = satchel_lightning::fs_private::private_open_options()
             .create(true)
             .append(true)
             .read(true)
@@ -246,7 +247,7 @@ fn replay(path: &Path, buf: &[u8]) -> io::Result<(Records, u64, usize)> {
 pub(crate) fn write_snapshot(path: &Path, records: &Records) -> io::Result<()> {
     let tmp: PathBuf = path.with_extension("log.tmp");
     {
-        let mut out = io::BufWriter::new(File::create(&tmp)?);
+        let mut out = io::BufWriter::new(satchel_lightning::fs_private::create_private_file(&tmp)?);
         for (section, entries) in records {
             for (key, value) in entries {
                 serde_json::to_writer(
@@ -278,6 +279,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
 
     fn get(r: &Records, s: &str, k: &str) -> Option<Value> {
         r.get(s).and_then(|m| m.get(k)).cloned()

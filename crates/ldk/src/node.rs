@@ -33,6 +33,7 @@ use lightning::sign::{KeysManager, NodeSigner};
 use lightning::types::features::ChannelFeatures;
 use lightning::types::payment::{PaymentHash as LdkHash, PaymentPreimage};
 use lightning::util::config::{MaxDustHTLCExposure, UserConfig};
+use lightning::util::errors::APIError;
 use lightning::util::persist::{
     CHANNEL_MANAGER_PERSISTENCE_KEY, CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE,
     CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE, KVStoreSync, NETWORK_GRAPH_PERSISTENCE_KEY,
@@ -760,21 +761,41 @@ impl LdkNode {
     /// that is never broadcast (development networks only). Returns when LDK accepted the
     /// request; the channel becomes usable once the peer accepts it (see
     /// [`LdkNode::list_channels`]).
-    pub fn open_channel(
+    ///
+    /// Right after a connection the peer manager may already list the peer while the channel
+    /// manager has not processed its `Init` yet and refuses with "Not connected" (seen when the
+    /// host is loaded: a devnet start failed in CI). That refusal is retried for up to 10 s.
+    pub async fn open_channel(
         &self,
         counterparty: NodePubkey,
         capacity_sats: u64,
         push_msat: u64,
     ) -> Result<(), LdkError> {
-        if self.is_stopped() {
-            return Err(LdkError::Stopped);
-        }
         let pk = from_node_pubkey(&counterparty).map_err(LdkError::Ldk)?;
-        let user_channel_id: u128 = rand::random();
-        self.channel_manager
-            .create_channel(pk, capacity_sats, push_msat, user_channel_id, None, None)
-            .map(|_| ())
-            .map_err(|e| LdkError::Ldk(format!("{e:?}")))
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.is_stopped() {
+                return Err(LdkError::Stopped);
+            }
+            let user_channel_id: u128 = rand::random();
+            match self.channel_manager.create_channel(
+                pk,
+                capacity_sats,
+                push_msat,
+                user_channel_id,
+                None,
+                None,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(APIError::APIMisuseError { err })
+                    if err.starts_with("Not connected")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(LdkError::Ldk(format!("{e:?}"))),
+            }
+        }
     }
 
     /// Our channels.

@@ -43,7 +43,9 @@ async fn pair_pays_both_ways_and_survives_a_restart() {
     assert!(LdkNode::start(config(dir.path(), "a")).await.is_err());
 
     a.connect(b.pubkey(), b.listen_addr()).await.unwrap();
-    b.open_channel(a.pubkey(), 1_000_000, 400_000_000).unwrap();
+    b.open_channel(a.pubkey(), 1_000_000, 400_000_000)
+        .await
+        .unwrap();
     wait_usable(&a).await;
     wait_usable(&b).await;
 

@@ -213,7 +213,9 @@ impl Store {
             let pool = PgPoolOptions::new()
                 .max_connections(10)
                 .idle_timeout(Duration::from_secs(30))
-                .acquire_timeout(Duration::from_secs(60))
+                // While Postgres is unreachable sqlx keeps retrying until this runs out; the
+                // request then gets 503 + Retry-After. 60 s outlasted every client's timeout.
+                .acquire_timeout(Duration::from_secs(15))
                 .test_before_acquire(false)
                 .before_acquire(|conn, meta| {
                     Box::pin(async move {

@@ -63,6 +63,9 @@ pub fn cors_layer() -> CorsLayer {
             CURRENT_PAGE_HEADER,
             PER_PAGE_HEADER,
             LINK,
+            // A browser client retrying with an `Idempotency-Key` can tell a replay.
+            crate::idempotency::REPLAYED,
+            axum::http::header::RETRY_AFTER,
         ])
 }
 
