@@ -180,6 +180,34 @@ struct Inner {
     kill_tx: watch::Sender<u64>,
     /// Every authenticated request: `METHOD /path?query`.
     log: Mutex<Vec<String>>,
+    /// The exchanges recorded since [`FakeLnd::record`] (`None`: not recording).
+    captures: Mutex<Option<Vec<Arc<Mutex<Exchange>>>>>,
+}
+
+/// One request and its answer as they went over the wire, for contract tests
+/// ([`FakeLnd::record`]).
+#[derive(Debug, Clone, Default)]
+pub struct Exchange {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// The query parameters as sent (decoded), in order.
+    pub query: Vec<(String, String)>,
+    /// The request body (`None`: empty).
+    pub request: Option<Value>,
+    /// The HTTP status.
+    pub status: u16,
+    /// Whether this is a server stream (its answer is newline-delimited JSON).
+    pub stream: bool,
+    /// The answer: the body of a unary call, or each line of a stream. A body that is not JSON
+    /// is kept as a JSON string.
+    pub response: Vec<Value>,
+}
+
+fn parse_json_or_text(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 impl Inner {
@@ -285,6 +313,7 @@ impl FakeLnd {
             faults: Mutex::new(Vec::new()),
             kill_tx,
             log: Mutex::new(Vec::new()),
+            captures: Mutex::new(None),
         });
 
         let tcp = TcpListener::bind("127.0.0.1:0")
@@ -321,7 +350,7 @@ impl FakeLnd {
             .route("/v2/router/track/{payment_hash}", get(track_payment))
             .route("/v1/graph/routes/{pub_key}/{amt}", get(query_routes))
             .fallback(not_found)
-            .layer(middleware::from_fn_with_state(inner.clone(), guard))
+            .layer(middleware::from_fn_with_state(inner.clone(), recorder))
             .with_state(inner.clone());
         let listener = TlsListener { rx: conn_rx, addr };
         let server = tokio::spawn(async move {
@@ -382,6 +411,28 @@ impl FakeLnd {
             .iter()
             .filter(|r| r.starts_with(prefix))
             .count()
+    }
+
+    /// Starts recording every authenticated exchange (request, status, response body or
+    /// stream lines), dropping anything recorded before.
+    pub fn record(&self) {
+        *self
+            .inner
+            .captures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+    }
+
+    /// What was recorded since [`FakeLnd::record`] (streams still open: their lines so far).
+    pub fn captures(&self) -> Vec<Exchange> {
+        self.inner
+            .captures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .flatten()
+            .map(|x| x.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect()
     }
 
     /// Breaks every open stream (invoice subscriptions, payment streams) as a dropped
@@ -566,8 +617,117 @@ fn is_stream_path(path: &str) -> bool {
 #[derive(Clone, Copy)]
 struct DropAfterMark;
 
+/// The recorder around [`guard`]: when [`FakeLnd::record`] is on, captures the request body
+/// and the answer (unary body or stream lines) as [`Exchange`]s.
+async fn recorder(State(inner): State<Arc<Inner>>, req: Request, next: Next) -> Response {
+    let recording = inner
+        .captures
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_some();
+    if !recording {
+        return guard(inner, req, next).await;
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 16 << 20).await else {
+        return unary_error(3, "request body too large");
+    };
+    let query = parts.uri.query().map(url_pairs).unwrap_or_default();
+    let exchange = Arc::new(Mutex::new(Exchange {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        query,
+        request: (!body.iter().all(u8::is_ascii_whitespace)).then(|| parse_json_or_text(&body)),
+        stream: is_stream_path(parts.uri.path()),
+        ..Exchange::default()
+    }));
+    let resp = guard(
+        inner.clone(),
+        Request::from_parts(parts, Body::from(body)),
+        next,
+    )
+    .await;
+    if let Some(c) = inner
+        .captures
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+    {
+        c.push(exchange.clone());
+    }
+    let (parts, body) = resp.into_parts();
+    let stream = {
+        let mut x = exchange.lock().unwrap_or_else(|e| e.into_inner());
+        x.status = parts.status.as_u16();
+        x.stream
+    };
+    if !stream {
+        let Ok(bytes) = axum::body::to_bytes(body, 16 << 20).await else {
+            return broken_body();
+        };
+        if !bytes.is_empty() {
+            exchange
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .response
+                .push(parse_json_or_text(&bytes));
+        }
+        return Response::from_parts(parts, Body::from(bytes));
+    }
+    // A stream: tee each complete line into the exchange as it passes.
+    let mut pending = Vec::new();
+    let teed = futures::StreamExt::map(body.into_data_stream(), move |chunk| {
+        if let Ok(bytes) = &chunk {
+            pending.extend_from_slice(bytes);
+            while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=i).collect();
+                if !line.iter().all(u8::is_ascii_whitespace) {
+                    exchange
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .response
+                        .push(parse_json_or_text(&line));
+                }
+            }
+        }
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(teed))
+}
+
+/// `a=1&b=x%2By` → pairs, percent- and `+`-decoded.
+fn url_pairs(q: &str) -> Vec<(String, String)> {
+    fn dec(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' => match s.get(i + 1..i + 3).map(|h| u8::from_str_radix(h, 16)) {
+                    Some(Ok(v)) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                },
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (dec(k), dec(v)),
+            None => (dec(p), String::new()),
+        })
+        .collect()
+}
+
 /// Macaroon check and fault injection.
-async fn guard(State(inner): State<Arc<Inner>>, mut req: Request, next: Next) -> Response {
+async fn guard(inner: Arc<Inner>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let stream = is_stream_path(&path);
     let auth_error = |msg: &str| {
