@@ -379,6 +379,19 @@ struct Inner {
     changed: Notify,
     calls: Mutex<HashMap<String, u64>>,
     faults: Mutex<HashMap<String, VecDeque<Fault>>>,
+    /// Calls recorded since [`FakeCln::record`] (`None`: not recording).
+    captures: Mutex<Option<Vec<Call>>>,
+}
+
+/// One JSON-RPC call as the fake saw it, for contract tests ([`FakeCln::record`]).
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The method.
+    pub method: String,
+    /// The parameters as sent.
+    pub params: Value,
+    /// The result, or the error object.
+    pub result: Result<Value, Value>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -563,6 +576,7 @@ impl FakeCln {
             changed: Notify::new(),
             calls: Mutex::new(HashMap::new()),
             faults: Mutex::new(HashMap::new()),
+            captures: Mutex::new(None),
         });
         tokio::spawn(mirror_events(Arc::downgrade(&inner)));
         FakeCln { inner }
@@ -583,6 +597,18 @@ impl FakeCln {
 
     pub(crate) fn take_fault(&self, method: &str) -> Option<Fault> {
         lock(&self.inner.faults).get_mut(method)?.pop_front()
+    }
+
+    /// Starts recording every call (method, parameters, result), dropping anything recorded
+    /// before.
+    pub fn record(&self) {
+        *lock(&self.inner.captures) = Some(Vec::new());
+    }
+
+    /// The calls recorded since [`FakeCln::record`] (finished ones, in the order they
+    /// finished).
+    pub fn captures(&self) -> Vec<Call> {
+        lock(&self.inner.captures).clone().unwrap_or_default()
     }
 
     /// How many times `method` has been run.
@@ -632,6 +658,24 @@ impl FakeCln {
         *lock(&self.inner.calls)
             .entry(method.to_owned())
             .or_default() += 1;
+        if lock(&self.inner.captures).is_none() {
+            return self.run(method, params).await;
+        }
+        let result = self.run(method, params.clone()).await;
+        if let Some(c) = lock(&self.inner.captures).as_mut() {
+            c.push(Call {
+                method: method.to_owned(),
+                params,
+                result: match &result {
+                    Ok(v) => Ok(v.clone()),
+                    Err(e) => Err(e.to_json()),
+                },
+            });
+        }
+        result
+    }
+
+    async fn run(&self, method: &str, params: Value) -> RpcResult {
         match method {
             "getinfo" => self.getinfo(Params::new(params, &[])?).await,
             "invoice" => {
@@ -751,7 +795,7 @@ impl FakeCln {
                 )?)
                 .await
             }
-            "listpeerchannels" => self.listpeerchannels(&Params::new(params, &["id"])?),
+            "listpeerchannels" => self.listpeerchannels(&Params::new(params, &["id"])?).await,
             "datastore" => self.datastore(&Params::new(
                 params,
                 &["key", "string", "hex", "mode", "generation"],
@@ -1628,8 +1672,16 @@ impl FakeCln {
         Ok(json!({ "datastore": out }))
     }
 
-    fn listpeerchannels(&self, p: &Params) -> RpcResult {
+    async fn listpeerchannels(&self, p: &Params) -> RpcResult {
         let peer = p.pubkey("id")?;
+        let ours = self
+            .inner
+            .backend
+            .node_info()
+            .await
+            .map_err(|e| backend_failure(&e))?
+            .pubkey
+            .to_hex();
         let channels = lock(&self.inner.channels)
             .as_ref()
             .map(|f| f())
@@ -1643,8 +1695,10 @@ impl FakeCln {
                     "peer_connected": true,
                     "state": "CHANNELD_NORMAL",
                     "short_channel_id": format_scid(c.short_channel_id),
+                    "direction": u32::from(ours > c.peer_id.to_hex()),
                     "private": true,
                     "opener": "local",
+                    "features": ["option_static_remotekey", "option_anchors"],
                     "total_msat": c.total_msat,
                     "to_us_msat": c.spendable_msat,
                     "spendable_msat": c.spendable_msat,
