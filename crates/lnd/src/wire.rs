@@ -156,12 +156,10 @@ pub(crate) struct GetInfo {
     pub block_height: u32,
 }
 
-/// `lnrpc.Chain`.
+/// `lnrpc.Chain`. Only `network`: `chain` is deprecated (always bitcoin).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub(crate) struct Chain {
-    #[serde(deserialize_with = "de_string")]
-    pub chain: String,
     #[serde(deserialize_with = "de_string")]
     pub network: String,
 }
