@@ -193,6 +193,14 @@ impl LndRest {
         })
     }
 
+    /// The payment hash as URL-safe base64, its padding percent-encoded.
+    fn lookup_invoice_path(hash: PaymentHash) -> String {
+        format!(
+            "/v2/invoices/lookup?payment_hash={}",
+            b64url(&hash.0).replace('=', "%3D")
+        )
+    }
+
     fn track_path(hash: PaymentHash, no_inflight_updates: bool) -> String {
         format!(
             "/v2/router/track/{}?no_inflight_updates={no_inflight_updates}",
@@ -258,11 +266,12 @@ impl LndRest {
         }
     }
 
-    /// `GET /v1/invoice/{r_hash_str}`.
+    /// `GET /v2/invoices/lookup?payment_hash=…` (`LookupInvoiceV2`, LND 0.16+; the hex path
+    /// parameter of `GET /v1/invoice/{r_hash_str}` is deprecated).
     async fn fetch_invoice(&self, hash: PaymentHash) -> Result<Option<Invoice>, CallError> {
         match self
             .rest
-            .call::<Invoice>(Method::GET, &format!("/v1/invoice/{}", hash.to_hex()), None)
+            .call::<Invoice>(Method::GET, &Self::lookup_invoice_path(hash), None)
             .await
         {
             Ok(inv) => Ok(Some(inv)),

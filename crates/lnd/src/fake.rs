@@ -344,6 +344,7 @@ impl FakeLnd {
             .route("/v1/getinfo", get(getinfo))
             .route("/v1/invoices", post(add_invoice).get(list_invoices))
             .route("/v1/invoice/{r_hash_str}", get(lookup_invoice))
+            .route("/v2/invoices/lookup", get(lookup_invoice_v2))
             .route("/v1/invoices/subscribe", get(subscribe_invoices))
             .route("/v2/invoices/cancel", post(cancel_invoice))
             .route("/v2/router/send", post(send_payment))
@@ -1085,6 +1086,28 @@ async fn lookup_invoice(
                 r_hash_str.len()
             ),
         );
+    };
+    let st = inner.lock();
+    match st.by_hash.get(&hash).and_then(|i| st.invoices.get(*i)) {
+        Some(inv) => ok(&invoice_json(inv, now_secs())),
+        None if st.invoices.is_empty() => unary_error(5, "there are no existing invoices"),
+        None => unary_error(5, "unable to locate invoice"),
+    }
+}
+
+/// `LookupInvoiceV2` by `payment_hash` (base64, standard or URL-safe).
+async fn lookup_invoice_v2(
+    State(inner): State<Arc<Inner>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(raw) = q.get("payment_hash") else {
+        return unary_error(3, "payment_hash, payment_addr, or set_id must be set");
+    };
+    let hash = unb64(raw)
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .map(PaymentHash);
+    let Some(hash) = hash else {
+        return unary_error(3, "invalid hash length");
     };
     let st = inner.lock();
     match st.by_hash.get(&hash).and_then(|i| st.invoices.get(*i)) {

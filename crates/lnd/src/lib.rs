@@ -1,8 +1,9 @@
 //! Satchel's [LND](https://github.com/lightningnetwork/lnd) backend, over LND's REST API.
 //!
 //! [`LndRest`] implements every Satchel backend trait ([`satchel_lightning::LightningBackend`])
-//! with plain HTTPS + JSON (no gRPC, no protoc). **Requires LND 0.15 or newer** (routerrpc
-//! `/v2/router/send` and `/v2/router/track`, invoicesrpc `/v2/invoices/cancel`, keysend through
+//! with plain HTTPS + JSON (no gRPC, no protoc). **Requires LND 0.16 or newer** (routerrpc
+//! `/v2/router/send` and `/v2/router/track`, invoicesrpc `/v2/invoices/cancel` and
+//! `/v2/invoices/lookup` (0.16), keysend through
 //! `dest_custom_records`), started with `--accept-keysend` to receive keysends.
 //!
 //! ```no_run
@@ -32,7 +33,7 @@
 //! |---|---|
 //! | `node_info` | `GET /v1/getinfo` (cached after the first success) |
 //! | `create_invoice` | `POST /v1/invoices` with our `r_preimage`, `value_msat`, `memo` or `description_hash`, `expiry`, `private: true` (route hints for private channels). The same preimage twice returns LND's existing invoice. |
-//! | `lookup_invoice` | `GET /v1/invoice/{r_hash hex}`: `OPEN`/`ACCEPTED` → open (an `OPEN` invoice past its expiry → cancelled), `SETTLED` → settled (`amt_paid_msat`, `settle_date`), `CANCELED` → cancelled; not found → `None` |
+//! | `lookup_invoice` | `GET /v2/invoices/lookup?payment_hash={base64}`: `OPEN`/`ACCEPTED` → open (an `OPEN` invoice past its expiry → cancelled), `SETTLED` → settled (`amt_paid_msat`, `settle_date`), `CANCELED` → cancelled; not found → `None` |
 //! | `cancel_invoice` | `POST /v2/invoices/cancel`; "unable to locate invoice" and "invoice already settled" are not errors |
 //! | `events_after` | `settle_index` as `seq`; `GET /v1/invoices` scan + `GET /v1/invoices/subscribe?settle_index=` (see `events` below) |
 //! | `pay` | `POST /v2/router/send` (`no_inflight_updates`, `allow_self_payment`, `fee_limit_msat`, `timeout_seconds`; keysend: `dest`, `amt_msat`, `payment_hash`, `dest_custom_records` with 5482373484 = preimage, `final_cltv_delta` 40) |
@@ -108,7 +109,7 @@ use tokio::sync::OnceCell;
 pub use config::{LndConfig, load_macaroon, load_tls_cert, macaroon_hex};
 
 /// Oldest LND release this backend is written for.
-pub const MIN_LND_VERSION: (u32, u32, u32) = (0, 15, 0);
+pub const MIN_LND_VERSION: (u32, u32, u32) = (0, 16, 0);
 
 /// Errors setting up an [`LndRest`].
 #[derive(Debug, thiserror::Error)]
@@ -188,7 +189,7 @@ impl LndRest {
     }
 
     /// Builds the client and checks the node: reachable with this certificate and macaroon,
-    /// on the configured network, LND 0.15 or newer.
+    /// on the configured network, LND 0.16 or newer.
     pub async fn connect(config: LndConfig) -> Result<LndRest, LndError> {
         let lnd = LndRest::new(config)?;
         lnd.check().await?;
@@ -209,7 +210,7 @@ impl LndRest {
             Some(v) if v >= MIN_LND_VERSION => {}
             Some(_) => {
                 return Err(LndError::Incompatible(format!(
-                    "LND {} is too old; Satchel needs 0.15 or newer",
+                    "LND {} is too old; Satchel needs 0.16 or newer",
                     extra.version
                 )));
             }

@@ -549,7 +549,7 @@ async fn transport_faults_are_not_failures() {
         lnd.lookup_payment(inv.payment_hash()).await,
         Err(LnError::Transport(_))
     ));
-    env.fake.inject("/v1/invoice/", Fault::Http500);
+    env.fake.inject("/v2/invoices/lookup", Fault::Http500);
     assert!(matches!(
         lnd.lookup_invoice(inv.payment_hash()).await,
         Err(LnError::Transport(_))

@@ -433,7 +433,7 @@ async fn getinfo_and_invoices() {
     let mut existing = invoice_json(&req.preimage, "OPEN", 17, 0, 0);
     existing["payment_request"] = json!(signed.as_str());
     r.on(
-        &format!("GET /v1/invoice/{}", hash.to_hex()),
+        "GET /v2/invoices/lookup",
         canned(200, &existing.to_string()),
     );
     assert_eq!(
@@ -456,7 +456,7 @@ async fn getinfo_and_invoices() {
 
     // Lookups in every state.
     let p = Preimage::random();
-    let path = format!("GET /v1/invoice/{}", p.hash().to_hex());
+    let path = "GET /v2/invoices/lookup".to_owned();
     let cases = [
         (invoice_json(&p, "OPEN", 1, 0, 0), Some(InvoiceState::Open)),
         (
