@@ -544,3 +544,46 @@ async fn calls_and_results_match_clns_schemas() {
         panic!("{e}");
     }
 }
+
+/// The checker itself: each rule catches what it is for.
+#[test]
+fn the_checker_refuses_what_cln_would_not_send() {
+    let schema = load("waitsendpay")["response"].clone();
+    let hash = "11".repeat(32);
+    let good = serde_json::json!({
+        "id": 1, "created_index": 1, "payment_hash": hash, "status": "complete",
+        "created_at": 1_700_000_000u64, "amount_sent_msat": 1001, "amount_msat": 1000,
+        "destination": format!("02{}", "22".repeat(32)), "payment_preimage": "33".repeat(32),
+    });
+    let errors = |v: &Value| Check::default().validate(&schema, v, "t", false);
+    assert_eq!(errors(&good), Vec::<String>::new());
+    let mut cases = Vec::new();
+    for (field, value) in [
+        ("amount_sent_msat", serde_json::json!("1001msat")),
+        ("status", serde_json::json!("pending")),
+        ("destination", serde_json::json!("22".repeat(33))),
+        ("payment_hash", serde_json::json!("11")),
+        ("created_at", serde_json::json!(-1)),
+        ("extra_field", serde_json::json!(1)),
+    ] {
+        let mut v = good.clone();
+        v[field] = value;
+        cases.push(v);
+    }
+    // Required, also by an `if`/`then` branch (a complete payment has a preimage).
+    for field in ["amount_sent_msat", "payment_preimage"] {
+        let mut v = good.clone();
+        v.as_object_mut().unwrap().remove(field);
+        cases.push(v);
+    }
+    for bad in cases {
+        assert!(!errors(&bad).is_empty(), "accepted {bad}");
+    }
+    // Request-side msat accepts CLN's string forms.
+    let pay = load("pay")["request"].clone();
+    let req = serde_json::json!({ "bolt11": "lnbc1", "amount_msat": "1000msat" });
+    assert_eq!(
+        Check::default().validate(&pay, &req, "t", true),
+        Vec::<String>::new()
+    );
+}
