@@ -85,6 +85,27 @@ fn is_msat_param(v: &Value) -> bool {
 #[derive(Default)]
 struct Check {
     deprecated: BTreeSet<String>,
+    /// Request fields the adapter sent that CLN added after [`MIN_CLN`]: (place, version).
+    too_new: BTreeSet<String>,
+}
+
+/// The oldest Core Lightning the adapter supports (`src/lib.rs`).
+const MIN_CLN: (u32, u32) = (23, 8);
+
+/// `"v23.08"`, `"v0.12.0"`, `"pre-v0.10.1"` → (major, minor).
+fn version(v: &Value) -> Option<(u32, u32)> {
+    let s = v.as_str()?;
+    let s = s.trim_start_matches("pre-").trim_start_matches('v');
+    let mut parts = s.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+fn newer_than_min(added: Option<&Value>) -> Option<String> {
+    let a = added?;
+    match version(a) {
+        Some(v) if v <= MIN_CLN => None,
+        _ => Some(a.to_string()),
+    }
 }
 
 impl Check {
@@ -94,6 +115,9 @@ impl Check {
         let Some(s) = schema.as_object() else {
             return errs;
         };
+        if request && let Some(a) = newer_than_min(s.get("added")) {
+            self.too_new.insert(format!("{at} (added {a})"));
+        }
         if let Some(d) = s.get("deprecated") {
             self.deprecated.insert(format!(
                 "{at} (deprecated {d}, {})",
@@ -310,6 +334,7 @@ fn fields_the_adapter_reads_are_defined() {
     let structs = rpc_structs();
     let mut errors = Vec::new();
     let mut deprecated = Vec::new();
+    let mut too_new = Vec::new();
     let mut n = 0;
     for name in structs.keys() {
         let mapped = READ_FROM.iter().any(|(s, _, _)| s == name)
@@ -346,11 +371,17 @@ fn fields_the_adapter_reads_are_defined() {
                         p["deprecated"]
                     ));
                 }
-                Some(_) => {}
+                Some(p) => {
+                    // A field newer than the oldest supported CLN must be optional to us.
+                    if let Some(a) = newer_than_min(p.get("added")) {
+                        too_new.push(format!("{name}.{f} (from {method}): added {a}"));
+                    }
+                }
             }
         }
     }
     eprintln!("{n} field reads checked");
+    eprintln!("fields read that CLN added after v23.08 (must be optional): {too_new:#?}");
     assert!(deprecated.is_empty(), "{}", deprecated.join("\n"));
     assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
@@ -517,6 +548,25 @@ async fn calls_and_results_match_clns_schemas() {
     }
     eprintln!("deprecated methods called: {deprecated_methods:#?}");
     eprintln!("deprecated fields seen: {:#?}", check.deprecated);
+    eprintln!("request fields newer than v23.08: {:#?}", check.too_new);
+    let mut new_methods = BTreeSet::new();
+    for m in counts.keys() {
+        if let Some(a) = schemas
+            .get(m.as_str())
+            .and_then(|s| newer_than_min(s.get("added")))
+        {
+            new_methods.insert(format!("{m} (added {a})"));
+        }
+    }
+    assert!(
+        new_methods.is_empty(),
+        "methods newer than the oldest supported CLN: {new_methods:?}"
+    );
+    assert!(
+        check.too_new.is_empty(),
+        "the adapter sends fields the oldest supported CLN does not know: {:?}",
+        check.too_new
+    );
     let mut unique: Vec<String> = errors.clone();
     unique.sort();
     unique.dedup();
