@@ -25,7 +25,7 @@ use base64::Engine as _;
 use satchel_domain::{FailureReason, Msat, Network, PaymentHash};
 use satchel_lightning::conformance::{self, Harness, SendPath};
 use satchel_lightning::scripted::{Script, ScriptedBackend};
-use satchel_lightning::{DevnetControl, Invoices, LightningBackend};
+use satchel_lightning::{DevnetControl, Invoices, LightningBackend, Routes};
 use satchel_lnd::LndRest;
 use satchel_lnd::fake::{Exchange, FakeLnd};
 use serde_json::Value;
@@ -626,8 +626,14 @@ async fn requests_and_answers_match_lnds_definitions() {
         Ok(r) => eprintln!("{r}"),
         Err(e) => eprintln!("{e}"),
     }
-    // An error answer of each kind the adapter handles.
+    // Paths the scenarios do not take: a lookup LND answers NotFound, and a route for an
+    // amount that is not whole satoshis (`amt` 0 + `amt_msat`).
     let _ = h.lnd.lookup_invoice(PaymentHash([7u8; 32])).await;
+    let dest = h.node.external_pubkey();
+    h.lnd
+        .query_routes(dest, Msat::from_msat(1_500).unwrap())
+        .await
+        .unwrap();
     let captures = h.fake.captures();
 
     let mut check = Check::default();
