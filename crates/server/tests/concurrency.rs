@@ -505,6 +505,17 @@ async fn reconciler_never_resends_a_failed_payment() {
                 "{st}: {body}"
             );
         }
+        // Every failing payment reaches the node once (a 202 may answer before it is sent;
+        // on a loaded host that took longer than a fixed sleep), then the reconciler gets
+        // time to resend one wrongly.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while failing
+            .iter()
+            .any(|i| s.scripted.pay_count(i.payment_hash()) == 0)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let resent: Vec<usize> = failing
             .iter()
