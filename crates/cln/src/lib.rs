@@ -132,6 +132,7 @@ pub mod fake;
 pub mod onion;
 pub mod rpc;
 pub mod transport;
+pub mod version;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -144,6 +145,7 @@ pub use backend::{
     KEYSEND_LABEL_PREFIX, KEYSEND_MESSAGE_TLV, invoice_label,
 };
 pub use transport::{ClnTransport, RestTransport, RpcError, SocketTransport};
+pub use version::ClnVersion;
 
 /// How long ordinary calls may take (long waits add their own duration to it).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

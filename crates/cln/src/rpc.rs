@@ -27,6 +27,12 @@ pub const PAY_NO_SUCH_PAYMENT: i64 = 208;
 pub const PAY_UNSPECIFIED_ERROR: i64 = 209;
 /// `pay` gave up: ran out of routes, or `retry_for` elapsed.
 pub const PAY_STOPPED_RETRYING: i64 = 210;
+/// askrene (`getroutes`, so `xpay` too): our channels together cannot send the amount.
+pub const PAY_INSUFFICIENT_FUNDS: i64 = 215;
+/// `xpay`: the invoice has already been paid (by an earlier payment of ours).
+pub const PAY_INVOICE_ALREADY_PAID: i64 = 219;
+/// askrene: not enough capacity into the destination.
+pub const PAY_DESTINATION_CAPACITY: i64 = 220;
 /// `invoice`: the label is taken.
 pub const INVOICE_LABEL_ALREADY_EXISTS: i64 = 900;
 /// `invoice`: the preimage (payment hash) is taken.
