@@ -22,8 +22,10 @@ use satchel_lightning::{
 };
 
 use crate::onion::{forward_payload, keysend_payload, parse_scid};
-use crate::rpc::{self, ClnMsat, CreateOnion, GetInfo, GetRoute, Invoice, InvoiceCreated};
-use crate::rpc::{ListDatastore, ListInvoices, ListPeerChannels, ListSendPays, PayResult, SendPay};
+use crate::rpc::{self, ClnMsat, CreateOnion, GetInfo, GetRoute, GetRoutes, Invoice};
+use crate::rpc::{InvoiceCreated, ListDatastore, ListInvoices, ListPeerChannels, ListSendPays};
+use crate::rpc::{PayResult, RouteEntry, SendPay, XpayResult};
+use crate::version::ClnVersion;
 use crate::transport::{ClnTransport, RestTransport, RpcError, SocketTransport};
 use crate::{ClnConfig, ClnConnection, ClnError};
 
@@ -36,6 +38,18 @@ const PAY_MARGIN: Duration = Duration::from_secs(5);
 /// How long our connection waits for a `pay` beyond `retry_for` before dropping it (the
 /// command carries on in `lightningd`; lookups then report it).
 const PAY_RPC_GRACE: Duration = Duration::from_secs(600);
+/// How long the release `getinfo` reported is trusted before it is asked again (an operator may
+/// upgrade CLN under a running Satchel; a command the node does not know also drops it).
+const VERSION_TTL: Duration = Duration::from_secs(60);
+/// What an unreadable `getinfo` version (a custom build string) is taken for: the newest
+/// release known, whose commands (`xpay`, `getroutes`) exist on every release from v24.11.
+const ASSUMED_VERSION: ClnVersion = ClnVersion::REMOVES_PAY;
+/// The final CLTV delta `queryroutes` asks `getroutes` for (`getroute`'s default).
+const QUERY_FINAL_CLTV: u32 = 9;
+/// The fee `queryroutes` lets a route cost at most: the amount itself, or this much when
+/// that is more (LND's `queryroutes` has no limit; a route dearer than this is not worth
+/// showing).
+const QUERY_MIN_MAXFEE_MSAT: u64 = 1_000_000;
 /// How many unsent failures are remembered (the map is cleared when it grows past this).
 const MAX_UNSENT_FAILURES: usize = 100_000;
 /// `datastore` key under which cancelled invoices are remembered: `[.., <payment hash hex>]`.
@@ -54,7 +68,8 @@ pub fn invoice_label(hash: &PaymentHash) -> String {
 }
 
 type RpcOutcome = Result<Value, RpcError>;
-type Running = Arc<Mutex<HashMap<PaymentHash, watch::Receiver<Option<RpcOutcome>>>>>;
+type Running =
+    Arc<Mutex<HashMap<PaymentHash, (&'static str, watch::Receiver<Option<RpcOutcome>>)>>>;
 
 /// Satchel's Lightning backend on a Core Lightning node. See the crate documentation.
 pub struct ClnBackend {
@@ -62,6 +77,8 @@ pub struct ClnBackend {
     network: Network,
     request_timeout: Duration,
     info: OnceCell<NodeInfoData>,
+    /// The node's release and when `getinfo` said so (see [`VERSION_TTL`]).
+    version: Mutex<Option<(ClnVersion, Instant)>>,
     /// Serialises `pay` calls per payment hash within this process.
     hash_locks: Mutex<HashMap<PaymentHash, Arc<tokio::sync::Mutex<()>>>>,
     /// `pay` commands of ours still running in `lightningd`, by payment hash.
@@ -267,7 +284,11 @@ impl ClnBackend {
     /// another network than `config.network`. The node info is cached.
     pub async fn connect(config: &ClnConfig) -> Result<ClnBackend, ClnError> {
         let backend = ClnBackend::new(config)?;
-        let gi: GetInfo = parse("getinfo", backend.call("getinfo", json!({})).await?)?;
+        let gi = backend.getinfo().await?;
+        let version = backend.version_of(&gi);
+        if version < ClnVersion::MIN_SUPPORTED {
+            return Err(ClnError::TooOld { found: version });
+        }
         if gi.network.parse::<Network>().ok() != Some(config.network) {
             return Err(ClnError::WrongNetwork {
                 configured: config.network,
@@ -289,6 +310,7 @@ impl ClnBackend {
             network,
             request_timeout,
             info: OnceCell::new(),
+            version: Mutex::new(None),
             hash_locks: Mutex::new(HashMap::new()),
             running: Arc::new(Mutex::new(HashMap::new())),
             unsent_failures: Mutex::new(HashMap::new()),
@@ -315,11 +337,46 @@ impl ClnBackend {
         parse(method, self.call(method, params).await?)
     }
 
+    /// `getinfo`, noting the node's release.
+    async fn getinfo(&self) -> Result<GetInfo, LnError> {
+        let gi: GetInfo = self.call_as("getinfo", json!({})).await?;
+        self.version_of(&gi);
+        Ok(gi)
+    }
+
+    /// The release in `gi` (remembered for [`VERSION_TTL`]).
+    fn version_of(&self, gi: &GetInfo) -> ClnVersion {
+        let version = match gi.version.as_deref().map(|s| (s, ClnVersion::parse(s))) {
+            Some((_, Some(v))) => v,
+            other => {
+                tracing::warn!(
+                    version = other.map(|(s, _)| s),
+                    assumed = %ASSUMED_VERSION,
+                    "cannot read Core Lightning's release from getinfo; assuming the newest"
+                );
+                ASSUMED_VERSION
+            }
+        };
+        *lock(&self.version) = Some((version, Instant::now()));
+        version
+    }
+
+    /// The node's release: which payment and routing commands it has.
+    async fn version(&self) -> Result<ClnVersion, LnError> {
+        let cached = *lock(&self.version);
+        match cached {
+            Some((v, at)) if at.elapsed() < VERSION_TTL => Ok(v),
+            _ => Ok(self.version_of(&self.getinfo().await?)),
+        }
+    }
+
+    /// Drops the remembered release (the node did not know a command it should have).
+    fn forget_version(&self) {
+        *lock(&self.version) = None;
+    }
+
     async fn blockheight(&self) -> Result<u32, LnError> {
-        Ok(self
-            .call_as::<GetInfo>("getinfo", json!({}))
-            .await?
-            .blockheight)
+        Ok(self.getinfo().await?.blockheight)
     }
 
     async fn find_invoice(&self, hash: PaymentHash) -> Result<Option<Invoice>, LnError> {
@@ -380,7 +437,7 @@ impl ClnBackend {
         timeout: Duration,
     ) -> watch::Receiver<Option<RpcOutcome>> {
         let (tx, rx) = watch::channel(None);
-        lock(&self.running).insert(hash, rx.clone());
+        lock(&self.running).insert(hash, (method, rx.clone()));
         let rpc = Arc::clone(&self.rpc);
         let running = Arc::clone(&self.running);
         tokio::spawn(async move {
@@ -391,58 +448,77 @@ impl ClnBackend {
         rx
     }
 
-    /// Waits for a background `pay` until `deadline`, then interprets it.
+    /// Waits for a background `pay`/`xpay` (`method`) until `deadline`, then interprets it.
+    /// `None`: the node does not know `method` (nothing was sent).
     async fn await_pay(
         &self,
         hash: PaymentHash,
         amount: Msat,
+        method: &str,
         mut rx: watch::Receiver<Option<RpcOutcome>>,
         deadline: Instant,
-    ) -> Result<PayOutcome, LnError> {
+    ) -> Result<Option<PayOutcome>, LnError> {
         let outcome = loop {
             if let Some(o) = rx.borrow_and_update().clone() {
                 break o;
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Err(_) => return Ok(PayOutcome::InFlight),
+                Err(_) => return Ok(Some(PayOutcome::InFlight)),
                 Ok(Err(_)) => {
                     // The task ended without a word (runtime shutting down).
-                    return Ok(pay_outcome(self.lookup_payment(hash).await?));
+                    return Ok(Some(pay_outcome(self.lookup_payment(hash).await?)));
                 }
                 Ok(Ok(())) => {}
             }
         };
         match outcome {
+            Ok(v) if method == "xpay" => {
+                // xpay answers only once the payment succeeded.
+                let r: XpayResult = parse("xpay", v)?;
+                Ok(Some(PayOutcome::Succeeded {
+                    preimage: preimage_for(hash, Some(&r.payment_preimage))?,
+                    fee: msat(ClnMsat(
+                        r.amount_sent_msat.0.saturating_sub(r.amount_msat.0),
+                    ))?,
+                }))
+            }
             Ok(v) => {
                 let r: PayResult = parse("pay", v)?;
                 if r.status == "complete" {
-                    Ok(PayOutcome::Succeeded {
+                    Ok(Some(PayOutcome::Succeeded {
                         preimage: preimage_for(hash, r.payment_preimage.as_deref())?,
                         fee: msat(ClnMsat(
                             r.amount_sent_msat.0.saturating_sub(r.amount_msat.0),
                         ))?,
-                    })
+                    }))
                 } else {
-                    Ok(pay_outcome(self.lookup_payment(hash).await?))
+                    Ok(Some(pay_outcome(self.lookup_payment(hash).await?)))
                 }
             }
-            Err(RpcError::Rpc { code, message, .. }) => {
-                self.classify_failure(hash, amount, code, &message).await
+            Err(RpcError::Rpc { code, .. }) if code == rpc::JSONRPC2_METHOD_NOT_FOUND => {
+                tracing::warn!(method, "Core Lightning does not know this payment command");
+                self.forget_version();
+                Ok(None)
             }
+            Err(RpcError::Rpc { code, message, .. }) => self
+                .classify_failure(hash, amount, method, code, &message)
+                .await
+                .map(Some),
             Err(e) => Err(ln_error(e)),
         }
     }
 
-    /// A payment command failed with `code`: what became of the payment, according to a
-    /// fresh `listsendpays`.
+    /// A payment command (`method`) failed with `code`: what became of the payment,
+    /// according to a fresh `listsendpays`.
     async fn classify_failure(
         &self,
         hash: PaymentHash,
         amount: Msat,
+        method: &str,
         code: i64,
         message: &str,
     ) -> Result<PayOutcome, LnError> {
-        tracing::info!(payment_hash = %hash, code, message, "CLN payment command failed");
+        tracing::info!(payment_hash = %hash, method, code, message, "CLN payment command failed");
         let sent = match self.lookup_payment(hash).await? {
             PaymentLookup::Succeeded { preimage, fee } => {
                 return Ok(PayOutcome::Succeeded { preimage, fee });
@@ -453,14 +529,29 @@ impl ClnBackend {
         };
         let reason = match code {
             rpc::PAY_IN_PROGRESS => return Ok(PayOutcome::InFlight),
-            rpc::PAY_RHASH_ALREADY_USED => {
+            // Paid already, yet `listsendpays` shows no success of ours: nothing was sent.
+            rpc::PAY_RHASH_ALREADY_USED | rpc::PAY_INVOICE_ALREADY_PAID => {
                 return Err(LnError::Rejected(format!("{message} (CLN error {code})")));
             }
             rpc::PAY_DESTINATION_PERM_FAIL | rpc::PAY_INVOICE_EXPIRED => {
                 FailureReason::IncorrectPaymentDetails
             }
-            rpc::PAY_TRY_OTHER_ROUTE | rpc::PAY_ROUTE_NOT_FOUND | rpc::PAY_ROUTE_TOO_EXPENSIVE => {
-                self.no_route_reason(amount).await
+            rpc::PAY_TRY_OTHER_ROUTE
+            | rpc::PAY_ROUTE_NOT_FOUND
+            | rpc::PAY_ROUTE_TOO_EXPENSIVE
+            | rpc::PAY_DESTINATION_CAPACITY => self.no_route_reason(amount).await,
+            rpc::PAY_INSUFFICIENT_FUNDS => FailureReason::InsufficientBalance,
+            // xpay ends every failure after an attempt with 209: "Timed out after after N
+            // attempts" when `retry_for` ran out, "Failed after N attempts. … Then routing
+            // failed" when no route is left.
+            rpc::PAY_UNSPECIFIED_ERROR if method == "xpay" => {
+                if message.starts_with("Timed out") {
+                    FailureReason::Timeout
+                } else if message.starts_with("Failed after") {
+                    self.no_route_reason(amount).await
+                } else {
+                    FailureReason::Error
+                }
             }
             rpc::PAY_STOPPED_RETRYING => {
                 let m = message.to_ascii_lowercase();
@@ -565,16 +656,31 @@ impl ClnBackend {
         req: &PayRequest,
         deadline: Instant,
     ) -> Result<PayOutcome, LnError> {
-        let mut params = json!({
-            "bolt11": invoice.as_str(),
-            "maxfee": req.fee_limit.as_msat(),
-            "retry_for": ceil_secs(req.timeout).max(1),
-        });
-        if invoice.amount().is_none() {
-            params["amount_msat"] = json!(amount.as_msat());
+        // Asked again once if the node does not know the command (upgraded meanwhile).
+        for _ in 0..2 {
+            // xpay where it exists (v24.11+): `pay` is deprecated from v26.06 and gone in
+            // v27.03. Both take `maxfee` in msat and `retry_for` in seconds.
+            let (method, invoice_param) = if self.version().await?.has_xpay() {
+                ("xpay", "invstring")
+            } else {
+                ("pay", "bolt11")
+            };
+            let mut params = json!({
+                invoice_param: invoice.as_str(),
+                "maxfee": req.fee_limit.as_msat(),
+                "retry_for": ceil_secs(req.timeout).max(1),
+            });
+            if invoice.amount().is_none() {
+                params["amount_msat"] = json!(amount.as_msat());
+            }
+            let rx = self.spawn_rpc(hash, method, params, req.timeout + PAY_RPC_GRACE);
+            if let Some(outcome) = self.await_pay(hash, amount, method, rx, deadline).await? {
+                return Ok(outcome);
+            }
         }
-        let rx = self.spawn_rpc(hash, "pay", params, req.timeout + PAY_RPC_GRACE);
-        self.await_pay(hash, amount, rx, deadline).await
+        Err(LnError::Rejected(
+            "Core Lightning knows neither xpay nor pay".to_owned(),
+        ))
     }
 
     fn succeeded(hash: PaymentHash, part: &SendPay, amount: Msat) -> Result<PayOutcome, LnError> {
@@ -586,16 +692,157 @@ impl ClnBackend {
         })
     }
 
-    /// Keysend with *our* preimage: `getroute`, then `createonion` with the keysend TLVs in the
-    /// final hop's payload, `sendonion` under our payment hash and `waitsendpay`. (CLN's own
-    /// `keysend` command draws a random preimage, which would break Satchel's idempotency per
-    /// payment hash.) One path per attempt; a failing channel is excluded and the next route
-    /// tried until `req.timeout`.
-    #[allow(clippy::too_many_lines)]
+    /// Keysend with *our* preimage: a route (`getroutes`, or `getroute` before v24.11), then
+    /// `createonion` with the keysend TLVs in the final hop's payload, `sendonion` under our
+    /// payment hash and `waitsendpay`. (CLN's own `keysend`/`xkeysend` draw a random preimage,
+    /// which would break Satchel's idempotency per payment hash.) One path per attempt; a
+    /// failing channel (or node) is excluded and the next route tried until `req.timeout`:
+    /// `getroute` takes the exclusions as a parameter, `getroutes` through an askrene layer of
+    /// this payment's own, removed again at the end.
     async fn pay_keysend(
         &self,
         req: &PayRequest,
         deadline: Instant,
+    ) -> Result<PayOutcome, LnError> {
+        let mut layer = None;
+        let outcome = self.keysend_attempts(req, deadline, &mut layer).await;
+        if let Some(name) = layer
+            && let Err(e) = self
+                .call("askrene-remove-layer", json!({ "layer": name }))
+                .await
+        {
+            // A leftover layer only holds this payment's exclusions; CLN forgets
+            // non-persistent layers when it restarts.
+            tracing::warn!(layer = name, error = %e, "could not remove a keysend's askrene layer");
+        }
+        outcome
+    }
+
+    /// A route for `amount` to `dest_hex` that avoids `exclude` (`getroute`) or what `layer`
+    /// disables (`getroutes`), with a final CLTV delta of `final_cltv` and a fee of at most
+    /// `max_fee` (`getroutes` only; the keysend checks the fee of either itself).
+    async fn find_route(
+        &self,
+        dest_hex: &str,
+        amount: Msat,
+        max_fee: Msat,
+        final_cltv: u32,
+        exclude: &[String],
+        layer: Option<&str>,
+    ) -> Result<RouteAnswer, LnError> {
+        let version = self.version().await?;
+        let (method, params) = if version.has_xpay() {
+            // askrene: our own channels as they are now, free to use, one path only.
+            let mut layers = vec!["auto.localchans", "auto.sourcefree"];
+            let mut params = json!({
+                "source": self.node_info().await?.pubkey.to_hex(),
+                "destination": dest_hex,
+                "amount_msat": amount.as_msat(),
+                "maxfee_msat": max_fee.as_msat(),
+                "final_cltv": final_cltv,
+            });
+            if version >= ClnVersion::MAXPARTS {
+                params["maxparts"] = json!(1);
+            } else {
+                layers.push("auto.no_mpp_support");
+            }
+            layers.extend(layer);
+            params["layers"] = json!(layers);
+            ("getroutes", params)
+        } else {
+            (
+                "getroute",
+                json!({
+                    "id": dest_hex,
+                    "amount_msat": amount.as_msat(),
+                    "riskfactor": 1,
+                    "cltv": final_cltv,
+                    "fuzzpercent": 0,
+                    "exclude": exclude,
+                }),
+            )
+        };
+        match self.rpc.call(method, params, self.request_timeout).await {
+            Ok(v) if method == "getroutes" => {
+                Ok(RouteAnswer::Found(route_entries(parse::<GetRoutes>(method, v)?)?))
+            }
+            Ok(v) => Ok(RouteAnswer::Found(parse::<GetRoute>(method, v)?.route)),
+            Err(RpcError::Rpc { code, message, .. }) => {
+                if code == rpc::JSONRPC2_METHOD_NOT_FOUND {
+                    self.forget_version();
+                }
+                Ok(RouteAnswer::Refused { code, message })
+            }
+            Err(e) => Err(ln_error(e)),
+        }
+    }
+
+    /// Excludes `item` (`scid/dir` or a node id) from this keysend's later `getroutes` calls,
+    /// in the askrene layer `layer` (created on first use).
+    async fn exclude_in_layer(
+        &self,
+        layer: &mut Option<String>,
+        hash: PaymentHash,
+        item: &str,
+    ) -> Result<(), LnError> {
+        let name = match layer {
+            Some(name) => name.clone(),
+            None => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                let name = format!("satchel-keysend-{}-{nanos}", hash.to_hex());
+                self.call("askrene-create-layer", json!({ "layer": name }))
+                    .await?;
+                *layer = Some(name.clone());
+                name
+            }
+        };
+        if item.contains('/') {
+            self.call(
+                "askrene-update-channel",
+                json!({ "layer": name, "short_channel_id_dir": item, "enabled": false }),
+            )
+            .await?;
+        } else {
+            self.call("askrene-disable-node", json!({ "layer": name, "node": item }))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// After a failed keysend attempt: excludes what `data` blames from the next route.
+    /// `false` if there is nothing new to exclude (the keysend gives up).
+    async fn exclude_next(
+        &self,
+        exclude: &mut Vec<String>,
+        layer: &mut Option<String>,
+        hash: PaymentHash,
+        data: Option<&Value>,
+    ) -> Result<bool, LnError> {
+        if !push_exclusion(exclude, data) {
+            return Ok(false);
+        }
+        if self.version().await?.has_xpay()
+            && let Some(item) = exclude.last()
+        {
+            // The attempt failed for good: nothing is outstanding if this fails.
+            if let Err(e) = self.exclude_in_layer(layer, hash, item).await {
+                tracing::warn!(payment_hash = %hash, error = %e, "cannot exclude a failed channel");
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The attempts of [`ClnBackend::pay_keysend`]; `layer` receives the name of the askrene
+    /// layer it created, if any.
+    #[allow(clippy::too_many_lines)]
+    async fn keysend_attempts(
+        &self,
+        req: &PayRequest,
+        deadline: Instant,
+        layer: &mut Option<String>,
     ) -> Result<PayOutcome, LnError> {
         let PayTarget::Keysend {
             dest,
@@ -621,46 +868,45 @@ impl ClnBackend {
                 return Ok(PayOutcome::Failed(FailureReason::Timeout));
             }
             let height = self.blockheight().await?;
-            let route = match self
-                .rpc
-                .call(
-                    "getroute",
-                    json!({
-                        "id": dest_hex,
-                        "amount_msat": amount.as_msat(),
-                        "riskfactor": 1,
-                        "cltv": KEYSEND_FINAL_CLTV,
-                        "fuzzpercent": 0,
-                        "exclude": exclude,
-                    }),
-                    self.request_timeout,
+            let found = self
+                .find_route(
+                    &dest_hex,
+                    amount,
+                    req.fee_limit,
+                    KEYSEND_FINAL_CLTV,
+                    &exclude,
+                    layer.as_deref(),
                 )
-                .await
-            {
-                Ok(v) => parse::<GetRoute>("getroute", v)?.route,
-                Err(RpcError::Rpc {
-                    code: rpc::PAY_ROUTE_NOT_FOUND,
-                    ..
-                }) => {
-                    let reason = if attempt == 0 {
-                        self.no_route_reason(amount).await
-                    } else {
-                        FailureReason::NoRoute
+                .await?;
+            let route = match found {
+                RouteAnswer::Found(route) => route,
+                RouteAnswer::Refused { code, message } => {
+                    let reason = match code {
+                        rpc::PAY_INSUFFICIENT_FUNDS => FailureReason::InsufficientBalance,
+                        rpc::PAY_ROUTE_NOT_FOUND
+                        | rpc::PAY_ROUTE_TOO_EXPENSIVE
+                        | rpc::PAY_DESTINATION_CAPACITY
+                            if attempt == 0 =>
+                        {
+                            self.no_route_reason(amount).await
+                        }
+                        // Nothing sent yet: a refusal of the request itself.
+                        _ if attempt == 0 => {
+                            return Err(LnError::Rejected(format!(
+                                "{message} (CLN error {code})"
+                            )));
+                        }
+                        _ => FailureReason::NoRoute,
                     };
                     return Ok(PayOutcome::Failed(reason));
                 }
-                Err(e @ RpcError::Rpc { .. }) if attempt == 0 => return Err(ln_error(e)),
-                Err(RpcError::Rpc { .. }) => {
-                    return Ok(PayOutcome::Failed(FailureReason::NoRoute));
-                }
-                Err(e) => return Err(ln_error(e)),
             };
             let (Some(first), Some(last)) = (route.first(), route.last()) else {
                 return Ok(PayOutcome::Failed(FailureReason::NoRoute));
             };
             if !last.id.eq_ignore_ascii_case(&dest_hex) || last.amount_msat.0 != amount.as_msat() {
                 return Err(LnError::Transport(
-                    "getroute returned a route to another node or amount".to_owned(),
+                    "CLN returned a route to another node or amount".to_owned(),
                 ));
             }
             let fee = first.amount_msat.0.saturating_sub(amount.as_msat());
@@ -727,13 +973,18 @@ impl ClnBackend {
                     }
                 }
                 Err(RpcError::Rpc { code, data, .. }) if code == rpc::PAY_TRY_OTHER_ROUTE => {
-                    if push_exclusion(&mut exclude, data.as_ref()) {
+                    if self
+                        .exclude_next(&mut exclude, layer, hash, data.as_ref())
+                        .await?
+                    {
                         continue;
                     }
                     return Ok(PayOutcome::Failed(FailureReason::NoRoute));
                 }
                 Err(RpcError::Rpc { code, message, .. }) => {
-                    return self.classify_failure(hash, amount, code, &message).await;
+                    return self
+                        .classify_failure(hash, amount, "sendonion", code, &message)
+                        .await;
                 }
                 Err(e) => return Err(ln_error(e)),
             }
@@ -757,19 +1008,83 @@ impl ClnBackend {
                 }
                 Err(RpcError::Rpc { code, data, .. }) if code == rpc::PAY_TRY_OTHER_ROUTE => {
                     tracing::debug!(payment_hash = %hash, attempt, ?data, "keysend attempt failed");
-                    if push_exclusion(&mut exclude, data.as_ref()) {
+                    if self
+                        .exclude_next(&mut exclude, layer, hash, data.as_ref())
+                        .await?
+                    {
                         continue;
                     }
                     return Ok(PayOutcome::Failed(FailureReason::NoRoute));
                 }
                 Err(RpcError::Rpc { code, message, .. }) => {
-                    return self.classify_failure(hash, amount, code, &message).await;
+                    return self
+                        .classify_failure(hash, amount, "sendonion", code, &message)
+                        .await;
                 }
                 Err(e) => return Err(ln_error(e)),
             }
         }
         Ok(PayOutcome::Failed(FailureReason::NoRoute))
     }
+}
+
+/// What `getroute`/`getroutes` answered.
+enum RouteAnswer {
+    /// A route, in `getroute`'s shape (empty: none).
+    Found(Vec<RouteEntry>),
+    /// An error object.
+    Refused {
+        /// CLN's error code.
+        code: i64,
+        /// Its message.
+        message: String,
+    },
+}
+
+/// A one-path `getroutes` answer in `getroute`'s shape: for each channel, the node at its far
+/// end, what crosses it and the CLTV of the HTLC on it. From v26.06 a hop says so itself
+/// (`node_id_out`, `amount_out_msat`, `cltv_out`); before, a hop gives what enters its start
+/// node (`amount_msat`, `delay`), so what crosses channel i is what enters hop i + 1, and the
+/// path's own `amount_msat` and `final_cltv` for the last channel.
+fn route_entries(answer: GetRoutes) -> Result<Vec<RouteEntry>, LnError> {
+    let bad = |what: &str| LnError::Transport(format!("getroutes: {what}"));
+    let mut routes = answer.routes.into_iter();
+    let Some(route) = routes.next() else {
+        return Ok(Vec::new());
+    };
+    if routes.next().is_some() {
+        return Err(bad("split the payment although asked for one path"));
+    }
+    let mut out = Vec::with_capacity(route.path.len());
+    for (i, hop) in route.path.iter().enumerate() {
+        let next = route.path.get(i + 1);
+        let (channel, direction) = hop
+            .short_channel_id_dir
+            .split_once('/')
+            .and_then(|(c, d)| Some((c.to_owned(), d.parse::<u8>().ok()?)))
+            .ok_or_else(|| bad("bad short_channel_id_dir"))?;
+        let id = hop
+            .node_id_out
+            .clone()
+            .or_else(|| hop.next_node_id.clone())
+            .ok_or_else(|| bad("hop without its far node"))?;
+        let amount_msat = hop
+            .amount_out_msat
+            .or_else(|| next.map_or(Some(route.amount_msat), |n| n.amount_msat))
+            .ok_or_else(|| bad("hop without amounts"))?;
+        let delay = hop
+            .cltv_out
+            .or_else(|| next.map_or(Some(route.final_cltv), |n| n.delay))
+            .ok_or_else(|| bad("hop without CLTVs"))?;
+        out.push(RouteEntry {
+            id,
+            channel,
+            direction,
+            amount_msat,
+            delay,
+        });
+    }
+    Ok(out)
 }
 
 /// Adds the channel (or node) a failed attempt blamed to `getroute`'s `exclude` list. `false`
@@ -797,7 +1112,7 @@ impl NodeInfo for ClnBackend {
     async fn node_info(&self) -> Result<NodeInfoData, LnError> {
         self.info
             .get_or_try_init(|| async {
-                let gi: GetInfo = self.call_as("getinfo", json!({})).await?;
+                let gi = self.getinfo().await?;
                 let pubkey = NodePubkey::from_hex(&gi.id)
                     .ok_or_else(|| LnError::Transport(format!("getinfo: bad id {}", gi.id)))?;
                 Ok(NodeInfoData {
@@ -990,10 +1305,13 @@ impl Payments for ClnBackend {
         };
         // A `pay` of ours still running in lightningd (an earlier caller stopped waiting).
         let running = lock(&self.running).get(&hash).cloned();
-        if let Some(rx) = running {
+        if let Some((method, rx)) = running {
             return self
-                .await_pay(hash, req.target.amount(), rx, deadline)
-                .await;
+                .await_pay(hash, req.target.amount(), method, rx, deadline)
+                .await?
+                .ok_or_else(|| {
+                    LnError::Rejected(format!("Core Lightning does not know {method}"))
+                });
         }
         // Idempotency: never send while a payment with this hash is in flight or done.
         match self.lookup_payment(hash).await? {
@@ -1100,26 +1418,27 @@ impl Routes for ClnBackend {
             return Ok(Vec::new());
         }
         let height = self.blockheight().await?;
+        let max_fee = Msat::from_msat(amount.as_msat().max(QUERY_MIN_MAXFEE_MSAT))
+            .map_err(|e| LnError::Rejected(e.to_string()))?;
         let route = match self
-            .rpc
-            .call(
-                "getroute",
-                json!({
-                    "id": dest.to_hex(),
-                    "amount_msat": amount.as_msat(),
-                    "riskfactor": 10,
-                    "fuzzpercent": 0,
-                }),
-                self.request_timeout,
-            )
-            .await
+            .find_route(&dest.to_hex(), amount, max_fee, QUERY_FINAL_CLTV, &[], None)
+            .await?
         {
-            Ok(v) => parse::<GetRoute>("getroute", v)?.route,
-            Err(RpcError::Rpc {
-                code: rpc::PAY_ROUTE_NOT_FOUND,
-                ..
-            }) => return Ok(Vec::new()),
-            Err(e) => return Err(ln_error(e)),
+            RouteAnswer::Found(route) => route,
+            RouteAnswer::Refused { code, .. }
+                if [
+                    rpc::PAY_ROUTE_NOT_FOUND,
+                    rpc::PAY_ROUTE_TOO_EXPENSIVE,
+                    rpc::PAY_INSUFFICIENT_FUNDS,
+                    rpc::PAY_DESTINATION_CAPACITY,
+                ]
+                .contains(&code) =>
+            {
+                return Ok(Vec::new());
+            }
+            RouteAnswer::Refused { code, message } => {
+                return Err(LnError::Rejected(format!("{message} (CLN error {code})")));
+            }
         };
         let (Some(first), Some(last)) = (route.first(), route.last()) else {
             return Ok(Vec::new());

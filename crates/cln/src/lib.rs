@@ -233,6 +233,13 @@ pub enum ClnError {
     /// The node could not be reached or refused us.
     #[error("CLN node: {0}")]
     Node(#[from] LnError),
+    /// The node runs a Core Lightning release older than the oldest supported
+    /// ([`ClnVersion::MIN_SUPPORTED`]).
+    #[error("CLN node runs {found}; Satchel needs Core Lightning {} or newer", ClnVersion::MIN_SUPPORTED)]
+    TooOld {
+        /// The release `getinfo` reports.
+        found: ClnVersion,
+    },
     /// The node runs on another network than configured.
     #[error("CLN node runs on {node}, configured for {}", configured.name())]
     WrongNetwork {

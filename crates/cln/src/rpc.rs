@@ -85,6 +85,9 @@ pub struct GetInfo {
     /// Current block height.
     #[serde(default)]
     pub blockheight: u32,
+    /// The release, `v24.11.1` and the like (see [`crate::ClnVersion::parse`]).
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 /// `invoice`.
@@ -182,6 +185,63 @@ pub struct PayResult {
     pub amount_msat: ClnMsat,
     /// Sent, fees included.
     pub amount_sent_msat: ClnMsat,
+}
+
+/// `xpay` (v24.11+): only answers on success; every failure is an error object.
+#[derive(Debug, Deserialize)]
+pub struct XpayResult {
+    /// Preimage.
+    pub payment_preimage: String,
+    /// Delivered.
+    pub amount_msat: ClnMsat,
+    /// Sent, fees included.
+    pub amount_sent_msat: ClnMsat,
+}
+
+/// `getroutes` (askrene).
+#[derive(Debug, Deserialize)]
+pub struct GetRoutes {
+    /// The paths that together deliver the amount (one when asked for one part).
+    pub routes: Vec<GetRoutesRoute>,
+}
+
+/// One path of `getroutes`.
+#[derive(Debug, Deserialize)]
+pub struct GetRoutesRoute {
+    /// What this path delivers to the destination.
+    pub amount_msat: ClnMsat,
+    /// The CLTV the destination gets (as asked).
+    pub final_cltv: u32,
+    /// The channels, from ours to the destination's.
+    pub path: Vec<GetRoutesHop>,
+}
+
+/// One channel of a `getroutes` path. Before v26.06 a hop has `next_node_id`, `amount_msat`
+/// and `delay` (what enters the hop's start node); from v26.06 `node_id_out`,
+/// `amount_out_msat` and `cltv_out` (what crosses the channel) as well, and the old fields
+/// only while deprecated APIs are allowed (removed in v27.06).
+#[derive(Debug, Deserialize)]
+pub struct GetRoutesHop {
+    /// `BLOCKxTXxOUT/DIR`.
+    pub short_channel_id_dir: String,
+    /// The node at the far end (v26.06+).
+    #[serde(default)]
+    pub node_id_out: Option<String>,
+    /// What crosses the channel (v26.06+).
+    #[serde(default)]
+    pub amount_out_msat: Option<ClnMsat>,
+    /// The CLTV of the HTLC on the channel, relative (v26.06+).
+    #[serde(default)]
+    pub cltv_out: Option<u32>,
+    /// The node at the far end (before v27.06).
+    #[serde(default)]
+    pub next_node_id: Option<String>,
+    /// What the start node must receive (before v27.06).
+    #[serde(default)]
+    pub amount_msat: Option<ClnMsat>,
+    /// The CLTV the start node must receive, relative (before v27.06).
+    #[serde(default)]
+    pub delay: Option<u32>,
 }
 
 /// `getroute`.

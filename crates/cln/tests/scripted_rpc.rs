@@ -77,10 +77,17 @@ const HUB: &str = "0324653eac434488002cc06bbfb7f10fe18991e35f9fe4302dbea6d2353dc
 const ALICE: &str = "027f921585f2ac0c7c70e36110adecfd8fd14b8a99bfb3d000a283fcac358fce88";
 const CAROL: &str = "03e7156ae33b0a208d0744199163177e909e80176e55d97a2f221ede0f934dd9ad";
 
+/// `getinfo` of the oldest supported release (`pay` and `getroute`).
 fn getinfo(height: u32) -> (&'static str, Answer) {
+    getinfo_v(height, "v23.08")
+}
+
+/// `getinfo` of release `version`.
+fn getinfo_v(height: u32, version: &str) -> (&'static str, Answer) {
     (
         "getinfo",
-        Ok(json!({"id": OURS, "alias": "cln", "network": "regtest", "blockheight": height})),
+        Ok(json!({"id": OURS, "alias": "cln", "network": "regtest", "blockheight": height,
+                  "version": version})),
     )
 }
 
@@ -348,6 +355,7 @@ async fn pay_errors_map_to_outcomes() {
         assert_eq!(inv.amount().unwrap().as_msat(), case.amount);
         let mut answers = vec![
             ("listsendpays", Ok(json!({"payments": []}))),
+            getinfo(1),
             ("pay", case.pay),
         ];
         answers.extend(case.after);
@@ -364,7 +372,7 @@ async fn pay_errors_map_to_outcomes() {
         // The pay call carried the fee limit and the timeout.
         let calls = script.calls();
         assert_eq!(
-            calls[1].1,
+            calls[2].1,
             json!({"bolt11": inv.as_str(), "maxfee": 50, "retry_for": 20}),
             "case {i}"
         );
@@ -411,5 +419,334 @@ async fn pay_of_an_already_paid_hash_sends_nothing() {
         cln.pay(pay_invoice(&inv, msat(50))).await,
         Err(LnError::Rejected(_))
     ));
+    script.done();
+}
+
+/// The keysend route of `keysend_builds_the_onion_and_retries_around_a_failed_channel` (via
+/// HUB), as `getroutes` prints it before v26.06 (what enters each hop's start node) and from
+/// v26.06 with deprecated APIs off (what crosses each channel).
+fn getroutes_via_hub(new_fields: bool) -> Value {
+    let path = if new_fields {
+        json!([
+            {"short_channel_id_dir": "200x2x0/1", "node_id_in": OURS, "node_id_out": HUB,
+             "amount_in_msat": 101_100, "amount_out_msat": 101_100, "cltv_in": 46, "cltv_out": 46},
+            {"short_channel_id_dir": "400x4x1/0", "node_id_in": HUB, "node_id_out": CAROL,
+             "amount_in_msat": 101_100, "amount_out_msat": 100_000, "cltv_in": 46, "cltv_out": 40},
+        ])
+    } else {
+        json!([
+            {"short_channel_id_dir": "200x2x0/1", "next_node_id": HUB, "amount_msat": 101_100, "delay": 46},
+            {"short_channel_id_dir": "400x4x1/0", "next_node_id": CAROL, "amount_msat": 101_100, "delay": 46},
+        ])
+    };
+    json!({"probability_ppm": 900_000, "routes": [
+        {"probability_ppm": 900_000, "amount_msat": 100_000, "final_cltv": 40, "path": path}
+    ]})
+}
+
+/// From v24.11 a keysend routes with `getroutes` (our channels free, one path) and excludes a
+/// failed channel or node through an askrene layer of its own, removed at the end; the onion
+/// and first hop are the same as with `getroute`, whichever hop fields the node prints.
+#[tokio::test]
+async fn keysend_on_getroutes_excludes_through_a_layer() {
+    for (version, new_fields, blame) in [
+        ("v24.11", false, json!({"erring_channel": "300x3x1", "erring_direction": 1})),
+        ("v26.06", true, json!({"erring_node": ALICE})),
+    ] {
+        let carol = NodePubkey::from_hex(CAROL).unwrap();
+        let recs = records(&[(7_629_169, "{\"a\":1}")]);
+        let (req, preimage) = keysend(carol, msat(100_000), recs.clone(), msat(2000));
+        let hash = preimage.hash().to_hex();
+        let onion = json!({"onion": "00ab", "shared_secrets": ["11".repeat(32), "22".repeat(32)]});
+        let pending = json!({"id": 1, "payment_hash": hash, "status": "pending",
+            "amount_msat": 100_000, "amount_sent_msat": 101_100, "created_at": 1});
+        let complete = json!({"id": 2, "groupid": 2, "partid": 0, "payment_hash": hash,
+            "status": "complete", "amount_msat": 100_000, "amount_sent_msat": 101_100,
+            "payment_preimage": preimage.to_hex(), "created_at": 1});
+        let exclusion = if new_fields {
+            "askrene-disable-node"
+        } else {
+            "askrene-update-channel"
+        };
+        let script = Script::new(vec![
+            ("listsendpays", Ok(json!({"payments": []}))),
+            getinfo_v(100, version),
+            getinfo_v(100, version),
+            ("getroutes", Ok(getroutes_via_hub(new_fields))),
+            ("createonion", Ok(onion.clone())),
+            ("sendonion", Ok(pending.clone())),
+            (
+                "waitsendpay",
+                Err(RpcError::Rpc {
+                    code: 204,
+                    message: "failed: WIRE_TEMPORARY_CHANNEL_FAILURE (reply from remote)".into(),
+                    data: Some(blame.clone()),
+                }),
+            ),
+            ("askrene-create-layer", Ok(json!({"layers": []}))),
+            (exclusion, Ok(json!({}))),
+            getinfo_v(100, version),
+            ("getroutes", Ok(getroutes_via_hub(new_fields))),
+            ("createonion", Ok(onion)),
+            ("sendonion", Ok(pending)),
+            ("waitsendpay", Ok(complete)),
+            ("askrene-remove-layer", Ok(json!({}))),
+        ]);
+        let cln = backend(&script);
+        let out = cln.pay(req).await.unwrap();
+        assert_eq!(
+            out,
+            PayOutcome::Succeeded {
+                preimage,
+                fee: msat(1100)
+            },
+            "{version}"
+        );
+        script.done();
+        let calls = script.calls();
+        let by = |i: usize| &calls[i].1;
+        let mut want = json!({"source": OURS, "destination": CAROL, "amount_msat": 100_000,
+            "maxfee_msat": 2000, "final_cltv": 40,
+            "layers": ["auto.localchans", "auto.sourcefree", "auto.no_mpp_support"]});
+        if version >= "v25.09" {
+            want["maxparts"] = json!(1);
+            want["layers"] = json!(["auto.localchans", "auto.sourcefree"]);
+        }
+        assert_eq!(*by(3), want, "{version}");
+        let layer = by(7)["layer"].as_str().unwrap().to_owned();
+        assert!(layer.starts_with(&format!("satchel-keysend-{hash}-")), "{layer}");
+        assert_eq!(by(7), &json!({"layer": layer}));
+        if new_fields {
+            assert_eq!(by(8), &json!({"layer": layer, "node": ALICE}));
+        } else {
+            assert_eq!(
+                by(8),
+                &json!({"layer": layer, "short_channel_id_dir": "300x3x1/1", "enabled": false})
+            );
+        }
+        let mut layers = want["layers"].as_array().unwrap().clone();
+        layers.push(json!(layer));
+        assert_eq!(by(10)["layers"], json!(layers), "{version}");
+        // The onion and the first hop: as from getroute (CLTVs from height 100 + 1).
+        let hops = &by(11)["hops"];
+        assert_eq!(hops[0]["pubkey"], HUB);
+        assert_eq!(
+            hops[0]["payload"],
+            json!(hex::encode(forward_payload(
+                100_000,
+                101 + 40,
+                parse_scid("400x4x1").unwrap()
+            )))
+        );
+        assert_eq!(
+            hops[1]["payload"],
+            json!(hex::encode(keysend_payload(100_000, 141, &preimage, &recs)))
+        );
+        assert_eq!(
+            by(12)["first_hop"],
+            json!({"id": HUB, "amount_msat": 101_100, "delay": 46})
+        );
+        assert_eq!(by(14), &json!({"layer": layer}));
+    }
+}
+
+/// `getroutes`' refusals: no route or too dear → NoRoute (InsufficientBalance when our channels
+/// cannot carry the amount at all), 215 → InsufficientBalance; nothing is sent either way.
+#[tokio::test]
+async fn keysend_on_getroutes_maps_refusals() {
+    let channels = json!({"channels": [
+        {"peer_id": HUB, "peer_connected": true, "state": "CHANNELD_NORMAL", "spendable_msat": 5_000_000},
+    ]});
+    let carol = NodePubkey::from_hex(CAROL).unwrap();
+    for (amount, answer, after, want) in [
+        (
+            1000,
+            rpc_err(205, "Unable to find a route"),
+            vec![("listpeerchannels", Ok(channels.clone()))],
+            FailureReason::NoRoute,
+        ),
+        (
+            6_000_000,
+            rpc_err(205, "Unable to find a route"),
+            vec![("listpeerchannels", Ok(channels.clone()))],
+            FailureReason::InsufficientBalance,
+        ),
+        (
+            1000,
+            rpc_err(206, "Could not find route without excessive cost"),
+            vec![("listpeerchannels", Ok(channels.clone()))],
+            FailureReason::NoRoute,
+        ),
+        (
+            1000,
+            rpc_err(215, "We don't have enough funds"),
+            vec![],
+            FailureReason::InsufficientBalance,
+        ),
+    ] {
+        let (req, preimage) = keysend(carol, msat(amount), Default::default(), msat(50));
+        let mut answers = vec![
+            ("listsendpays", Ok(json!({"payments": []}))),
+            getinfo_v(100, "v27.03"),
+            getinfo_v(100, "v27.03"),
+            ("getroutes", answer),
+        ];
+        answers.extend(after);
+        answers.push(("listsendpays", Ok(json!({"payments": []}))));
+        let script = Script::new(answers);
+        let cln = backend(&script);
+        assert_eq!(cln.pay(req).await.unwrap(), PayOutcome::Failed(want));
+        assert_eq!(
+            cln.lookup_payment(preimage.hash()).await.unwrap(),
+            PaymentLookup::Failed(want)
+        );
+        script.done();
+    }
+}
+
+/// From v24.11 an invoice is paid with `xpay` (same fee limit and timeout); its answers and
+/// error codes map onto Satchel's outcomes, each only after a fresh `listsendpays`.
+#[tokio::test]
+async fn xpay_errors_map_to_outcomes() {
+    let channels = json!({"channels": [
+        {"peer_id": HUB, "peer_connected": true, "state": "CHANNELD_NORMAL", "spendable_msat": 5_000_000},
+    ]});
+    let none = || ("listsendpays", Ok(json!({"payments": []})));
+    for (i, (amount, answer, after, want)) in [
+        (
+            1000,
+            Ok(json!({"amount_msat": 1000, "amount_sent_msat": 1007,
+                      "failed_parts": 1, "successful_parts": 1})),
+            vec![],
+            Ok(PayOutcome::Succeeded {
+                preimage: Preimage([0; 32]),
+                fee: msat(7),
+            }),
+        ),
+        (
+            1000,
+            rpc_err(209, "Timed out after after 3 attempts. Failed: WIRE_TEMPORARY_CHANNEL_FAILURE. "),
+            vec![("__failed", Ok(Value::Null)), ("waitsendpay", rpc_err(204, "failed"))],
+            Ok(PayOutcome::Failed(FailureReason::Timeout)),
+        ),
+        (
+            1000,
+            rpc_err(209, "Failed after 2 attempts. Then routing failed: Unable to find a route"),
+            vec![
+                ("__failed", Ok(Value::Null)),
+                ("waitsendpay", rpc_err(204, "failed")),
+                ("listpeerchannels", Ok(channels.clone())),
+            ],
+            Ok(PayOutcome::Failed(FailureReason::NoRoute)),
+        ),
+        (
+            6_000_000,
+            rpc_err(205, "Failed: Unable to find a route"),
+            vec![none(), ("listpeerchannels", Ok(channels.clone()))],
+            Ok(PayOutcome::Failed(FailureReason::InsufficientBalance)),
+        ),
+        (
+            1000,
+            rpc_err(215, "Failed: We don't have enough funds"),
+            vec![none()],
+            Ok(PayOutcome::Failed(FailureReason::InsufficientBalance)),
+        ),
+        (
+            1000,
+            rpc_err(206, "Failed: Could not find route without excessive cost"),
+            vec![none(), ("listpeerchannels", Ok(channels.clone()))],
+            Ok(PayOutcome::Failed(FailureReason::NoRoute)),
+        ),
+        (
+            1000,
+            rpc_err(203, "Destination said it doesn't know invoice"),
+            vec![("__failed", Ok(Value::Null)), ("waitsendpay", rpc_err(203, "failed"))],
+            Ok(PayOutcome::Failed(FailureReason::IncorrectPaymentDetails)),
+        ),
+        (
+            1000,
+            rpc_err(207, "Invoice expired"),
+            vec![none()],
+            Ok(PayOutcome::Failed(FailureReason::IncorrectPaymentDetails)),
+        ),
+        (
+            1000,
+            // Already paid, yet not by us (nothing in listsendpays): refused, nothing sent.
+            rpc_err(219, "Already paid"),
+            vec![none()],
+            Err("rejected"),
+        ),
+        (
+            1000,
+            // Any other 209: a failure (nothing went out, nothing is outstanding).
+            rpc_err(209, "Could not create payment onion: path too long!"),
+            vec![none()],
+            Ok(PayOutcome::Failed(FailureReason::Error)),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (inv, preimage) = invoice(amount);
+        let hash = inv.payment_hash().to_hex();
+        let answer = answer.map(|mut v: Value| {
+            v["payment_preimage"] = json!(preimage.to_hex());
+            v
+        });
+        let mut answers = vec![none(), getinfo_v(1, "v24.11"), ("xpay", answer)];
+        for (m, a) in after {
+            answers.push(if m == "__failed" {
+                ("listsendpays", Ok(failed_part(&hash)))
+            } else {
+                (m, a)
+            });
+        }
+        let script = Script::new(answers);
+        let cln = backend(&script);
+        let got = cln.pay(pay_invoice(&inv, msat(50))).await;
+        match (want, got) {
+            (Ok(PayOutcome::Succeeded { fee, .. }), Ok(got)) => {
+                assert_eq!(got, PayOutcome::Succeeded { preimage, fee }, "case {i}");
+            }
+            (Ok(want), Ok(got)) => assert_eq!(got, want, "case {i}"),
+            (Err("rejected"), Err(LnError::Rejected(_))) => {}
+            (want, got) => panic!("case {i}: want {want:?}, got {got:?}"),
+        }
+        script.done();
+        assert_eq!(
+            script.calls()[2].1,
+            json!({"invstring": inv.as_str(), "maxfee": 50, "retry_for": 20}),
+            "case {i}"
+        );
+    }
+}
+
+/// A node that no longer knows the command its release promised (downgraded, or a custom
+/// build): the version is asked again and the payment made with what the node has; nothing is
+/// sent twice.
+#[tokio::test]
+async fn an_unknown_payment_command_re_reads_the_version() {
+    let (inv, preimage) = invoice(1000);
+    let script = Script::new(vec![
+        ("listsendpays", Ok(json!({"payments": []}))),
+        getinfo_v(1, "v27.03"),
+        ("xpay", rpc_err(-32601, "Unknown command 'xpay'")),
+        getinfo_v(1, "v23.08"),
+        (
+            "pay",
+            Ok(json!({"payment_preimage": preimage.to_hex(), "status": "complete",
+                      "amount_msat": 1000, "amount_sent_msat": 1001,
+                      "payment_hash": inv.payment_hash().to_hex(), "destination": CAROL,
+                      "created_at": 1.0, "parts": 1})),
+        ),
+    ]);
+    let cln = backend(&script);
+    assert_eq!(
+        cln.pay(pay_invoice(&inv, msat(50))).await.unwrap(),
+        PayOutcome::Succeeded {
+            preimage,
+            fee: msat(1)
+        }
+    );
     script.done();
 }
