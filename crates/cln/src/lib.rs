@@ -29,16 +29,32 @@
 //!
 //! # Node requirements
 //!
-//! **Core Lightning v23.08 or newer.** That release is the floor for what this crate relies on:
+//! **Core Lightning v23.08 or newer** ([`ClnVersion::MIN_SUPPORTED`]; `connect` refuses older
+//! releases), up to v27.03, the newest the contract tests cover. v23.08 is the floor for what
+//! this crate relies on:
 //! integer `*_msat` fields everywhere (the `"…msat"` strings are still parsed), `listpeerchannels`
 //! (23.02), `created_index`/`groupid` bookkeeping in `listsendpays`, CLNRest (first shipped in
 //! 23.08; rewritten in Rust in 24.08 with the same `POST /v1/<method>` + `Rune` interface) and
 //! the repeatable `accept-htlc-tlv-type` option. Everything else used (`invoice` with
 //! `preimage`/`deschashonly`, `waitanyinvoice` with `lastpay_index`/`timeout`, `pay` with
 //! `maxfee`/`retry_for`, `getroute`, `createonion`/`sendonion`/`waitsendpay`, `delinvoice`) is
-//! older. `xpay` (24.11+) is deliberately not used: `pay`'s behaviour for a payment hash that
-//! is already pending or paid and its `maxfee` are long-established, and the backend does its
-//! own `listsendpays` check first anyway.
+//! older.
+//!
+//! **Commands by release.** The backend reads the release from `getinfo`'s `version` (asked
+//! again after a minute, or at once when the node does not know a command, as after an
+//! upgrade or a downgrade; an unreadable custom version string is taken as the newest):
+//!
+//! | release | BOLT11 payment | keysend route, `queryroutes` |
+//! |---|---|---|
+//! | v23.08 – v24.08 | `pay` | `getroute` (exclusions as its `exclude`) |
+//! | v24.11 – v25.05 | `xpay` | `getroutes` + the `auto.no_mpp_support` layer (one path); exclusions in an askrene layer |
+//! | v25.09 – | `xpay` | `getroutes maxparts=1`; exclusions in an askrene layer |
+//!
+//! CLN deprecated `pay`, `getroute` and `keysend` in v26.06 and removes them in v27.03;
+//! **`allow-deprecated-apis=false` is fine** for Satchel on v24.11 and newer (it never calls a
+//! deprecated command or sends a deprecated field there, and reads `getroutes`' hop fields in
+//! both their old and new forms). On v23.08 – v24.08 it must stay `true` (the default), as
+//! those releases have no successors to `pay`/`getroute`.
 //!
 //! Node options:
 //! * `accept-htlc-tlv-type=<type>` (repeat the option per type) for every **even** custom TLV
@@ -51,8 +67,10 @@
 //!   you like). Give Satchel CLNRest's `server.pem` (not `ca.pem`).
 //!
 //! Methods called: `getinfo`, `invoice`, `listinvoices`, `delinvoice`, `datastore`,
-//! `listdatastore`, `waitanyinvoice`, `pay`, `listsendpays`, `waitsendpay`, `getroute`,
-//! `createonion`, `sendonion`, `listpeerchannels` (a restricted rune must allow these).
+//! `listdatastore`, `waitanyinvoice`, `xpay` (or `pay`), `listsendpays`, `waitsendpay`,
+//! `getroutes`, `askrene-create-layer`, `askrene-update-channel`, `askrene-disable-node`,
+//! `askrene-remove-layer` (or `getroute`), `createonion`, `sendonion`, `listpeerchannels` (a
+//! restricted rune must allow these).
 //!
 //! # How Satchel's contracts map onto CLN
 //!
@@ -79,9 +97,10 @@
 //!   keysend wallet or as unclaimed. Getting them needs an `htlc_accepted` hook plugin, as does
 //!   Satchel's [`satchel_lightning::IncomingPolicy`] (CLN's keysend plugin accepts every
 //!   keysend without asking).
-//! * **Paying an invoice**: `pay bolt11 maxfee=<fee limit msat> retry_for=<timeout secs>`
-//!   (plus `amount_msat` for amountless invoices; CLN pays exactly the invoice amount, so a
-//!   different amount is `Rejected`). Idempotency: before sending, `listsendpays
+//! * **Paying an invoice**: `xpay invstring maxfee=<fee limit msat> retry_for=<timeout secs>`
+//!   (`pay bolt11 …` with the same limits before v24.11), plus `amount_msat` for amountless
+//!   invoices; CLN pays exactly the invoice amount, so a different amount is `Rejected`.
+//!   Both record their attempts in `listsendpays`, which lookups read. Idempotency: before sending, `listsendpays
 //!   payment_hash=…` — complete → the earlier success, pending → wait for it, failed or none →
 //!   send; `pay` calls for one hash are serialised in-process and a `pay` still running in
 //!   `lightningd` after its caller stopped waiting is never duplicated. The command runs in a
@@ -89,11 +108,17 @@
 //! * **Keysend with Satchel's preimage**: CLN's `keysend` command draws its own random preimage,
 //!   so the payment would carry a hash Satchel does not know: lookups by Satchel's hash would
 //!   say `NotFound` and a recovery would send a second payment. The backend therefore builds the
-//!   keysend itself: `getroute` (`fuzzpercent=0`, final CLTV 40), a `createonion` whose final
+//!   keysend itself: a route (`getroutes` from v24.11 with our channels as they are now and
+//!   free to use — layers `auto.localchans`, `auto.sourcefree` — one path, `maxfee_msat` = the
+//!   fee limit; `getroute` with `fuzzpercent=0` before), final CLTV 40, a `createonion` whose final
 //!   payload has `amt_to_forward`, `outgoing_cltv_value`, TLV 5482373484 = Satchel's preimage
 //!   and the custom records, `sendonion` under Satchel's payment hash and `waitsendpay`. The
 //!   route's fee is checked against the fee limit before anything is sent; a failing channel
-//!   is excluded and the next route tried until the timeout. Limits: one path per attempt (no
+//!   (or node) is excluded and the next route tried until the timeout: with `getroute` in its
+//!   `exclude`, with `getroutes` in an askrene layer of this payment
+//!   (`satchel-keysend-<hash>-<nanos>`, disabled with `askrene-update-channel enabled=false` or
+//!   `askrene-disable-node`), removed when the keysend ends (a layer left behind by a crash
+//!   only holds exclusions and is not persistent). Limits: one path per attempt (no
 //!   multi-part keysend), and CLN's own `keysend` retry logic and route hints are not used.
 //! * **Lookups** aggregate `listsendpays`: any `complete` part → Succeeded (preimage, fee =
 //!   Σ`amount_sent_msat` − Σ`amount_msat` of the completed attempt), else any `pending` →
@@ -104,8 +129,11 @@
 //!   NotFound until the hash is paid again (after a restart such a hash looks up NotFound,
 //!   which is true: nothing was ever sent).
 //! * **Failure reasons**: 203 (destination refused) and 207 (expired) → IncorrectPaymentDetails;
-//!   204/205/206 → NoRoute; 210 → Timeout when the message speaks of a timeout/deadline,
-//!   otherwise NoRoute ("Ran out of routes to try"); NoRoute becomes InsufficientBalance when
+//!   204/205/206/220 → NoRoute; 215 (askrene: our channels cannot carry it) →
+//!   InsufficientBalance; `pay`'s 210 → Timeout when the message speaks of a timeout/deadline,
+//!   otherwise NoRoute ("Ran out of routes to try"); `xpay`'s 209 → Timeout for "Timed out
+//!   after …", NoRoute for "Failed after N attempts … routing failed", otherwise Error; 219
+//!   (already paid) with no success of ours in `listsendpays` → `Rejected`; NoRoute becomes InsufficientBalance when
 //!   the amount exceeds the sum of `spendable_msat` over our normal channels
 //!   (`listpeerchannels`). An error code is only taken as a failure after a fresh
 //!   `listsendpays` shows nothing pending or complete; transport errors are `Transport`.

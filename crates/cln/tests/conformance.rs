@@ -1,7 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 //! The backend conformance suite (`satchel_lightning::conformance`) against `ClnBackend` on the
-//! fake CLN on the LDK devnet, once per transport. A "restart" (after every scenario) is a
+//! fake CLN on the LDK devnet, on both transports and on each emulated release: v23.08 (`pay`,
+//! `getroute`), v24.11 (`xpay`, `getroutes` with the old hop fields), v26.06 with deprecated
+//! APIs off (`pay`/`getroute` refused, new hop fields only) and v27.03 (`pay`/`getroute`
+//! removed). A "restart" (after every scenario) is a
 //! restart of Satchel's side: a new `ClnBackend` instance on the same (still running) node, as
 //! when Satchel restarts next to a CLN that keeps running. The fake keeps CLN's own state in
 //! memory, so the node under it is not restarted here: the LDK driver restarts that node and
@@ -13,7 +16,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use common::Env;
-use satchel_cln::ClnBackend;
+use satchel_cln::fake::FakeOptions;
+use satchel_cln::{ClnBackend, ClnVersion};
 use satchel_domain::PaymentHash;
 use satchel_lightning::conformance::{self, Harness};
 use satchel_lightning::{DevnetControl, InvoiceEvents, LightningBackend};
@@ -21,13 +25,23 @@ use satchel_lightning::{DevnetControl, InvoiceEvents, LightningBackend};
 struct Cln {
     env: Env,
     kind: &'static str,
+    options: FakeOptions,
     backend: Arc<ClnBackend>,
 }
 
 #[async_trait]
 impl Harness for Cln {
     fn name(&self) -> String {
-        format!("cln-fake-{}", self.kind)
+        format!(
+            "cln-fake-{}-{}{}",
+            self.kind,
+            self.options.version,
+            if self.options.deprecated_apis {
+                ""
+            } else {
+                "-no-deprecated"
+            }
+        )
     }
 
     fn backend(&self) -> Arc<dyn LightningBackend> {
@@ -93,10 +107,15 @@ const KNOWN: &[(&str, &str)] = &[
     ),
 ];
 
-async fn run(kind: &'static str) {
-    let env = Env::start().await;
+async fn run(kind: &'static str, options: FakeOptions) {
+    let env = Env::start_with(options).await;
     let backend = Arc::new(env.backend(kind).await);
-    let mut h = Cln { env, kind, backend };
+    let mut h = Cln {
+        env,
+        kind,
+        options,
+        backend,
+    };
     let result = conformance::run_all_except(&mut h, KNOWN).await;
     h.env.stop().await;
     let report = result.unwrap_or_else(|e| panic!("{e}"));
@@ -108,12 +127,34 @@ async fn run(kind: &'static str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cln_socket_passes_the_suite() {
-    run("socket").await;
+fn release(major: u32, minor: u32, deprecated_apis: bool) -> FakeOptions {
+    FakeOptions {
+        version: ClnVersion::new(major, minor),
+        deprecated_apis,
+    }
 }
 
+/// v27.03 (`pay`/`getroute` removed), on the unix socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cln_socket_passes_the_suite() {
+    run("socket", release(27, 3, true)).await;
+}
+
+/// v23.08, the oldest supported (`pay`/`getroute`), on CLNRest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cln_rest_passes_the_suite() {
-    run("rest").await;
+    run("rest", release(23, 8, true)).await;
+}
+
+/// v24.11: the first with `xpay`; `getroutes` prints the old hop fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cln_v24_11_passes_the_suite() {
+    run("socket", release(24, 11, true)).await;
+}
+
+/// v26.06 started with `allow-deprecated-apis=false`: `pay`/`getroute` refused, `getroutes`
+/// prints only the new hop fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cln_v26_06_without_deprecated_apis_passes_the_suite() {
+    run("socket", release(26, 6, false)).await;
 }

@@ -12,15 +12,18 @@
 //!   `pubkey`, `short_channel_id`, `txid`, ...).
 //! * Every field of the adapter's result structs (`src/rpc.rs`) must be defined in the schema of
 //!   the result it is read from.
-//! * A field marked `deprecated` that the adapter sends or reads, and a method marked
-//!   `deprecated`, are reported (and a deprecated field the adapter sends fails the test).
+//! * This runs once per emulated release (v23.08, v24.11, v26.06 with and without deprecated
+//!   APIs, v27.03): a method or request field CLN added after that release, and a method or
+//!   field the adapter sends that is deprecated at that release, fail the test.
+//! * A deprecated field the adapter reads is allowed only where listed ([`READ_DEPRECATED`]:
+//!   read for older releases, when the new field is absent).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use satchel_cln::fake::{Call, FakeChannel, FakeCln};
-use satchel_cln::{ClnBackend, ClnConfig};
+use satchel_cln::fake::{Call, FakeChannel, FakeCln, FakeOptions};
+use satchel_cln::{ClnBackend, ClnConfig, ClnVersion};
 use satchel_domain::{FailureReason, Msat, Network, PaymentHash};
 use satchel_lightning::conformance::{self, Harness, SendPath};
 use satchel_lightning::scripted::{Script, ScriptedBackend};
@@ -28,16 +31,22 @@ use satchel_lightning::{DevnetControl, LightningBackend};
 use serde_json::Value;
 
 /// Methods the adapter calls whose schema is vendored.
-const METHODS: [&str; 12] = [
+const METHODS: [&str; 18] = [
     "getinfo",
     "invoice",
     "listinvoices",
     "delinvoice",
     "waitanyinvoice",
     "pay",
+    "xpay",
     "listsendpays",
     "waitsendpay",
     "getroute",
+    "getroutes",
+    "askrene-create-layer",
+    "askrene-update-channel",
+    "askrene-disable-node",
+    "askrene-remove-layer",
     "createonion",
     "sendonion",
     "listpeerchannels",
@@ -85,8 +94,12 @@ fn is_msat_param(v: &Value) -> bool {
 #[derive(Default)]
 struct Check {
     deprecated: BTreeSet<String>,
-    /// Request fields the adapter sent that CLN added after [`MIN_CLN`]: (place, version).
+    /// Deprecated fields the adapter sent to a release that already deprecates them.
+    sent_deprecated: BTreeSet<String>,
+    /// Request fields the adapter sent that CLN added after the release: (place, version).
     too_new: BTreeSet<String>,
+    /// The emulated release (`None`: [`MIN_CLN`]).
+    release: Option<(u32, u32)>,
 }
 
 /// The oldest Core Lightning the adapter supports (`src/lib.rs`).
@@ -101,11 +114,26 @@ fn version(v: &Value) -> Option<(u32, u32)> {
 }
 
 fn newer_than_min(added: Option<&Value>) -> Option<String> {
+    newer_than(added, MIN_CLN)
+}
+
+/// `Some(added)` if `added` is after `release`.
+fn newer_than(added: Option<&Value>, release: (u32, u32)) -> Option<String> {
     let a = added?;
     match version(a) {
-        Some(v) if v <= MIN_CLN => None,
+        Some(v) if v <= release => None,
         _ => Some(a.to_string()),
     }
+}
+
+/// Whether `deprecated` (`["v26.06", "v27.03"]`: deprecated in, removed in) applies at
+/// `release`.
+fn deprecated_at(deprecated: &Value, release: (u32, u32)) -> bool {
+    let first = deprecated
+        .as_array()
+        .and_then(|a| a.first())
+        .unwrap_or(deprecated);
+    version(first).is_none_or(|v| v <= release)
 }
 
 impl Check {
@@ -115,10 +143,14 @@ impl Check {
         let Some(s) = schema.as_object() else {
             return errs;
         };
-        if request && let Some(a) = newer_than_min(s.get("added")) {
+        let release = self.release.unwrap_or(MIN_CLN);
+        if request && let Some(a) = newer_than(s.get("added"), release) {
             self.too_new.insert(format!("{at} (added {a})"));
         }
         if let Some(d) = s.get("deprecated") {
+            if request && deprecated_at(d, release) {
+                self.sent_deprecated.insert(format!("{at} (deprecated {d})"));
+            }
             self.deprecated.insert(format!(
                 "{at} (deprecated {d}, {})",
                 if request {
@@ -319,11 +351,26 @@ const READ_FROM: &[(&str, &str, &[&str])] = &[
     ("SendPay", "sendonion", &[]),
     ("SendPay", "waitsendpay", &[]),
     ("PayResult", "pay", &[]),
+    ("XpayResult", "xpay", &[]),
     ("GetRoute", "getroute", &[]),
     ("RouteEntry", "getroute", &["route", "[]"]),
+    ("GetRoutes", "getroutes", &[]),
+    ("GetRoutesRoute", "getroutes", &["routes", "[]"]),
+    ("GetRoutesHop", "getroutes", &["routes", "[]", "path", "[]"]),
     ("CreateOnion", "createonion", &[]),
     ("ListPeerChannels", "listpeerchannels", &[]),
     ("PeerChannel", "listpeerchannels", &["channels", "[]"]),
+];
+
+/// Deprecated fields the adapter reads, and why that is right.
+const READ_DEPRECATED: &[(&str, &str)] = &[
+    // getroutes hops before v26.06 have only these; read when `node_id_out` /
+    // `amount_out_msat` / `cltv_out` are absent (removed in v27.06).
+    ("GetRoutesHop", "next_node_id"),
+    ("GetRoutesHop", "amount_msat"),
+    ("GetRoutesHop", "delay"),
+    // getroute itself is deprecated from v26.06; read only from nodes before v24.11.
+    ("GetRoute", "route"),
 ];
 
 /// Structs read from results of methods with no vendored schema.
@@ -365,7 +412,10 @@ fn fields_the_adapter_reads_are_defined() {
             n += 1;
             match all.get(f) {
                 None => errors.push(format!("{name}.{f} (from {method}): not in the schema")),
-                Some(p) if p.get("deprecated").is_some() => {
+                Some(p)
+                    if p.get("deprecated").is_some()
+                        && !READ_DEPRECATED.contains(&(name, f.as_str())) =>
+                {
                     deprecated.push(format!(
                         "{name}.{f} (from {method}): deprecated {}",
                         p["deprecated"]
@@ -447,11 +497,49 @@ impl Harness for Cln {
     }
 }
 
+/// The releases the contract is checked at: (release, deprecated APIs allowed).
+const RELEASES: [((u32, u32), bool); 5] = [
+    ((23, 8), true),
+    ((24, 11), true),
+    ((26, 6), true),
+    ((26, 6), false),
+    ((27, 3), true),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_and_results_match_clns_schemas() {
+    let mut failures = Vec::new();
+    for (release, deprecated_apis) in RELEASES {
+        if let Err(e) = check_release(release, deprecated_apis).await {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The conformance suite through a fake CLN emulating `release`, recorded and checked.
+#[allow(clippy::too_many_lines)]
+async fn check_release(release: (u32, u32), deprecated_apis: bool) -> Result<(), String> {
+    let label = format!(
+        "v{}.{:02}{}",
+        release.0,
+        release.1,
+        if deprecated_apis {
+            ""
+        } else {
+            " (deprecated APIs off)"
+        }
+    );
+    eprintln!("==================== {label}");
     let dir = tempfile::tempdir().unwrap();
     let node = Arc::new(ScriptedBackend::new(Network::Regtest, SEED));
-    let fake = FakeCln::start(node.clone() as Arc<dyn LightningBackend>);
+    let fake = FakeCln::start_with(
+        node.clone() as Arc<dyn LightningBackend>,
+        FakeOptions {
+            version: ClnVersion::new(release.0, release.1),
+            deprecated_apis,
+        },
+    );
     let peer = node.external_pubkey();
     fake.set_channels(Arc::new(move || {
         vec![FakeChannel {
@@ -484,16 +572,16 @@ async fn calls_and_results_match_clns_schemas() {
             "keysend_in_follows_policy",
             "CLN does not expose a received keysend's custom TLVs",
         ),
-        // Keysends (getroute, createonion, sendonion) are still exercised: by
+        // Keysends (route, createonion, sendonion) are still exercised: by
         // keysend_in_follows_policy's own sends and restart_midway; over the devnet in
         // tests/conformance.rs.
         (
             "keysend_out_with_custom_records",
-            "the fake's getroute over the scripted simulation finds no route to carol",
+            "the fake's routes over the scripted simulation find no route to carol",
         ),
         (
             "keysend_custom_record_types",
-            "the fake's getroute over the scripted simulation finds no route to carol",
+            "the fake's routes over the scripted simulation find no route to carol",
         ),
     ];
     let report = conformance::run_all_except(&mut h, &known).await;
@@ -511,7 +599,10 @@ async fn calls_and_results_match_clns_schemas() {
     eprintln!("error answers: {error_answers:#?}");
 
     let schemas: BTreeMap<&str, Value> = METHODS.iter().map(|m| (*m, load(m))).collect();
-    let mut check = Check::default();
+    let mut check = Check {
+        release: Some(release),
+        ..Check::default()
+    };
     let mut errors = Vec::new();
     // method → (calls, results validated, errors answered)
     let mut counts: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
@@ -528,7 +619,9 @@ async fn calls_and_results_match_clns_schemas() {
             }
             continue;
         };
-        if let Some(d) = schema.get("deprecated") {
+        if let Some(d) = schema.get("deprecated")
+            && deprecated_at(d, release)
+        {
             deprecated_methods.insert(format!("{} (deprecated {d})", c.method));
         }
         let at = format!("{} request", c.method);
@@ -544,65 +637,79 @@ async fn calls_and_results_match_clns_schemas() {
     }
     eprintln!("calls validated (calls, results validated, error answers):");
     for (m, (n, ok, err)) in &counts {
-        eprintln!("  {m:<18} {n:>4} {ok:>4} {err:>4}");
+        eprintln!("  {m:<24} {n:>4} {ok:>4} {err:>4}");
     }
-    eprintln!("deprecated methods called: {deprecated_methods:#?}");
-    // Known: `pay` and `getroute` are deprecated in v26.06 and removed in v27.03 (successors
-    // `xpay`, `getroutes`); moving off them is separate work. Anything else is new.
-    let called: Vec<&str> = deprecated_methods
-        .iter()
-        .filter_map(|m| m.split(' ').next())
-        .collect();
-    assert_eq!(
-        called,
-        ["getroute", "pay"],
-        "deprecated methods the adapter calls changed: {deprecated_methods:?}"
-    );
     eprintln!("deprecated fields seen: {:#?}", check.deprecated);
-    eprintln!("request fields newer than v23.08: {:#?}", check.too_new);
+    let mut problems = Vec::new();
+    if !deprecated_methods.is_empty() {
+        problems.push(format!(
+            "the adapter calls methods deprecated at {label}: {deprecated_methods:?}"
+        ));
+    }
     let mut new_methods = BTreeSet::new();
     for m in counts.keys() {
         if let Some(a) = schemas
             .get(m.as_str())
-            .and_then(|s| newer_than_min(s.get("added")))
+            .and_then(|s| newer_than(s.get("added"), release))
         {
             new_methods.insert(format!("{m} (added {a})"));
         }
     }
-    assert!(
-        new_methods.is_empty(),
-        "methods newer than the oldest supported CLN: {new_methods:?}"
-    );
-    assert!(
-        check.too_new.is_empty(),
-        "the adapter sends fields the oldest supported CLN does not know: {:?}",
-        check.too_new
-    );
-    let mut unique: Vec<String> = errors.clone();
+    if !new_methods.is_empty() {
+        problems.push(format!(
+            "the adapter calls methods {label} does not have: {new_methods:?}"
+        ));
+    }
+    if !check.too_new.is_empty() {
+        problems.push(format!(
+            "the adapter sends fields {label} does not know: {:?}",
+            check.too_new
+        ));
+    }
+    if !check.sent_deprecated.is_empty() {
+        problems.push(format!(
+            "the adapter sends fields deprecated at {label}: {:?}",
+            check.sent_deprecated
+        ));
+    }
+    // What each release must be paid and routed with.
+    let uses = |m: &str| counts.contains_key(m);
+    let modern = release >= (24, 11);
+    for (method, want) in [
+        ("pay", !modern),
+        ("getroute", !modern),
+        ("xpay", modern),
+        ("getroutes", modern),
+    ] {
+        if uses(method) != want {
+            problems.push(format!(
+                "{label}: {method} {}",
+                if want { "never called" } else { "called" }
+            ));
+        }
+    }
+    let mut unique: Vec<String> = errors;
     unique.sort();
     unique.dedup();
-    let sent_deprecated: Vec<&String> = check
-        .deprecated
-        .iter()
-        .filter(|d| d.ends_with("sent by the adapter)"))
-        .collect();
-    assert!(
-        sent_deprecated.is_empty(),
-        "the adapter sends deprecated fields: {sent_deprecated:?}"
-    );
-    assert!(
-        unique.is_empty(),
-        "{} schema violations:\n{}",
-        unique.len(),
-        unique.join("\n")
-    );
+    if !unique.is_empty() {
+        problems.push(format!(
+            "{label}: {} schema violations:\n{}",
+            unique.len(),
+            unique.join("\n")
+        ));
+    }
     for m in METHODS {
-        if !counts.contains_key(m) {
+        if !uses(m) {
             eprintln!("note: the scenarios never called {m}");
         }
     }
     if let Err(e) = report {
-        panic!("{e}");
+        problems.push(format!("{label}: {e}"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
     }
 }
 

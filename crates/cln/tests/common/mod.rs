@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use satchel_cln::fake::{FakeChannel, FakeCln, FakeRest, FakeRestConfig, FakeSocket};
+use satchel_cln::fake::{FakeChannel, FakeCln, FakeOptions, FakeRest, FakeRestConfig, FakeSocket};
 use satchel_cln::{ClnBackend, ClnConfig};
 use satchel_domain::{Bolt11, CustomRecords, Msat, Network, NodePubkey, Preimage};
 use satchel_ldk::{Devnet, DevnetOptions};
@@ -148,7 +148,13 @@ pub struct Env {
 }
 
 impl Env {
+    /// The devnet under a fake CLN of the newest release ([`FakeOptions::default`]).
     pub async fn start() -> Env {
+        Env::start_with(FakeOptions::default()).await
+    }
+
+    /// The devnet under a fake CLN emulating `options` (release, deprecated APIs).
+    pub async fn start_with(options: FakeOptions) -> Env {
         init_tracing();
         let dir = tempfile::tempdir().unwrap();
         let t = Instant::now();
@@ -166,7 +172,7 @@ impl Env {
         eprintln!("devnet started in {:?}", t.elapsed());
         let node = devnet.node();
         let backend: Arc<dyn LightningBackend> = node.clone();
-        let fake = FakeCln::start(backend);
+        let fake = FakeCln::start_with(backend, options);
         fake.set_channels(Arc::new(move || {
             node.list_channels()
                 .into_iter()
