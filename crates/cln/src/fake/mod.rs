@@ -13,13 +13,69 @@
 //! `keysend-…` invoice as CLN's keysend plugin makes it), and `sendpay` parts with statuses,
 //! amounts sent and stored failures.
 //!
-//! Where the fake knowingly differs from CLN: `createonion` returns an opaque blob only this
-//! fake can read (not a Sphinx onion), `sendonion` forwards only keysend onions (it reads the
-//! final hop's payload and has the backend send that keysend, so the backend picks the actual
-//! route and fee), `getroute` asks the backend for its route, the block height is fixed
-//! ([`FAKE_BLOCKHEIGHT`]), and `pay` makes one part per attempt.
+//! # Releases
+//!
+//! The fake plays one Core Lightning release ([`FakeOptions`], given to
+//! [`FakeCln::start_with`]; [`FakeCln::start`] plays v27.03 with deprecated APIs allowed).
+//! `getinfo` reports it (`"v24.11"`), and what the release offers follows CLN's schemas:
+//!
+//! * methods: `getroutes` from v24.08; `xpay` and the askrene layer commands
+//!   (`askrene-create-layer`, `askrene-update-channel`, `askrene-disable-node`,
+//!   `askrene-remove-layer`) from v24.11; `pay` and `getroute` deprecated in v26.06 (refused
+//!   with `-32601` `Command "pay" is deprecated` when `deprecated_apis` is off) and gone from
+//!   v27.03. A method the release lacks is refused as `lightningd` refuses any unknown one
+//!   (`-32601`, `Unknown command '<method>'`);
+//! * parameters added later than the release are unknown parameters (`-32602`): `xpay`
+//!   `maxdelay` (v25.02), `payer_note` (v26.04), `label` and `localinvreqid` (v26.06);
+//!   `getroutes` `maxdelay` (v25.02) and `maxparts` (v25.09); `listsendpays`
+//!   `index`/`start`/`limit` (v23.11); `sendonion total_amount_msat` (v25.05);
+//! * `getroutes` layers: `auto.localchans` and `auto.sourcefree` always, `auto.include_fees`
+//!   from v26.04, `auto.no_mpp_support` from v25.02 (deprecated in v26.06, so refused when
+//!   `deprecated_apis` is off, and after v27.03), else only layers that exist (`xpay`'s own
+//!   persistent `xpay` layer exists from v24.11, as xpay makes it at startup);
+//! * `getroutes` hops: before v26.06 `{short_channel_id_dir, next_node_id, amount_msat,
+//!   delay}`; from v26.06 `{short_channel_id_dir, node_id_in, node_id_out, amount_in_msat,
+//!   amount_out_msat, cltv_in, cltv_out}`, plus the three old fields while `deprecated_apis`
+//!   is on and the release is older than v27.06;
+//! * `askrene-create-layer` lists `node_biases` from v25.12 and `impressions` from v26.09.
+//!
+//! # Where the fake knowingly differs from CLN
+//!
+//! `createonion` returns an opaque blob only this fake can read (not a Sphinx onion),
+//! `sendonion` forwards only keysend onions (it reads the final hop's payload and has the
+//! backend send that keysend, so the backend picks the actual route and fee), `getroute` asks
+//! the backend for its route, the block height is fixed ([`FAKE_BLOCKHEIGHT`]), and `pay` makes
+//! one part per attempt.
+//!
+//! `getroutes` returns one path: the first of the backend's routes (`query_routes`) that no
+//! applied layer rules out (a channel direction disabled with `askrene-update-channel
+//! enabled=false`, or a path through a node disabled with `askrene-disable-node`). Its amounts
+//! and CLTVs are derived from that route's fees and expiries, and our own first channel is
+//! always free and without delay, whether or not `auto.sourcefree` is asked for (the backend's
+//! routes carry no fee for it). Other `askrene-update-channel` fields (fees, HTLC limits,
+//! CLTV delta) are kept and listed but do not change routes; `maxparts` and
+//! `auto.no_mpp_support` change nothing (there is only one path anyway);
+//! `auto.localchans` changes nothing. Errors: `215` when the amount exceeds what all our
+//! channels ([`FakeCln::set_channels`], if set) can send, `205` when there is no route or
+//! layers rule out every route, `206` when the path's fee exceeds `maxfee_msat` or its delay
+//! `maxdelay`. Only routes from our own node are found (another `source` is refused). The
+//! probability is a constant.
+//!
+//! `xpay` pays bolt11 invoices only (no offers, bolt12 invoices or BIP353 names) and never
+//! a part of one (`partial_msat` below the amount is refused). It first routes like
+//! `getroutes` with the caller's layers plus `auto.localchans`, `auto.sourcefree` and `xpay`
+//! (a failure there is xpay's answer: `Failed: <getroutes message>` with getroutes' code), then
+//! the backend makes the payment in one attempt, recorded as one `sendpay` part (so
+//! `listsendpays` and `waitsendpay` see it). An already paid hash is refused up front (`219`),
+//! as is a hash with a pending part (`200`). A destination that refuses the payment gives
+//! `203`; any other failure `209` (`Failed after 1 attempts. ...`, or for a backend timeout
+//! CLN's `Timed out after after 1 attempts. ...`), with a summary of the attempt that is the
+//! fake's own wording after the attempt count.
 
+mod askrene;
 mod server;
+mod versions;
+mod xpay;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -46,6 +102,7 @@ use crate::onion::{
 use crate::rpc;
 
 pub use server::{FakeRest, FakeRestConfig, FakeSocket};
+pub use versions::FakeOptions;
 
 /// The block height the fake reports (`getinfo`) and counts `getroute` delays from. The devnet
 /// has no chain: its best block is the genesis block.
@@ -276,6 +333,8 @@ struct State {
     event_cursor: u64,
     /// `datastore`: key path -> (generation, value bytes).
     datastore: BTreeMap<Vec<String>, (u64, Vec<u8>)>,
+    /// askrene's layers, by name.
+    layers: BTreeMap<String, askrene::Layer>,
 }
 
 impl State {
@@ -374,6 +433,7 @@ impl State {
 
 struct Inner {
     backend: Arc<dyn LightningBackend>,
+    options: FakeOptions,
     channels: Mutex<Option<ChannelsFn>>,
     state: Mutex<State>,
     changed: Notify,
@@ -426,11 +486,7 @@ impl Params {
             }
         };
         if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(RpcFailure::params(format!(
-                "unknown parameter: {unknown}, this may be caused by a failure to autodetect \
-                 key=value-style parameters. Please try using the -k flag and explicit \
-                 key=value pairs of parameters."
-            )));
+            return Err(versions::unknown_param(unknown));
         }
         Ok(Params(map))
     }
@@ -566,13 +622,26 @@ struct FakeOnionHop {
 const FAKE_ONION_MAGIC: &str = "5a7c4e1f";
 
 impl FakeCln {
-    /// A fake node on `backend`. Starts mirroring the backend's incoming events (paid invoices
+    /// A fake node on `backend` playing the default release ([`FakeOptions::default`]: v27.03,
+    /// deprecated APIs allowed). Starts mirroring the backend's incoming events (paid invoices
     /// and keysends) into CLN's invoice table; must run inside a tokio runtime.
     pub fn start(backend: Arc<dyn LightningBackend>) -> FakeCln {
+        FakeCln::start_with(backend, FakeOptions::default())
+    }
+
+    /// Like [`FakeCln::start`], playing the release `options` says.
+    pub fn start_with(backend: Arc<dyn LightningBackend>, options: FakeOptions) -> FakeCln {
+        let mut state = State::default();
+        if options.has_xpay_layer() {
+            state
+                .layers
+                .insert("xpay".to_owned(), askrene::Layer::persistent());
+        }
         let inner = Arc::new(Inner {
             backend,
+            options,
             channels: Mutex::new(None),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             changed: Notify::new(),
             calls: Mutex::new(HashMap::new()),
             faults: Mutex::new(HashMap::new()),
@@ -580,6 +649,11 @@ impl FakeCln {
         });
         tokio::spawn(mirror_events(Arc::downgrade(&inner)));
         FakeCln { inner }
+    }
+
+    /// The release the fake plays.
+    pub fn options(&self) -> FakeOptions {
+        self.inner.options
     }
 
     /// Where `listpeerchannels` gets our channels from (none if never set).
@@ -676,6 +750,9 @@ impl FakeCln {
     }
 
     async fn run(&self, method: &str, params: Value) -> RpcResult {
+        if let Some(refused) = self.options().refuse_method(method, &params) {
+            return Err(refused);
+        }
         match method {
             "getinfo" => self.getinfo(Params::new(params, &[])?).await,
             "invoice" => {
@@ -801,6 +878,60 @@ impl FakeCln {
                 &["key", "string", "hex", "mode", "generation"],
             )?),
             "listdatastore" => self.listdatastore(&Params::new(params, &["key"])?),
+            "getroutes" => {
+                self.getroutes(Params::new(
+                    params,
+                    &[
+                        "source",
+                        "destination",
+                        "amount_msat",
+                        "layers",
+                        "maxfee_msat",
+                        "final_cltv",
+                        "maxdelay",
+                        "maxparts",
+                    ],
+                )?)
+                .await
+            }
+            "xpay" => {
+                self.xpay(Params::new(
+                    params,
+                    &[
+                        "invstring",
+                        "amount_msat",
+                        "maxfee",
+                        "layers",
+                        "retry_for",
+                        "partial_msat",
+                        "maxdelay",
+                        "payer_note",
+                        "label",
+                        "localinvreqid",
+                    ],
+                )?)
+                .await
+            }
+            "askrene-create-layer" => {
+                self.askrene_create_layer(&Params::new(params, &["layer", "persistent"])?)
+            }
+            "askrene-update-channel" => self.askrene_update_channel(&Params::new(
+                params,
+                &[
+                    "layer",
+                    "short_channel_id_dir",
+                    "enabled",
+                    "htlc_minimum_msat",
+                    "htlc_maximum_msat",
+                    "fee_base_msat",
+                    "fee_proportional_millionths",
+                    "cltv_expiry_delta",
+                ],
+            )?),
+            "askrene-disable-node" => {
+                self.askrene_disable_node(&Params::new(params, &["layer", "node"])?)
+            }
+            "askrene-remove-layer" => self.askrene_remove_layer(&Params::new(params, &["layer"])?),
             _ => Err(RpcFailure::new(
                 rpc::JSONRPC2_METHOD_NOT_FOUND,
                 format!("Unknown command '{method}'"),
@@ -827,7 +958,7 @@ impl FakeCln {
             "num_inactive_channels": 0,
             "address": [],
             "binding": [],
-            "version": "v24.11-satchel-fake",
+            "version": self.options().version.to_string(),
             "blockheight": FAKE_BLOCKHEIGHT,
             "network": info.network.name(),
             "fees_collected_msat": 0,
