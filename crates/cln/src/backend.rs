@@ -25,8 +25,8 @@ use crate::onion::{forward_payload, keysend_payload, parse_scid};
 use crate::rpc::{self, ClnMsat, CreateOnion, GetInfo, GetRoute, GetRoutes, Invoice};
 use crate::rpc::{InvoiceCreated, ListDatastore, ListInvoices, ListPeerChannels, ListSendPays};
 use crate::rpc::{PayResult, RouteEntry, SendPay, XpayResult};
-use crate::version::ClnVersion;
 use crate::transport::{ClnTransport, RestTransport, RpcError, SocketTransport};
+use crate::version::ClnVersion;
 use crate::{ClnConfig, ClnConnection, ClnError};
 
 /// Final CLTV delta of our keysends (what LND uses; above LDK's and CLN's minimums).
@@ -731,7 +731,7 @@ impl ClnBackend {
         layer: Option<&str>,
     ) -> Result<RouteAnswer, LnError> {
         let version = self.version().await?;
-        let (method, params) = if version.has_xpay() {
+        let (method, params) = if version.routes_with_getroutes() {
             // askrene: our own channels as they are now, free to use, one path only.
             let mut layers = vec!["auto.localchans", "auto.sourcefree"];
             let mut params = json!({
@@ -764,7 +764,9 @@ impl ClnBackend {
         };
         match self.rpc.call(method, params, self.request_timeout).await {
             Ok(v) if method == "getroutes" => {
-                Ok(RouteAnswer::Found(route_entries(parse::<GetRoutes>(method, v)?)?))
+                Ok(RouteAnswer::Found(route_entries(parse::<GetRoutes>(
+                    method, v,
+                )?)?))
             }
             Ok(v) => Ok(RouteAnswer::Found(parse::<GetRoute>(method, v)?.route)),
             Err(RpcError::Rpc { code, message, .. }) => {
@@ -805,8 +807,11 @@ impl ClnBackend {
             )
             .await?;
         } else {
-            self.call("askrene-disable-node", json!({ "layer": name, "node": item }))
-                .await?;
+            self.call(
+                "askrene-disable-node",
+                json!({ "layer": name, "node": item }),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -823,7 +828,7 @@ impl ClnBackend {
         if !push_exclusion(exclude, data) {
             return Ok(false);
         }
-        if self.version().await?.has_xpay()
+        if self.version().await?.routes_with_getroutes()
             && let Some(item) = exclude.last()
         {
             // The attempt failed for good: nothing is outstanding if this fails.
@@ -892,9 +897,7 @@ impl ClnBackend {
                         }
                         // Nothing sent yet: a refusal of the request itself.
                         _ if attempt == 0 => {
-                            return Err(LnError::Rejected(format!(
-                                "{message} (CLN error {code})"
-                            )));
+                            return Err(LnError::Rejected(format!("{message} (CLN error {code})")));
                         }
                         _ => FailureReason::NoRoute,
                     };

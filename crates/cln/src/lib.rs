@@ -47,7 +47,8 @@
 //! | release | BOLT11 payment | keysend route, `queryroutes` |
 //! |---|---|---|
 //! | v23.08 – v24.08 | `pay` | `getroute` (exclusions as its `exclude`) |
-//! | v24.11 – v25.05 | `xpay` | `getroutes` + the `auto.no_mpp_support` layer (one path); exclusions in an askrene layer |
+//! | v24.11 | `xpay` | `getroute` (its `getroutes` cannot be asked for one path) |
+//! | v25.02 – v25.05 | `xpay` | `getroutes` + the `auto.no_mpp_support` layer (one path); exclusions in an askrene layer |
 //! | v25.09 – | `xpay` | `getroutes maxparts=1`; exclusions in an askrene layer |
 //!
 //! CLN deprecated `pay`, `getroute` and `keysend` in v26.06 and removes them in v27.03;
@@ -108,7 +109,7 @@
 //! * **Keysend with Satchel's preimage**: CLN's `keysend` command draws its own random preimage,
 //!   so the payment would carry a hash Satchel does not know: lookups by Satchel's hash would
 //!   say `NotFound` and a recovery would send a second payment. The backend therefore builds the
-//!   keysend itself: a route (`getroutes` from v24.11 with our channels as they are now and
+//!   keysend itself: a route (`getroutes` from v25.02 with our channels as they are now and
 //!   free to use — layers `auto.localchans`, `auto.sourcefree` — one path, `maxfee_msat` = the
 //!   fee limit; `getroute` with `fuzzpercent=0` before), final CLTV 40, a `createonion` whose final
 //!   payload has `amt_to_forward`, `outgoing_cltv_value`, TLV 5482373484 = Satchel's preimage
@@ -263,7 +264,10 @@ pub enum ClnError {
     Node(#[from] LnError),
     /// The node runs a Core Lightning release older than the oldest supported
     /// ([`ClnVersion::MIN_SUPPORTED`]).
-    #[error("CLN node runs {found}; Satchel needs Core Lightning {} or newer", ClnVersion::MIN_SUPPORTED)]
+    #[error(
+        "CLN node runs {found}; Satchel needs Core Lightning {} or newer",
+        ClnVersion::MIN_SUPPORTED
+    )]
     TooOld {
         /// The release `getinfo` reports.
         found: ClnVersion,

@@ -23,8 +23,11 @@ impl ClnVersion {
     /// `askrene-disable-node`, `askrene-remove-layer`) that `getroutes` needs to exclude a
     /// failing channel.
     pub const XPAY: ClnVersion = ClnVersion::new(24, 11);
-    /// v25.02: `maxdelay` on `xpay` and `getroutes`.
+    /// v25.02: `maxdelay` on `xpay` and `getroutes`, and the `auto.no_mpp_support` layer: the
+    /// first release where `getroutes` can be asked for a single path (a keysend has one).
     pub const MAXDELAY: ClnVersion = ClnVersion::new(25, 2);
+    /// Where routes come from `getroutes` rather than `getroute` (see [`ClnVersion::MAXDELAY`]).
+    pub const GETROUTES_ONE_PATH: ClnVersion = ClnVersion::MAXDELAY;
     /// v25.09: `getroutes maxparts` (before it, the `auto.no_mpp_support` layer asks for one
     /// path; that layer is deprecated from v26.06).
     pub const MAXPARTS: ClnVersion = ClnVersion::new(25, 9);
@@ -61,6 +64,11 @@ impl ClnVersion {
         self >= ClnVersion::XPAY
     }
 
+    /// Whether keysend routes and `queryroutes` use `getroutes` (one path) on this release.
+    pub fn routes_with_getroutes(self) -> bool {
+        self >= ClnVersion::GETROUTES_ONE_PATH
+    }
+
     /// Whether this release still has `pay`/`getroute`/`keysend` at all (deprecated APIs
     /// allowed).
     pub fn has_pay(self) -> bool {
@@ -89,11 +97,7 @@ mod tests {
             ("26.06", (26, 6)),
             (" v27.03 ", (27, 3)),
         ] {
-            assert_eq!(
-                ClnVersion::parse(s),
-                Some(ClnVersion::new(v.0, v.1)),
-                "{s}"
-            );
+            assert_eq!(ClnVersion::parse(s), Some(ClnVersion::new(v.0, v.1)), "{s}");
         }
         for s in ["", "v", "vx.y", "v24", "v24.", "satchel", ".11"] {
             assert_eq!(ClnVersion::parse(s), None, "{s}");
@@ -101,6 +105,8 @@ mod tests {
         assert_eq!(ClnVersion::new(24, 8).to_string(), "v24.08");
         assert!(ClnVersion::new(24, 11).has_xpay());
         assert!(!ClnVersion::new(24, 8).has_xpay());
+        assert!(!ClnVersion::new(24, 11).routes_with_getroutes());
+        assert!(ClnVersion::new(25, 2).routes_with_getroutes());
         assert!(ClnVersion::new(26, 6).has_pay());
         assert!(!ClnVersion::new(27, 3).has_pay());
     }

@@ -2,9 +2,9 @@
 
 //! The backend conformance suite (`satchel_lightning::conformance`) against `ClnBackend` on the
 //! fake CLN on the LDK devnet, on both transports and on each emulated release: v23.08 (`pay`,
-//! `getroute`), v24.11 (`xpay`, `getroutes` with the old hop fields), v26.06 with deprecated
-//! APIs off (`pay`/`getroute` refused, new hop fields only) and v27.03 (`pay`/`getroute`
-//! removed). A "restart" (after every scenario) is a
+//! `getroute`), v24.11 (`xpay`, `getroute`), v26.06 with deprecated APIs off (`pay`/`getroute`
+//! refused; `getroutes` prints only the new hop fields) and v27.03 (`pay`/`getroute` removed).
+//! `tests/contracts.rs` runs the suite on v25.02 too (`getroutes` with the old hop fields). A "restart" (after every scenario) is a
 //! restart of Satchel's side: a new `ClnBackend` instance on the same (still running) node, as
 //! when Satchel restarts next to a CLN that keeps running. The fake keeps CLN's own state in
 //! memory, so the node under it is not restarted here: the LDK driver restarts that node and
@@ -146,7 +146,7 @@ async fn cln_rest_passes_the_suite() {
     run("rest", release(23, 8, true)).await;
 }
 
-/// v24.11: the first with `xpay`; `getroutes` prints the old hop fields.
+/// v24.11: the first with `xpay`; routes still from `getroute`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cln_v24_11_passes_the_suite() {
     run("socket", release(24, 11, true)).await;

@@ -86,8 +86,10 @@ fn getinfo(height: u32) -> (&'static str, Answer) {
 fn getinfo_v(height: u32, version: &str) -> (&'static str, Answer) {
     (
         "getinfo",
-        Ok(json!({"id": OURS, "alias": "cln", "network": "regtest", "blockheight": height,
-                  "version": version})),
+        Ok(
+            json!({"id": OURS, "alias": "cln", "network": "regtest", "blockheight": height,
+                  "version": version}),
+        ),
     )
 }
 
@@ -444,13 +446,17 @@ fn getroutes_via_hub(new_fields: bool) -> Value {
     ]})
 }
 
-/// From v24.11 a keysend routes with `getroutes` (our channels free, one path) and excludes a
+/// From v25.02 a keysend routes with `getroutes` (our channels free, one path) and excludes a
 /// failed channel or node through an askrene layer of its own, removed at the end; the onion
 /// and first hop are the same as with `getroute`, whichever hop fields the node prints.
 #[tokio::test]
 async fn keysend_on_getroutes_excludes_through_a_layer() {
     for (version, new_fields, blame) in [
-        ("v24.11", false, json!({"erring_channel": "300x3x1", "erring_direction": 1})),
+        (
+            "v25.02",
+            false,
+            json!({"erring_channel": "300x3x1", "erring_direction": 1}),
+        ),
         ("v26.06", true, json!({"erring_node": ALICE})),
     ] {
         let carol = NodePubkey::from_hex(CAROL).unwrap();
@@ -514,7 +520,10 @@ async fn keysend_on_getroutes_excludes_through_a_layer() {
         }
         assert_eq!(*by(3), want, "{version}");
         let layer = by(7)["layer"].as_str().unwrap().to_owned();
-        assert!(layer.starts_with(&format!("satchel-keysend-{hash}-")), "{layer}");
+        assert!(
+            layer.starts_with(&format!("satchel-keysend-{hash}-")),
+            "{layer}"
+        );
         assert_eq!(by(7), &json!({"layer": layer}));
         if new_fields {
             assert_eq!(by(8), &json!({"layer": layer, "node": ALICE}));
@@ -625,13 +634,22 @@ async fn xpay_errors_map_to_outcomes() {
         ),
         (
             1000,
-            rpc_err(209, "Timed out after after 3 attempts. Failed: WIRE_TEMPORARY_CHANNEL_FAILURE. "),
-            vec![("__failed", Ok(Value::Null)), ("waitsendpay", rpc_err(204, "failed"))],
+            rpc_err(
+                209,
+                "Timed out after after 3 attempts. Failed: WIRE_TEMPORARY_CHANNEL_FAILURE. ",
+            ),
+            vec![
+                ("__failed", Ok(Value::Null)),
+                ("waitsendpay", rpc_err(204, "failed")),
+            ],
             Ok(PayOutcome::Failed(FailureReason::Timeout)),
         ),
         (
             1000,
-            rpc_err(209, "Failed after 2 attempts. Then routing failed: Unable to find a route"),
+            rpc_err(
+                209,
+                "Failed after 2 attempts. Then routing failed: Unable to find a route",
+            ),
             vec![
                 ("__failed", Ok(Value::Null)),
                 ("waitsendpay", rpc_err(204, "failed")),
@@ -660,7 +678,10 @@ async fn xpay_errors_map_to_outcomes() {
         (
             1000,
             rpc_err(203, "Destination said it doesn't know invoice"),
-            vec![("__failed", Ok(Value::Null)), ("waitsendpay", rpc_err(203, "failed"))],
+            vec![
+                ("__failed", Ok(Value::Null)),
+                ("waitsendpay", rpc_err(203, "failed")),
+            ],
             Ok(PayOutcome::Failed(FailureReason::IncorrectPaymentDetails)),
         ),
         (
@@ -734,10 +755,12 @@ async fn an_unknown_payment_command_re_reads_the_version() {
         getinfo_v(1, "v23.08"),
         (
             "pay",
-            Ok(json!({"payment_preimage": preimage.to_hex(), "status": "complete",
+            Ok(
+                json!({"payment_preimage": preimage.to_hex(), "status": "complete",
                       "amount_msat": 1000, "amount_sent_msat": 1001,
                       "payment_hash": inv.payment_hash().to_hex(), "destination": CAROL,
-                      "created_at": 1.0, "parts": 1})),
+                      "created_at": 1.0, "parts": 1}),
+            ),
         ),
     ]);
     let cln = backend(&script);
