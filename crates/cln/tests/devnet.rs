@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use satchel_cln::KEYSEND_MESSAGE_TLV;
-use satchel_cln::fake::Fault;
+use satchel_cln::fake::{FakeOptions, Fault};
+use satchel_cln::{ClnVersion, KEYSEND_MESSAGE_TLV};
 use satchel_domain::{FailureReason, Preimage};
 use satchel_lightning::{
     DevnetControl, IncomingKind, InvoiceEvents, InvoiceState, Invoices, LnError, NodeInfo,
@@ -242,7 +242,11 @@ async fn pay_carol_via_hub_with_the_real_fee_once() {
         // A new adapter instance knows it too.
         let fresh = env.backend(kind).await;
         assert_eq!(fresh.pay(pay_invoice(&inv, sats(100))).await.unwrap(), out);
-        assert_eq!(env.fake.calls("pay"), i as u64 + 1, "one `pay` per invoice");
+        assert_eq!(
+            env.fake.calls("xpay"),
+            i as u64 + 1,
+            "one `xpay` per invoice"
+        );
         assert_eq!(env.devnet.node().send_count(inv.payment_hash()), 1);
     }
 
@@ -403,9 +407,27 @@ async fn fee_limit_too_low_is_no_route_and_too_large_is_insufficient() {
     env.stop().await;
 }
 
+/// On the newest release (invoices paid with `xpay`, keysends routed with `getroutes`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transport_faults_are_unknown_outcomes_and_lookup_tells_the_truth() {
-    let env = Env::start().await;
+    transport_faults(FakeOptions::default(), "xpay").await;
+}
+
+/// On the oldest supported release (`pay`, `getroute`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_faults_on_v23_08() {
+    transport_faults(
+        FakeOptions {
+            version: ClnVersion::MIN_SUPPORTED,
+            deprecated_apis: true,
+        },
+        "pay",
+    )
+    .await;
+}
+
+async fn transport_faults(options: FakeOptions, pay_method: &str) {
+    let env = Env::start_with(options).await;
     let carol = env.devnet.peer("carol").unwrap().pubkey();
     for kind in ["socket", "rest"] {
         let cln = env.backend(kind).await;
@@ -416,7 +438,7 @@ async fn transport_faults_are_unknown_outcomes_and_lookup_tells_the_truth() {
             .outside_invoice("carol", Some(sats(2000)), "lost answer")
             .await
             .unwrap();
-        env.fake.inject_fault("pay", Fault::DropResponse);
+        env.fake.inject_fault(pay_method, Fault::DropResponse);
         let err = cln.pay(pay_invoice(&inv, sats(100))).await.unwrap_err();
         assert!(matches!(err, LnError::Transport(_)), "{kind}: {err:?}");
         let fee = hub_fee(2_000_000);
@@ -436,7 +458,7 @@ async fn transport_faults_are_unknown_outcomes_and_lookup_tells_the_truth() {
             .outside_invoice("carol", Some(sats(1500)), "lost request")
             .await
             .unwrap();
-        env.fake.inject_fault("pay", Fault::DropRequest);
+        env.fake.inject_fault(pay_method, Fault::DropRequest);
         let err = cln.pay(pay_invoice(&inv, sats(100))).await.unwrap_err();
         assert!(matches!(err, LnError::Transport(_)), "{kind}: {err:?}");
         assert_eq!(
