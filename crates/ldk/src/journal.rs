@@ -12,12 +12,22 @@
 //! that was never acknowledged) is cut off; an unreadable line *followed by readable ones* is
 //! corruption and refuses to open. When dead lines outnumber live records the log is rewritten
 //! (temp file, fsync, rename, directory fsync) before use.
+//!
+//! The same rewrite also happens **while running**, so a node that stays up for months does
+//! not grow its log without bound: once the file holds more than twice the live records plus
+//! [`COMPACT_SLACK_LINES`], a background thread compacts it. Appends go on meanwhile: the
+//! thread replays the file up to a cut point and writes the snapshot to a temp file without
+//! holding the writer; then, holding it briefly, copies the lines appended since the cut,
+//! fsyncs, renames over the log, fsyncs the directory and switches appends to the new file.
+//! A crash at any point leaves either the old log or the complete new one. Space: the snapshot
+//! is at most the old log's size, so at most twice the log is on disk during a rewrite.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -48,20 +58,38 @@ struct LineIn {
 }
 
 struct Writer {
-    file: File,
+    /// The log file appends go to (replaced by a compaction).
+    file: Arc<File>,
     /// Bytes of whole lines in the file; a failed append is cut back to this.
     len: u64,
     /// Lines appended since open.
     appended: u64,
+    /// Lines in the file.
+    lines: u64,
+    /// Compact once the file holds more lines than this.
+    compact_at: u64,
 }
 
 /// The log. Cheap to share behind an `Arc`.
 pub(crate) struct Journal {
+    path: PathBuf,
     writer: Mutex<Writer>,
     /// Highest ticket known durable. Held while flushing, so concurrent waiters queue behind one
     /// flush and then find their line already covered.
     synced: Mutex<u64>,
-    sync_file: File,
+    /// Lines of slack before a compaction while running; `None`: only on open.
+    online_slack: Option<u64>,
+    /// A compaction is running.
+    compacting: AtomicBool,
+    /// Compactions done while running (tests, logs).
+    compactions: AtomicU64,
+    /// This journal, for starting a compaction thread from `&self`.
+    me: Weak<Journal>,
+}
+
+/// When a file of `live` records is worth rewriting.
+fn compact_threshold(live: u64, slack: u64) -> u64 {
+    live.saturating_mul(2).saturating_add(slack)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -69,8 +97,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Journal {
-    /// Opens (or creates) the log at `path`, replays it and returns the live records.
+    /// Opens (or creates) the log at `path`, replays it and returns the live records. The log
+    /// is compacted on open and while running.
     pub(crate) fn open(path: &Path) -> io::Result<(Arc<Journal>, Records)> {
+        Journal::open_with(path, Some(COMPACT_SLACK_LINES as u64))
+    }
+
+    /// [`Journal::open`], compacting while running after `online_slack` dead lines (`None`:
+    /// only on open).
+    pub(crate) fn open_with(
+        path: &Path,
+        online_slack: Option<u64>,
+    ) -> io::Result<(Arc<Journal>, Records)> {
         let (records, good_len, lines) = match File::open(path) {
             Ok(mut f) => {
                 let mut buf = Vec::new();
@@ -102,19 +140,24 @@ impl Journal {
         if let Some(dir) = path.parent() {
             sync_dir(dir)?;
         }
-        let sync_file = file.try_clone()?;
-        Ok((
-            Arc::new(Journal {
-                writer: Mutex::new(Writer {
-                    file,
-                    len,
-                    appended: 0,
-                }),
-                synced: Mutex::new(0),
-                sync_file,
+        let file_lines = if compact { live } else { lines } as u64;
+        let live = live as u64;
+        let journal = Arc::new_cyclic(|me| Journal {
+            path: path.to_owned(),
+            writer: Mutex::new(Writer {
+                file: Arc::new(file),
+                len,
+                appended: 0,
+                lines: file_lines,
+                compact_at: compact_threshold(live, online_slack.unwrap_or(u64::MAX)),
             }),
-            records,
-        ))
+            synced: Mutex::new(0),
+            online_slack,
+            compacting: AtomicBool::new(false),
+            compactions: AtomicU64::new(0),
+            me: me.clone(),
+        });
+        Ok((journal, records))
     }
 
     /// Appends one put (`Some`) or removal (`None`). Not durable until [`Journal::wait`].
@@ -148,17 +191,114 @@ impl Journal {
             buf.push(b'\n');
         }
         let mut w = lock(&self.writer);
-        if let Err(e) = w.file.write_all(&buf) {
+        let file = Arc::clone(&w.file);
+        if let Err(e) = (&*file).write_all(&buf) {
             // Never leave part of a line for the next append to follow.
             let len = w.len;
-            if let Err(cut) = w.file.set_len(len) {
+            if let Err(cut) = file.set_len(len) {
                 tracing::error!(error = %cut, "could not cut a failed append off the record log");
             }
             return Err(e);
         }
         w.len = w.len.saturating_add(buf.len() as u64);
         w.appended = w.appended.saturating_add(1);
-        Ok(Ticket(w.appended))
+        w.lines = w.lines.saturating_add(items.len() as u64);
+        let ticket = Ticket(w.appended);
+        if w.lines > w.compact_at && !self.compacting.swap(true, Ordering::AcqRel) {
+            drop(w);
+            self.start_compaction();
+        }
+        Ok(ticket)
+    }
+
+    /// Compacts the log on a thread of its own (appends go on meanwhile).
+    fn start_compaction(&self) {
+        let Some(journal) = self.me.upgrade() else {
+            self.compacting.store(false, Ordering::Release);
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("records-compact".into())
+            .spawn(move || {
+                let slack = journal.online_slack.unwrap_or(u64::MAX);
+                match journal.compact_now() {
+                    Ok((lines, live)) => {
+                        journal.compactions.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(path = %journal.path.display(), lines, live, "compacted the record log while running");
+                    }
+                    Err(e) => {
+                        // Try again after another `slack` lines, not on every append.
+                        let mut w = lock(&journal.writer);
+                        w.compact_at = w.lines.saturating_add(slack);
+                        tracing::error!(path = %journal.path.display(), error = %e, "compacting the record log failed; it keeps growing until the next try");
+                    }
+                }
+                journal.compacting.store(false, Ordering::Release);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the record log compaction");
+            let mut w = lock(&self.writer);
+            w.compact_at = w
+                .lines
+                .saturating_add(self.online_slack.unwrap_or(u64::MAX));
+            self.compacting.store(false, Ordering::Release);
+        }
+    }
+
+    /// Rewrites the log as one line per live record plus whatever is appended meanwhile.
+    /// Returns (lines before, live records).
+    fn compact_now(&self) -> io::Result<(u64, u64)> {
+        let tmp: PathBuf = self.path.with_extension("log.tmp");
+        // 1. Up to a cut point, without holding the writer.
+        let (cut, lines_before) = {
+            let w = lock(&self.writer);
+            (w.len, w.lines)
+        };
+        let mut head = Vec::new();
+        File::open(&self.path)?.take(cut).read_to_end(&mut head)?;
+        let (records, good, _) = replay(&self.path, &head)?;
+        if good != cut {
+            return Err(io::Error::new(
+                ErrorKind::InvalidData,
+                "the record log changed under the compaction",
+            ));
+        }
+        drop(head);
+        let live: u64 = records.values().map(|m| m.len() as u64).sum();
+        let mut out = io::BufWriter::new(satchel_lightning::fs_private::create_private_file(&tmp)?);
+        write_lines(&mut out, &records)?;
+        drop(records);
+        let mut out = out.into_inner().map_err(|e| e.into_error())?;
+        // 2. Holding the writer: the lines appended since the cut, then the switch.
+        let mut w = lock(&self.writer);
+        let mut tail = Vec::new();
+        let mut f = File::open(&self.path)?;
+        io::Seek::seek(&mut f, io::SeekFrom::Start(cut))?;
+        f.take(w.len.saturating_sub(cut)).read_to_end(&mut tail)?;
+        let tail_lines = tail.iter().filter(|b| **b == b'\n').count() as u64;
+        out.write_all(&tail)?;
+        out.sync_all()?;
+        let new_len = out.metadata()?.len();
+        drop(out);
+        fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            sync_dir(dir)?;
+        }
+        let file = satchel_lightning::fs_private::private_open_options()
+            .append(true)
+            .read(true)
+            .open(&self.path)?;
+        w.file = Arc::new(file);
+        w.len = new_len;
+        w.lines = live.saturating_add(tail_lines);
+        w.compact_at = compact_threshold(live, self.online_slack.unwrap_or(u64::MAX));
+        Ok((lines_before, live))
+    }
+
+    /// Compactions done while running.
+    #[cfg(test)]
+    pub(crate) fn compactions(&self) -> u64 {
+        self.compactions.load(Ordering::Relaxed)
     }
 
     /// Blocks until the line behind `ticket` (and every line before it) is on disk.
@@ -167,10 +307,14 @@ impl Journal {
         if *synced >= ticket.0 {
             return Ok(());
         }
-        // Everything appended so far is covered by this flush.
-        let target = lock(&self.writer).appended;
-        self.sync_file.sync_data()?;
-        *synced = target;
+        // Everything appended so far is covered by this flush: it is all in this file (a
+        // compaction copies earlier lines into the file it switches to, and fsyncs it first).
+        let (target, file) = {
+            let w = lock(&self.writer);
+            (w.appended, Arc::clone(&w.file))
+        };
+        file.sync_data()?;
+        *synced = (*synced).max(target);
         Ok(())
     }
 
@@ -248,26 +392,32 @@ pub(crate) fn write_snapshot(path: &Path, records: &Records) -> io::Result<()> {
     let tmp: PathBuf = path.with_extension("log.tmp");
     {
         let mut out = io::BufWriter::new(satchel_lightning::fs_private::create_private_file(&tmp)?);
-        for (section, entries) in records {
-            for (key, value) in entries {
-                serde_json::to_writer(
-                    &mut out,
-                    &LineOut {
-                        s: section,
-                        k: key,
-                        v: Some(value),
-                    },
-                )
-                .map_err(io::Error::other)?;
-                out.write_all(b"\n")?;
-            }
-        }
+        write_lines(&mut out, records)?;
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
     }
     fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
         sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// One line per live record.
+fn write_lines(out: &mut impl Write, records: &Records) -> io::Result<()> {
+    for (section, entries) in records {
+        for (key, value) in entries {
+            serde_json::to_writer(
+                &mut *out,
+                &LineOut {
+                    s: section,
+                    k: key,
+                    v: Some(value),
+                },
+            )
+            .map_err(io::Error::other)?;
+            out.write_all(b"\n")?;
+        }
     }
     Ok(())
 }
@@ -384,7 +534,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("records.log");
         {
-            let (j, _) = Journal::open(&path).unwrap();
+            // Only on open here (the running compaction has its own test).
+            let (j, _) = Journal::open_with(&path, None).unwrap();
             for i in 0..(COMPACT_SLACK_LINES + 50) {
                 let t = j.append("a", "k", Some(&i)).unwrap();
                 if i % 1000 == 0 {
@@ -403,6 +554,57 @@ mod tests {
             Some(Value::from(COMPACT_SLACK_LINES + 49))
         );
         assert_eq!(get(&r, "a", "other"), Some(Value::from("v")));
+    }
+
+    /// Writers keep appending (and waiting) while the log is compacted under them, several
+    /// times; nothing is lost, the file stays small, and it reopens to the same records.
+    #[test]
+    fn compacts_while_running_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.log");
+        let (j, _) = Journal::open_with(&path, Some(500)).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let j = &j;
+                s.spawn(move || {
+                    for i in 0..3000u32 {
+                        // 20 live keys per writer, rewritten over and over; some removed.
+                        let key = format!("{t}-{}", i % 20);
+                        let ticket = if i % 7 == 0 {
+                            j.append::<u32>("w", &key, None).unwrap()
+                        } else {
+                            j.append("w", &key, Some(&i)).unwrap()
+                        };
+                        if i % 10 == 0 {
+                            j.wait(ticket).unwrap();
+                        }
+                    }
+                    j.flush().unwrap();
+                });
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while j.compacting.load(Ordering::Acquire) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "compaction never ended"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(j.compactions() >= 2, "compactions: {}", j.compactions());
+        let lines = fs::read_to_string(&path).unwrap().lines().count();
+        assert!(lines < 80 + 2 * 500 + 100, "{lines} lines left of 12000");
+        drop(j);
+        let (_, r) = Journal::open_with(&path, None).unwrap();
+        // The last write of each key wins, as written.
+        for t in 0..4 {
+            for k in 0..20u32 {
+                let last = (0..3000u32).filter(|i| i % 20 == k).max().unwrap();
+                let want = (last % 7 != 0).then(|| Value::from(last));
+                assert_eq!(get(&r, "w", &format!("{t}-{k}")), want, "{t}-{k}");
+            }
+        }
+        assert!(!path.with_extension("log.tmp").exists());
     }
 
     #[test]
