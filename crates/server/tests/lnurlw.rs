@@ -552,3 +552,71 @@ async fn racing_callbacks_pay_once() {
     })
     .await;
 }
+
+/// Our LNURL and LUD-03 answers as a third-party implementation reads them: the LNbits team's
+/// `lnurl` package (PyPI). Skipped with a message when python3 or the package is missing, except
+/// in CI (`CI=true`), where `.ci/run` installs it and the check must run.
+#[tokio::test]
+async fn third_party_lnurl_accepts_our_answers() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lnurl/check_lnurlw.py");
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import lnurl"])
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must run the third-party LNURL check: python3 with PyPI `lnurl` is missing"
+        );
+        eprintln!("SKIPPED: python3 with the PyPI `lnurl` package is not installed (pip install lnurl)");
+        return;
+    }
+    on_each_db_with(cfg, |s| async move {
+        let w = s.create_wallet("3rd party").await;
+        s.fund(&w, 1_000).await;
+        let (lnurl, _, url) = once(&s, &w, "?num_satoshis=100&memo=Third%20party").await;
+        let offer = scan(&s, &url).await;
+        let inv = s.external_invoice(100, "ok");
+        let okr = submit(&s, &offer, inv.as_str()).await;
+        ok(&okr);
+        let err = submit(&s, &offer, s.external_invoice(100, "again").as_str()).await;
+        error(&err, "already been used");
+        let out = std::process::Command::new("python3")
+            .args([script, &lnurl, &url, &offer.to_string(), &okr.text, &err.text])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "python lnurl refused our answers:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+        s
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn failed_payout_reopens_the_link() {
+    on_each_db_with(cfg, |s| async move {
+        let w = s.create_wallet("reopen").await;
+        s.fund(&w, 1_000).await;
+        let (_, _, url) = once(&s, &w, "?num_satoshis=100").await;
+        let offer = scan(&s, &url).await;
+        let bad = s.external_invoice(100, "no route");
+        s.scripted.script(
+            bad.payment_hash(),
+            satchel_lightning::scripted::Script::Fail(satchel_domain::FailureReason::NoRoute),
+        );
+        error(&submit(&s, &offer, bad.as_str()).await, "FAILURE_REASON_NO_ROUTE");
+        assert_eq!(s.balance(&w).await, 1_000);
+        // The node proved the payment failed and it was refunded: the link may be used again.
+        let offer = scan(&s, &url).await;
+        let good = s.external_invoice(100, "works");
+        ok(&submit(&s, &offer, good.as_str()).await);
+        assert_eq!(s.balance(&w).await, 900);
+        error(&fetch(&s, &local(&s, &url)).await, "already been used");
+        s
+    })
+    .await;
+}
