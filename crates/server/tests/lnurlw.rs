@@ -567,7 +567,9 @@ async fn third_party_lnurl_accepts_our_answers() {
             std::env::var("CI").is_err(),
             "CI must run the third-party LNURL check: python3 with PyPI `lnurl` is missing"
         );
-        eprintln!("SKIPPED: python3 with the PyPI `lnurl` package is not installed (pip install lnurl)");
+        eprintln!(
+            "SKIPPED: python3 with the PyPI `lnurl` package is not installed (pip install lnurl)"
+        );
         return;
     }
     on_each_db_with(cfg, |s| async move {
@@ -581,7 +583,14 @@ async fn third_party_lnurl_accepts_our_answers() {
         let err = submit(&s, &offer, s.external_invoice(100, "again").as_str()).await;
         error(&err, "already been used");
         let out = std::process::Command::new("python3")
-            .args([script, &lnurl, &url, &offer.to_string(), &okr.text, &err.text])
+            .args([
+                script,
+                &lnurl,
+                &url,
+                &offer.to_string(),
+                &okr.text,
+                &err.text,
+            ])
             .output()
             .unwrap();
         assert!(
@@ -608,7 +617,10 @@ async fn failed_payout_reopens_the_link() {
             bad.payment_hash(),
             satchel_lightning::scripted::Script::Fail(satchel_domain::FailureReason::NoRoute),
         );
-        error(&submit(&s, &offer, bad.as_str()).await, "FAILURE_REASON_NO_ROUTE");
+        error(
+            &submit(&s, &offer, bad.as_str()).await,
+            "FAILURE_REASON_NO_ROUTE",
+        );
         assert_eq!(s.balance(&w).await, 1_000);
         // The node proved the payment failed and it was refunded: the link may be used again.
         let offer = scan(&s, &url).await;
