@@ -7,6 +7,7 @@
 pub mod dto;
 pub mod http;
 pub mod idempotency;
+pub mod lnurlw;
 pub mod routes;
 pub mod webhooks;
 

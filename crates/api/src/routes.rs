@@ -47,6 +47,9 @@ pub fn api_error(e: ServiceError) -> ApiError {
         ErrorClass::Unauthorized => ApiError::unauthorized(e.to_string()),
         ErrorClass::BadRequest => ApiError::bad_request(e.to_string()),
         ErrorClass::NotFound => ApiError::with_status(StatusCode::NOT_FOUND, e.to_string()),
+        ErrorClass::NotImplemented => {
+            ApiError::with_status(StatusCode::NOT_IMPLEMENTED, e.to_string())
+        }
         ErrorClass::Internal => ApiError::internal(e),
         ErrorClass::TooManyRequests => {
             ApiError::with_status(StatusCode::TOO_MANY_REQUESTS, e.to_string())
@@ -645,6 +648,7 @@ pub fn v1_router() -> Router<AppState> {
         .route("/webhooks/{id}", delete(delete_webhook))
         .route("/webhooks/{id}/deliveries", get(webhook_deliveries))
         .route("/webhooks/deliveries/{id}/redeliver", post(redeliver))
+        .merge(crate::lnurlw::routes())
         .method_not_allowed_fallback(method_not_allowed)
 }
 

@@ -8,6 +8,7 @@ pub mod bolt11;
 pub mod event;
 pub mod ids;
 pub mod keys;
+pub mod lnurl;
 pub mod money;
 pub mod payment;
 pub mod time;
@@ -20,6 +21,7 @@ pub use ids::{
     WtxId,
 };
 pub use keys::{ApiKeySecret, KeyHash, KeyRole, MIN_KEY_ENTROPY_BITS, Permission};
+pub use lnurl::{LnurlError, decode_lnurl, encode_lnurl};
 pub use money::{MoneyError, Msat, fee_limit_default, sats_floor};
 pub use payment::{
     CustomRecords, FailureReason, KEYSEND_PREIMAGE_TLV, NodePubkey, PaymentHash, PaymentStatus,

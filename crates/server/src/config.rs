@@ -93,6 +93,10 @@ pub struct FileConfig {
     pub auth_fail_window_secs: Option<u64>,
     /// Proxies whose X-Forwarded-For is believed (addresses or CIDR networks).
     pub trusted_proxies: Option<Vec<String>>,
+    /// Public base URL of this server (LNURLs and their callbacks are built from it).
+    pub public_url: Option<String>,
+    /// Lifetime of a one-time LNURL-withdraw link, in seconds.
+    pub lnurl_withdraw_expiry_secs: Option<u64>,
 }
 
 /// Flags/env, as parsed by clap (every value optional so the file can fill gaps).
@@ -197,6 +201,14 @@ pub struct ConfigArgs {
     /// CIDR networks; default none).
     #[arg(long, env = "SATCHEL_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
+    /// Public base URL wallets reach this server at, e.g. https://pay.example.com (https unless
+    /// the host is loopback). LNURLs and callbacks are built only from it; unset: LNURL
+    /// endpoints answer that LNURL is not enabled.
+    #[arg(long, env = "SATCHEL_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Seconds a one-time LNURL-withdraw link stays usable (default 86400).
+    #[arg(long, env = "SATCHEL_LNURL_WITHDRAW_EXPIRY_SECS")]
+    pub lnurl_withdraw_expiry_secs: Option<u64>,
 }
 
 /// The effective configuration.
@@ -238,6 +250,10 @@ pub struct Config {
     pub idempotency_retention: Duration,
     /// HTTP connection limits, timeouts, auth throttle, trusted proxies.
     pub http: HttpSettings,
+    /// Public base URL (parsed and checked when the services are configured).
+    pub public_url: Option<String>,
+    /// Lifetime of one-time LNURL-withdraw links.
+    pub lnurl_withdraw_expiry: Duration,
 }
 
 /// The HTTP edge's limits (see `crate::listener` and `satchel_api::http::throttle`).
@@ -385,6 +401,17 @@ impl ConfigArgs {
                     bail!(
                         "idempotency_retention_secs must be at least {MIN_IDEMPOTENCY_RETENTION_SECS}"
                     );
+                }
+                Duration::from_secs(secs)
+            },
+            public_url: self.public_url.clone().or(file.public_url),
+            lnurl_withdraw_expiry: {
+                let secs = self
+                    .lnurl_withdraw_expiry_secs
+                    .or(file.lnurl_withdraw_expiry_secs)
+                    .unwrap_or(86_400);
+                if secs == 0 {
+                    bail!("lnurl_withdraw_expiry_secs must be at least 1");
                 }
                 Duration::from_secs(secs)
             },

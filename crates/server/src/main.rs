@@ -239,6 +239,14 @@ fn service_config(cfg: &Config) -> anyhow::Result<ServiceConfig> {
         webhook_max_per_account: cfg.webhook_max_per_account,
         webhook_redeliveries_per_minute: cfg.webhook_redeliveries_per_minute,
         idempotency_retention: cfg.idempotency_retention,
+        public_url: cfg
+            .public_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+            .map(satchel_service::lnurlw::PublicUrl::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("public_url {e}"))?,
+        lnurlw_expiry: cfg.lnurl_withdraw_expiry,
         ..ServiceConfig::default()
     })
 }

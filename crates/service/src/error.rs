@@ -16,6 +16,9 @@ pub enum ErrorClass {
     InvalidCredentials,
     /// 500; the message is logged, never sent.
     Internal,
+    /// 501: a feature the operator has not configured (LNURL without `public_url`). Not the
+    /// client's fault, and retrying will not help until the operator acts.
+    NotImplemented,
     /// 429; the error's [`ServiceError::retry_after_secs`] gives `Retry-After`.
     TooManyRequests,
     /// 503 with `Retry-After`: the database cannot be reached right now. Like `Internal`, not
@@ -85,6 +88,13 @@ pub enum ServiceError {
     /// Transfer refused (message from the store's error).
     #[error("{0}")]
     Transfer(String),
+    /// A one-time LNURL-withdraw link was already used (or expired) when its payment was
+    /// about to be reserved.
+    #[error("LNURL is no longer valid")]
+    LinkSpent,
+    /// LNURL endpoints need `public_url`, which the operator has not set.
+    #[error("LNURL is not enabled on this server: the operator has not configured public_url.")]
+    LnurlDisabled,
     /// A per-account rate limit refused the request.
     #[error("Too many requests; try again in {retry_after_secs} seconds.")]
     RateLimited {
@@ -120,7 +130,9 @@ impl ServiceError {
             | PaymentInFlight
             | Invoice(_)
             | PaymentFailed(_)
+            | LinkSpent
             | Transfer(_) => ErrorClass::BadRequest,
+            LnurlDisabled => ErrorClass::NotImplemented,
             NotFound(_) => ErrorClass::NotFound,
             Internal(_) => ErrorClass::Internal,
             Unavailable(_) => ErrorClass::Unavailable,

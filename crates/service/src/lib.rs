@@ -8,6 +8,7 @@ mod error;
 pub mod idempotency;
 pub mod incoming;
 pub mod jobs;
+pub mod lnurlw;
 pub mod passthru;
 pub mod payments;
 pub mod wallets;
@@ -48,6 +49,11 @@ pub struct ServiceConfig {
     pub webhook_redeliveries_per_minute: u32,
     /// How long an `Idempotency-Key` is remembered (at least a day).
     pub idempotency_retention: Duration,
+    /// Base of every LNURL and callback URL; `None`: the LNURL endpoints answer that LNURL is
+    /// not enabled (a URL is never guessed from a request's `Host`).
+    pub public_url: Option<lnurlw::PublicUrl>,
+    /// Lifetime of a one-time LNURL-withdraw link.
+    pub lnurlw_expiry: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -64,6 +70,8 @@ impl Default for ServiceConfig {
             webhook_max_per_account: 20,
             webhook_redeliveries_per_minute: 10,
             idempotency_retention: idempotency::DEFAULT_RETENTION,
+            public_url: None,
+            lnurlw_expiry: lnurlw::DEFAULT_LINK_EXPIRY,
         }
     }
 }
@@ -110,6 +118,8 @@ pub struct Services {
     pub webhooks: webhooks::WebhookService,
     /// Idempotency keys of money-moving requests.
     pub idempotency: idempotency::IdempotencyService,
+    /// LNURL-withdraw links and their service endpoint.
+    pub lnurlw: lnurlw::LnurlwService,
     /// The shared context.
     pub ctx: Arc<Ctx>,
 }
@@ -140,6 +150,7 @@ impl Services {
             incoming: incoming::IncomingService::new(ctx.clone()),
             webhooks: webhooks::WebhookService::new(ctx.clone()),
             idempotency: idempotency::IdempotencyService::new(ctx.clone()),
+            lnurlw: lnurlw::LnurlwService::new(ctx.clone(), payments.clone()),
             payments,
             ctx,
         })

@@ -23,8 +23,8 @@ use satchel_lightning::{
     InternalTake, LnError, PayOutcome, PayRequest, PayTarget, PaymentLookup, TakeKind,
 };
 use satchel_store::{
-    InternalPayCmd, InternalPayError, LnTxRecord, PaymentSettled, PaymentStateError, ReserveCmd,
-    ReserveError, SettleCmd, WalletRecord, WtxRecord,
+    InternalPayCmd, InternalPayError, LinkClaim, LnTxRecord, PaymentSettled, PaymentStateError,
+    ReserveCmd, ReserveError, SettleCmd, WalletRecord, WtxRecord,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -145,6 +145,7 @@ fn reserve_err(e: ReserveError) -> ServiceError {
         ReserveError::InsufficientBalance(b) => ServiceError::InsufficientBalance(b.sats_floor()),
         ReserveError::AlreadyPaid => ServiceError::AlreadyPaid,
         ReserveError::InFlight(_) => ServiceError::PaymentInFlight,
+        ReserveError::LinkSpent => ServiceError::LinkSpent,
         ReserveError::Store(s) => s.into(),
     }
 }
@@ -165,6 +166,7 @@ fn internal_pay_err(e: InternalPayError, path_key: &str) -> ServiceError {
             "Sends are limited to: {} satoshi per request",
             max.sats_floor()
         )),
+        InternalPayError::LinkSpent => ServiceError::LinkSpent,
         InternalPayError::Store(s) => s.into(),
     }
 }
@@ -235,40 +237,64 @@ impl PaymentService {
             .wallet_id_for(caller, key, Permission::WalletWithdraw)
             .await?;
         let text = Bolt11::normalize(&req.payment_request);
-        let pass_thru = |p: Option<serde_json::Map<String, Value>>| {
-            PassThru::from_user(p)
-                .set("method", Value::String("api".into()))
-                .to_json()
-        };
+        let pass_thru = PassThru::from_user(req.pass_thru)
+            .set("method", Value::String("api".into()))
+            .to_json();
+        self.pay_bolt11(
+            caller,
+            key,
+            &wallet_id,
+            text,
+            req.fee_limit_msat,
+            pass_thru,
+            None,
+        )
+        .await
+    }
 
+    /// The payment path of `POST /withdraw`, shared with LNURL-withdraw callbacks: `text` is
+    /// the normalized invoice, `key` only names the wallet in errors. With `claim`, the
+    /// one-time link is spent in the transaction that reserves or settles the payment.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn pay_bolt11(
+        &self,
+        caller: &Caller,
+        key: &str,
+        wallet_id: &WalletId,
+        text: String,
+        fee_limit_msat: Option<i64>,
+        pass_thru: String,
+        claim: Option<&LinkClaim>,
+    ) -> Result<PaymentResult, ServiceError> {
+        let auth = AuthService::new(self.ctx.clone());
         // One of our own invoices, exactly as we issued it: its signature is the one we made,
         // so skip re-verifying it and settle inside the ledger (no node, no fee). The ledger
         // checks, inside its transaction, that the stored text is exactly this one, expiry,
         // amount, the send limit and that it is still open. (With an invalid fee limit, the
         // checked path below reports it in the usual order.)
         if let Some(hash) = Bolt11::payment_hash_hint(&text)
-            && fee_limit(req.fee_limit_msat, Msat::ZERO).is_ok()
+            && fee_limit(fee_limit_msat, Msat::ZERO).is_ok()
             && let Some(done) = self
                 .pay_internal(
                     caller,
                     key,
-                    &wallet_id,
+                    wallet_id,
                     hash,
-                    pass_thru(req.pass_thru.clone()),
+                    pass_thru.clone(),
                     Some(text.clone()),
+                    claim,
                 )
                 .await?
         {
             return Ok(done);
         }
 
-        let wallet = auth.owned_wallet(caller, key, &wallet_id).await?;
+        let wallet = auth.owned_wallet(caller, key, wallet_id).await?;
         let invoice = Bolt11::parse(&text)?;
         let now = now_secs();
         let amount = invoice.check_payable(self.ctx.network(), now)?;
-        let fee_limit = fee_limit(req.fee_limit_msat, amount)?;
+        let fee_limit = fee_limit(fee_limit_msat, amount)?;
         self.check_send_limit(amount)?;
-        let pass_thru = pass_thru(req.pass_thru);
         let hash = invoice.payment_hash();
 
         // Our payment hash in another text: settled internally only if it is the invoice we
@@ -280,7 +306,7 @@ impl PaymentService {
             && self.is_our_invoice(&invoice, &stored)
         {
             return self
-                .pay_internal(caller, key, &wallet.id, hash, pass_thru, None)
+                .pay_internal(caller, key, &wallet.id, hash, pass_thru, None, claim)
                 .await?
                 .ok_or_else(|| ServiceError::Internal("internal invoice vanished".into()));
         }
@@ -288,27 +314,30 @@ impl PaymentService {
         let lntx = self
             .ctx
             .store
-            .reserve_payment(&ReserveCmd {
-                lntx_id: LnTxId::generate(),
-                account_id: caller.account_id.clone(),
-                wallet_id: wallet.id.clone(),
-                now,
-                node_id: self.ctx.cfg.node_id.clone(),
-                dest_pubkey: invoice.payee().to_hex(),
-                payment_request: invoice.as_str().to_owned(),
-                payment_hash: hash,
-                memo: invoice.description().unwrap_or_default(),
-                description_hash: invoice.description_hash().map(hex::encode),
-                payment_addr: Some(hex::encode(invoice.payment_secret())),
-                amount,
-                fee_limit,
-                expiry_secs: Some(invoice.expiry_secs()),
-                expires_at: Some(invoice.expires_at_secs()),
-                preimage: None,
-                is_keysend: false,
-                custom_records: None,
-                pass_thru,
-            })
+            .reserve_payment_claiming(
+                &ReserveCmd {
+                    lntx_id: LnTxId::generate(),
+                    account_id: caller.account_id.clone(),
+                    wallet_id: wallet.id.clone(),
+                    now,
+                    node_id: self.ctx.cfg.node_id.clone(),
+                    dest_pubkey: invoice.payee().to_hex(),
+                    payment_request: invoice.as_str().to_owned(),
+                    payment_hash: hash,
+                    memo: invoice.description().unwrap_or_default(),
+                    description_hash: invoice.description_hash().map(hex::encode),
+                    payment_addr: Some(hex::encode(invoice.payment_secret())),
+                    amount,
+                    fee_limit,
+                    expiry_secs: Some(invoice.expiry_secs()),
+                    expires_at: Some(invoice.expires_at_secs()),
+                    preimage: None,
+                    is_keysend: false,
+                    custom_records: None,
+                    pass_thru,
+                },
+                claim,
+            )
             .await
             .map_err(reserve_err)?;
         satchel_store::crash::crash_point("after_reserve");
@@ -342,6 +371,8 @@ impl PaymentService {
     /// The invoice is first taken away from the node ([`satchel_lightning::Invoices::
     /// take_for_internal`]), so that an outside payer and a wallet can never both pay it: if
     /// the node was paid first, the wallet is refused and not debited.
+    // The withdraw path's inputs plus the optional link claim; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     async fn pay_internal(
         &self,
         caller: &Caller,
@@ -350,6 +381,7 @@ impl PaymentService {
         hash: PaymentHash,
         pass_thru: String,
         expect_request: Option<String>,
+        claim: Option<&LinkClaim>,
     ) -> Result<Option<PaymentResult>, ServiceError> {
         let checked_text = expect_request.is_some();
         let cmd = InternalPayCmd {
@@ -373,7 +405,7 @@ impl PaymentService {
         // A cancel on the node cannot be undone: refuse first what the ledger would refuse,
         // so that nobody can cancel somebody else's invoice by failing to pay it.
         if kind == TakeKind::Final
-            && let Err(e) = self.ctx.store.check_internal(&cmd).await
+            && let Err(e) = self.ctx.store.check_internal_claiming(&cmd, claim).await
         {
             return refused(e);
         }
@@ -397,7 +429,7 @@ impl PaymentService {
                 )));
             }
         }
-        let paid = match self.ctx.store.pay_internal(&cmd).await {
+        let paid = match self.ctx.store.pay_internal_claiming(&cmd, claim).await {
             Ok(p) => p,
             Err(e) => {
                 if kind == TakeKind::Provisional {

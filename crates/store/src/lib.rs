@@ -24,6 +24,7 @@ pub mod db;
 pub mod group_commit;
 pub mod idempotency;
 mod ledger;
+pub mod lnurlw;
 mod ops;
 pub mod outbox;
 mod records;
@@ -52,6 +53,7 @@ pub use audit::AuditReport;
 use db::Conn;
 pub use db::Dialect;
 pub use idempotency::{IdemClaim, IdemRecord, StoredResponse};
+pub use lnurlw::{LinkClaim, LnurlwKind, LnurlwLink};
 pub use ops::*;
 pub use outbox::{
     AttemptOutcome, AttemptRecord, DEFAULT_ALL, DeliveryRecord, DeliveryStatus, DueDelivery,

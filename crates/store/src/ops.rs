@@ -11,6 +11,7 @@ use crate::ledger::{
     Account, NewWtx, SYS_IN_FLIGHT, SYS_LIGHTNING, SYS_OPENING, SYS_UNCLAIMED, leg, lock_wallet,
     post, read_wallets,
 };
+use crate::lnurlw::LinkClaim;
 use crate::outbox::{Emit, emit};
 use crate::records::*;
 use crate::{Store, StoreError, args};
@@ -231,6 +232,9 @@ pub enum ReserveError {
     /// A payment of this hash is in flight.
     #[error("payment already in flight")]
     InFlight(LnTxId),
+    /// The one-time LNURL-withdraw link to spend is already spent, expired or unknown.
+    #[error("LNURL link is no longer valid")]
+    LinkSpent,
     /// Storage failure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -384,6 +388,9 @@ pub enum InternalPayError {
     /// The amount is above the command's send limit.
     #[error("over the send limit")]
     OverLimit(Msat),
+    /// The one-time LNURL-withdraw link to spend is already spent, expired or unknown.
+    #[error("LNURL link is no longer valid")]
+    LinkSpent,
     /// Storage failure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -1158,7 +1165,22 @@ impl Store {
     /// Debits amount + fee limit into `sys:in_flight` and records the payment as `reserved`,
     /// committed before anyone talks to the node.
     pub async fn reserve_payment(&self, r: &ReserveCmd) -> Result<LnTxRecord, ReserveError> {
+        self.reserve_payment_claiming(r, None).await
+    }
+
+    /// [`Store::reserve_payment`] that first spends a one-time LNURL-withdraw link in the same
+    /// transaction (see [`crate::lnurlw`]): both happen or neither.
+    pub async fn reserve_payment_claiming(
+        &self,
+        r: &ReserveCmd,
+        claim: Option<&LinkClaim>,
+    ) -> Result<LnTxRecord, ReserveError> {
         let mut tx = self.begin_write().await?;
+        if let Some(c) = claim
+            && !crate::lnurlw::claim_in(&mut tx, c).await?
+        {
+            return Err(ReserveError::LinkSpent);
+        }
         let hash = r.payment_hash.to_hex();
         // A payment hash is paid at most once, by anyone: our own invoice settled internally,
         // or a live/successful outgoing payment.
@@ -1450,7 +1472,21 @@ impl Store {
     /// that must act on the node before paying (a cancel cannot be undone) and so should not
     /// act for a payment that would be refused anyway; `pay_internal` judges again.
     pub async fn check_internal(&self, c: &InternalPayCmd) -> Result<(), InternalPayError> {
+        self.check_internal_claiming(c, None).await
+    }
+
+    /// [`Store::check_internal`], also checking that `claim` could spend its link now.
+    pub async fn check_internal_claiming(
+        &self,
+        c: &InternalPayCmd,
+        claim: Option<&LinkClaim>,
+    ) -> Result<(), InternalPayError> {
         let mut conn = self.read_conn().await?;
+        if let Some(l) = claim
+            && !crate::lnurlw::claimable(&mut conn, l).await?
+        {
+            return Err(InternalPayError::LinkSpent);
+        }
         internal_checks(&mut conn, c).await.map(|_| ())
     }
 
@@ -1458,11 +1494,26 @@ impl Store {
     /// invoice marked paid. Cannot happen twice: the invoice is marked paid by an update that
     /// requires it open, the payer's outgoing row is unique per hash, and the debit is guarded.
     pub async fn pay_internal(&self, c: &InternalPayCmd) -> Result<InternalPaid, InternalPayError> {
+        self.pay_internal_claiming(c, None).await
+    }
+
+    /// [`Store::pay_internal`] that first spends a one-time LNURL-withdraw link in the same
+    /// transaction (see [`crate::lnurlw`]).
+    pub async fn pay_internal_claiming(
+        &self,
+        c: &InternalPayCmd,
+        claim: Option<&LinkClaim>,
+    ) -> Result<InternalPaid, InternalPayError> {
         // The reads run inside the write transaction. On SQLite that keeps them on the
         // writer's warm page cache: a reader connection drops its whole cache whenever the
         // database changed, which under write load made every read a cold one (measured: more
         // CPU per payment, fewer payments per second than reading inside the writer).
         let mut tx = self.begin_write().await?;
+        if let Some(l) = claim
+            && !crate::lnurlw::claim_in(&mut tx, l).await?
+        {
+            return Err(InternalPayError::LinkSpent);
+        }
         let checked = internal_checks(&mut tx, c).await?;
         let InternalChecked {
             inv,

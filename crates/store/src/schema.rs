@@ -227,6 +227,28 @@ CREATE TABLE idempotency_keys (
 );
 CREATE INDEX idempotency_keys_expiry ON idempotency_keys(expires_at)
 "#,
+    // LNURL-withdraw links (LUD-03; `lnurlw.rs`). The link's secret (`ott`) is stored only as
+    // its SHA-256, like access keys. A one-time link is spent by setting `used_hash` in the
+    // transaction that reserves (or internally settles) its payment, guarded by
+    // `used_hash IS NULL`, so two callbacks racing on one link cannot both pay.
+    r#"
+CREATE TABLE lnurlw_links (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    wallet_id TEXT NOT NULL REFERENCES wallets(id),
+    kind TEXT NOT NULL CHECK (kind IN ('once', 'static')),
+    ott_hash TEXT NOT NULL UNIQUE,
+    k1 TEXT NOT NULL,
+    amount_msat BIGINT CHECK (amount_msat > 0),
+    memo TEXT,
+    pass_thru TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT,
+    used_hash TEXT,
+    used_at BIGINT
+);
+CREATE INDEX lnurlw_links_wallet ON lnurlw_links(wallet_id)
+"#,
 ];
 
 fn render(sql: &str, dialect: Dialect) -> String {
