@@ -10,6 +10,7 @@ pub mod ids;
 pub mod keys;
 pub mod money;
 pub mod payment;
+pub mod request_id;
 pub mod time;
 pub mod wtx;
 
@@ -25,5 +26,6 @@ pub use payment::{
     CustomRecords, FailureReason, KEYSEND_PREIMAGE_TLV, NodePubkey, PaymentHash, PaymentStatus,
     Preimage, PubkeyError, WALLET_ROUTING_TLVS, parse_tlv_type,
 };
+pub use request_id::RequestId;
 pub use time::now_secs;
 pub use wtx::WtxType;

@@ -337,6 +337,7 @@ fn throttle_options(trusted: &[&str]) -> HttpOptions {
             },
             trusted_proxies: trusted,
         },
+        ..Default::default()
     }
 }
 

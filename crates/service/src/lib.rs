@@ -48,6 +48,9 @@ pub struct ServiceConfig {
     pub webhook_redeliveries_per_minute: u32,
     /// How long an `Idempotency-Key` is remembered (at least a day).
     pub idempotency_retention: Duration,
+    /// The Lightning backend's name, the `backend` label of the payment metrics (`devnet`,
+    /// `scripted`, `lnd`, `cln`).
+    pub backend_name: &'static str,
 }
 
 impl Default for ServiceConfig {
@@ -64,6 +67,7 @@ impl Default for ServiceConfig {
             webhook_max_per_account: 20,
             webhook_redeliveries_per_minute: 10,
             idempotency_retention: idempotency::DEFAULT_RETENTION,
+            backend_name: "unknown",
         }
     }
 }
@@ -80,6 +84,32 @@ pub struct Ctx {
     pub node: NodeInfoData,
     /// Known API keys (see [`auth::AuthCache`]).
     pub auth_cache: auth::AuthCache,
+}
+
+/// Spawns work that a request started (a payment driver, an async job) so that it keeps the
+/// request's id (the outbox tags the events it causes) and its tracing span (its log lines carry
+/// the id). Spawned tasks inherit neither by themselves.
+pub(crate) fn spawn_for_request<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use tracing::Instrument as _;
+    let fut = fut.instrument(tracing::Span::current());
+    match satchel_store::request_id::current() {
+        Some(id) => tokio::spawn(satchel_store::request_id::scope(id, fut)),
+        None => tokio::spawn(fut),
+    }
+}
+
+/// Counter: payments that reached a final outcome in this process, by `backend` (the node's
+/// backend name, or `internal` for payments between wallets of this server) and `outcome`
+/// (`succeeded`, `failed`). Metric name.
+pub const PAYMENTS_TOTAL: &str = "satchel_payments_total";
+
+/// Counts a payment outcome (see [`PAYMENTS_TOTAL`]).
+pub(crate) fn count_payment(backend: &'static str, outcome: &'static str) {
+    metrics::counter!(PAYMENTS_TOTAL, "backend" => backend, "outcome" => outcome).increment(1);
 }
 
 impl Ctx {

@@ -24,6 +24,8 @@ pub mod db;
 pub mod group_commit;
 pub mod idempotency;
 mod ledger;
+mod gauges;
+pub mod request_id;
 mod ops;
 pub mod outbox;
 mod records;
@@ -49,6 +51,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 pub use audit::AuditReport;
+pub use gauges::Gauges;
 use db::Conn;
 pub use db::Dialect;
 pub use idempotency::{IdemClaim, IdemRecord, StoredResponse};

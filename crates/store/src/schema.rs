@@ -227,6 +227,11 @@ CREATE TABLE idempotency_keys (
 );
 CREATE INDEX idempotency_keys_expiry ON idempotency_keys(expires_at)
 "#,
+    // The `X-Request-Id` of the API request that caused an event (NULL when none did: incoming
+    // payments, recovery), sent with its webhook deliveries so a receiver can quote it.
+    r#"
+ALTER TABLE events ADD COLUMN request_id TEXT
+"#,
 ];
 
 fn render(sql: &str, dialect: Dialect) -> String {

@@ -33,6 +33,8 @@ pub fn satchel_cmd() -> Command {
     let filter = std::env::var("SATCHEL_TEST_RUST_LOG")
         .unwrap_or_else(|_| "info,sqlx=warn,lightning=warn,hyper=warn".to_owned());
     cmd.env("RUST_LOG", filter);
+    // Several children run at once: each serves its metrics on a port of its own.
+    cmd.env("SATCHEL_METRICS_LISTEN", "127.0.0.1:0");
     cmd
 }
 
