@@ -198,6 +198,12 @@ impl Proc {
         }
     }
 
+    /// Every line of stdout (`stdout`) or stderr printed so far.
+    pub fn lines(&self, stdout: bool) -> Vec<String> {
+        let lines = if stdout { &self.out } else { &self.err };
+        lines.lock().unwrap().clone()
+    }
+
     /// The first line of stdout (`stdout`) or stderr containing `needle`, if printed yet.
     pub fn line(&self, stdout: bool, needle: &str) -> Option<String> {
         let lines = if stdout { &self.out } else { &self.err };
