@@ -672,7 +672,9 @@ pub fn app_with(services: Services, opts: ApiOptions) -> Router {
     Router::new()
         .nest("/v1", v1_router())
         // Every route (nested ones included) reports its template for the metrics.
-        .route_layer(axum::middleware::from_fn(crate::http::observe::record_route))
+        .route_layer(axum::middleware::from_fn(
+            crate::http::observe::record_route,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(AppState { services })

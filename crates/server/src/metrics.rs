@@ -150,7 +150,8 @@ fn describe() {
 pub async fn refresh(store: &Store) {
     match store.gauges().await {
         Ok(g) => {
-            #[allow(clippy::cast_precision_loss)] // gauges are floats; msat sums stay far below 2^53
+            #[allow(clippy::cast_precision_loss)]
+            // gauges are floats; msat sums stay far below 2^53
             {
                 metrics::gauge!(LIABILITIES_MSAT).set(g.liabilities_msat as f64);
                 metrics::gauge!(UNCLAIMED_MSAT).set(g.unclaimed_msat as f64);

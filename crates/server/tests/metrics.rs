@@ -208,11 +208,18 @@ async fn traffic_moves_the_numbers(s: &TestServer, sqlite: bool) {
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
     }
     // Payments: one over the node that succeeds, one that fails, one between wallets.
-    let (ok_inv, _) = s.scripted.external_invoice(Some(Msat::from_sats(100).unwrap()), "ok", 3600);
-    s.scripted
-        .script(ok_inv.payment_hash(), Script::Succeed { fee: Msat::from_msat(1_000).unwrap() });
+    let (ok_inv, _) = s
+        .scripted
+        .external_invoice(Some(Msat::from_sats(100).unwrap()), "ok", 3600);
+    s.scripted.script(
+        ok_inv.payment_hash(),
+        Script::Succeed {
+            fee: Msat::from_msat(1_000).unwrap(),
+        },
+    );
     let (bad_inv, _) =
-        s.scripted.external_invoice(Some(Msat::from_sats(200).unwrap()), "bad", 3600);
+        s.scripted
+            .external_invoice(Some(Msat::from_sats(200).unwrap()), "bad", 3600);
     s.scripted
         .script(bad_inv.payment_hash(), Script::Fail(FailureReason::NoRoute));
     let internal = s.invoice(&b, 300).await;
@@ -255,7 +262,8 @@ async fn traffic_moves_the_numbers(s: &TestServer, sqlite: bool) {
             ) + 4.0
     })
     .await;
-    let d = |name: &str, labels: &[(&str, &str)]| after.get(name, labels) - before.get(name, labels);
+    let d =
+        |name: &str, labels: &[(&str, &str)]| after.get(name, labels) - before.get(name, labels);
 
     assert_eq!(d(REQS, &get_wallet), 5.0, "{}", after.text);
     assert_eq!(
@@ -284,7 +292,10 @@ async fn traffic_moves_the_numbers(s: &TestServer, sqlite: bool) {
         5.0
     );
     assert_eq!(
-        d(PAYMENTS, &[("backend", "scripted"), ("outcome", "succeeded")]),
+        d(
+            PAYMENTS,
+            &[("backend", "scripted"), ("outcome", "succeeded")]
+        ),
         1.0
     );
     assert_eq!(
@@ -292,13 +303,19 @@ async fn traffic_moves_the_numbers(s: &TestServer, sqlite: bool) {
         1.0
     );
     assert_eq!(
-        d(PAYMENTS, &[("backend", "internal"), ("outcome", "succeeded")]),
+        d(
+            PAYMENTS,
+            &[("backend", "internal"), ("outcome", "succeeded")]
+        ),
         1.0
     );
     assert_eq!(after.get("satchel_ledger_unclaimed_msat", &[]), 0.0);
     assert_eq!(after.get("satchel_payments_in_flight", &[]), 0.0);
     assert_eq!(after.get("satchel_payments_in_flight_msat", &[]), 0.0);
-    assert_eq!(after.get("satchel_webhook_queue_oldest_age_seconds", &[]), 0.0);
+    assert_eq!(
+        after.get("satchel_webhook_queue_oldest_age_seconds", &[]),
+        0.0
+    );
     assert!(after.get("satchel_gauges_last_refresh_timestamp_seconds", &[]) > 1.7e9);
     assert_eq!(
         after.get(

@@ -44,7 +44,12 @@ async fn get_with(s: &TestServer, path: &str, id: Option<HeaderValue>) -> common
 async fn client_ids_are_echoed_generated_or_replaced() {
     on_each_db(|s| async move {
         // A safe client id is kept, on success and on error alike.
-        let r = get_with(&s, "/wallets", Some(HeaderValue::from_static("req-abc_1.2:3"))).await;
+        let r = get_with(
+            &s,
+            "/wallets",
+            Some(HeaderValue::from_static("req-abc_1.2:3")),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(rid(&r.headers), "req-abc_1.2:3");
         let uuid = "6f1c2a40-7d1e-4c43-9a57-0b0c4b1f8e21";
@@ -203,7 +208,9 @@ async fn webhooks_carry_the_request_that_caused_them() {
             .unwrap()
             .to_owned();
         let (headers, _) = h
-            .wait("wallet_created", |v| v["data"]["wal"]["id"] == a_id.as_str())
+            .wait("wallet_created", |v| {
+                v["data"]["wal"]["id"] == a_id.as_str()
+            })
             .await;
         assert_eq!(headers["x-request-id"], "create-a-1");
 
@@ -292,17 +299,23 @@ async fn json_logs_carry_the_request_id() {
     let announced = p.wait_line(false, "/metrics", Duration::from_secs(5)).await;
     let a: Value = serde_json::from_str(&announced).unwrap();
     let metrics_url = a["fields"]["url"].as_str().unwrap().to_owned();
-    let text = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
-        text.contains(r#"satchel_http_requests_total{method="GET",route="/v1/wallets",status="200"}"#),
+        text.contains(
+            r#"satchel_http_requests_total{method="GET",route="/v1/wallets",status="200"}"#
+        ),
         "{text}"
     );
     p.stop().await;
     let lines = p.lines(false);
     assert!(lines.len() >= 3, "{lines:?}");
     for l in &lines {
-        let v: Value =
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
         assert!(v["timestamp"].is_string() && v["level"].is_string(), "{l}");
     }
 }

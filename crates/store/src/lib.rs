@@ -20,15 +20,15 @@
 pub mod audit;
 pub mod crash;
 pub mod db;
+mod gauges;
 #[doc(hidden)]
 pub mod group_commit;
 pub mod idempotency;
 mod ledger;
-mod gauges;
-pub mod request_id;
 mod ops;
 pub mod outbox;
 mod records;
+pub mod request_id;
 pub mod schema;
 #[doc(hidden)]
 pub mod sqlite;
@@ -51,9 +51,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 pub use audit::AuditReport;
-pub use gauges::Gauges;
 use db::Conn;
 pub use db::Dialect;
+pub use gauges::Gauges;
 pub use idempotency::{IdemClaim, IdemRecord, StoredResponse};
 pub use ops::*;
 pub use outbox::{

@@ -108,9 +108,6 @@ mod tests {
     #[test]
     fn method_labels_are_bounded() {
         assert_eq!(method_label(&Method::GET), "GET");
-        assert_eq!(
-            method_label(&Method::from_bytes(b"BREW").unwrap()),
-            "other"
-        );
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
     }
 }
