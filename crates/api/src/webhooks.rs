@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use sha2::Sha256;
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 
 use crate::dto::{LnTxDto, WalletDto, WtxDto};
 
@@ -143,6 +144,12 @@ pub async fn render(store: &Store, e: &EventRecord) -> Result<String, StoreError
         }
     };
     text.map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// What a delivery sends as `X-Request-Id`: the API request that caused the event, else the
+/// event's own id.
+fn request_id_of(e: &EventRecord) -> &str {
+    e.request_id.as_ref().map_or(e.id.as_str(), |r| r.as_str())
 }
 
 /// Lowercase hex HMAC-SHA256 of `body` under `secret`.
@@ -273,7 +280,13 @@ impl Dispatcher {
             let this = self.clone();
             tokio::spawn(async move {
                 for d in list {
-                    this.deliver(d).await;
+                    // Its log lines name the request that caused the event (else the event).
+                    let span = tracing::info_span!(
+                        "webhook",
+                        request_id = %request_id_of(&d.event),
+                        delivery = %d.delivery.id
+                    );
+                    this.deliver(d).instrument(span).await;
                 }
                 this.busy
                     .lock()
@@ -375,11 +388,7 @@ impl Dispatcher {
             .secret
             .as_ref()
             .map(|secret| sign(secret, body.as_bytes()));
-        let request_id = d
-            .event
-            .request_id
-            .as_ref()
-            .map_or(d.event.id.as_str(), |r| r.as_str());
+        let request_id = request_id_of(&d.event);
         let mut headers = vec![
             ("Content-Type", "application/json"),
             ("X-LNPay-Event", d.event.name.name()),
