@@ -675,6 +675,10 @@ pub fn app_with(services: Services, opts: ApiOptions) -> Router {
     ));
     Router::new()
         .nest("/v1", v1_router())
+        // Every route (nested ones included) reports its template for the metrics.
+        .route_layer(axum::middleware::from_fn(
+            crate::http::observe::record_route,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(AppState { services })
@@ -688,4 +692,7 @@ pub fn app_with(services: Services, opts: ApiOptions) -> Router {
         .layer(axum::middleware::from_fn(crate::http::buffer_body))
         .layer(crate::http::cors_layer())
         .layer(axum::middleware::from_fn(crate::http::options_fallback))
+        // Outermost: every answer, OPTIONS and refusals included, has a request id and is
+        // counted.
+        .layer(axum::middleware::from_fn(crate::http::observe::observe))
 }

@@ -1,8 +1,9 @@
 //! Webhook delivery: renders outbox events in LNPay's payload shape and POSTs them.
 //!
 //! Body `{id: evt_…, created_at, event: {type, name, display_name}, data: {wtx|wal}}`; headers
-//! `X-LNPay-Event`, `X-LNPay-HookId` (one per HTTP request), `User-Agent: LNPay-HookBot` and,
-//! with a secret, `X-LNPay-Signature` = lowercase hex HMAC-SHA256 of the raw body.
+//! `X-LNPay-Event`, `X-LNPay-HookId` (one per HTTP request), `User-Agent: LNPay-HookBot`,
+//! `X-Request-Id` (the API request that caused the event, else the event id) and, with a
+//! secret, `X-LNPay-Signature` = lowercase hex HMAC-SHA256 of the raw body.
 //!
 //! At least once: a delivery is leased, attempted, then marked delivered or rescheduled with
 //! exponential backoff for up to 24 hours, then dead. Each attempt runs in its own task with a
@@ -22,11 +23,16 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use sha2::Sha256;
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 
 use crate::dto::{LnTxDto, WalletDto, WtxDto};
 
 /// `User-Agent` of deliveries (what LNPay sent; receivers may filter on it).
 pub const USER_AGENT: &str = "LNPay-HookBot";
+
+/// Counter: webhook delivery attempts, by `outcome`: `delivered` (2xx), `retry` (will be tried
+/// again) or `dead` (given up). Metric name.
+pub const DELIVERIES_TOTAL: &str = "satchel_webhook_deliveries_total";
 
 #[derive(Serialize)]
 struct EventMeta {
@@ -138,6 +144,12 @@ pub async fn render(store: &Store, e: &EventRecord) -> Result<String, StoreError
         }
     };
     text.map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// What a delivery sends as `X-Request-Id`: the API request that caused the event, else the
+/// event's own id.
+fn request_id_of(e: &EventRecord) -> &str {
+    e.request_id.as_ref().map_or(e.id.as_str(), |r| r.as_str())
 }
 
 /// Lowercase hex HMAC-SHA256 of `body` under `secret`.
@@ -268,7 +280,13 @@ impl Dispatcher {
             let this = self.clone();
             tokio::spawn(async move {
                 for d in list {
-                    this.deliver(d).await;
+                    // Its log lines name the request that caused the event (else the event).
+                    let span = tracing::info_span!(
+                        "webhook",
+                        request_id = %request_id_of(&d.event),
+                        delivery = %d.delivery.id
+                    );
+                    this.deliver(d).instrument(span).await;
                 }
                 this.busy
                     .lock()
@@ -333,6 +351,12 @@ impl Dispatcher {
         if !ok {
             tracing::warn!(delivery = %d.delivery.id, status = ?status_code, error = ?error, ?outcome, "webhook delivery failed");
         }
+        let label = match outcome {
+            AttemptOutcome::Delivered => "delivered",
+            AttemptOutcome::Retry(_) => "retry",
+            AttemptOutcome::Dead => "dead",
+        };
+        metrics::counter!(DELIVERIES_TOTAL, "outcome" => label).increment(1);
         let rec = AttemptRecord {
             id: attempt_id,
             delivery_id: d.delivery.id.clone(),
@@ -364,10 +388,12 @@ impl Dispatcher {
             .secret
             .as_ref()
             .map(|secret| sign(secret, body.as_bytes()));
+        let request_id = request_id_of(&d.event);
         let mut headers = vec![
             ("Content-Type", "application/json"),
             ("X-LNPay-Event", d.event.name.name()),
             ("X-LNPay-HookId", attempt.as_str()),
+            ("X-Request-Id", request_id),
         ];
         if let Some(sig) = &signature {
             headers.push(("X-LNPay-Signature", sig.as_str()));

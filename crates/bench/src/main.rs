@@ -159,6 +159,9 @@ async fn start_server(
             "60",
             "--backend",
             backend,
+            // Metrics on, as by default, but on a free port.
+            "--metrics-listen",
+            "127.0.0.1:0",
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod lnurl;
 pub mod money;
 pub mod payment;
+pub mod request_id;
 pub mod time;
 pub mod wtx;
 
@@ -27,5 +28,6 @@ pub use payment::{
     CustomRecords, FailureReason, KEYSEND_PREIMAGE_TLV, NodePubkey, PaymentHash, PaymentStatus,
     Preimage, PubkeyError, WALLET_ROUTING_TLVS, parse_tlv_type,
 };
+pub use request_id::RequestId;
 pub use time::now_secs;
 pub use wtx::WtxType;

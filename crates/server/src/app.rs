@@ -37,6 +37,8 @@ pub struct StartOptions {
 pub struct Running {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, if it is.
+    pub metrics_addr: Option<SocketAddr>,
     /// The services (tests drive workers directly).
     pub services: Services,
     /// The store.
@@ -75,6 +77,10 @@ pub struct HttpOptions {
     pub listener: crate::listener::ListenerSettings,
     /// Auth throttle and trusted proxies.
     pub api: satchel_api::ApiOptions,
+    /// Where to serve Prometheus `/metrics` (its own listener); `None`: no metrics.
+    pub metrics_listen: Option<String>,
+    /// How often the stored-state gauges are re-read (`None`: every 15 s).
+    pub metrics_refresh: Option<Duration>,
 }
 
 /// Opens the database, starts the workers and the HTTP server (default HTTP limits).
@@ -84,6 +90,11 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<Running> {
 
 /// [`start`] with explicit HTTP limits.
 pub async fn start_with_http(opts: StartOptions, http: HttpOptions) -> anyhow::Result<Running> {
+    // Before anything records: metrics recorded with no recorder installed are dropped.
+    let metrics_handle = match http.metrics_listen {
+        Some(_) => Some(crate::metrics::install()?),
+        None => None,
+    };
     let store = Store::connect(&opts.database_url)
         .await
         .context("opening database")?;
@@ -164,6 +175,26 @@ pub async fn start_with_http(opts: StartOptions, http: HttpOptions) -> anyhow::R
     if let Some(d) = &opts.devnet {
         app = app.merge(crate::devnet::router(d.clone(), services.ctx.node.clone()));
     }
+    let mut metrics_addr = None;
+    if let (Some(handle), Some(addr)) = (metrics_handle, &http.metrics_listen) {
+        metrics::gauge!(
+            crate::metrics::NODE_INFO,
+            "backend" => opts.service.backend_name,
+            "network" => services.ctx.network().name()
+        )
+        .set(1.0);
+        let (bound, task) = crate::metrics::serve(addr, handle.clone(), rx.clone()).await?;
+        tracing::info!(url = %format!("http://{bound}/metrics"), "serving Prometheus metrics");
+        metrics_addr = Some(bound);
+        tasks.push(task);
+        tasks.push(tokio::spawn(crate::metrics::refresher(
+            store.clone(),
+            handle,
+            http.metrics_refresh
+                .unwrap_or(crate::metrics::DEFAULT_REFRESH),
+            rx.clone(),
+        )));
+    }
     let listener = tokio::net::TcpListener::bind(&opts.listen)
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
@@ -176,6 +207,7 @@ pub async fn start_with_http(opts: StartOptions, http: HttpOptions) -> anyhow::R
     )));
     Ok(Running {
         addr,
+        metrics_addr,
         services,
         store,
         shutdown: tx,

@@ -20,6 +20,18 @@ pub enum BackendKind {
     Cln,
 }
 
+impl BackendKind {
+    /// The configuration's name of the backend (also the `backend` metrics label).
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Devnet => "devnet",
+            BackendKind::Scripted => "scripted",
+            BackendKind::Lnd => "lnd",
+            BackendKind::Cln => "cln",
+        }
+    }
+}
+
 impl std::str::FromStr for BackendKind {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> anyhow::Result<BackendKind> {
@@ -97,6 +109,10 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     /// Lifetime of a one-time LNURL-withdraw link, in seconds.
     pub lnurl_withdraw_expiry_secs: Option<u64>,
+    /// Where to serve Prometheus `/metrics`; empty: nowhere.
+    pub metrics_listen: Option<String>,
+    /// `text` or `json`.
+    pub log_format: Option<String>,
 }
 
 /// Flags/env, as parsed by clap (every value optional so the file can fill gaps).
@@ -209,6 +225,13 @@ pub struct ConfigArgs {
     /// Seconds a one-time LNURL-withdraw link stays usable (default 86400).
     #[arg(long, env = "SATCHEL_LNURL_WITHDRAW_EXPIRY_SECS")]
     pub lnurl_withdraw_expiry_secs: Option<u64>,
+    /// Address of the Prometheus `/metrics` listener, separate from the API (default
+    /// 127.0.0.1:9464; an empty string or `off` turns it off).
+    #[arg(long, env = "SATCHEL_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Log lines as `text` (default) or `json` (one object per line).
+    #[arg(long, env = "SATCHEL_LOG_FORMAT")]
+    pub log_format: Option<String>,
 }
 
 /// The effective configuration.
@@ -248,12 +271,14 @@ pub struct Config {
     pub cln: ClnSettings,
     /// How long `Idempotency-Key`s are kept.
     pub idempotency_retention: Duration,
-    /// HTTP connection limits, timeouts, auth throttle, trusted proxies.
+    /// HTTP connection limits, timeouts, auth throttle, trusted proxies, metrics listener.
     pub http: HttpSettings,
     /// Public base URL (parsed and checked when the services are configured).
     pub public_url: Option<String>,
     /// Lifetime of one-time LNURL-withdraw links.
     pub lnurl_withdraw_expiry: Duration,
+    /// How log lines are written.
+    pub log_format: crate::logging::LogFormat,
 }
 
 /// The HTTP edge's limits (see `crate::listener` and `satchel_api::http::throttle`).
@@ -275,7 +300,13 @@ pub struct HttpSettings {
     pub auth_fail_window: Duration,
     /// Trusted proxies (addresses or CIDR networks).
     pub trusted_proxies: Vec<String>,
+    /// The Prometheus `/metrics` listener (`None`: off).
+    pub metrics_listen: Option<String>,
 }
+
+/// Default address of the `/metrics` listener (9464: the port OpenTelemetry's and many other
+/// Prometheus exporters use). Loopback: the figures are for the operator.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 
 /// How to reach LND.
 #[derive(Debug, Clone, Default)]
@@ -446,7 +477,23 @@ impl ConfigArgs {
                     .clone()
                     .or(file.trusted_proxies)
                     .unwrap_or_default(),
+                metrics_listen: {
+                    let v = self
+                        .metrics_listen
+                        .clone()
+                        .or(file.metrics_listen)
+                        .unwrap_or_else(|| DEFAULT_METRICS_LISTEN.to_owned());
+                    let v = v.trim();
+                    (!v.is_empty() && v != "off").then(|| v.to_owned())
+                },
             },
+            log_format: self
+                .log_format
+                .clone()
+                .or(file.log_format)
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or_default(),
         })
     }
 }
@@ -491,6 +538,8 @@ impl HttpSettings {
                 },
                 trusted_proxies: trusted,
             },
+            metrics_listen: self.metrics_listen.clone(),
+            metrics_refresh: None,
         })
     }
 }
@@ -658,6 +707,54 @@ mod tests {
             };
             assert!(args.resolve().unwrap().http.options().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn metrics_listen_and_log_format() {
+        let base = ConfigArgs {
+            data_dir: Some("/nonexistent-satchel".into()),
+            ..Default::default()
+        };
+        let c = base.resolve().unwrap();
+        assert_eq!(c.http.metrics_listen.as_deref(), Some("127.0.0.1:9464"));
+        assert_eq!(
+            c.http.options().unwrap().metrics_listen.as_deref(),
+            Some("127.0.0.1:9464")
+        );
+        assert_eq!(c.log_format, crate::logging::LogFormat::Text);
+        for off in ["", "off", "  "] {
+            let c = ConfigArgs {
+                metrics_listen: Some(off.into()),
+                ..base.clone()
+            }
+            .resolve()
+            .unwrap();
+            assert_eq!(c.http.metrics_listen, None, "{off:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        std::fs::write(
+            &p,
+            "metrics_listen = \"0.0.0.0:9100\"\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        let c = ConfigArgs {
+            config: Some(p.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.http.metrics_listen.as_deref(), Some("0.0.0.0:9100"));
+        assert_eq!(c.log_format, crate::logging::LogFormat::Json);
+        std::fs::write(&p, "log_format = \"xml\"\n").unwrap();
+        assert!(
+            ConfigArgs {
+                config: Some(p),
+                ..Default::default()
+            }
+            .resolve()
+            .is_err()
+        );
     }
 
     #[test]

@@ -6,3 +6,5 @@ pub mod config;
 pub mod devnet;
 pub mod file_modes;
 pub mod listener;
+pub mod logging;
+pub mod metrics;

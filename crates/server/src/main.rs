@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use satchel::app::{StartOptions, start_with_http};
 use satchel::config::{BackendKind, Config, ConfigArgs};
 use satchel::devnet;
+use satchel::logging::LogFormat;
 use satchel_domain::{Msat, WalletId};
 use satchel_lightning::scripted::{Completion, Script, ScriptedBackend};
 use satchel_lightning::{DevnetControl, LightningBackend};
@@ -211,13 +212,30 @@ enum DevnetCmd {
     },
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+/// The log format the command's configuration asks for. Logging starts before the command
+/// runs, so the configuration is resolved here once more; a configuration that does not
+/// resolve logs in the default format, and the command then reports the error.
+fn log_format(cmd: &Cmd) -> LogFormat {
+    let args = match cmd {
+        Cmd::Serve(a) | Cmd::Audit(a) => a,
+        Cmd::Devnet { config, .. } => config,
+        Cmd::Account {
+            cmd: AccountCmd::Create { config, .. },
+        } => config,
+        Cmd::Key {
+            cmd: KeyCmd::Suspend { config, .. } | KeyCmd::Reinstate { config, .. },
+        } => config,
+        Cmd::Payments {
+            cmd:
+                PaymentsCmd::List { config }
+                | PaymentsCmd::Resolve { config, .. }
+                | PaymentsCmd::Actions { config },
+        } => config,
+        Cmd::Wallet {
+            cmd: WalletCmd::Import { config, .. },
+        } => config,
+    };
+    args.resolve().map(|c| c.log_format).unwrap_or_default()
 }
 
 fn service_config(cfg: &Config) -> anyhow::Result<ServiceConfig> {
@@ -247,6 +265,7 @@ fn service_config(cfg: &Config) -> anyhow::Result<ServiceConfig> {
             .transpose()
             .map_err(|e| anyhow::anyhow!("public_url {e}"))?,
         lnurlw_expiry: cfg.lnurl_withdraw_expiry,
+        backend_name: cfg.backend.name(),
         ..ServiceConfig::default()
     })
 }
@@ -683,7 +702,7 @@ fn main() -> ExitCode {
     #[cfg(unix)]
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
-    init_tracing();
+    satchel::logging::init(log_format(&cli.cmd));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

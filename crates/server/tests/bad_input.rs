@@ -1319,7 +1319,8 @@ async fn send(c: &Ctx<'_>, b: &Bad) -> Resp {
     s.send(rb).await
 }
 
-/// Checks the LNPay envelope exactly: keys in order, reason phrase, code 0, status echoed.
+/// Checks the LNPay envelope exactly: keys in order, reason phrase, code 0, status echoed, and
+/// Satchel's `request_id` last, equal to the `X-Request-Id` header.
 fn envelope_problem(b: &Bad, r: &Resp) -> Option<String> {
     let status = r.status.as_u16();
     // `status: 0` = any 4xx.
@@ -1335,8 +1336,15 @@ fn envelope_problem(b: &Bad, r: &Resp) -> Option<String> {
         return Some(format!("not a JSON object: {}", short(&r.text)));
     };
     let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-    if keys != ["name", "message", "code", "status"] {
+    if keys != ["name", "message", "code", "status", "request_id"] {
         return Some(format!("envelope keys {keys:?}: {}", short(&r.text)));
+    }
+    let header_id = r.headers.get("x-request-id").map(|h| h.to_str().unwrap());
+    if obj["request_id"].as_str() != header_id {
+        return Some(format!(
+            "request_id {} but header {header_id:?}",
+            obj["request_id"]
+        ));
     }
     if obj["name"] != r.status.canonical_reason().unwrap()
         || obj["code"] != 0

@@ -6,7 +6,8 @@
 //!
 //! Placeholders: `<wal>`, `<wtx>`, `<lntx>`, `<job>`, `<waka>`… (any `prefix_…` id or key),
 //! `<ts>` (timestamps), `<bolt11>`, `<pubkey>` (66 hex), `<hex64>` (hashes, preimages,
-//! payment secrets), `<b64>` (a base64 `payment_addr`).
+//! payment secrets), `<b64>` (a base64 `payment_addr`), `<request_id>` (an error envelope's
+//! generated request id).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -97,6 +98,14 @@ fn normalise_str(s: &str) -> String {
 }
 
 fn normalise_field(key: &str, v: &Value) -> Value {
+    // Error envelopes end with the request's generated id (32 hex).
+    if key == "request_id"
+        && let Value::String(s) = v
+        && s.len() == 32
+        && is_lower_hex(s)
+    {
+        return Value::String("<request_id>".into());
+    }
     if TS_KEYS.contains(&key) {
         return match v {
             Value::Null => Value::Null,

@@ -337,6 +337,7 @@ fn throttle_options(trusted: &[&str]) -> HttpOptions {
             },
             trusted_proxies: trusted,
         },
+        ..Default::default()
     }
 }
 
@@ -586,7 +587,8 @@ async fn database_outage_is_503_and_recovers() {
         r.json,
         json!({"name": "Service Unavailable",
                "message": "The service is temporarily unavailable. Please retry later.",
-               "code": 0, "status": 503})
+               "code": 0, "status": 503,
+               "request_id": r.headers["x-request-id"].to_str().unwrap()})
     );
     let r = s
         .post(

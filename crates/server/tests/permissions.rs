@@ -654,8 +654,9 @@ async fn run_case(s: &TestServer, w: &World, c: &Case) -> Option<String> {
         }
         Refused(why) => {
             let msg = refusal_message(w, c, why);
-            let expected =
-                json!({"name": "Unauthorized", "message": msg, "code": 0, "status": 401});
+            let request_id = r.headers["x-request-id"].to_str().unwrap();
+            let expected = json!({"name": "Unauthorized", "message": msg, "code": 0, "status": 401,
+                                  "request_id": request_id});
             let mut problems = String::new();
             if r.status != StatusCode::UNAUTHORIZED || r.json != expected {
                 let _ = write!(

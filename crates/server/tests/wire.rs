@@ -62,18 +62,21 @@ async fn post_raw(
 const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
 const NO_CT: Option<&str> = None;
 
-/// Asserts the Yii error envelope.
+/// Asserts the Yii error envelope, plus Satchel's `request_id` (last, equal to the
+/// `X-Request-Id` header).
 fn assert_envelope(r: &Resp, status: StatusCode, message: &str) {
     assert_eq!(r.status, status, "{}", r.text);
     let name = status.canonical_reason().unwrap();
+    let request_id = header(&r.headers, "x-request-id");
     assert_eq!(
         r.json,
-        json!({ "name": name, "message": message, "code": 0, "status": status.as_u16() }),
+        json!({ "name": name, "message": message, "code": 0, "status": status.as_u16(),
+                "request_id": request_id }),
         "{}",
         r.text
     );
     let keys: Vec<&String> = r.json.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["name", "message", "code", "status"]);
+    assert_eq!(keys, ["name", "message", "code", "status", "request_id"]);
     if status == StatusCode::UNAUTHORIZED {
         assert_eq!(
             header(&r.headers, "www-authenticate"),

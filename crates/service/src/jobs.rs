@@ -54,7 +54,7 @@ impl JobService {
         self.ctx.store.insert_job(&job).await?;
         let this = self.clone();
         let id = job.id.clone();
-        tokio::spawn(async move { this.run(job).await });
+        crate::spawn_for_request(async move { this.run(job).await });
         Ok(id)
     }
 

@@ -54,6 +54,9 @@ pub struct ServiceConfig {
     pub public_url: Option<lnurlw::PublicUrl>,
     /// Lifetime of a one-time LNURL-withdraw link.
     pub lnurlw_expiry: Duration,
+    /// The Lightning backend's name, the `backend` label of the payment metrics (`devnet`,
+    /// `scripted`, `lnd`, `cln`).
+    pub backend_name: &'static str,
 }
 
 impl Default for ServiceConfig {
@@ -72,6 +75,7 @@ impl Default for ServiceConfig {
             idempotency_retention: idempotency::DEFAULT_RETENTION,
             public_url: None,
             lnurlw_expiry: lnurlw::DEFAULT_LINK_EXPIRY,
+            backend_name: "unknown",
         }
     }
 }
@@ -88,6 +92,32 @@ pub struct Ctx {
     pub node: NodeInfoData,
     /// Known API keys (see [`auth::AuthCache`]).
     pub auth_cache: auth::AuthCache,
+}
+
+/// Spawns work that a request started (a payment driver, an async job) so that it keeps the
+/// request's id (the outbox tags the events it causes) and its tracing span (its log lines carry
+/// the id). Spawned tasks inherit neither by themselves.
+pub(crate) fn spawn_for_request<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use tracing::Instrument as _;
+    let fut = fut.instrument(tracing::Span::current());
+    match satchel_store::request_id::current() {
+        Some(id) => tokio::spawn(satchel_store::request_id::scope(id, fut)),
+        None => tokio::spawn(fut),
+    }
+}
+
+/// Counter: payments that reached a final outcome in this process, by `backend` (the node's
+/// backend name, or `internal` for payments between wallets of this server) and `outcome`
+/// (`succeeded`, `failed`). Metric name.
+pub const PAYMENTS_TOTAL: &str = "satchel_payments_total";
+
+/// Counts a payment outcome (see [`PAYMENTS_TOTAL`]).
+pub(crate) fn count_payment(backend: &'static str, outcome: &'static str) {
+    metrics::counter!(PAYMENTS_TOTAL, "backend" => backend, "outcome" => outcome).increment(1);
 }
 
 impl Ctx {

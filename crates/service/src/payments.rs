@@ -443,6 +443,7 @@ impl PaymentService {
         if kind == TakeKind::Provisional {
             self.cancel_on_node(hash);
         }
+        crate::count_payment("internal", "succeeded");
         Ok(Some(PaymentResult::Done {
             wtx: paid.payer_wtx,
             fee_wtx: None,
@@ -728,7 +729,7 @@ impl PaymentService {
             }
         }
         let this = self.clone();
-        Some(tokio::spawn(async move {
+        Some(crate::spawn_for_request(async move {
             let id = lntx.id.clone();
             let r = this.drive(lntx, target).await;
             if let Err(e) = &r {
@@ -913,6 +914,9 @@ impl PaymentService {
                 }
                 other => ServiceError::Internal(other.to_string()),
             })?;
+        if settled.newly_settled {
+            crate::count_payment(self.ctx.cfg.backend_name, "succeeded");
+        }
         Ok(Final::Settled(settled))
     }
 
@@ -923,7 +927,13 @@ impl PaymentService {
             .fail_payment(&l.id, reason.lnd_name(), now_secs())
             .await
         {
-            Ok(_) => Ok(Final::Failed(reason)),
+            Ok(_) => {
+                // `fail_payment` is idempotent: only a payment that was still live is counted.
+                if l.status.is_some_and(|s| s.is_live()) {
+                    crate::count_payment(self.ctx.cfg.backend_name, "failed");
+                }
+                Ok(Final::Failed(reason))
+            }
             Err(PaymentStateError::AlreadySucceeded) => {
                 let s = self.done_of(l).await?;
                 match s {

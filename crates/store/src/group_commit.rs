@@ -186,6 +186,8 @@ pub(crate) fn spawn_checkpointer(target: crate::sqlite::Target, alive: std::sync
 #[must_use = "a committed batch must be made durable and answered"]
 struct Committed {
     seq: u64,
+    /// When its `COMMIT` started (the flush latency metric runs to the answer).
+    started: std::time::Instant,
     waiters: Waiters,
     wal: Arc<WalSync>,
     state: Arc<Mutex<WriterState>>,
@@ -203,11 +205,18 @@ impl Committed {
                 state.try_lock().map_or(self.seq, |g| g.committed)
             })
             .await;
+        metrics::histogram!(FLUSH_SECONDS).record(self.started.elapsed().as_secs_f64());
         for w in self.waiters {
             let _ = w.send(result.clone());
         }
     }
 }
+
+/// Histogram: operations per group commit (metric name).
+pub const BATCH_SIZE: &str = "satchel_store_group_commit_batch_size";
+/// Histogram: seconds from a batch's `COMMIT` to its operations being answered, WAL flush
+/// included (metric name).
+pub const FLUSH_SECONDS: &str = "satchel_store_group_commit_flush_seconds";
 
 /// Durable commits performed (for tests and the benchmark's batch-size figure).
 pub(crate) static COMMITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -271,14 +280,18 @@ impl WriterState {
             return None;
         }
         let conn = &self.conn;
+        let started = std::time::Instant::now();
         // Without an fsync (unless checkpointing, or at synchronous=FULL): frames to the WAL.
         match blocking(|| run(conn, "COMMIT")) {
             Ok(()) => {
                 COMMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                #[allow(clippy::cast_precision_loss)] // a batch is far below 2^52 operations
+                metrics::histogram!(BATCH_SIZE).record(self.waiters.len() as f64);
                 self.in_tx = false;
                 self.committed = self.committed.saturating_add(1);
                 Some(Committed {
                     seq: self.committed,
+                    started,
                     waiters: std::mem::take(&mut self.waiters),
                     wal: Arc::clone(&self.wal),
                     state: Arc::clone(state),

@@ -20,6 +20,7 @@
 pub mod audit;
 pub mod crash;
 pub mod db;
+mod gauges;
 #[doc(hidden)]
 pub mod group_commit;
 pub mod idempotency;
@@ -28,6 +29,7 @@ pub mod lnurlw;
 mod ops;
 pub mod outbox;
 mod records;
+pub mod request_id;
 pub mod schema;
 #[doc(hidden)]
 pub mod sqlite;
@@ -52,6 +54,7 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 pub use audit::AuditReport;
 use db::Conn;
 pub use db::Dialect;
+pub use gauges::Gauges;
 pub use idempotency::{IdemClaim, IdemRecord, StoredResponse};
 pub use lnurlw::{LinkClaim, LnurlwKind, LnurlwLink};
 pub use ops::*;

@@ -6,7 +6,8 @@
 //! crash mid-delivery only means the lease expires and the delivery is tried again: at least once.
 
 use satchel_domain::{
-    AccountId, AttemptId, DeliveryId, EventId, EventName, LnTxId, WalletId, WebhookId, WtxId,
+    AccountId, AttemptId, DeliveryId, EventId, EventName, LnTxId, RequestId, WalletId, WebhookId,
+    WtxId,
 };
 
 use crate::db::{Conn, Row};
@@ -82,10 +83,13 @@ pub struct EventRecord {
     pub balance_msat: Option<i64>,
     /// The rendered JSON body, frozen at first delivery so retries are byte-identical.
     pub body: Option<String>,
+    /// The API request that caused the event, if one did (its `X-Request-Id`); deliveries
+    /// send it as `X-Request-Id`, or the event id when there is none.
+    pub request_id: Option<RequestId>,
 }
 
 const EVENT_COLS: &str =
-    "id, account_id, name, created_at, wallet_id, wtx_id, lntx_id, balance_msat, body";
+    "id, account_id, name, created_at, wallet_id, wtx_id, lntx_id, balance_msat, body, request_id";
 
 fn event_row(r: &Row, o: usize) -> Result<EventRecord, StoreError> {
     let name = r.text(o + 2)?;
@@ -100,6 +104,7 @@ fn event_row(r: &Row, o: usize) -> Result<EventRecord, StoreError> {
         lntx_id: r.opt_text(o + 6)?.map(LnTxId::from_db),
         balance_msat: r.opt_i64(o + 7)?,
         body: r.opt_text(o + 8)?,
+        request_id: r.opt_text(o + 9)?.as_deref().and_then(RequestId::from_db),
     })
 }
 
@@ -278,9 +283,10 @@ pub(crate) async fn emit_to(
             .transpose()?,
     };
     let id = EventId::generate();
+    let request_id = crate::request_id::current();
     conn.exec(
-        "INSERT INTO events (id, account_id, name, created_at, wallet_id, wtx_id, lntx_id, balance_msat) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO events (id, account_id, name, created_at, wallet_id, wtx_id, lntx_id, balance_msat, request_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         args![
             id.as_str(),
             e.account_id,
@@ -289,7 +295,8 @@ pub(crate) async fn emit_to(
             e.wallet_id.as_str(),
             e.wtx_id.map(WtxId::as_str),
             e.lntx_id.map(LnTxId::as_str),
-            balance
+            balance,
+            request_id.as_ref().map(RequestId::as_str)
         ],
     )
     .await?;

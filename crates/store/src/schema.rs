@@ -249,6 +249,11 @@ CREATE TABLE lnurlw_links (
 );
 CREATE INDEX lnurlw_links_wallet ON lnurlw_links(wallet_id)
 "#,
+    // The `X-Request-Id` of the API request that caused an event (NULL when none did: incoming
+    // payments, recovery), sent with its webhook deliveries so a receiver can quote it.
+    r#"
+ALTER TABLE events ADD COLUMN request_id TEXT
+"#,
 ];
 
 fn render(sql: &str, dialect: Dialect) -> String {

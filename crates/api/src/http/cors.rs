@@ -66,6 +66,8 @@ pub fn cors_layer() -> CorsLayer {
             // A browser client retrying with an `Idempotency-Key` can tell a replay.
             crate::idempotency::REPLAYED,
             axum::http::header::RETRY_AFTER,
+            // What to quote when reporting a problem.
+            super::observe::REQUEST_ID_HEADER,
         ])
 }
 

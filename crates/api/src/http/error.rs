@@ -8,6 +8,10 @@
 //! ```
 //!
 //! `name` is the HTTP reason phrase, `code` is always `0` and `status` repeats the HTTP status.
+//! Satchel adds one member at the end, `request_id`: the id of the request (also in the
+//! `X-Request-Id` header), so a user's report of an error can be found in the logs. LNPay's own
+//! envelope grew members too (`type`, `file`, … in debug mode), and its SDKs read only `message`
+//! (and the Go SDK decodes into a struct, which ignores unknown members).
 //! Every `401` also carries `WWW-Authenticate: Basic realm="api"` (Yii's `CompositeAuth`
 //! challenges with its `HttpBasicAuth` member).
 
@@ -206,12 +210,17 @@ impl ApiError {
             message: &'a str,
             code: u8,
             status: u16,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            request_id: Option<&'a str>,
         }
+        // Rendered inside the request (see `super::observe`); outside one there is no id.
+        let request_id = satchel_store::request_id::current();
         let envelope = Envelope {
             name: self.name(),
             message: &self.message,
             code: 0,
             status: self.status.as_u16(),
+            request_id: request_id.as_ref().map(satchel_domain::RequestId::as_str),
         };
         // Serializing two strings and two integers cannot fail; fall back to a fixed body
         // anyway so that no panic path exists.
@@ -316,6 +325,17 @@ mod tests {
             r#"{"name":"Internal Server Error","message":"An internal server error occurred.","code":0,"status":500}"#
         );
         assert!(!body.contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn request_id_is_the_last_member_inside_a_request() {
+        let id = satchel_domain::RequestId::parse("req-1").unwrap();
+        let (_, _, body) =
+            satchel_store::request_id::scope(id, render(ApiError::bad_request("x"))).await;
+        assert_eq!(
+            body,
+            r#"{"name":"Bad Request","message":"x","code":0,"status":400,"request_id":"req-1"}"#
+        );
     }
 
     #[tokio::test]

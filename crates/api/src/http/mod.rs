@@ -6,6 +6,7 @@ pub mod auth_header;
 pub mod body;
 pub mod cors;
 pub mod error;
+pub mod observe;
 pub mod query;
 pub mod response;
 pub mod throttle;

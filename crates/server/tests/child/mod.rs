@@ -33,6 +33,8 @@ pub fn satchel_cmd() -> Command {
     let filter = std::env::var("SATCHEL_TEST_RUST_LOG")
         .unwrap_or_else(|_| "info,sqlx=warn,lightning=warn,hyper=warn".to_owned());
     cmd.env("RUST_LOG", filter);
+    // Several children run at once: each serves its metrics on a port of its own.
+    cmd.env("SATCHEL_METRICS_LISTEN", "127.0.0.1:0");
     cmd
 }
 
@@ -194,6 +196,12 @@ impl Proc {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Every line of stdout (`stdout`) or stderr printed so far.
+    pub fn lines(&self, stdout: bool) -> Vec<String> {
+        let lines = if stdout { &self.out } else { &self.err };
+        lines.lock().unwrap().clone()
     }
 
     /// The first line of stdout (`stdout`) or stderr containing `needle`, if printed yet.

@@ -109,6 +109,17 @@ impl TestServer {
         scripted: Arc<ScriptedBackend>,
         webhooks: Option<satchel_api::webhooks::DispatcherConfig>,
     ) -> TestServer {
+        Self::start_full(db, cfg, scripted, webhooks, test_http_options()).await
+    }
+
+    /// [`TestServer::start_custom`] with explicit HTTP options (e.g. a metrics listener).
+    pub async fn start_full(
+        db: TestDb,
+        cfg: ServiceConfig,
+        scripted: Arc<ScriptedBackend>,
+        webhooks: Option<satchel_api::webhooks::DispatcherConfig>,
+        http: HttpOptions,
+    ) -> TestServer {
         let running = start_with_http(
             StartOptions {
                 database_url: db.url.clone(),
@@ -118,7 +129,7 @@ impl TestServer {
                 service: cfg,
                 webhooks,
             },
-            test_http_options(),
+            http,
         )
         .await
         .expect("server starts");
