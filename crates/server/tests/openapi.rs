@@ -279,7 +279,7 @@ async fn openapi_document_is_3_1_and_lists_every_route() {
         // Each documented operation answers on the live server (not the 404/405 of an
         // unknown route), keyless requests get the 401 envelope unless the operation is open.
         for (method, path) in &documented {
-            let url = format!("{}{}", s.base, path.replace('{', "").replace('}', ""));
+            let url = format!("{}{}", s.base, path.replace(['{', '}'], ""));
             let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
             let r = s.http.request(m, &url).send().await.unwrap();
             let op = &doc["paths"][path][method.to_lowercase()];
