@@ -19,7 +19,7 @@ fn raw(s: &str) -> Box<RawValue> {
 }
 
 /// `statusType`.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct StatusTypeDto {
     r#type: &'static str,
     name: &'static str,
@@ -27,14 +27,14 @@ pub struct StatusTypeDto {
 }
 
 /// `walletType`.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct WalletTypeDto {
     name: &'static str,
     display_name: &'static str,
 }
 
 /// LNPay Wallet.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct WalletDto {
     id: String,
     created_at: i64,
@@ -43,6 +43,7 @@ pub struct WalletDto {
     balance: i64,
     balance_msat: i64,
     ln_node_id: String,
+    #[schema(required = true)]
     default_lnurlpay_id: Option<String>,
     statusType: StatusTypeDto,
     walletType: WalletTypeDto,
@@ -78,10 +79,12 @@ impl From<&WalletRecord> for WalletDto {
 }
 
 /// `POST /v1/wallet` answer: the wallet plus its keys (shown only here).
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct WalletCreatedDto {
     #[serde(flatten)]
     wallet: WalletDto,
+    /// Key role display name → list of keys of that role (shown only here).
+    #[schema(value_type = std::collections::BTreeMap<String, Vec<String>>)]
     access_keys: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -102,7 +105,7 @@ impl From<&CreatedWallet> for WalletCreatedDto {
 }
 
 /// LNPay lnTx.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct LnTxDto {
     id: String,
     created_at: i64,
@@ -111,19 +114,31 @@ pub struct LnTxDto {
     payment_request: String,
     r_hash_decoded: String,
     memo: String,
+    #[schema(required = true)]
     description_hash: Option<String>,
+    #[schema(required = true)]
     payment_addr: Option<String>,
     num_satoshis: i64,
     fee_msat: i64,
+    #[schema(required = true)]
     expiry: Option<i64>,
+    #[schema(required = true)]
     expires_at: Option<i64>,
+    #[schema(required = true)]
     payment_preimage: Option<String>,
     settled: i64,
+    #[schema(required = true)]
     settled_at: Option<i64>,
+    #[schema(required = true)]
     is_keysend: Option<i64>,
+    #[schema(required = true)]
     is_amp: Option<i64>,
+    /// Keysend TLV records: type (decimal) → value.
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>, required = true)]
     custom_records: Option<Box<RawValue>>,
+    /// The caller's `passThru` object (absent inside a WTX).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     passThru: Option<Box<RawValue>>,
 }
 
@@ -188,7 +203,7 @@ impl LnTxDto {
 }
 
 /// `wtxType`.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct WtxTypeDto {
     layer: &'static str,
     name: &'static str,
@@ -196,7 +211,7 @@ pub struct WtxTypeDto {
 }
 
 /// LNPay WTX.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct WtxDto {
     id: String,
     created_at: i64,
@@ -204,7 +219,9 @@ pub struct WtxDto {
     user_label: String,
     wal: WalletDto,
     wtxType: WtxTypeDto,
+    #[schema(required = true)]
     lnTx: Option<LnTxDto>,
+    #[schema(value_type = Object)]
     passThru: Box<RawValue>,
 }
 
@@ -232,7 +249,7 @@ impl From<&WtxRecord> for WtxDto {
 }
 
 /// `POST /transfer` answer.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct TransferDto {
     /// Credit.
     pub wtx_transfer_in: WtxDto,
@@ -241,7 +258,7 @@ pub struct TransferDto {
 }
 
 /// A payment still unresolved when the request's wait ended (HTTP 202). Poll `GET /v1/lntx/:id`.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct PendingPaymentDto {
     /// Always `pending`.
     pub status: &'static str,
@@ -250,7 +267,7 @@ pub struct PendingPaymentDto {
 }
 
 /// `X-LNPAY-ASYNC` answer.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct AsyncDto {
     /// Always 1.
     pub success: i64,
@@ -259,13 +276,15 @@ pub struct AsyncDto {
 }
 
 /// `GET /v1/job/:id`.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct JobDto {
     id: String,
     created_at: i64,
     updated_at: i64,
     status: &'static str,
+    #[schema(required = true)]
     error: Option<String>,
+    #[schema(required = true)]
     wtx: Option<WtxDto>,
 }
 
@@ -288,7 +307,7 @@ impl JobDto {
 }
 
 /// LND-style hop hint in `decodeinvoice`.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct HopHintDto {
     node_id: String,
     chan_id: String,
@@ -298,13 +317,13 @@ pub struct HopHintDto {
 }
 
 /// LND-style route hint.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct RouteHintDto {
     hop_hints: Vec<HopHintDto>,
 }
 
 /// `decodeinvoice` (LND REST `PayReq`: int64 as strings).
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct DecodedInvoiceDto {
     destination: String,
     payment_hash: String,
@@ -318,6 +337,7 @@ pub struct DecodedInvoiceDto {
     route_hints: Vec<RouteHintDto>,
     payment_addr: String,
     num_msat: String,
+    #[schema(value_type = Object)]
     features: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -359,7 +379,7 @@ impl From<&satchel_domain::Bolt11> for DecodedInvoiceDto {
 }
 
 /// `queryroutes` hop (LND protobuf-JSON as LNPay core emitted it).
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct HopDto {
     chanId: String,
     chanCapacity: String,
@@ -373,7 +393,7 @@ pub struct HopDto {
 }
 
 /// `queryroutes` route.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct RouteDto {
     totalTimeLock: u32,
     totalFees: String,
@@ -384,7 +404,7 @@ pub struct RouteDto {
 }
 
 /// `queryroutes` answer.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct QueryRoutesDto {
     routes: Vec<RouteDto>,
     successProb: f64,
@@ -425,7 +445,7 @@ impl QueryRoutesDto {
 }
 
 /// A webhook subscription (Satchel's API; LNPay only had a dashboard).
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct WebhookDto {
     id: String,
     created_at: i64,
@@ -449,28 +469,34 @@ impl From<&satchel_store::WebhookRecord> for WebhookDto {
 }
 
 /// One HTTP request of a delivery.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct AttemptDto {
     id: String,
     at: i64,
     duration_ms: i64,
+    #[schema(required = true)]
     status_code: Option<i64>,
+    #[schema(required = true)]
     error: Option<String>,
+    #[schema(required = true)]
     response_excerpt: Option<String>,
 }
 
 /// A delivery and its requests (the delivery log).
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct DeliveryDto {
     id: String,
     event_id: String,
     event: &'static str,
     status: &'static str,
     attempts: i64,
+    #[schema(required = true)]
     next_attempt_at: Option<i64>,
     created_at: i64,
     updated_at: i64,
+    #[schema(required = true)]
     last_status: Option<i64>,
+    #[schema(required = true)]
     last_error: Option<String>,
     requests: Vec<AttemptDto>,
 }

@@ -4,10 +4,12 @@
 //! The API layer holds no SQL and names no concrete backend: handlers parse input into domain
 //! values, call one service method and map the result to a DTO.
 
+pub mod docs;
 pub mod dto;
 pub mod http;
 pub mod idempotency;
 pub mod lnurlw;
+pub mod openapi;
 pub mod routes;
 pub mod webhooks;
 

@@ -23,7 +23,7 @@ use crate::http::{ApiError, Lnpay, Params};
 use crate::routes::{AppState, Authed, Seg, api_error};
 
 /// `GET /lnurl/withdraw` answer (LNPay: 200 `{"lnurl","ott"}`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LnurlOnceDto {
     /// `LNURL1…`.
     pub lnurl: String,
@@ -32,14 +32,14 @@ pub struct LnurlOnceDto {
 }
 
 /// `GET /lnurl/withdraw-static` answer (LNPay: 200 `{"lnurl"}`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LnurlStaticDto {
     /// `LNURL1…`.
     pub lnurl: String,
 }
 
 /// LUD-03 `withdrawRequest`, in LNPay's key order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WithdrawRequestDto {
     /// Callback URL.
     pub callback: String,
@@ -56,13 +56,24 @@ pub struct WithdrawRequestDto {
 }
 
 /// LUD-03 status answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LnurlStatusDto {
     /// `OK` or `ERROR`.
     pub status: &'static str,
     /// Why (errors only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// What `lnurl-process` answers with 200: the offer, or an error.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum LnurlProcessAnswer {
+    /// The offer (first call).
+    Offer(WithdrawRequestDto),
+    /// `{"status":"ERROR","reason":…}`.
+    Error(LnurlStatusDto),
 }
 
 type Q = Query<HashMap<String, String>>;
@@ -110,7 +121,18 @@ fn new_link_request(q: HashMap<String, String>) -> Result<NewLinkRequest, ApiErr
     })
 }
 
-async fn withdraw_once(
+#[utoipa::path(
+    get, path = "/v1/wallet/{key}/lnurl/withdraw", tag = "lnurl",
+    description = "A one-time LNURL-withdraw link (LUD-03) paying out of the wallet: the wallet's withdraw key, or the secret key. The link names no key: it carries its own id and a one-time token.",
+    params(
+        ("key" = String, Path, description = "The wallet: an access key allowed to withdraw, or with the secret key its id"),
+        ("num_satoshis" = Option<u64>, Query, description = "The amount the link pays; absent: up to the spendable balance at scan time"),
+        ("memo" = Option<String>, Query, description = "The link's default description"),
+        ("passThru" = Option<String>, Query, description = "Base64 of a JSON object, merged into the payout's passThru"),
+    ),
+    responses((status = 200, description = "The link", body = LnurlOnceDto, content_type = "application/json")),
+)]
+pub(crate) async fn withdraw_once(
     State(s): State<Services>,
     Authed(c): Authed,
     Seg(key): Seg,
@@ -129,7 +151,18 @@ async fn withdraw_once(
     .into_response())
 }
 
-async fn withdraw_static(
+#[utoipa::path(
+    get, path = "/v1/wallet/{key}/lnurl/withdraw-static", tag = "lnurl",
+    description = "A reusable LNURL-withdraw link (wallet admin key, or the secret key).",
+    params(
+        ("key" = String, Path, description = "The wallet: its admin key, or with the secret key its id"),
+        ("num_satoshis" = Option<u64>, Query, description = "The amount each use pays; absent: up to the spendable balance"),
+        ("memo" = Option<String>, Query, description = "The link's default description"),
+        ("passThru" = Option<String>, Query, description = "Base64 of a JSON object, merged into each payout's passThru"),
+    ),
+    responses((status = 200, description = "The link", body = LnurlStaticDto, content_type = "application/json")),
+)]
+pub(crate) async fn withdraw_static(
     State(s): State<Services>,
     Authed(c): Authed,
     Seg(key): Seg,
@@ -149,7 +182,23 @@ fn status(status: &'static str, reason: Option<String>) -> LnurlStatusDto {
 }
 
 /// Public: no credentials. LNPay's status codes: 200 for the offer and for errors, 201 for OK.
-async fn process(State(s): State<Services>, Seg(key): Seg, Query(q): Q) -> Response {
+#[utoipa::path(
+    get, path = "/v1/wallet/{key}/lnurl-process", tag = "lnurl",
+    description = "The LUD-03 service endpoint a wallet calls (no key): without `pr` the withdrawRequest offer; with `k1` and `pr` it pays the invoice. Errors are LUD-03 `{\"status\":\"ERROR\",\"reason\":…}` with status 200.",
+    security(()),
+    params(
+        ("key" = String, Path, description = "The link's id (`lnurlw_…`)"),
+        ("ott" = Option<String>, Query, description = "The one-time link's token"),
+        ("k1" = Option<String>, Query, description = "The offer's k1 (callback)"),
+        ("pr" = Option<String>, Query, description = "The BOLT11 invoice to pay (callback)"),
+    ),
+    responses(
+        (status = 200, description = "The withdrawRequest offer, or an LUD-03 error", content_type = "application/json",
+            body = inline(LnurlProcessAnswer)),
+        (status = 201, description = "Paid (or in flight)", body = LnurlStatusDto, content_type = "application/json"),
+    ),
+)]
+pub(crate) async fn process(State(s): State<Services>, Seg(key): Seg, Query(q): Q) -> Response {
     let get = |n: &str| q.get(n).cloned();
     let query = ProcessQuery {
         ott: get("ott"),

@@ -201,6 +201,13 @@ fn payment_response(r: PaymentResult) -> Response {
     }
 }
 
+#[utoipa::path(
+    post, path = "/v1/wallet", tag = "wallets",
+    description = "Creates a wallet of the account (account key). The answer is the only time its access keys are shown.",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key answer what the first request did (1 to 255 printable ASCII characters)")),
+    request_body(content((crate::openapi::CreateWalletBody = "application/json"), (crate::openapi::CreateWalletBody = "application/x-www-form-urlencoded"))),
+    responses((status = 201, description = "The wallet and its access keys", body = WalletCreatedDto, content_type = "application/json")),
+)]
 async fn create_wallet(
     State(s): State<Services>,
     Authed(c): Authed,
@@ -222,6 +229,11 @@ async fn create_wallet(
     .await
 }
 
+#[utoipa::path(
+    get, path = "/v1/wallet/{key}", tag = "wallets",
+    params(("key" = String, Path, description = "The wallet: one of its access keys (`waka_…`, `waki_…`, `wakr_…`, …; the role must allow the call) or, with the secret key, its id (`wal_…`)"), crate::openapi::FieldsQuery),
+    responses((status = 200, description = "The wallet", body = WalletDto, content_type = "application/json")),
+)]
 async fn get_wallet(
     State(s): State<Services>,
     Authed(c): Authed,
@@ -234,6 +246,12 @@ async fn get_wallet(
         .into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/wallets", tag = "wallets",
+    description = "The account's wallets (secret key), 50 per page at most.",
+    params(crate::openapi::PageQuery, crate::openapi::FieldsQuery),
+    responses((status = 200, description = "One page of wallets", body = Vec<WalletDto>, content_type = "application/json")),
+)]
 async fn list_wallets(
     State(s): State<Services>,
     Authed(c): Authed,
@@ -264,6 +282,12 @@ async fn list_wallets(
         .into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/wallet/{key}/transactions", tag = "transactions",
+    description = "The wallet's WTXs, newest first, 500 per page at most.",
+    params(("key" = String, Path, description = "The wallet: one of its access keys (`waka_…`, `waki_…`, `wakr_…`, …; the role must allow the call) or, with the secret key, its id (`wal_…`)"), crate::openapi::PageQuery, crate::openapi::FieldsQuery),
+    responses((status = 200, description = "One page of WTXs", body = Vec<WtxDto>, content_type = "application/json")),
+)]
 async fn wallet_transactions(
     State(s): State<Services>,
     Authed(c): Authed,
@@ -294,6 +318,12 @@ async fn wallet_transactions(
         .into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/wallet-transactions", tag = "transactions",
+    description = "The WTXs of all the account's wallets (secret key), newest first, 50 per page at most.",
+    params(crate::openapi::PageQuery, ("wallet_id" = Option<String>, Query, description = "Only this wallet's WTXs (`wal_…`)"), crate::openapi::FieldsQuery),
+    responses((status = 200, description = "One page of WTXs", body = Vec<WtxDto>, content_type = "application/json")),
+)]
 async fn account_transactions(
     State(s): State<Services>,
     Authed(c): Authed,
@@ -325,6 +355,13 @@ async fn account_transactions(
         .into_response())
 }
 
+#[utoipa::path(
+    post, path = "/v1/wallet/{key}/invoice", tag = "payments",
+    description = "Creates an invoice that credits the wallet when paid.",
+    params(("key" = String, Path, description = "The wallet: one of its access keys (`waka_…`, `waki_…`, `wakr_…`, …; the role must allow the call) or, with the secret key, its id (`wal_…`)"), ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key answer what the first request did (1 to 255 printable ASCII characters)")),
+    request_body(content((crate::openapi::CreateInvoiceBody = "application/json"), (crate::openapi::CreateInvoiceBody = "application/x-www-form-urlencoded"))),
+    responses((status = 201, description = "The invoice's lnTx", body = LnTxDto, content_type = "application/json")),
+)]
 async fn create_invoice(
     State(s): State<Services>,
     Authed(c): Authed,
@@ -350,6 +387,16 @@ async fn create_invoice(
     .await
 }
 
+#[utoipa::path(
+    post, path = "/v1/wallet/{key}/withdraw", tag = "payments",
+    description = "Pays a BOLT 11 invoice from the wallet. Waits for the outcome up to `payment_wait_secs`, then answers 202 pending (poll `GET /v1/lntx/{id}`). A definite failure is a 400 and refunds the wallet.",
+    params(("key" = String, Path, description = "The wallet: one of its access keys (`waka_…`, `waki_…`, `wakr_…`, …; the role must allow the call) or, with the secret key, its id (`wal_…`)"), ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key answer what the first request did (1 to 255 printable ASCII characters)")),
+    request_body(content((crate::openapi::WithdrawBody = "application/json"), (crate::openapi::WithdrawBody = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 201, description = "Paid: the withdrawal's WTX", body = WtxDto, content_type = "application/json"),
+        (status = 202, description = "Still in flight", body = PendingPaymentDto, content_type = "application/json"),
+    ),
+)]
 async fn withdraw(
     State(s): State<Services>,
     Authed(c): Authed,
@@ -373,6 +420,17 @@ async fn withdraw(
     .await
 }
 
+#[utoipa::path(
+    post, path = "/v1/wallet/{key}/keysend", tag = "payments",
+    description = "Sends a spontaneous payment to a node. With `X-LNPAY-ASYNC: 1` it is queued as a job (`GET /v1/job/{id}`).",
+    params(("key" = String, Path, description = "The wallet: one of its access keys (`waka_…`, `waki_…`, `wakr_…`, …; the role must allow the call) or, with the secret key, its id (`wal_…`)"), ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key answer what the first request did (1 to 255 printable ASCII characters)"), ("X-LNPAY-ASYNC" = Option<String>, Header, description = "`1` or `true`: queue the payment and answer the job id")),
+    request_body(content((crate::openapi::KeysendBody = "application/json"), (crate::openapi::KeysendBody = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, description = "Queued (X-LNPAY-ASYNC)", body = AsyncDto, content_type = "application/json"),
+        (status = 201, description = "Paid: the keysend's WTX", body = WtxDto, content_type = "application/json"),
+        (status = 202, description = "Still in flight", body = PendingPaymentDto, content_type = "application/json"),
+    ),
+)]
 async fn keysend(
     State(s): State<Services>,
     Authed(c): Authed,
@@ -435,6 +493,13 @@ pub(crate) fn rebuilt_response(r: Rebuilt) -> Response {
     }
 }
 
+#[utoipa::path(
+    post, path = "/v1/wallet/{key}/transfer", tag = "payments",
+    description = "Moves sats to another wallet of this server, at once and without fees.",
+    params(("key" = String, Path, description = "The wallet: one of its access keys (`waka_…`, `waki_…`, `wakr_…`, …; the role must allow the call) or, with the secret key, its id (`wal_…`)"), ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key answer what the first request did (1 to 255 printable ASCII characters)")),
+    request_body(content((crate::openapi::TransferBody = "application/json"), (crate::openapi::TransferBody = "application/x-www-form-urlencoded"))),
+    responses((status = 201, description = "The two WTXs", body = TransferDto, content_type = "application/json")),
+)]
 async fn transfer(
     State(s): State<Services>,
     Authed(c): Authed,
@@ -456,6 +521,12 @@ async fn transfer(
     .await
 }
 
+#[utoipa::path(
+    get, path = "/v1/lntx/{id}", tag = "transactions",
+    description = "An invoice or payment of the account (account key). An unknown id is LNPay's 401 \"LnTx not found\".",
+    params(("id" = String, Path, description = "The lnTx id (`lntx_…`)"), crate::openapi::FieldsQuery),
+    responses((status = 200, description = "The lnTx", body = LnTxDto, content_type = "application/json")),
+)]
 async fn get_lntx(
     State(s): State<Services>,
     Authed(c): Authed,
@@ -469,6 +540,11 @@ async fn get_lntx(
         .into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/job/{id}", tag = "payments",
+    params(("id" = String, Path, description = "The job id (`job_…`)")),
+    responses((status = 200, description = "The job and, once it succeeded, its WTX", body = JobDto, content_type = "application/json")),
+)]
 async fn get_job(State(s): State<Services>, Authed(c): Authed, Seg(id): Seg) -> ApiResult {
     s.auth.require_account_key(&c).map_err(api_error)?;
     let (job, wtx) = s.jobs.get(&c, &id).await.map_err(api_error)?;
@@ -500,6 +576,12 @@ fn missing(q: &HashMap<String, String>, names: &[&str]) -> Result<(), ApiError> 
     }
 }
 
+#[utoipa::path(
+    get, path = "/v1/node/{node}/payments/decodeinvoice", tag = "node",
+    description = "Decodes a BOLT 11 invoice (LND's `PayReq` shape: 64-bit integers as strings).",
+    params(("node" = String, Path, description = "`default` or this node's id"), ("payment_request" = String, Query, description = "The BOLT 11 invoice")),
+    responses((status = 200, description = "The decoded invoice", body = DecodedInvoiceDto, content_type = "application/json")),
+)]
 async fn decode_invoice(
     State(s): State<Services>,
     Authed(c): Authed,
@@ -516,6 +598,12 @@ async fn decode_invoice(
     Ok(Lnpay::ok(DecodedInvoiceDto::from(&b)).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/node/{node}/payments/queryroutes", tag = "node",
+    description = "Routes from this node to a node for an amount.",
+    params(("node" = String, Path, description = "`default` or this node's id"), ("pub_key" = String, Query, description = "Destination node's public key (hex)"), ("amt" = String, Query, description = "Amount in sats (digits)")),
+    responses((status = 200, description = "The routes found", body = QueryRoutesDto, content_type = "application/json")),
+)]
 async fn query_routes(
     State(s): State<Services>,
     Authed(c): Authed,
@@ -538,6 +626,11 @@ async fn query_routes(
     Ok(Lnpay::ok(QueryRoutesDto::new(&routes)).into_response())
 }
 
+#[utoipa::path(
+    post, path = "/v1/webhooks", tag = "webhooks",
+    request_body(content((crate::openapi::CreateWebhookBody = "application/json"), (crate::openapi::CreateWebhookBody = "application/x-www-form-urlencoded"))),
+    responses((status = 201, description = "The subscription", body = WebhookDto, content_type = "application/json")),
+)]
 async fn create_webhook(State(s): State<Services>, Authed(c): Authed, p: Params) -> ApiResult {
     // `events` as a JSON array, a comma-separated string, or PHP-style events[]=…
     let events: Vec<String> = match p.get("events") {
@@ -573,16 +666,31 @@ async fn create_webhook(State(s): State<Services>, Authed(c): Authed, p: Params)
     Ok(Lnpay::created(WebhookDto::from(&w)).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/webhooks", tag = "webhooks",
+    responses((status = 200, description = "The account's subscriptions", body = Vec<WebhookDto>, content_type = "application/json")),
+)]
 async fn list_webhooks(State(s): State<Services>, Authed(c): Authed) -> ApiResult {
     let list = s.webhooks.list(&c).await.map_err(api_error)?;
     Ok(Lnpay::ok(list.iter().map(WebhookDto::from).collect::<Vec<_>>()).into_response())
 }
 
+#[utoipa::path(
+    delete, path = "/v1/webhooks/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = "The webhook id")),
+    responses((status = 200, description = "Deleted", body = crate::openapi::WebhookDeletedDto, content_type = "application/json")),
+)]
 async fn delete_webhook(State(s): State<Services>, Authed(c): Authed, Seg(id): Seg) -> ApiResult {
     let w = s.webhooks.delete(&c, &id).await.map_err(api_error)?;
     Ok(Lnpay::ok(serde_json::json!({ "id": w.id.to_string(), "deleted": true })).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks",
+    description = "The delivery log of a subscription, newest first, 100 per page at most.",
+    params(("id" = String, Path, description = "The webhook id"), crate::openapi::PageQuery),
+    responses((status = 200, description = "One page of deliveries", body = Vec<DeliveryDto>, content_type = "application/json")),
+)]
 async fn webhook_deliveries(
     State(s): State<Services>,
     Authed(c): Authed,
@@ -613,6 +721,12 @@ async fn webhook_deliveries(
     )
 }
 
+#[utoipa::path(
+    post, path = "/v1/webhooks/deliveries/{id}/redeliver", tag = "webhooks",
+    description = "Sends a delivery's event again, as a new delivery.",
+    params(("id" = String, Path, description = "The delivery id")),
+    responses((status = 201, description = "The new delivery", body = DeliveryDto, content_type = "application/json")),
+)]
 async fn redeliver(State(s): State<Services>, Authed(c): Authed, Seg(id): Seg) -> ApiResult {
     match s.webhooks.redeliver(&c, &id).await {
         Ok(d) => Ok(Lnpay::created(DeliveryDto::from(&d)).into_response()),
@@ -649,6 +763,7 @@ pub fn v1_router() -> Router<AppState> {
         .route("/webhooks/{id}/deliveries", get(webhook_deliveries))
         .route("/webhooks/deliveries/{id}/redeliver", post(redeliver))
         .merge(crate::lnurlw::routes())
+        .route("/openapi.json", get(crate::openapi::openapi_json))
         .method_not_allowed_fallback(method_not_allowed)
 }
 
@@ -675,7 +790,8 @@ pub fn app_with(services: Services, opts: ApiOptions) -> Router {
     ));
     Router::new()
         .nest("/v1", v1_router())
-        // Every route (nested ones included) reports its template for the metrics.
+        .merge(crate::docs::router())
+        // Every route (nested and merged ones included) reports its template for the metrics.
         .route_layer(axum::middleware::from_fn(
             crate::http::observe::record_route,
         ))
