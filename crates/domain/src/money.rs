@@ -205,7 +205,10 @@ mod tests {
         assert_eq!(m(1999).floor_to_sat(), m(1000));
         assert!(m(3000).is_whole_sats() && !m(3001).is_whole_sats());
         assert_eq!(
-            Msat::from_msat(MAX_MSAT - 1).unwrap().ceil_to_sat().unwrap(),
+            Msat::from_msat(MAX_MSAT - 1)
+                .unwrap()
+                .ceil_to_sat()
+                .unwrap(),
             Msat::from_msat(MAX_MSAT).unwrap()
         );
         // A 1500 msat fee on 500 sats: the wallet pays 502 sats, shown as 500 + 2.
@@ -214,7 +217,10 @@ mod tests {
             (m(500_000), m(2000))
         );
         // A sub-sat amount takes its rounding first: 1.5 sat + 1.5 sat fee = 3 sats, 2 + 1.
-        assert_eq!(payment_charge(m(1500), m(1500)).unwrap(), (m(2000), m(1000)));
+        assert_eq!(
+            payment_charge(m(1500), m(1500)).unwrap(),
+            (m(2000), m(1000))
+        );
         assert_eq!(payment_reserve(m(500_000), m(25_000)).unwrap(), m(525_000));
         assert_eq!(payment_reserve(m(1500), m(1100)).unwrap(), m(3000));
     }

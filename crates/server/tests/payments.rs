@@ -187,7 +187,10 @@ async fn withdraw_success_books_amount_and_network_fee() {
             ["network_fee", "ln_withdrawal", "ln_deposit"]
         );
         let fee = &h[0];
-        assert_eq!(fee["num_satoshis"], -2, "a 1500 msat fee is charged as 2 sats");
+        assert_eq!(
+            fee["num_satoshis"], -2,
+            "a 1500 msat fee is charged as 2 sats"
+        );
         assert_eq!(fee["user_label"], "Network fee");
         assert_eq!(fee["passThru"]["source_transaction"], w["id"]);
         assert_eq!(fee["passThru"]["fee_target_wallet"], "contained");

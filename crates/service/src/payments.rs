@@ -437,11 +437,7 @@ impl PaymentService {
             ));
         }
         self.check_send_limit(req.amount)?;
-        let fee_limit = fee_limit(
-            req.fee_limit_msat,
-            req.amount,
-            self.ctx.cfg.min_fee_limit,
-        )?;
+        let fee_limit = fee_limit(req.fee_limit_msat, req.amount, self.ctx.cfg.min_fee_limit)?;
         let mut records = BTreeMap::new();
         for (k, v) in req.custom_records.unwrap_or_default() {
             let t = parse_tlv_type(&k).ok_or_else(|| {

@@ -26,9 +26,7 @@
 use satchel_domain::{WalletId, WtxId, WtxType, now_secs};
 
 use crate::db::Conn;
-use crate::ledger::{
-    Account, KIND_SATS_SWEEP, NewWtx, SYS_IN_FLIGHT, SYS_REVENUE, leg, post,
-};
+use crate::ledger::{Account, KIND_SATS_SWEEP, NewWtx, SYS_IN_FLIGHT, SYS_REVENUE, leg, post};
 use crate::{StoreError, args};
 
 /// SQL: the sats a WTX aliased `t` shows, its msat rounded toward −∞ (as the API renders it).

@@ -22,8 +22,8 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use satchel_domain::{
-    AccountId, LnTxId, Msat, PaymentHash, PaymentStatus, WalletId, WtxId, WtxType,
-    payment_charge, payment_reserve, sats_floor,
+    AccountId, LnTxId, Msat, PaymentHash, PaymentStatus, WalletId, WtxId, WtxType, payment_charge,
+    payment_reserve, sats_floor,
 };
 use satchel_store::testing::TestDb;
 use satchel_store::{
@@ -292,7 +292,10 @@ async fn run_case(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
                 // rounded up); the rest of the reserve comes back.
                 let (shown, shown_fee) = payment_charge(amount(p.amount), amount(fee)).unwrap();
                 let (shown, shown_fee) = (shown.as_i64(), shown_fee.as_i64());
-                prop_assert!(shown_fee >= ceil_sat(fee) - 1000 && shown + shown_fee >= (p.amount + fee) as i64);
+                prop_assert!(
+                    shown_fee >= ceil_sat(fee) - 1000
+                        && shown + shown_fee >= (p.amount + fee) as i64
+                );
                 if p.amount % 1000 == 0 {
                     prop_assert_eq!(shown_fee, ceil_sat(fee), "the fee is rounded up");
                 }

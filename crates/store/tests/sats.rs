@@ -149,7 +149,13 @@ async fn sub_sat_amounts_everywhere_keep_wallets_whole() {
         // 3 sats (2,600 rounded up); a 1,000 msat fee makes 2,500 msat charged as 3 sats,
         // shown as 2 (the amount rounded up) + 1.
         let p = store
-            .reserve_payment(&reserve_cmd(&acct, &w, random_hash(), msat(1_500), msat(1_100)))
+            .reserve_payment(&reserve_cmd(
+                &acct,
+                &w,
+                random_hash(),
+                msat(1_500),
+                msat(1_100),
+            ))
             .await
             .unwrap();
         assert_eq!(balance(&store, &w).await, 10_000, "[{kind}]");
@@ -258,18 +264,22 @@ async fn upgrade_sweeps_msat_remainders() {
         };
         // 40 withdrawals of 500 sats, each with a 1,500 msat fee charged to the msat.
         for i in 0..40 {
-            ln(&mut sql, "payment_settle", &format!("old{i}"), &[
-                (fees.as_str(), -501_500),
-                ("sys:lightning", 501_500),
-            ]);
+            ln(
+                &mut sql,
+                "payment_settle",
+                &format!("old{i}"),
+                &[(fees.as_str(), -501_500), ("sys:lightning", 501_500)],
+            );
             wtx(&mut sql, &fees, -500_000, WtxType::LnWithdrawal);
             wtx(&mut sql, &fees, -1_500, WtxType::NetworkFee);
         }
         // An amountless invoice paid with 1,500 msat, credited to the msat.
-        ln(&mut sql, "ln_deposit", "oldsmall", &[
-            (small.as_str(), 1_500),
-            ("sys:lightning", -1_500),
-        ]);
+        ln(
+            &mut sql,
+            "ln_deposit",
+            "oldsmall",
+            &[(small.as_str(), 1_500), ("sys:lightning", -1_500)],
+        );
         wtx(&mut sql, &small, 1_500, WtxType::LnDeposit);
         // A live payment of 1,500 msat with a 1,000 msat limit, reserved to the msat.
         let lntx = LnTxId::generate();
@@ -283,10 +293,12 @@ async fn upgrade_sweeps_msat_remainders() {
             pubkey(),
             hash.to_hex()
         ));
-        ln(&mut sql, "payment_reserve", lntx.as_str(), &[
-            (live.as_str(), -2_500),
-            ("sys:in_flight", 2_500),
-        ]);
+        ln(
+            &mut sql,
+            "payment_reserve",
+            lntx.as_str(),
+            &[(live.as_str(), -2_500), ("sys:in_flight", 2_500)],
+        );
         raw(&db.url, &sql).await;
 
         // This version opens it: the migration sweeps.
