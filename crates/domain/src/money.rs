@@ -91,7 +91,7 @@ impl Msat {
 
     /// True when the amount is a whole number of satoshis.
     pub const fn is_whole_sats(self) -> bool {
-        self.0 % 1000 == 0
+        self.0.is_multiple_of(1000)
     }
 
     /// `self + other`, checked.
