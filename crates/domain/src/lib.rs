@@ -23,7 +23,7 @@ pub use ids::{
 };
 pub use keys::{ApiKeySecret, KeyHash, KeyRole, MIN_KEY_ENTROPY_BITS, Permission};
 pub use lnurl::{LnurlError, decode_lnurl, encode_lnurl};
-pub use money::{MoneyError, Msat, fee_limit_default, sats_floor};
+pub use money::{MoneyError, Msat, fee_limit_default, payment_charge, payment_reserve, sats_floor};
 pub use payment::{
     CustomRecords, FailureReason, KEYSEND_PREIMAGE_TLV, NodePubkey, PaymentHash, PaymentStatus,
     Preimage, PubkeyError, WALLET_ROUTING_TLVS, parse_tlv_type,

@@ -74,6 +74,26 @@ impl Msat {
         self.0 / 1000
     }
 
+    /// Whole satoshis, rounded down, back in msat: what a wallet is credited for an amount
+    /// received (the sub-sat rest goes to the operator's revenue account).
+    pub const fn floor_to_sat(self) -> Msat {
+        Msat(self.0 - self.0 % 1000)
+    }
+
+    /// Whole satoshis, rounded up, back in msat: what a wallet is charged for an amount it
+    /// sends (the sub-sat part above the real cost goes to the operator's revenue account).
+    pub fn ceil_to_sat(self) -> Result<Msat, MoneyError> {
+        self.0
+            .checked_next_multiple_of(1000)
+            .ok_or(MoneyError::Overflow)
+            .and_then(Msat::from_msat)
+    }
+
+    /// True when the amount is a whole number of satoshis.
+    pub const fn is_whole_sats(self) -> bool {
+        self.0.is_multiple_of(1000)
+    }
+
     /// `self + other`, checked.
     pub fn checked_add(self, other: Msat) -> Result<Msat, MoneyError> {
         self.0
@@ -107,6 +127,24 @@ impl fmt::Display for Msat {
 /// (a 1001 msat routing fee shows as -2 sats, exactly what LNPay booked for it).
 pub fn sats_floor(amount_msat: i64) -> i64 {
     amount_msat.div_euclid(1000)
+}
+
+/// What an outgoing payment of `amount` with fee limit `fee_limit` holds in reserve: the worst
+/// case the wallet can be charged, `amount + fee_limit` rounded up to the whole sat (wallets
+/// are only ever charged whole sats; see [`payment_charge`]).
+pub fn payment_reserve(amount: Msat, fee_limit: Msat) -> Result<Msat, MoneyError> {
+    amount.checked_add(fee_limit)?.ceil_to_sat()
+}
+
+/// What a wallet is charged for a payment of `amount` that cost `fee` in routing fees, split as
+/// it is shown: `(withdrawal, network_fee)`, both whole sats. The total is `amount + fee`
+/// rounded up to the whole sat; the withdrawal entry shows `amount` rounded up, the fee entry
+/// the rest (for a whole-sat amount: the fee rounded up). Never more than
+/// [`payment_reserve`] for any `fee` within the limit.
+pub fn payment_charge(amount: Msat, fee: Msat) -> Result<(Msat, Msat), MoneyError> {
+    let total = amount.checked_add(fee)?.ceil_to_sat()?;
+    let shown = amount.ceil_to_sat()?;
+    Ok((shown, total.checked_sub(shown)?))
 }
 
 /// LNPay's default fee limit when the caller gives none: `ceil(5% of the amount in sats)` sats,
@@ -158,7 +196,56 @@ mod tests {
         );
     }
 
+    #[test]
+    fn whole_sat_rounding() {
+        let m = |v| Msat::from_msat(v).unwrap();
+        assert_eq!(m(1500).ceil_to_sat().unwrap(), m(2000));
+        assert_eq!(m(2000).ceil_to_sat().unwrap(), m(2000));
+        assert_eq!(m(0).ceil_to_sat().unwrap(), m(0));
+        assert_eq!(m(1999).floor_to_sat(), m(1000));
+        assert!(m(3000).is_whole_sats() && !m(3001).is_whole_sats());
+        assert_eq!(
+            Msat::from_msat(MAX_MSAT - 1)
+                .unwrap()
+                .ceil_to_sat()
+                .unwrap(),
+            Msat::from_msat(MAX_MSAT).unwrap()
+        );
+        // A 1500 msat fee on 500 sats: the wallet pays 502 sats, shown as 500 + 2.
+        assert_eq!(
+            payment_charge(m(500_000), m(1500)).unwrap(),
+            (m(500_000), m(2000))
+        );
+        // A sub-sat amount takes its rounding first: 1.5 sat + 1.5 sat fee = 3 sats, 2 + 1.
+        assert_eq!(
+            payment_charge(m(1500), m(1500)).unwrap(),
+            (m(2000), m(1000))
+        );
+        assert_eq!(payment_reserve(m(500_000), m(25_000)).unwrap(), m(525_000));
+        assert_eq!(payment_reserve(m(1500), m(1100)).unwrap(), m(3000));
+    }
+
     proptest::proptest! {
+        /// Whatever the amount and the fee (within the limit), the wallet is charged whole
+        /// sats, at least the real cost, less than a sat more, and never more than the reserve.
+        #[test]
+        fn charge_is_whole_covers_cost_and_fits_reserve(
+            a in 0..MAX_MSAT / 4, l in 0..MAX_MSAT / 4, f_ppm in 0u64..=1_000_000
+        ) {
+            let (a, l) = (Msat::from_msat(a).unwrap(), Msat::from_msat(l).unwrap());
+            let f = u64::try_from(u128::from(l.as_msat()) * u128::from(f_ppm) / 1_000_000).unwrap();
+            let f = Msat::from_msat(f).unwrap();
+            let (shown, fee) = payment_charge(a, f).unwrap();
+            let reserve = payment_reserve(a, l).unwrap();
+            proptest::prop_assert!(shown.is_whole_sats() && fee.is_whole_sats() && reserve.is_whole_sats());
+            let total = shown.checked_add(fee).unwrap();
+            let cost = a.checked_add(f).unwrap();
+            proptest::prop_assert!(total >= cost);
+            proptest::prop_assert!(total.as_msat() - cost.as_msat() < 1000);
+            proptest::prop_assert!(total <= reserve);
+            proptest::prop_assert!(shown >= a);
+        }
+
         #[test]
         fn add_sub_roundtrip(a in 0..MAX_MSAT / 2, b in 0..MAX_MSAT / 2) {
             let (a, b) = (Msat::from_msat(a).unwrap(), Msat::from_msat(b).unwrap());

@@ -67,6 +67,8 @@ pub struct FileConfig {
     pub max_receive_sats: Option<u64>,
     /// Per-request send limit.
     pub max_send_sats: Option<u64>,
+    /// Floor of the default fee limit, in msat.
+    pub min_fee_limit_msat: Option<u64>,
     /// Let webhooks target loopback/private addresses.
     pub webhook_allow_private: Option<bool>,
     /// Active webhooks per account.
@@ -148,6 +150,10 @@ pub struct ConfigArgs {
     /// Per-request send limit in sats (default: none).
     #[arg(long, env = "SATCHEL_MAX_SEND_SATS")]
     pub max_send_sats: Option<u64>,
+    /// Floor of the fee limit of payments that give none, in msat: the limit is
+    /// max(LNPay's 5% rounded up to the sat, this) (default 0: LNPay's rule).
+    #[arg(long, env = "SATCHEL_MIN_FEE_LIMIT_MSAT")]
+    pub min_fee_limit_msat: Option<u64>,
     /// Allow webhook URLs that resolve to loopback/private/link-local addresses (default: no).
     #[arg(long, env = "SATCHEL_WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: Option<bool>,
@@ -255,6 +261,8 @@ pub struct Config {
     pub max_receive_sats: Option<u64>,
     /// Send limit.
     pub max_send_sats: Option<u64>,
+    /// Floor of the default fee limit, in msat (0: LNPay's rule).
+    pub min_fee_limit_msat: u64,
     /// Webhooks may target private addresses.
     pub webhook_allow_private: bool,
     /// Active webhooks per account.
@@ -400,6 +408,10 @@ impl ConfigArgs {
                 .or(file.default_keysend_wallet),
             max_receive_sats: self.max_receive_sats.or(file.max_receive_sats),
             max_send_sats: self.max_send_sats.or(file.max_send_sats),
+            min_fee_limit_msat: self
+                .min_fee_limit_msat
+                .or(file.min_fee_limit_msat)
+                .unwrap_or(0),
             webhook_allow_private: self
                 .webhook_allow_private
                 .or(file.webhook_allow_private)
@@ -614,7 +626,7 @@ mod tests {
         let p = dir.path().join("s.toml");
         std::fs::write(
             &p,
-            "listen = \"0.0.0.0:9000\"\ndatabase_url = \"postgres://x/y\"\nmax_send_sats = 5\n",
+            "listen = \"0.0.0.0:9000\"\ndatabase_url = \"postgres://x/y\"\nmax_send_sats = 5\nmin_fee_limit_msat = 1000\n",
         )
         .unwrap();
         let args = ConfigArgs {
@@ -628,9 +640,17 @@ mod tests {
         let args = ConfigArgs {
             config: Some(p),
             listen: Some("127.0.0.1:1".into()),
+            min_fee_limit_msat: Some(2000),
             ..Default::default()
         };
-        assert_eq!(args.resolve().unwrap().listen, "127.0.0.1:1");
+        let c = args.resolve().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:1");
+        assert_eq!(c.min_fee_limit_msat, 2000);
+        let defaults = ConfigArgs {
+            data_dir: Some("/nonexistent-satchel".into()),
+            ..Default::default()
+        };
+        assert_eq!(defaults.resolve().unwrap().min_fee_limit_msat, 0);
     }
 
     #[test]

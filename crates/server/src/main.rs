@@ -253,6 +253,8 @@ fn service_config(cfg: &Config) -> anyhow::Result<ServiceConfig> {
             .map_err(|e| anyhow::anyhow!("default_keysend_wallet: {e}"))?,
         max_receive: sats(cfg.max_receive_sats)?,
         max_send: sats(cfg.max_send_sats)?,
+        min_fee_limit: Msat::from_msat(cfg.min_fee_limit_msat)
+            .map_err(|e| anyhow::anyhow!("min_fee_limit_msat: {e}"))?,
         allow_private_webhook_targets: cfg.webhook_allow_private,
         webhook_max_per_account: cfg.webhook_max_per_account,
         webhook_redeliveries_per_minute: cfg.webhook_redeliveries_per_minute,
@@ -595,13 +597,14 @@ async fn audit(args: ConfigArgs) -> anyhow::Result<bool> {
     let store = open_store(&args).await?;
     let r = store.audit().await?;
     println!(
-        "audit: {} wallets, {} ledger transactions, {} postings; liabilities {} msat, in flight {} msat, unclaimed {} msat",
+        "audit: {} wallets, {} ledger transactions, {} postings; liabilities {} msat, in flight {} msat, unclaimed {} msat, revenue {} msat",
         r.wallets,
         r.transactions,
         r.postings,
         r.liabilities_msat,
         r.in_flight_msat,
-        r.unclaimed_msat
+        r.unclaimed_msat,
+        r.revenue_msat
     );
     for p in &r.problems {
         println!("PROBLEM: {p}");

@@ -115,7 +115,8 @@ async fn lnpay_flow(p: &Server, devnet: &Devnet) {
     .await;
     assert_eq!(s, 201, "{wtx}");
     assert_eq!(wtx["lnTx"]["fee_msat"], 1100);
-    assert_eq!(wtx["wal"]["balance_msat"], 1_000_000 - 100_000 - 1100);
+    // Charged rounded up to the sat: 2 sats.
+    assert_eq!(wtx["wal"]["balance_msat"], 1_000_000 - 100_000 - 2000);
     let (_, hist) = call(http.get(format!("{}/v1/wallet/{waka}/transactions", p.base))).await;
     let names: Vec<&str> = hist
         .as_array()
@@ -138,7 +139,7 @@ async fn lnpay_flow(p: &Server, devnet: &Devnet) {
     assert_eq!(s, 400, "{e}");
     assert_eq!(e["message"], "Failure reason: FAILURE_REASON_NO_ROUTE");
     let (_, wal) = call(http.get(format!("{}/v1/wallet/{waka}", p.base))).await;
-    assert_eq!(wal["balance_msat"], 1_000_000 - 100_000 - 1100);
+    assert_eq!(wal["balance_msat"], 1_000_000 - 100_000 - 2000);
 }
 
 fn audit_clean(dir: &Path) {

@@ -390,7 +390,8 @@ async fn many_wallets_mixed_traffic_conserves_money() {
             s.fund(&w, 1000).await;
             ws.push(w);
         }
-        let fee_msat: i64 = 1234;
+        // The node's fee is 1,234 msat; wallets are charged it rounded up to the sat.
+        let fee_msat: i64 = 2000;
         let c = Client::of(&s);
         let mut tasks = Vec::new();
         for i in 0..n {
@@ -439,12 +440,13 @@ async fn many_wallets_mixed_traffic_conserves_money() {
         }
         assert_eq!(sum_balances(&s, &ws).await, expected);
         for w in &ws {
-            // Each: +1000 +500 deposits, -101 +101 transfers, -200 withdrawal, -1.234 fee.
+            // Each: +1000 +500 deposits, -101 +101 transfers, -200 withdrawal, -2 fee (1.234).
             assert_eq!(s.balance_msat(w).await, 1_300_000 - fee_msat);
         }
         let audit = s.running().store.audit().await.unwrap();
         assert_eq!(audit.in_flight_msat, 0);
         assert_eq!(audit.liabilities_msat, expected);
+        assert_eq!(audit.revenue_msat, n * 766);
         s
     })
     .await;

@@ -32,6 +32,8 @@ use child::{Proc, free_port, satchel_cmd, sigterm};
 /// Routing fee the scripted node reports for carol's invoices in these tests (1 sat + 100 msat,
 /// the devnet hub's fee for 100 sat: 1000 msat + 1000 ppm).
 const FEE_MSAT: i64 = 1_100;
+/// What the wallet is charged for it: rounded up to the sat.
+const CHARGED_FEE_MSAT: i64 = 2_000;
 const FUNDED_SATS: i64 = 1_000;
 const PAY_SATS: i64 = 100;
 
@@ -464,23 +466,26 @@ async fn withdraw_killed_at(inst: Install, point: &'static str, script: &str, su
         assert_eq!(l["settled"], 1, "{l}");
         assert_eq!(l["fee_msat"], FEE_MSAT, "{l}");
         assert!(l["payment_preimage"].is_string(), "{l}");
-        // Debited exactly once: amount + the fee actually routed.
+        // Debited exactly once: amount + the fee actually routed, rounded up to the sat.
         assert_eq!(
             api.balance_msat(&w).await,
-            (FUNDED_SATS - PAY_SATS) * 1000 - FEE_MSAT
+            (FUNDED_SATS - PAY_SATS) * 1000 - CHARGED_FEE_MSAT
         );
         assert_eq!(mine.len(), 1, "{wtxs:?}");
         assert_eq!(count_type(&wtxs, "ln_withdrawal"), 1);
         assert_eq!(count_type(&wtxs, "network_fee"), 1);
         let fee_wtx = wtxs.iter().find(|x| wtx_type(x) == "network_fee").unwrap();
-        assert_eq!(fee_wtx["num_satoshis"], -2, "1100 msat shows as -2 sats");
+        assert_eq!(
+            fee_wtx["num_satoshis"], -2,
+            "1100 msat is charged as 2 sats"
+        );
         // A second attempt at the same invoice is refused by our books and never reaches the
         // node.
         let (status, v) = api.withdraw(&w, &pr).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
         assert_eq!(
             api.balance_msat(&w).await,
-            (FUNDED_SATS - PAY_SATS) * 1000 - FEE_MSAT
+            (FUNDED_SATS - PAY_SATS) * 1000 - CHARGED_FEE_MSAT
         );
     } else {
         assert_eq!(l["settled"], -1, "{l}");
@@ -617,7 +622,7 @@ async fn kill_after_reserve_of_an_async_keysend_then_restart_pays_once() {
         assert_eq!(node_sends(&inst, &live[0].hash), 1);
         assert_eq!(
             api.balance_msat(&w).await,
-            (FUNDED_SATS - PAY_SATS) * 1000 - FEE_MSAT
+            (FUNDED_SATS - PAY_SATS) * 1000 - CHARGED_FEE_MSAT
         );
         p.stop().await;
         assert!(unresolved(&inst).await.is_empty());
@@ -948,7 +953,7 @@ async fn sigterm_drains_and_pending_payment_resumes_after_restart() {
         assert_eq!(l["settled"], 1, "{l}");
         assert_eq!(
             api.balance_msat(&w).await,
-            (FUNDED_SATS - PAY_SATS) * 1000 - FEE_MSAT
+            (FUNDED_SATS - PAY_SATS) * 1000 - CHARGED_FEE_MSAT
         );
         assert_eq!(node_sends(&inst, &hash), 1);
         p.stop().await;
@@ -1063,7 +1068,7 @@ async fn devnet_withdraw_killed_at(inst: Install, point: &'static str) {
     assert_eq!(l["fee_msat"], FEE_MSAT, "the hub's fee");
     assert_eq!(
         api.balance_msat(&w).await,
-        (FUNDED_SATS - PAY_SATS) * 1000 - FEE_MSAT
+        (FUNDED_SATS - PAY_SATS) * 1000 - CHARGED_FEE_MSAT
     );
     // Carol was paid exactly once.
     wait_peer_outbound(&api, "carol", carol_before + 100_000).await;
@@ -1080,7 +1085,7 @@ async fn devnet_withdraw_killed_at(inst: Install, point: &'static str) {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
     assert_eq!(
         api.balance_msat(&w).await,
-        (FUNDED_SATS - PAY_SATS) * 1000 - FEE_MSAT
+        (FUNDED_SATS - PAY_SATS) * 1000 - CHARGED_FEE_MSAT
     );
     p.stop().await;
     assert!(unresolved(&inst).await.is_empty());
@@ -1316,7 +1321,7 @@ async fn keyed_withdraw_killed_after_reserve_is_retried_without_paying_twice() {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
         assert_eq!(
             api.balance_msat(&w).await,
-            (FUNDED_SATS - PAY_SATS) * 1000 - FEE_MSAT
+            (FUNDED_SATS - PAY_SATS) * 1000 - CHARGED_FEE_MSAT
         );
         assert_eq!(count_type(&api.wtxs(&w).await, "ln_withdrawal"), 1);
         assert_eq!(node_sends(&inst, &hash), 1, "{}", inst.kind);

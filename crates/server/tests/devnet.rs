@@ -28,6 +28,12 @@ fn hub_fee_msat(amount_msat: i64) -> i64 {
     1000 + amount_msat * 1000 / 1_000_000
 }
 
+/// What a wallet is charged for a routing fee (on a whole-sat amount): rounded up to the sat,
+/// the sub-sat rest going to the operator's revenue account.
+fn charged_fee_msat(fee_msat: i64) -> i64 {
+    (fee_msat + 999) / 1000 * 1000
+}
+
 fn sats(n: u64) -> Msat {
     Msat::from_sats(n).unwrap()
 }
@@ -294,7 +300,7 @@ async fn scenario(s: &DevnetServer) {
         sha256_hex(l["payment_preimage"].as_str().unwrap()),
         carol_inv.payment_hash().to_hex()
     );
-    balance -= amount_msat + fee;
+    balance -= amount_msat + charged_fee_msat(fee);
     assert_eq!(s.balance_msat(&w).await, balance);
     let h = s.history(&w).await;
     assert_eq!(
@@ -342,7 +348,7 @@ async fn scenario(s: &DevnetServer) {
         l["custom_records"][KEYSEND_PREIMAGE_TLV.to_string()],
         preimage
     );
-    balance -= 100_000 + fee;
+    balance -= 100_000 + charged_fee_msat(fee);
     assert_eq!(s.balance_msat(&w).await, balance);
     // Carol received it, with exactly our records (the preimage record is not a custom one).
     let hash = PaymentHash::from_hex(&hash_hex).unwrap();
@@ -399,7 +405,7 @@ async fn scenario(s: &DevnetServer) {
     let r = s.withdraw(&w, &cheap2, Some(hub_fee_msat(1_000_000))).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.json["lnTx"]["fee_msat"], hub_fee_msat(1_000_000));
-    balance -= 1_000_000 + hub_fee_msat(1_000_000);
+    balance -= 1_000_000 + charged_fee_msat(hub_fee_msat(1_000_000));
     assert_eq!(s.balance_msat(&w).await, balance);
 
     // ------------------------------------------------------------ incoming keysends from alice

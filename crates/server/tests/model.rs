@@ -283,6 +283,16 @@ fn default_fee_limit_msat(sats: i64) -> i64 {
     (sats * 1000 + 19_999) / 20_000 * 1000
 }
 
+/// What a payment holds while in flight: amount + fee limit, rounded up to the whole sat.
+fn reserve_msat(amount_msat: i64, limit_msat: i64) -> i64 {
+    (amount_msat + limit_msat + 999) / 1000 * 1000
+}
+
+/// What a wallet is charged for a routing fee (on a whole-sat amount): rounded up to the sat.
+fn charged_fee_msat(fee_msat: i64) -> i64 {
+    (fee_msat + 999) / 1000 * 1000
+}
+
 impl World {
     async fn new(db: TestDb, s: &Settings) -> World {
         let kind = db.kind();
@@ -518,6 +528,33 @@ impl World {
         }
     }
 
+    /// Waits for a wallet's history to hold as many entries as the model booked.
+    async fn wait_history_len(&self, w: usize) {
+        let wal = &self.wallets[w];
+        let want = Some(wal.history.len() as u64);
+        let deadline = Instant::now() + CREDIT_WAIT;
+        loop {
+            let r = self
+                .get(
+                    &self.accounts[wal.account].sak,
+                    &format!("/wallet/{}/transactions?per-page=1", wal.id),
+                )
+                .await;
+            self.expect(&r, StatusCode::OK, "GET transactions");
+            if r.total == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} history of {} never reached {want:?} entries (is {:?})",
+                self.ctx(),
+                wal.id,
+                r.total
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     // ------------------------------------------------------------------ checks
 
     /// The invariants, after every step.
@@ -591,8 +628,12 @@ impl World {
                 self.ctx(),
                 wal.id
             );
+            // The whole history while it fits one page (the model keeps wallets small).
             let r = self
-                .get(sak, &format!("/wallet/{}/transactions?per-page=1", wal.id))
+                .get(
+                    sak,
+                    &format!("/wallet/{}/transactions?per-page=500", wal.id),
+                )
                 .await;
             self.expect(&r, StatusCode::OK, "GET transactions");
             assert_eq!(
@@ -602,6 +643,40 @@ impl World {
                 self.ctx(),
                 wal.id
             );
+            // Issue 18's invariant: the `num_satoshis` of a wallet's history, added up as a
+            // client does, equal its balance in sats (plus what payments held in flight have
+            // reserved), and the balance is whole sats.
+            // (The API's `balance_msat` was found equal to the model's just above.)
+            let balance_msat = wal.balance_msat;
+            assert_eq!(
+                balance_msat % 1000,
+                0,
+                "{} balance_msat of wallet {w} ({}) is not whole sats",
+                self.ctx(),
+                wal.id
+            );
+            if wal.history.len() <= 500 {
+                let shown: i64 = r
+                    .json
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v["num_satoshis"].as_i64().unwrap())
+                    .sum();
+                let reserved: i64 = self
+                    .held
+                    .iter()
+                    .filter(|h| h.0 == w)
+                    .map(|&(_, amount, limit)| reserve_msat(amount, limit))
+                    .sum();
+                assert_eq!(
+                    shown * 1000,
+                    balance_msat + reserved,
+                    "{} wallet {w} ({}): history adds up to {shown} sats, balance {balance_msat} msat + held {reserved}",
+                    self.ctx(),
+                    wal.id
+                );
+            }
         }
         if all {
             self.check_histories().await;
@@ -909,7 +984,7 @@ impl World {
     ) -> bool {
         let amount = sats * 1000;
         let limit = limit.unwrap_or_else(|| default_fee_limit_msat(sats));
-        if self.wallets[w].balance_msat < amount + limit {
+        if self.wallets[w].balance_msat < reserve_msat(amount, limit) {
             self.expect(r, StatusCode::BAD_REQUEST, &format!("{what} over balance"));
             return false;
         }
@@ -917,14 +992,14 @@ impl World {
             // The node reports it in flight: 202 pending, the reserve stays, no history yet.
             self.expect(r, StatusCode::ACCEPTED, &format!("{what} held in flight"));
             assert_eq!(r.json["status"], "pending", "{} {}", self.ctx(), r.text);
-            self.wallets[w].balance_msat -= amount + limit;
+            self.wallets[w].balance_msat -= reserve_msat(amount, limit);
             self.held.push((w, amount, limit));
             self.count("(held in flight)");
             self.moved(w);
             false
         } else if routable && self.fee_msat <= limit {
             self.expect(r, StatusCode::CREATED, what);
-            let fee = self.fee_msat;
+            let fee = charged_fee_msat(self.fee_msat);
             self.book(w, &[("ln_withdrawal", -amount)]);
             if fee > 0 {
                 self.book(w, &[("network_fee", -fee)]);
@@ -1197,7 +1272,10 @@ impl World {
             .post(&key, &format!("/wallet/{seg}/keysend"), body)
             .await;
         let amount = sats * 1000;
-        let reserve = amount + limit.unwrap_or_else(|| default_fee_limit_msat(sats));
+        let reserve = reserve_msat(
+            amount,
+            limit.unwrap_or_else(|| default_fee_limit_msat(sats)),
+        );
         if self.wallets[w].balance_msat < reserve {
             self.expect(
                 &r,
@@ -1239,7 +1317,8 @@ impl World {
             )
             .await;
         let amount = sats * 1000;
-        let reserve = amount + limit.unwrap_or_else(|| default_fee_limit_msat(sats));
+        let limit_msat = limit.unwrap_or_else(|| default_fee_limit_msat(sats));
+        let reserve = reserve_msat(amount, limit_msat);
         let affordable = self.wallets[w].balance_msat >= reserve;
         if r.status == StatusCode::BAD_REQUEST {
             // Refused up front (over balance); nothing queued.
@@ -1273,7 +1352,7 @@ impl World {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         };
-        let succeeded = affordable && self.fee_msat <= reserve - amount;
+        let succeeded = affordable && self.fee_msat <= limit_msat;
         assert_eq!(
             j.json["status"],
             if succeeded { "succeeded" } else { "failed" },
@@ -1282,7 +1361,7 @@ impl World {
             j.text
         );
         if succeeded {
-            let fee = self.fee_msat;
+            let fee = charged_fee_msat(self.fee_msat);
             self.book(w, &[("ln_withdrawal", -amount)]);
             if fee > 0 {
                 self.book(w, &[("network_fee", -fee)]);
@@ -1437,19 +1516,22 @@ impl World {
         self.launch().await;
         for &(w, amount, limit) in &held {
             if succeed && fee <= limit {
-                self.wallets[w].balance_msat += amount + limit;
+                self.wallets[w].balance_msat += reserve_msat(amount, limit);
                 self.book(w, &[("ln_withdrawal", -amount)]);
                 if fee > 0 {
-                    self.book(w, &[("network_fee", -fee)]);
+                    self.book(w, &[("network_fee", -charged_fee_msat(fee))]);
                 }
             } else {
                 // A definite failure: the whole reserve comes back.
-                self.wallets[w].balance_msat += amount + limit;
+                self.wallets[w].balance_msat += reserve_msat(amount, limit);
                 self.moved(w);
             }
         }
         for &(w, _, _) in &held {
             self.wait_balance(w).await;
+            // A settlement can leave the balance where the reserve put it (a fee rounded up to
+            // the sat may use the whole limit): wait for its entries too.
+            self.wait_history_len(w).await;
         }
         self.cli_audit().await;
     }

@@ -327,7 +327,8 @@ async fn transfer_ok(api: &Api, from: &Wallet, to: &Wallet, sats: i64) -> bool {
 }
 
 /// 1000 sat per wallet, 40 requests of 100 sat against each, split over both processes and all
-/// fired at once. Withdraws reserve 100 sat + 1 msat of fee allowance, so exactly 9 fit whatever
+/// fired at once. Withdraws reserve 100 sat + 1 msat of fee allowance (101 sat: reserves are
+/// rounded up to the sat), so exactly 9 fit whatever
 /// the interleaving; transfers cost exactly 100 sat, so exactly 10 fit. No overdraft, every
 /// success booked and sent exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -174,10 +174,11 @@ async fn withdraw_success_books_amount_and_network_fee() {
         assert_eq!(w["lnTx"]["payment_preimage"], preimage.to_hex());
         assert_eq!(w["lnTx"]["payment_request"], inv.as_str());
         // wal shows the balance after the withdrawal and its fee.
-        assert_eq!(w["wal"]["balance_msat"], start - 1_000_000 - 1500);
+        assert_eq!(w["wal"]["balance_msat"], start - 1_000_000 - 2000);
 
-        // Charged exactly amount + real fee, not the fee limit.
-        assert_eq!(s.balance_msat(&a).await, start - 1_000_000 - 1500);
+        // Charged amount + real fee rounded up to the sat (the 500 msat above the real fee go
+        // to the operator's revenue account), not the fee limit.
+        assert_eq!(s.balance_msat(&a).await, start - 1_000_000 - 2000);
         assert_eq!(s.balance(&a).await, 8998);
 
         let h = history(&s, &a).await;
@@ -186,7 +187,10 @@ async fn withdraw_success_books_amount_and_network_fee() {
             ["network_fee", "ln_withdrawal", "ln_deposit"]
         );
         let fee = &h[0];
-        assert_eq!(fee["num_satoshis"], -2, "-1500 msat shows as -2 sats");
+        assert_eq!(
+            fee["num_satoshis"], -2,
+            "a 1500 msat fee is charged as 2 sats"
+        );
         assert_eq!(fee["user_label"], "Network fee");
         assert_eq!(fee["passThru"]["source_transaction"], w["id"]);
         assert_eq!(fee["passThru"]["fee_target_wallet"], "contained");
@@ -205,7 +209,7 @@ async fn withdraw_success_books_amount_and_network_fee() {
         let r = withdraw(&s, &a, &inv2, None).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
         assert_eq!(r.json["lnTx"]["fee_msat"], 0);
-        assert_eq!(s.balance_msat(&a).await, start - 1_010_000 - 1500);
+        assert_eq!(s.balance_msat(&a).await, start - 1_010_000 - 2000);
         assert_eq!(
             wtx_names(&history(&s, &a).await),
             [
@@ -374,7 +378,8 @@ async fn pending_payment_answers_202_keeps_reserve_then_settles() {
         assert!(audit.is_clean(), "{:?}", audit.problems);
 
         assert!(s.scripted.release(inv.payment_hash()));
-        s.wait_balance_msat(&a, start - 1_000_000 - 700).await;
+        // The 700 msat fee is charged as 1 sat.
+        s.wait_balance_msat(&a, start - 1_000_000 - 1000).await;
         let l = lntx(&s, &id).await;
         assert_eq!(l["settled"], 1);
         assert_eq!(l["fee_msat"], 700);
@@ -386,7 +391,7 @@ async fn pending_payment_answers_202_keeps_reserve_then_settles() {
         );
         assert_eq!(h[0]["num_satoshis"], -1);
         assert_eq!(h[1]["lnTx"]["id"], id.as_str());
-        let start = start - 1_000_000 - 700;
+        let start = start - 1_000_000 - 1000;
 
         // Unknown, resolved by `complete`.
         let (inv, preimage) = carol_invoice(&s, 2000, "unknown");
@@ -397,7 +402,7 @@ async fn pending_payment_answers_202_keeps_reserve_then_settles() {
         assert_eq!(s.balance_msat(&a).await, start - 2_100_000);
         s.scripted
             .complete(inv.payment_hash(), Completion::Succeed { fee: msat(2500) });
-        s.wait_balance_msat(&a, start - 2_002_500).await;
+        s.wait_balance_msat(&a, start - 2_003_000).await;
         let l = lntx(&s, &id).await;
         assert_eq!(l["settled"], 1);
         assert_eq!(l["fee_msat"], 2500);
@@ -489,9 +494,10 @@ async fn transport_errors_never_refund_until_the_node_says_so() {
         assert_balance_stays(&s, &a, start - 1_050_000, Duration::from_millis(1200)).await;
         s.scripted
             .complete(inv.payment_hash(), Completion::Succeed { fee: msat(1) });
-        s.wait_balance_msat(&a, start - 1_000_001).await;
+        // A 1 msat fee is charged as 1 sat.
+        s.wait_balance_msat(&a, start - 1_001_000).await;
         assert_eq!(s.scripted.pay_count(inv.payment_hash()), 1);
-        let start = start - 1_000_001;
+        let start = start - 1_001_000;
 
         // Same, ending in a proven failure: refunded after the node says so.
         let (inv, _) = carol_invoice(&s, 1000, "te pending fail");
@@ -559,9 +565,9 @@ async fn hanging_payment_survives_client_disconnect() {
         let id = r.json["lnTx"]["id"].as_str().unwrap().to_owned();
         assert_eq!(s.balance_msat(&a).await, start - 1_050_000);
         assert!(s.scripted.release(inv.payment_hash()));
-        s.wait_balance_msat(&a, start - 1_000_300).await;
+        s.wait_balance_msat(&a, start - 1_001_000).await;
         assert_eq!(lntx(&s, &id).await["settled"], 1);
-        let start = start - 1_000_300;
+        let start = start - 1_001_000;
 
         // The client gives up (its request future is dropped) while the node call hangs.
         let (inv, preimage) = carol_invoice(&s, 1000, "hang, client gone");
@@ -587,7 +593,7 @@ async fn hanging_payment_survives_client_disconnect() {
         assert_balance_stays(&s, &a, start - 1_050_000, Duration::from_millis(500)).await;
         s.scripted
             .complete(inv.payment_hash(), Completion::Succeed { fee: msat(10) });
-        s.wait_balance_msat(&a, start - 1_000_010).await;
+        s.wait_balance_msat(&a, start - 1_001_000).await;
         let h = history(&s, &a).await;
         assert_eq!(h[1]["wtxType"]["name"], "ln_withdrawal");
         assert_eq!(h[1]["lnTx"]["payment_preimage"], preimage.to_hex());
@@ -955,29 +961,35 @@ async fn incoming_invoices_are_credited_exactly_once() {
         assert_eq!(s.balance_msat(&a).await, 250_000);
         assert_eq!(wtx_names(&history(&s, &a).await), ["ln_deposit"]);
 
-        // Amountless invoice paid with 1500 msat: credited to the msat.
+        // Amountless invoice paid with 1500 msat: 1 sat credited, the 500 msat rest goes to the
+        // operator's revenue account (wallets hold whole sats; the lnTx keeps what came in).
+        let revenue = s.running().store.audit().await.unwrap().revenue_msat;
         let inv_json = s.invoice(&a, 0).await;
         assert_eq!(inv_json["num_satoshis"], 0);
         let inv = Bolt11::parse(inv_json["payment_request"].as_str().unwrap()).unwrap();
         assert!(inv.amount().is_none());
         s.scripted.pay_our_invoice(&inv, Some(msat(1500))).unwrap();
-        s.wait_balance_msat(&a, 251_500).await;
+        s.wait_balance_msat(&a, 251_000).await;
         assert_eq!(s.balance(&a).await, 251);
         let l = lntx(&s, inv_json["id"].as_str().unwrap()).await;
         assert_eq!(l["settled"], 1);
         assert_eq!(l["num_satoshis"], 1);
         assert_eq!(history(&s, &a).await[0]["num_satoshis"], 1);
 
-        // Overpaying a fixed invoice credits what was received.
+        // Overpaying a fixed invoice credits the whole sats of what was received.
         let inv_json = s.invoice(&a, 10).await;
         let inv = Bolt11::parse(inv_json["payment_request"].as_str().unwrap()).unwrap();
         s.scripted
             .pay_our_invoice(&inv, Some(msat(12_345)))
             .unwrap();
-        s.wait_balance_msat(&a, 263_845).await;
+        s.wait_balance_msat(&a, 263_000).await;
         assert_eq!(
             lntx(&s, inv_json["id"].as_str().unwrap()).await["num_satoshis"],
             12
+        );
+        assert_eq!(
+            s.running().store.audit().await.unwrap().revenue_msat - revenue,
+            500 + 345
         );
 
         // An event for a hash that is not ours books to sys:unclaimed, once.
@@ -1000,7 +1012,7 @@ async fn incoming_invoices_are_credited_exactly_once() {
         );
         let after = s.running().store.audit().await.unwrap().unclaimed_msat;
         assert_eq!(after - before, 4242);
-        assert_eq!(s.balance_msat(&a).await, 263_845);
+        assert_eq!(s.balance_msat(&a).await, 263_000);
         s
     })
     .await;
@@ -1046,7 +1058,8 @@ async fn keysend_out_sync() {
         assert_eq!(cr["7629169"], "{\"podcast\":\"x\"}");
         assert_eq!(cr[KEYSEND_PREIMAGE_TLV.to_string()], preimage);
         // Default fee limit: ceil(5% of 21 sats) = 2 sats, enough for the 1200 msat fee.
-        assert_eq!(s.balance_msat(&a).await, start - 21_000 - 1200);
+        // Charged as 2 sats.
+        assert_eq!(s.balance_msat(&a).await, start - 21_000 - 2000);
         let hash = PaymentHash::from_hex(l["r_hash_decoded"].as_str().unwrap()).unwrap();
         assert_eq!(s.scripted.pay_count(hash), 1);
         let full = lntx(&s, l["id"].as_str().unwrap()).await;
@@ -1057,7 +1070,7 @@ async fn keysend_out_sync() {
             .set_default_script(Script::Fail(FailureReason::NoRoute));
         let r = keysend(&s, &a, json!({ "dest_pubkey": carol, "num_satoshis": 10 })).await;
         assert_400(&r, "Failure reason: FAILURE_REASON_NO_ROUTE");
-        assert_eq!(s.balance_msat(&a).await, start - 22_200);
+        assert_eq!(s.balance_msat(&a).await, start - 23_000);
 
         // Invalid input.
         let r = keysend(&s, &a, json!({ "dest_pubkey": "02abc", "num_satoshis": 10 })).await;
@@ -1072,7 +1085,7 @@ async fn keysend_out_sync() {
         let r = keysend(&s, &a, json!({ "dest_pubkey": carol, "num_satoshis": 5000 })).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
         assert!(r.json["message"].as_str().unwrap().starts_with("Invoice too large"));
-        assert_eq!(s.balance_msat(&a).await, start - 22_200);
+        assert_eq!(s.balance_msat(&a).await, start - 23_000);
         s
     })
     .await;
@@ -1231,7 +1244,8 @@ async fn incoming_keysend_is_routed_by_tlv() {
             msat(21_500),
             records(&[(696_969, x.id.as_str()), (7_629_169, "{\"a\":1}")]),
         );
-        s.wait_balance_msat(&x, 21_500).await;
+        // 21,500 msat received: 21 sats credited, 500 msat to the operator's revenue.
+        s.wait_balance_msat(&x, 21_000).await;
         let h = history(&s, &x).await;
         assert_eq!(wtx_names(&h), ["ln_deposit"]);
         assert_eq!(h[0]["num_satoshis"], 21);
@@ -1268,14 +1282,14 @@ async fn incoming_keysend_is_routed_by_tlv() {
         })
         .await;
         assert_eq!(s.scripted.events_len(), events_before + 3);
-        assert_eq!(s.balance_msat(&x).await, 21_500);
+        assert_eq!(s.balance_msat(&x).await, 21_000);
         assert_eq!(s.balance_msat(&y).await, 7000);
         assert_eq!(wtx_names(&history(&s, &x).await), ["ln_deposit"]);
         assert_eq!(wtx_names(&history(&s, &y).await), ["ln_deposit", "ln_deposit"]);
 
         // Replaying a keysend event credits nothing more.
         let hash = s.scripted.receive_keysend(msat(1000), records(&[(696_969, x.id.as_str())]));
-        s.wait_balance_msat(&x, 22_500).await;
+        s.wait_balance_msat(&x, 22_000).await;
         let seq = u64::try_from(s.scripted.events_len()).unwrap();
         let replay = IncomingEvent {
             seq,
@@ -1291,7 +1305,7 @@ async fn incoming_keysend_is_routed_by_tlv() {
             s.running().services.incoming.process(&replay).await.unwrap(),
             CreditOutcome::AlreadyCredited
         );
-        assert_eq!(s.balance_msat(&x).await, 22_500);
+        assert_eq!(s.balance_msat(&x).await, 22_000);
 
         // A keysend from one of our wallets to our own node, addressed to another wallet.
         s.fund(&x, 100).await;
@@ -1304,7 +1318,7 @@ async fn incoming_keysend_is_routed_by_tlv() {
         .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
         s.wait_balance_msat(&y, 47_000).await;
-        assert_eq!(s.balance_msat(&x).await, 122_500 - 40_000);
+        assert_eq!(s.balance_msat(&x).await, 122_000 - 40_000);
         s
     })
     .await;
@@ -1375,7 +1389,7 @@ async fn restart_resolves_pending_payments_exactly_once() {
         })
         .await;
 
-        wait_balance_with(&s, &sak, &a, start - 1_000_900).await;
+        wait_balance_with(&s, &sak, &a, start - 1_001_000).await;
         let l = s.get(&sak, &format!("/lntx/{ok_id}")).await.json;
         assert_eq!(l["settled"], 1);
         assert_eq!(l["fee_msat"], 900);
@@ -1396,7 +1410,7 @@ async fn restart_resolves_pending_payments_exactly_once() {
         assert_eq!(s.running().store.audit().await.unwrap().in_flight_msat, 0);
         // Still settled after more reconciler passes.
         tokio::time::sleep(Duration::from_millis(700)).await;
-        assert_eq!(balance_with(&s, &sak, &a).await, start - 1_000_900);
+        assert_eq!(balance_with(&s, &sak, &a).await, start - 1_001_000);
 
         // A payment still unresolved at the restart is picked up by the new process.
         let (late, _) = carol_invoice(&s, 500, "resolves after restart");
@@ -1420,7 +1434,7 @@ async fn restart_resolves_pending_payments_exactly_once() {
         let s = restart(s, || {}).await;
         s.scripted
             .complete(late.payment_hash(), Completion::Succeed { fee: msat(0) });
-        wait_balance_with(&s, &sak, &a, start - 1_500_900).await;
+        wait_balance_with(&s, &sak, &a, start - 1_501_000).await;
         assert_eq!(s.scripted.pay_count(late.payment_hash()), 1);
         s
     })
@@ -1568,7 +1582,8 @@ async fn recovery_sends_payments_the_node_never_heard_of() {
         assert_eq!(s.balance_msat(&a).await, start - 3_020_000);
 
         let s = restart(s, || {}).await;
-        wait_balance_with(&s, &sak, &a, start - 3_000_300).await;
+        // Fees of 100 and 200 msat are charged as 1 sat each.
+        wait_balance_with(&s, &sak, &a, start - 3_002_000).await;
         for (l, pre, inv) in [(&l1, pre1, &p1), (&l2, pre2, &p2)] {
             let j = s.get(&sak, &format!("/lntx/{}", l.id)).await.json;
             assert_eq!(j["settled"], 1, "{j}");

@@ -39,6 +39,9 @@ pub struct ServiceConfig {
     pub max_receive: Option<Msat>,
     /// Per-request send limit.
     pub max_send: Option<Msat>,
+    /// Floor of the default fee limit (a payment without an explicit limit may pay
+    /// `max(LNPay's 5% default, this)`); zero keeps LNPay's rule.
+    pub min_fee_limit: Msat,
     /// How often the reconciler re-asks the node about unresolved payments.
     pub reconcile_every: Duration,
     /// Let webhooks target loopback/private/link-local addresses (off: SSRF protection).
@@ -68,6 +71,7 @@ impl Default for ServiceConfig {
             default_keysend_wallet: None,
             max_receive: None,
             max_send: None,
+            min_fee_limit: Msat::ZERO,
             reconcile_every: Duration::from_secs(30),
             allow_private_webhook_targets: false,
             webhook_max_per_account: 20,

@@ -124,10 +124,13 @@ pub struct PaymentService {
     cancels: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<PaymentHash>>,
 }
 
-fn fee_limit(explicit: Option<i64>, amount: Msat) -> Result<Msat, ServiceError> {
+/// The fee limit of a payment: the caller's, else LNPay's default (5% rounded up to the sat)
+/// raised to the operator's floor `min` (`min_fee_limit_msat`), so a small payment can still
+/// pay a hub's base fee.
+fn fee_limit(explicit: Option<i64>, amount: Msat, min: Msat) -> Result<Msat, ServiceError> {
     let too_big = || ServiceError::Invalid("Fee Limit Msat is too big.".into());
     let limit = match explicit {
-        None => fee_limit_default(amount),
+        None => fee_limit_default(amount).max(min),
         Some(v) if v < 0 => {
             return Err(ServiceError::Invalid(
                 "Fee Limit Msat must be no less than 0.".into(),
@@ -273,7 +276,7 @@ impl PaymentService {
         // amount, the send limit and that it is still open. (With an invalid fee limit, the
         // checked path below reports it in the usual order.)
         if let Some(hash) = Bolt11::payment_hash_hint(&text)
-            && fee_limit(fee_limit_msat, Msat::ZERO).is_ok()
+            && fee_limit(fee_limit_msat, Msat::ZERO, Msat::ZERO).is_ok()
             && let Some(done) = self
                 .pay_internal(
                     caller,
@@ -293,7 +296,7 @@ impl PaymentService {
         let invoice = Bolt11::parse(&text)?;
         let now = now_secs();
         let amount = invoice.check_payable(self.ctx.network(), now)?;
-        let fee_limit = fee_limit(fee_limit_msat, amount)?;
+        let fee_limit = fee_limit(fee_limit_msat, amount, self.ctx.cfg.min_fee_limit)?;
         self.check_send_limit(amount)?;
         let hash = invoice.payment_hash();
 
@@ -467,7 +470,7 @@ impl PaymentService {
             ));
         }
         self.check_send_limit(req.amount)?;
-        let fee_limit = fee_limit(req.fee_limit_msat, req.amount)?;
+        let fee_limit = fee_limit(req.fee_limit_msat, req.amount, self.ctx.cfg.min_fee_limit)?;
         let mut records = BTreeMap::new();
         for (k, v) in req.custom_records.unwrap_or_default() {
             let t = parse_tlv_type(&k).ok_or_else(|| {

@@ -21,6 +21,13 @@ pub(crate) const SYS_IN_FLIGHT: &str = "sys:in_flight";
 pub(crate) const SYS_UNCLAIMED: &str = "sys:unclaimed";
 /// System account (equity): balances imported from another system.
 pub(crate) const SYS_OPENING: &str = "sys:opening";
+/// System account: the operator's revenue from rounding. Wallets move only in whole sats; the
+/// sub-sat difference between what a wallet is charged (rounded up) or credited (rounded down)
+/// and what the node actually paid or received lands here.
+pub(crate) const SYS_REVENUE: &str = "sys:revenue";
+/// The one kind of ledger transaction allowed to move a wallet by a sub-sat amount: the upgrade
+/// sweep (`sats.rs`) that takes the msat remainders an older version left in wallets.
+pub(crate) const KIND_SATS_SWEEP: &str = "sats_sweep";
 
 /// A ledger account.
 #[derive(Debug, Clone)]
@@ -127,6 +134,23 @@ pub(crate) async fn post(
         return Err(StoreError::Corrupt(format!(
             "unbalanced {kind} transaction: sum {sum}"
         )));
+    }
+    // Wallets hold and show whole sats (the history-sum invariant, checked by the audit): every
+    // wallet leg and every entry is a multiple of 1000 msat. A sub-sat amount here is a
+    // programming error, refused before anything is written.
+    if kind != KIND_SATS_SWEEP {
+        let wallet_legs = legs
+            .iter()
+            .filter(|l| matches!(l.account, Account::Wallet(_)))
+            .map(|l| l.amount_msat);
+        if let Some(bad) = wallet_legs
+            .chain(entries.iter().map(|e| e.amount_msat))
+            .find(|a| a % 1000 != 0)
+        {
+            return Err(StoreError::Corrupt(format!(
+                "{kind} transaction moves a wallet by {bad} msat, not whole sats"
+            )));
+        }
     }
     let row = conn
         .fetch_one(

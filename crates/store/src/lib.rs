@@ -15,7 +15,8 @@
 //! - `wal_…`: what we owe a wallet's owner (never negative);
 //! - `sys:lightning`: the node's holdings on behalf of users (negative of what came in);
 //! - `sys:in_flight`: outgoing payments reserved but not settled (amount + fee limit);
-//! - `sys:unclaimed`: money the node received that belongs to no wallet.
+//! - `sys:unclaimed`: money the node received that belongs to no wallet;
+//! - `sys:revenue`: the operator's sub-sat rounding revenue (wallets move in whole sats only).
 
 pub mod audit;
 pub mod crash;
@@ -30,6 +31,7 @@ mod ops;
 pub mod outbox;
 mod records;
 pub mod request_id;
+mod sats;
 pub mod schema;
 #[doc(hidden)]
 pub mod sqlite;
@@ -190,6 +192,18 @@ impl Store {
     /// Opens (creating if needed) the database at `url` (`sqlite://path` or `postgres://…`) and
     /// brings its schema up to date.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::open(url, None).await
+    }
+
+    /// Opens the database at `url` migrating it only up to schema version `version`: how an
+    /// older Satchel left it. For upgrade tests, which write rows as that version would and
+    /// then open the database with [`Store::connect`].
+    #[doc(hidden)]
+    pub async fn connect_at_schema(url: &str, version: i64) -> Result<Store, StoreError> {
+        Store::open(url, Some(version)).await
+    }
+
+    async fn open(url: &str, up_to: Option<i64>) -> Result<Store, StoreError> {
         let pools = if url.starts_with("sqlite:") {
             // Created if missing; WAL; synchronous=FULL, except on the writer, whose batches the
             // group commit makes durable itself before acknowledging anything (see
@@ -242,7 +256,7 @@ impl Store {
             pools: Arc::new(pools),
         };
         let mut tx = store.begin_write().await?;
-        schema::migrate(&mut tx).await?;
+        schema::migrate_to(&mut tx, up_to).await?;
         tx.commit().await?;
         Ok(store)
     }

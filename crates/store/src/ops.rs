@@ -2,14 +2,14 @@
 
 use satchel_domain::{
     AccountId, EventName, JobId, KeyHash, KeyRole, LnTxId, Msat, NodeId, PaymentHash,
-    PaymentStatus, Preimage, WalletId, WtxId, WtxType,
+    PaymentStatus, Preimage, WalletId, WtxId, WtxType, payment_charge, payment_reserve,
 };
 
 use crate::db::Conn;
 use crate::idempotency;
 use crate::ledger::{
-    Account, NewWtx, SYS_IN_FLIGHT, SYS_LIGHTNING, SYS_OPENING, SYS_UNCLAIMED, leg, lock_wallet,
-    post, read_wallets,
+    Account, NewWtx, SYS_IN_FLIGHT, SYS_LIGHTNING, SYS_OPENING, SYS_REVENUE, SYS_UNCLAIMED, leg,
+    lock_wallet, post, read_wallets,
 };
 use crate::lnurlw::LinkClaim;
 use crate::outbox::{Emit, emit};
@@ -964,6 +964,9 @@ impl Store {
             args![settled_at, received, lntx.id.as_str()],
         )
         .await?;
+        // The wallet is credited whole sats (an amountless invoice or an overpayment may carry
+        // msat); the sub-sat rest is the operator's. The lnTx keeps what the node received.
+        let credited = amount_received.floor_to_sat().as_i64();
         post(
             &mut tx,
             "ln_deposit",
@@ -971,14 +974,15 @@ impl Store {
             settled_at,
             &[
                 leg(Account::Sys(SYS_LIGHTNING), -received),
-                leg(Account::Wallet(&wallet_id), received),
+                leg(Account::Wallet(&wallet_id), credited),
+                leg(Account::Sys(SYS_REVENUE), received - credited),
             ],
             &[NewWtx {
                 id: wtx_id,
                 wallet_id: &wallet_id,
                 account_id: lntx.account_id.as_str(),
                 now: settled_at,
-                amount_msat: received,
+                amount_msat: credited,
                 wtx_type: WtxType::LnDeposit,
                 user_label: &lntx.memo,
                 lntx_id: Some(lntx.id.as_str()),
@@ -1064,6 +1068,8 @@ impl Store {
             tx.commit().await?;
             return Ok(CreditOutcome::Unclaimed);
         };
+        // Whole sats to the wallet, the sub-sat rest to the operator (as for invoices).
+        let credited = k.amount.floor_to_sat().as_i64();
         post(
             &mut tx,
             "ln_deposit",
@@ -1071,14 +1077,15 @@ impl Store {
             k.settled_at,
             &[
                 leg(Account::Sys(SYS_LIGHTNING), -received),
-                leg(Account::Wallet(&wallet_id), received),
+                leg(Account::Wallet(&wallet_id), credited),
+                leg(Account::Sys(SYS_REVENUE), received - credited),
             ],
             &[NewWtx {
                 id: &k.wtx_id,
                 wallet_id: &wallet_id,
                 account_id: &account,
                 now: k.settled_at,
-                amount_msat: received,
+                amount_msat: credited,
                 wtx_type: WtxType::LnDeposit,
                 user_label: &k.memo,
                 lntx_id: Some(k.lntx_id.as_str()),
@@ -1210,10 +1217,9 @@ impl Store {
         if wallet.account_id != r.account_id {
             return Err(ReserveError::WalletNotFound);
         }
-        // An unrepresentable total is more than any wallet can hold.
-        let total = r
-            .amount
-            .checked_add(r.fee_limit)
+        // The worst case the wallet can be charged, in whole sats (`payment_reserve`). An
+        // unrepresentable total is more than any wallet can hold.
+        let total = payment_reserve(r.amount, r.fee_limit)
             .map_err(|_| ReserveError::InsufficientBalance(wallet.balance))?;
         if wallet.balance < total {
             return Err(ReserveError::InsufficientBalance(wallet.balance));
@@ -1539,6 +1545,11 @@ impl Store {
             return Err(InternalPayError::AlreadyPaid);
         }
         let amount = inv.amount.as_i64();
+        // Our invoices are issued in whole sats, so both sides move by the amount. Should one
+        // carry msat, the payer pays it rounded up and the payee gets it rounded down; the
+        // difference is the operator's, as for any payment.
+        let debit = inv.amount.ceil_to_sat().map_err(StoreError::from)?.as_i64();
+        let credit = inv.amount.floor_to_sat().as_i64();
         let preimage = inv.preimage.map(|p| p.to_hex());
         let entries = [
             NewWtx {
@@ -1546,7 +1557,7 @@ impl Store {
                 wallet_id: &c.payer,
                 account_id: c.account_id.as_str(),
                 now: c.now,
-                amount_msat: -amount,
+                amount_msat: -debit,
                 wtx_type: WtxType::LnWithdrawal,
                 user_label: &inv.memo,
                 lntx_id: Some(c.out_lntx_id.as_str()),
@@ -1557,7 +1568,7 @@ impl Store {
                 wallet_id: &payee,
                 account_id: inv.account_id.as_str(),
                 now: c.now,
-                amount_msat: amount,
+                amount_msat: credit,
                 wtx_type: WtxType::LnDeposit,
                 user_label: &inv.memo,
                 lntx_id: Some(inv.id.as_str()),
@@ -1570,8 +1581,9 @@ impl Store {
             c.out_lntx_id.as_str(),
             c.now,
             &[
-                leg(Account::Wallet(&c.payer), -amount),
-                leg(Account::Wallet(&payee), amount),
+                leg(Account::Wallet(&c.payer), -debit),
+                leg(Account::Wallet(&payee), credit),
+                leg(Account::Sys(SYS_REVENUE), debit - credit),
             ],
             &entries,
         )
@@ -1832,7 +1844,7 @@ async fn internal_checks(
     if attempted {
         return Err(InternalPayError::AlreadyPaid);
     }
-    if payer.balance < inv.amount {
+    if payer.balance < inv.amount.ceil_to_sat().map_err(StoreError::from)? {
         return Err(InternalPayError::InsufficientBalance(payer.balance));
     }
     Ok(InternalChecked { inv, payer, payee })
@@ -1869,26 +1881,30 @@ pub(crate) async fn settle_in(
     // limit): every transaction locks wallets first, so none can wait on another in a cycle.
     lock_wallet(tx, &wallet_id).await?;
     let amount = p.amount.as_i64();
-    let reserved = p
-        .amount
-        .checked_add(p.fee_limit)
+    let reserved = payment_reserve(p.amount, p.fee_limit)
         .map_err(StoreError::from)?
         .as_i64();
     let fee = s.fee.as_i64();
     // The node promised to stay within the limit. If it did not, the wallet is charged only
     // the limit and the operator absorbs the rest (sys:unclaimed goes down), so no wallet is
     // ever charged more than it agreed to.
-    let charged_fee = fee.min(p.fee_limit.as_i64());
+    let within = s.fee.min(p.fee_limit);
+    let charged_fee = within.as_i64();
     let overrun = fee - charged_fee;
     if overrun > 0 {
         tracing::error!(lntx = %p.id, fee, limit = p.fee_limit.as_i64(), "node paid more fee than the limit");
     }
+    // The wallet pays whole sats: amount + fee rounded up (`payment_charge`); what that is
+    // above the real cost (under a sat) is the operator's revenue. It fits the reserve.
+    let (shown_amount, shown_fee) = payment_charge(p.amount, within).map_err(StoreError::from)?;
+    let (shown_amount, shown_fee) = (shown_amount.as_i64(), shown_fee.as_i64());
+    let rounding = shown_amount + shown_fee - amount - charged_fee;
     let withdrawal = NewWtx {
         id: &s.wtx_id,
         wallet_id: &wallet_id,
         account_id: p.account_id.as_str(),
         now: s.now,
-        amount_msat: -amount,
+        amount_msat: -shown_amount,
         wtx_type: WtxType::LnWithdrawal,
         user_label: &s.user_label,
         lntx_id: Some(p.id.as_str()),
@@ -1899,13 +1915,13 @@ pub(crate) async fn settle_in(
         wallet_id: &wallet_id,
         account_id: p.account_id.as_str(),
         now: s.now,
-        amount_msat: -charged_fee,
+        amount_msat: -shown_fee,
         wtx_type: WtxType::NetworkFee,
         user_label: "Network fee",
         lntx_id: Some(p.id.as_str()),
         pass_thru: &s.fee_pass_thru,
     };
-    let entries: &[NewWtx<'_>] = if charged_fee > 0 {
+    let entries: &[NewWtx<'_>] = if shown_fee > 0 {
         &[withdrawal, fee_entry]
     } else {
         &[withdrawal]
@@ -1923,15 +1939,19 @@ pub(crate) async fn settle_in(
         s.now,
         &[
             leg(Account::Sys(SYS_IN_FLIGHT), -reserved),
-            leg(Account::Wallet(&wallet_id), reserved - amount - charged_fee),
+            leg(
+                Account::Wallet(&wallet_id),
+                reserved - shown_amount - shown_fee,
+            ),
             leg(Account::Sys(SYS_LIGHTNING), amount + fee),
             leg(Account::Sys(SYS_UNCLAIMED), -overrun),
+            leg(Account::Sys(SYS_REVENUE), rounding),
         ],
         entries,
     )
     .await?;
     let wtx = wtx_in(tx, &s.wtx_id).await?;
-    let fee_wtx = if charged_fee > 0 {
+    let fee_wtx = if shown_fee > 0 {
         Some(wtx_in(tx, &s.fee_wtx_id).await?)
     } else {
         None
@@ -1965,9 +1985,7 @@ pub(crate) async fn fail_in(
     }
     let wallet_id = p.wallet_id.clone().ok_or(StoreError::NotFound)?;
     lock_wallet(tx, &wallet_id).await?;
-    let reserved = p
-        .amount
-        .checked_add(p.fee_limit)
+    let reserved = payment_reserve(p.amount, p.fee_limit)
         .map_err(StoreError::from)?
         .as_i64();
     post(

@@ -254,6 +254,15 @@ CREATE INDEX lnurlw_links_wallet ON lnurlw_links(wallet_id)
     r#"
 ALTER TABLE events ADD COLUMN request_id TEXT
 "#,
+    // Wallets move in whole sats only, so that the `num_satoshis` of a wallet's history add up
+    // to its balance. The operator's revenue account takes the sub-sat rounding, and `RUST
+    // sats_sweep` (a data step in Rust, `sats.rs`, because it posts balanced ledger
+    // transactions through the ledger's own code) sweeps what older versions left below the
+    // sat. Being a step of this migration, it runs once, in the migration's transaction.
+    r#"
+INSERT INTO system_accounts (code, balance_msat) VALUES ('sys:revenue', 0);
+RUST sats_sweep
+"#,
 ];
 
 fn render(sql: &str, dialect: Dialect) -> String {
@@ -264,8 +273,18 @@ fn render(sql: &str, dialect: Dialect) -> String {
     sql.replace("{SERIAL}", serial)
 }
 
+/// The schema version whose migration introduced `sys:revenue` and swept sub-sat remainders
+/// (`sats.rs`); databases below it may hold msat remainders in wallets.
+pub const SATS_VERSION: i64 = 11;
+
 /// Brings the schema up to date inside the given (write) transaction.
 pub async fn migrate(conn: &mut Conn) -> Result<(), StoreError> {
+    migrate_to(conn, None).await
+}
+
+/// Migrates up to schema version `up_to` (all of them when `None`) inside the given (write)
+/// transaction. Stopping early is for upgrade tests (see `Store::connect_at_schema`).
+pub(crate) async fn migrate_to(conn: &mut Conn, up_to: Option<i64>) -> Result<(), StoreError> {
     // Two processes starting at once on one Postgres must not both migrate: serialise on an
     // advisory lock held until this transaction ends. (SQLite's BEGIN IMMEDIATE already does.)
     if conn.dialect() == Dialect::Postgres {
@@ -287,7 +306,7 @@ pub async fn migrate(conn: &mut Conn) -> Result<(), StoreError> {
     let dialect = conn.dialect();
     for (i, m) in MIGRATIONS.iter().enumerate() {
         let version = i64::try_from(i + 1).unwrap_or(i64::MAX);
-        if version <= current {
+        if version <= current || up_to.is_some_and(|u| version > u) {
             continue;
         }
         for stmt in render(m, dialect)
@@ -295,6 +314,10 @@ pub async fn migrate(conn: &mut Conn) -> Result<(), StoreError> {
             .map(str::trim)
             .filter(|s| !s.is_empty())
         {
+            if stmt == "RUST sats_sweep" {
+                crate::sats::sweep(conn).await?;
+                continue;
+            }
             // `PGONLY ` statements apply to Postgres only.
             match (stmt.strip_prefix("PGONLY "), dialect) {
                 (Some(pg), Dialect::Postgres) => conn.exec(pg, Vec::new()).await?,
@@ -309,4 +332,18 @@ pub async fn migrate(conn: &mut Conn) -> Result<(), StoreError> {
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `SATS_VERSION` names the migration that holds the sweep (a merge that puts another
+    /// migration before it must move the constant).
+    #[test]
+    fn sats_version_is_the_sweep() {
+        let i = usize::try_from(SATS_VERSION - 1).unwrap();
+        assert!(MIGRATIONS[i].contains("RUST sats_sweep"));
+        assert!(MIGRATIONS[i].contains("sys:revenue"));
+    }
 }

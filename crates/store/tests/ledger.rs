@@ -236,8 +236,10 @@ async fn invoice_credit_is_idempotent() {
         assert!(!inv.settled, "[{kind}]");
         assert_eq!(inv.status, None, "[{kind}]");
 
-        // The node reports a little more than asked (allowed by BOLT11): that is what counts.
+        // The node reports a little more than asked (allowed by BOLT11): the wallet is credited
+        // the whole sats of it, the sub-sat rest goes to the operator's revenue account.
         let received = msat(5_000_123);
+        let credited = msat(5_000_000);
         let wtx_id = WtxId::generate();
         let out = store
             .credit_invoice(&hash, received, NOW + 5, &wtx_id)
@@ -247,17 +249,18 @@ async fn invoice_credit_is_idempotent() {
             panic!("[{kind}] not credited: {out:?}")
         };
         assert_eq!(wtx.id, wtx_id, "[{kind}]");
-        assert_eq!(wtx.amount_msat, 5_000_123, "[{kind}]");
+        assert_eq!(wtx.amount_msat, 5_000_000, "[{kind}]");
         assert_eq!(wtx.wtx_type, WtxType::LnDeposit, "[{kind}]");
         assert_eq!(wtx.wallet.id, w, "[{kind}]");
-        assert_eq!(wtx.wallet.balance, received, "[{kind}]");
+        assert_eq!(wtx.wallet.balance, credited, "[{kind}]");
         assert_eq!(wtx.wallet.wtx_count, 1, "[{kind}]");
         let lntx = wtx.lntx.clone().unwrap();
         assert_eq!(lntx.id, inv_id, "[{kind}]");
         assert!(lntx.settled, "[{kind}]");
         assert_eq!(lntx.settled_at, Some(NOW + 5), "[{kind}]");
         assert_eq!(lntx.amount, received, "[{kind}]");
-        assert_eq!(balance(&store, &w).await, 5_000_123, "[{kind}]");
+        assert_eq!(balance(&store, &w).await, 5_000_000, "[{kind}]");
+        assert_eq!(store.audit().await.unwrap().revenue_msat, 123, "[{kind}]");
         assert_eq!(
             store.wtx(&wtx_id).await.unwrap().unwrap().id,
             wtx_id,
@@ -275,7 +278,7 @@ async fn invoice_credit_is_idempotent() {
             .credit_invoice(&hash, sat(9999), NOW + 6, &WtxId::generate())
             .await;
         assert_eq!(again.unwrap(), CreditOutcome::AlreadyCredited, "[{kind}]");
-        assert_eq!(balance(&store, &w).await, 5_000_123, "[{kind}]");
+        assert_eq!(balance(&store, &w).await, 5_000_000, "[{kind}]");
         assert_eq!(wtx_count(&store, &w).await, 1, "[{kind}]");
         let (list, total) = store.list_wtxs(&acct, Some(&w), 0, 10).await.unwrap();
         assert_eq!((list.len(), total), (1, 1), "[{kind}]");
@@ -299,7 +302,8 @@ async fn invoice_credit_is_idempotent() {
         );
 
         let rep = assert_clean(kind, &store).await;
-        assert_eq!(rep.liabilities_msat, 5_000_123, "[{kind}]");
+        assert_eq!(rep.liabilities_msat, 5_000_000, "[{kind}]");
+        assert_eq!(rep.revenue_msat, 123, "[{kind}]");
         assert_eq!(rep.unclaimed_msat, 77_000, "[{kind}]");
         assert_eq!(rep.in_flight_msat, 0, "[{kind}]");
         store.close().await;
@@ -397,19 +401,19 @@ async fn transfers() {
         let b = wallet(&store, &acct).await;
         deposit(&store, &acct, &a, sat(1000)).await;
 
-        let cmd = transfer_cmd(&acct, &a, &b, msat(300_500));
+        let cmd = transfer_cmd(&acct, &a, &b, msat(300_000));
         let done = store.transfer(&cmd).await.unwrap();
         assert_eq!(done.wtx_out.id, cmd.wtx_out_id, "[{kind}]");
-        assert_eq!(done.wtx_out.amount_msat, -300_500, "[{kind}]");
+        assert_eq!(done.wtx_out.amount_msat, -300_000, "[{kind}]");
         assert_eq!(done.wtx_out.wtx_type, WtxType::LnTransferOut, "[{kind}]");
         assert_eq!(done.wtx_out.wallet.id, a, "[{kind}]");
         assert_eq!(done.wtx_in.id, cmd.wtx_in_id, "[{kind}]");
-        assert_eq!(done.wtx_in.amount_msat, 300_500, "[{kind}]");
+        assert_eq!(done.wtx_in.amount_msat, 300_000, "[{kind}]");
         assert_eq!(done.wtx_in.wtx_type, WtxType::LnTransferIn, "[{kind}]");
         assert_eq!(done.wtx_in.wallet.id, b, "[{kind}]");
         assert!(done.wtx_in.lntx.is_none(), "[{kind}]");
-        assert_eq!(balance(&store, &a).await, 699_500, "[{kind}]");
-        assert_eq!(balance(&store, &b).await, 300_500, "[{kind}]");
+        assert_eq!(balance(&store, &a).await, 700_000, "[{kind}]");
+        assert_eq!(balance(&store, &b).await, 300_000, "[{kind}]");
         assert_eq!(wtx_count(&store, &a).await, 2, "[{kind}]");
         assert_eq!(wtx_count(&store, &b).await, 1, "[{kind}]");
         // The answer is built from what was written, not re-read: it must equal a fresh read.
@@ -425,7 +429,7 @@ async fn transfers() {
         );
 
         // Insufficient: refused, nothing written.
-        let cmd = transfer_cmd(&acct, &a, &b, msat(699_501));
+        let cmd = transfer_cmd(&acct, &a, &b, msat(701_000));
         let err = store.transfer(&cmd).await.unwrap_err();
         assert!(
             matches!(err, TransferError::InsufficientBalance),
@@ -439,12 +443,12 @@ async fn transfers() {
             store.wtx(&cmd.wtx_in_id).await.unwrap().is_none(),
             "[{kind}]"
         );
-        assert_eq!(balance(&store, &a).await, 699_500, "[{kind}]");
-        assert_eq!(balance(&store, &b).await, 300_500, "[{kind}]");
+        assert_eq!(balance(&store, &a).await, 700_000, "[{kind}]");
+        assert_eq!(balance(&store, &b).await, 300_000, "[{kind}]");
         assert_eq!(wtx_count(&store, &a).await, 2, "[{kind}]");
         // Exactly the whole balance is fine.
         store
-            .transfer(&transfer_cmd(&acct, &a, &b, msat(699_500)))
+            .transfer(&transfer_cmd(&acct, &a, &b, msat(700_000)))
             .await
             .unwrap();
         assert_eq!(balance(&store, &a).await, 0, "[{kind}]");
@@ -583,11 +587,12 @@ async fn reserve_then_settle_with_fee() {
         assert_eq!(done.wtx.wtx_type, WtxType::LnWithdrawal, "[{kind}]");
         let fee_wtx = done.fee_wtx.clone().unwrap();
         assert_eq!(fee_wtx.id, s.fee_wtx_id, "[{kind}]");
-        assert_eq!(fee_wtx.amount_msat, -7_123, "[{kind}]");
+        // The 7,123 msat fee is charged as 8 sats; 877 msat are the operator's revenue.
+        assert_eq!(fee_wtx.amount_msat, -8_000, "[{kind}]");
         assert_eq!(fee_wtx.wtx_type, WtxType::NetworkFee, "[{kind}]");
         assert_eq!(
             balance(&store, &w).await,
-            10_000_000 - 1_000_000 - 7_123,
+            10_000_000 - 1_000_000 - 8_000,
             "[{kind}]"
         );
         assert_eq!(wtx_count(&store, &w).await, 3, "[{kind}]");
@@ -617,7 +622,7 @@ async fn reserve_then_settle_with_fee() {
             Some(s.fee_wtx_id.clone()),
             "[{kind}]"
         );
-        assert_eq!(balance(&store, &w).await, 8_992_877, "[{kind}]");
+        assert_eq!(balance(&store, &w).await, 8_992_000, "[{kind}]");
         // It can never fail now.
         let err = store
             .fail_payment(&p.id, "FAILURE_REASON_NO_ROUTE", NOW)
@@ -627,7 +632,7 @@ async fn reserve_then_settle_with_fee() {
             matches!(err, PaymentStateError::AlreadySucceeded),
             "[{kind}] {err:?}"
         );
-        assert_eq!(balance(&store, &w).await, 8_992_877, "[{kind}]");
+        assert_eq!(balance(&store, &w).await, 8_992_000, "[{kind}]");
         assert_eq!(
             store.lntx(&p.id).await.unwrap().unwrap().status,
             Some(PaymentStatus::Succeeded)
@@ -643,7 +648,7 @@ async fn reserve_then_settle_with_fee() {
             .await
             .unwrap();
         assert!(done.fee_wtx.is_none(), "[{kind}]");
-        assert_eq!(balance(&store, &w).await, 8_982_877, "[{kind}]");
+        assert_eq!(balance(&store, &w).await, 8_982_000, "[{kind}]");
 
         // Fee above the limit: the wallet pays only the limit, the operator the rest.
         let p3 = store
@@ -655,7 +660,7 @@ async fn reserve_then_settle_with_fee() {
             .await
             .unwrap();
         assert_eq!(done.fee_wtx.unwrap().amount_msat, -2_000, "[{kind}]");
-        assert_eq!(balance(&store, &w).await, 8_982_877 - 12_000, "[{kind}]");
+        assert_eq!(balance(&store, &w).await, 8_982_000 - 12_000, "[{kind}]");
 
         let err = store
             .settle_payment(&settle_cmd(&LnTxId::generate(), Msat::ZERO))
@@ -667,6 +672,8 @@ async fn reserve_then_settle_with_fee() {
         );
         let rep = assert_clean(kind, &store).await;
         assert_eq!(rep.unclaimed_msat, -3_000, "[{kind}]");
+        // Only the first fee had a sub-sat part: 8,000 charged for 7,123.
+        assert_eq!(rep.revenue_msat, 877, "[{kind}]");
         store.close().await;
     }
 }
@@ -677,7 +684,7 @@ async fn reserve_then_fail_refunds() {
         let store = connect(&db.url).await;
         let acct = account(&store).await;
         let w = wallet(&store, &acct).await;
-        deposit(&store, &acct, &w, msat(2_345_678)).await;
+        deposit(&store, &acct, &w, msat(2_345_000)).await;
 
         let p = store
             .reserve_payment(&reserve_cmd(
@@ -689,7 +696,8 @@ async fn reserve_then_fail_refunds() {
             ))
             .await
             .unwrap();
-        assert_eq!(balance(&store, &w).await, 2_345_678 - 1_003_334, "[{kind}]");
+        // The reserve is the 1,003,334 msat worst case rounded up to the sat.
+        assert_eq!(balance(&store, &w).await, 2_345_000 - 1_004_000, "[{kind}]");
         assert!(
             store
                 .mark_payment(
@@ -724,7 +732,7 @@ async fn reserve_then_fail_refunds() {
             Some("FAILURE_REASON_NO_ROUTE"),
             "[{kind}]"
         );
-        assert_eq!(balance(&store, &w).await, 2_345_678, "[{kind}]");
+        assert_eq!(balance(&store, &w).await, 2_345_000, "[{kind}]");
         assert_eq!(wtx_count(&store, &w).await, 1, "[{kind}]");
         assert!(
             store.wtxs_of_lntx(&p.id).await.unwrap().is_empty(),
@@ -741,7 +749,7 @@ async fn reserve_then_fail_refunds() {
             Some("FAILURE_REASON_NO_ROUTE"),
             "[{kind}]"
         );
-        assert_eq!(balance(&store, &w).await, 2_345_678, "[{kind}]");
+        assert_eq!(balance(&store, &w).await, 2_345_000, "[{kind}]");
 
         // A success after a failure is refused.
         let err = store
@@ -752,7 +760,7 @@ async fn reserve_then_fail_refunds() {
             matches!(err, PaymentStateError::AlreadyFailed),
             "[{kind}] {err:?}"
         );
-        assert_eq!(balance(&store, &w).await, 2_345_678, "[{kind}]");
+        assert_eq!(balance(&store, &w).await, 2_345_000, "[{kind}]");
         // And a failed payment cannot be revived.
         assert!(
             !store

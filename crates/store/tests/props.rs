@@ -1,6 +1,11 @@
 //! Property tests: random sequences of money movements over three wallets, checked after every
 //! step against a simple in-memory model, on SQLite and on Postgres.
 //!
+//! Amounts the node reports (deposits, fees, invoice and payment amounts) are arbitrary msat;
+//! wallets move in whole sats only: credits rounded down, charges rounded up, the difference in
+//! `sys:revenue`. After every step each wallet's history, as shown in sats, adds up to its
+//! balance plus its live reserves, and every balance is whole sats.
+//!
 //! One database per kind is shared by all cases (each case gets a fresh account and wallets), so
 //! the audit at the end of every case also re-checks everything earlier cases left behind,
 //! including payments still in flight.
@@ -17,7 +22,8 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use satchel_domain::{
-    AccountId, LnTxId, Msat, PaymentHash, PaymentStatus, WalletId, WtxId, WtxType,
+    AccountId, LnTxId, Msat, PaymentHash, PaymentStatus, WalletId, WtxId, WtxType, payment_charge,
+    payment_reserve, sats_floor,
 };
 use satchel_store::testing::TestDb;
 use satchel_store::{
@@ -30,7 +36,8 @@ const WALLETS: usize = 3;
 enum Op {
     /// An invoice of `w` settled by the node.
     Deposit { w: usize, msat: u64 },
-    /// An internal transfer (possibly to itself, which must be refused).
+    /// An internal transfer (possibly to itself, which must be refused); whole sats, as the
+    /// API only ever transfers.
     Transfer { from: usize, to: usize, msat: u64 },
     /// Reserve an outgoing payment.
     Reserve { w: usize, msat: u64, fee_limit: u64 },
@@ -50,8 +57,8 @@ fn op() -> impl Strategy<Value = Op> {
     let w = 0..WALLETS;
     prop_oneof![
         3 => (w.clone(), 1..5_000_000u64).prop_map(|(w, msat)| Op::Deposit { w, msat }),
-        3 => (w.clone(), w.clone(), 1..3_000_000u64)
-            .prop_map(|(from, to, msat)| Op::Transfer { from, to, msat }),
+        3 => (w.clone(), w.clone(), 1..3_000u64)
+            .prop_map(|(from, to, sats)| Op::Transfer { from, to, msat: sats * 1000 }),
         3 => (w.clone(), 1..3_000_000u64, 0..60_000u64)
             .prop_map(|(w, msat, fee_limit)| Op::Reserve { w, msat, fee_limit }),
         2 => (any::<Index>(), 0..=100u64).prop_map(|(pick, fee_pct)| Op::Settle { pick, fee_pct }),
@@ -88,6 +95,8 @@ struct Inv {
 #[derive(Default)]
 struct Model {
     balances: [i64; WALLETS],
+    /// What this case added to `sys:revenue`.
+    revenue: i64,
     live: Vec<Live>,
     invoices: Vec<Inv>,
     done: Vec<Done>,
@@ -95,6 +104,65 @@ struct Model {
 
 fn amount(msat: u64) -> Msat {
     Msat::from_msat(msat).unwrap()
+}
+
+fn floor_sat(msat: u64) -> i64 {
+    (msat - msat % 1000) as i64
+}
+
+fn ceil_sat(msat: u64) -> i64 {
+    msat.next_multiple_of(1000) as i64
+}
+
+fn reserve_of(amount_msat: u64, fee_limit_msat: u64) -> i64 {
+    payment_reserve(amount(amount_msat), amount(fee_limit_msat))
+        .unwrap()
+        .as_i64()
+}
+
+/// The invariant clients rely on: the `num_satoshis` of a wallet's history (each rounded
+/// toward −∞, as shown) add up to its balance in sats plus its live reserves, and the balance
+/// is whole sats.
+async fn check_history_sums(
+    store: &Store,
+    acct: &AccountId,
+    ws: &[WalletId],
+    model: &Model,
+    step: usize,
+    op: &Op,
+) -> Result<(), TestCaseError> {
+    for (i, w) in ws.iter().enumerate() {
+        let (wtxs, total) = store.list_wtxs(acct, Some(w), 0, 10_000).await.unwrap();
+        prop_assert_eq!(wtxs.len() as u64, total);
+        let shown: i64 = wtxs.iter().map(|t| sats_floor(t.amount_msat)).sum();
+        let balance = model.balances[i];
+        let reserved: i64 = model
+            .live
+            .iter()
+            .filter(|p| p.w == i)
+            .map(|p| reserve_of(p.amount, p.fee_limit))
+            .sum();
+        prop_assert!(
+            balance % 1000 == 0,
+            "step {step} {op:?}: wallet {i} balance {balance} msat is not whole sats"
+        );
+        prop_assert!(
+            wtxs.iter().all(|t| t.amount_msat % 1000 == 0),
+            "step {step} {op:?}: wallet {i} has a sub-sat entry"
+        );
+        prop_assert_eq!(
+            shown * 1000,
+            balance + reserved,
+            "step {} {:?}: wallet {} history shows {} sats, balance {} + reserved {}",
+            step,
+            op,
+            i,
+            shown,
+            balance,
+            reserved
+        );
+    }
+    Ok(())
 }
 
 fn fail_msg(step: usize, op: &Op, what: impl std::fmt::Display) -> TestCaseError {
@@ -131,6 +199,7 @@ async fn run_case(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
     let acct: AccountId = account(store).await;
     let ws = wallets(store, &acct, WALLETS).await;
     let mut m = Model::default();
+    let revenue_before = store.audit().await.unwrap().revenue_msat;
 
     for (step, op) in ops.iter().enumerate() {
         match op {
@@ -141,12 +210,14 @@ async fn run_case(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
                     .await;
                 match out {
                     Ok(CreditOutcome::Credited(wtx)) => {
-                        prop_assert_eq!(wtx.amount_msat, *msat as i64);
+                        // Whole sats credited, the sub-sat rest to the operator.
+                        prop_assert_eq!(wtx.amount_msat, floor_sat(*msat));
                         prop_assert_eq!(wtx.wtx_type, WtxType::LnDeposit);
                     }
                     other => return Err(fail_msg(step, op, format!("{other:?}"))),
                 }
-                m.balances[*w] += *msat as i64;
+                m.balances[*w] += floor_sat(*msat);
+                m.revenue += (*msat % 1000) as i64;
                 m.done.push(Done::Deposited(hash));
             }
             Op::Transfer { from, to, msat } => {
@@ -180,7 +251,8 @@ async fn run_case(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
                     amount(*msat),
                     amount(*fee_limit),
                 );
-                let total = (*msat + *fee_limit) as i64;
+                // The reserve is the worst case the wallet can be charged, in whole sats.
+                let total = reserve_of(*msat, *fee_limit);
                 match store.reserve_payment(&cmd).await {
                     Ok(p) if m.balances[*w] >= total => {
                         prop_assert_eq!(p.status, Some(PaymentStatus::Reserved));
@@ -216,20 +288,31 @@ async fn run_case(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
                 let p = m.live.swap_remove(pick.index(m.live.len()));
                 let fee = p.fee_limit * fee_pct / 100;
                 let out = store.settle_payment(&settle_cmd(&p.id, amount(fee))).await;
+                // Charged: amount + fee rounded up to the sat (for a whole-sat amount, the fee
+                // rounded up); the rest of the reserve comes back.
+                let (shown, shown_fee) = payment_charge(amount(p.amount), amount(fee)).unwrap();
+                let (shown, shown_fee) = (shown.as_i64(), shown_fee.as_i64());
+                prop_assert!(
+                    shown_fee >= ceil_sat(fee) - 1000
+                        && shown + shown_fee >= (p.amount + fee) as i64
+                );
+                if p.amount % 1000 == 0 {
+                    prop_assert_eq!(shown_fee, ceil_sat(fee), "the fee is rounded up");
+                }
                 match out {
                     Ok(s) => {
                         prop_assert!(s.newly_settled);
-                        prop_assert_eq!(s.wtx.amount_msat, -(p.amount as i64));
+                        prop_assert_eq!(s.wtx.amount_msat, -shown);
                         prop_assert_eq!(s.wtx.wtx_type, WtxType::LnWithdrawal);
                         prop_assert_eq!(
                             s.fee_wtx.map(|f| f.amount_msat),
-                            (fee > 0).then(|| -(fee as i64))
+                            (shown_fee > 0).then_some(-shown_fee)
                         );
                     }
                     Err(e) => return Err(fail_msg(step, op, e)),
                 }
-                // The unused part of the fee limit comes back.
-                m.balances[p.w] += (p.fee_limit - fee) as i64;
+                m.balances[p.w] += reserve_of(p.amount, p.fee_limit) - shown - shown_fee;
+                m.revenue += shown + shown_fee - (p.amount + fee) as i64;
                 m.done.push(Done::Settled(p.id));
             }
             Op::Fail { pick } => {
@@ -242,7 +325,7 @@ async fn run_case(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
                     .await
                     .map_err(|e| fail_msg(step, op, e))?;
                 prop_assert_eq!(rec.status, Some(PaymentStatus::Failed));
-                m.balances[p.w] += (p.amount + p.fee_limit) as i64;
+                m.balances[p.w] += reserve_of(p.amount, p.fee_limit);
                 m.done.push(Done::Failed(p.id));
             }
             Op::Invoice { w, msat } => {
@@ -266,17 +349,21 @@ async fn run_case(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
                 let out = store
                     .pay_internal(&internal_cmd(&acct, &ws[*payer], hash))
                     .await;
+                // A sub-sat invoice amount: the payer pays it rounded up, the payee gets it
+                // rounded down.
+                let (debit, credit) = (ceil_sat(amt), floor_sat(amt));
                 match out {
-                    Ok(done) if !paid && m.balances[*payer] >= amt as i64 => {
-                        prop_assert_eq!(done.payer_wtx.amount_msat, -(amt as i64));
-                        prop_assert_eq!(done.payee_wtx.amount_msat, amt as i64);
-                        m.balances[*payer] -= amt as i64;
-                        m.balances[payee] += amt as i64;
+                    Ok(done) if !paid && m.balances[*payer] >= debit => {
+                        prop_assert_eq!(done.payer_wtx.amount_msat, -debit);
+                        prop_assert_eq!(done.payee_wtx.amount_msat, credit);
+                        m.balances[*payer] -= debit;
+                        m.balances[payee] += credit;
+                        m.revenue += debit - credit;
                         m.invoices[i].paid = true;
                     }
                     Err(InternalPayError::AlreadyPaid) if paid => {}
                     Err(InternalPayError::InsufficientBalance(b))
-                        if !paid && m.balances[*payer] < amt as i64 =>
+                        if !paid && m.balances[*payer] < debit =>
                     {
                         prop_assert_eq!(b.as_i64(), m.balances[*payer]);
                     }
@@ -335,6 +422,7 @@ async fn run_case(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
             }
         }
         check_balances(store, &ws, &m, step, op).await?;
+        check_history_sums(store, &acct, &ws, &m, step, op).await?;
     }
 
     // Live payments are exactly the model's.
@@ -353,6 +441,8 @@ async fn run_case(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
 
     let rep = store.audit().await.unwrap();
     prop_assert!(rep.is_clean(), "audit: {:#?}", rep.problems);
+    // Every sub-sat remainder of this case, and nothing else, landed in the revenue account.
+    prop_assert_eq!(rep.revenue_msat - revenue_before, m.revenue);
     Ok(())
 }
 
