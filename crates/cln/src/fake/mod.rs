@@ -1183,6 +1183,53 @@ impl FakeCln {
         id
     }
 
+    /// Records a pending part for paying `invoice` (one attempt: part 1 of a new group, as
+    /// `pay` and `xpay` make it here) and has the backend pay it. Returns the part and the
+    /// backend's answer; the caller settles the part.
+    async fn send_bolt11_part(
+        &self,
+        invoice: &Bolt11,
+        amount: u64,
+        fee_limit: u64,
+        retry_for: u64,
+        label: Option<String>,
+    ) -> Result<(u64, Result<PayOutcome, LnError>), RpcFailure> {
+        let amount_m = Msat::from_msat(amount).map_err(|e| RpcFailure::params(e.to_string()))?;
+        let fee_m = Msat::from_msat(fee_limit).map_err(|e| RpcFailure::params(e.to_string()))?;
+        let hash = invoice.payment_hash();
+        let dest = invoice.payee().to_hex();
+        let id = self.new_part(&hash, |id, groupid| Part {
+            id,
+            groupid,
+            partid: 1,
+            payment_hash: hash,
+            status: PartStatus::Pending,
+            amount_msat: amount,
+            amount_sent_msat: amount,
+            destination: dest,
+            created_at: now_secs(),
+            completed_at: None,
+            preimage: None,
+            bolt11: Some(invoice.as_str().to_owned()),
+            label,
+            failure: None,
+            reason: None,
+        });
+        let outcome = self
+            .inner
+            .backend
+            .pay(PayRequest {
+                target: PayTarget::Bolt11 {
+                    invoice: invoice.clone(),
+                    amount: amount_m,
+                },
+                fee_limit: fee_m,
+                timeout: Duration::from_secs(retry_for),
+            })
+            .await;
+        Ok((id, outcome))
+    }
+
     /// Applies the backend's answer to part `id`.
     fn settle_part(
         &self,
@@ -1329,36 +1376,9 @@ impl FakeCln {
             }
         }
         let amount_m = Msat::from_msat(amount).map_err(|e| RpcFailure::params(e.to_string()))?;
-        let fee_m = Msat::from_msat(fee_limit).map_err(|e| RpcFailure::params(e.to_string()))?;
-        let id = self.new_part(&hash, |id, groupid| Part {
-            id,
-            groupid,
-            partid: 1,
-            payment_hash: hash,
-            status: PartStatus::Pending,
-            amount_msat: amount,
-            amount_sent_msat: amount,
-            destination: dest.clone(),
-            created_at: now_secs(),
-            completed_at: None,
-            preimage: None,
-            bolt11: Some(invoice.as_str().to_owned()),
-            label: label.clone(),
-            failure: None,
-            reason: None,
-        });
-        let outcome = self
-            .inner
-            .backend
-            .pay(PayRequest {
-                target: PayTarget::Bolt11 {
-                    invoice: invoice.clone(),
-                    amount: amount_m,
-                },
-                fee_limit: fee_m,
-                timeout: Duration::from_secs(retry_for),
-            })
-            .await;
+        let (id, outcome) = self
+            .send_bolt11_part(&invoice, amount, fee_limit, retry_for, label.clone())
+            .await?;
         match self.settle_part(id, &outcome, true, &dest) {
             PartFate::Removed => {
                 return Err(match outcome {

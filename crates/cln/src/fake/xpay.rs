@@ -1,12 +1,10 @@
 //! `xpay` (v24.11), as the fake plays it: routed once through the fake's `getroutes` (so
 //! layers and the fee and delay limits apply), then sent by the backend as one part.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
-use satchel_domain::{Bolt11, FailureReason, Msat, now_secs};
-use satchel_lightning::{LnError, PayRequest, PayTarget};
+use satchel_domain::{Bolt11, FailureReason, now_secs};
+use satchel_lightning::LnError;
 
 use super::askrene::{FoundRoute, MAX_DELAY, PAY_USER_ERROR, RouteQuery};
 use super::{FakeCln, Params, Part, PartFate, PartStatus, RpcFailure, backend_failure};
@@ -196,38 +194,10 @@ impl FakeCln {
             })
             .await
             .map_err(failed)?;
-        let amount_m = Msat::from_msat(amount).map_err(|e| RpcFailure::params(e.to_string()))?;
-        let fee_m = Msat::from_msat(fee_limit).map_err(|e| RpcFailure::params(e.to_string()))?;
         let dest = invoice.payee().to_hex();
-        let id = self.new_part(&hash, |id, groupid| Part {
-            id,
-            groupid,
-            partid: 1,
-            payment_hash: hash,
-            status: PartStatus::Pending,
-            amount_msat: amount,
-            amount_sent_msat: amount,
-            destination: dest.clone(),
-            created_at: now_secs(),
-            completed_at: None,
-            preimage: None,
-            bolt11: Some(invoice.as_str().to_owned()),
-            label,
-            failure: None,
-            reason: None,
-        });
-        let outcome = self
-            .inner
-            .backend
-            .pay(PayRequest {
-                target: PayTarget::Bolt11 {
-                    invoice: invoice.clone(),
-                    amount: amount_m,
-                },
-                fee_limit: fee_m,
-                timeout: Duration::from_secs(retry_for),
-            })
-            .await;
+        let (id, outcome) = self
+            .send_bolt11_part(&invoice, amount, fee_limit, retry_for, label)
+            .await?;
         // A request the backend refused outright sent nothing: no part is left behind. Any
         // other failure was an attempt, and stays as a failed part.
         let refused = matches!(outcome, Err(LnError::Rejected(_) | LnError::NotSupported));
