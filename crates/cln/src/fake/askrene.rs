@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use satchel_domain::{Msat, NodePubkey};
+use satchel_domain::NodePubkey;
 use satchel_lightning::Route;
 
 use super::{FakeCln, Params, RpcFailure, backend_failure, lock};
@@ -488,20 +488,7 @@ impl FakeCln {
                 ));
             }
         }
-        let amount_m = Msat::from_msat(q.amount).map_err(|e| RpcFailure::params(e.to_string()))?;
-        let ours = self
-            .inner
-            .backend
-            .node_info()
-            .await
-            .map_err(|e| backend_failure(&e))?
-            .pubkey;
-        let routes = self
-            .inner
-            .backend
-            .query_routes(q.dest, amount_m)
-            .await
-            .map_err(|e| backend_failure(&e))?;
+        let (ours, routes) = self.backend_routes(q.dest, q.amount).await?;
         let include_fees = q.layers.iter().any(|l| l == "auto.include_fees");
         let mut first_refusal = None;
         for r in routes.iter().filter(|r| !r.hops.is_empty()) {

@@ -1230,6 +1230,30 @@ impl FakeCln {
         Ok((id, outcome))
     }
 
+    /// Our node and the backend's routes for `amount_msat` to `dest` (what `getroute` and
+    /// `getroutes` print in their own shapes).
+    async fn backend_routes(
+        &self,
+        dest: NodePubkey,
+        amount_msat: u64,
+    ) -> Result<(NodePubkey, Vec<Route>), RpcFailure> {
+        let amount = Msat::from_msat(amount_msat).map_err(|e| RpcFailure::params(e.to_string()))?;
+        let ours = self
+            .inner
+            .backend
+            .node_info()
+            .await
+            .map_err(|e| backend_failure(&e))?
+            .pubkey;
+        let routes = self
+            .inner
+            .backend
+            .query_routes(dest, amount)
+            .await
+            .map_err(|e| backend_failure(&e))?;
+        Ok((ours, routes))
+    }
+
     /// Applies the backend's answer to part `id`.
     fn settle_part(
         &self,
@@ -1526,20 +1550,7 @@ impl FakeCln {
                 .collect::<Result<_, _>>()?,
             Some(other) => return Err(Params::bad("exclude", "an array", other)),
         };
-        let amount_m = Msat::from_msat(amount).map_err(|e| RpcFailure::params(e.to_string()))?;
-        let ours = self
-            .inner
-            .backend
-            .node_info()
-            .await
-            .map_err(|e| backend_failure(&e))?
-            .pubkey;
-        let routes = self
-            .inner
-            .backend
-            .query_routes(dest, amount_m)
-            .await
-            .map_err(|e| backend_failure(&e))?;
+        let (ours, routes) = self.backend_routes(dest, amount).await?;
         routes
             .iter()
             .map(|r| cln_route(ours, r))
