@@ -1,0 +1,1 @@
+pub struct ChainServer; pub struct RpcCredentials;
