@@ -40,6 +40,7 @@
 
 pub mod block;
 mod chain;
+mod json;
 pub mod params;
 mod server;
 pub mod state;
