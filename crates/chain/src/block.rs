@@ -64,7 +64,10 @@ fn coinbase(height: u32, script: ScriptBuf, value: Amount, tag: u32) -> Transact
             sequence: Sequence::MAX,
             witness: Witness::from_slice(&[[0u8; 32]]),
         }],
-        output: vec![TxOut { value, script_pubkey: script }],
+        output: vec![TxOut {
+            value,
+            script_pubkey: script,
+        }],
     }
 }
 
@@ -142,7 +145,11 @@ pub fn check_block(block: &Block, height: u32) -> Result<(), BlockError> {
         return Err(BlockError::MultipleCoinbase);
     }
     let prefix = bip34_prefix(height);
-    let sig = cb.input.first().map(|i| i.script_sig.as_bytes()).unwrap_or_default();
+    let sig = cb
+        .input
+        .first()
+        .map(|i| i.script_sig.as_bytes())
+        .unwrap_or_default();
     if !sig.starts_with(prefix.as_bytes()) {
         return Err(BlockError::BadCoinbaseHeight);
     }
@@ -163,15 +170,25 @@ pub fn check_block(block: &Block, height: u32) -> Result<(), BlockError> {
 /// than `Block::check_witness_commitment`, which accepts a block of legacy transactions with
 /// none): what our miner always writes.
 pub fn has_valid_witness_commitment(block: &Block) -> bool {
-    let Some(cb) = block.txdata.first() else { return false };
+    let Some(cb) = block.txdata.first() else {
+        return false;
+    };
     let Some(out) = cb.output.iter().rev().find(|o| {
         o.script_pubkey.len() >= 38 && o.script_pubkey.as_bytes()[..6] == WITNESS_COMMITMENT_MAGIC
     }) else {
         return false;
     };
-    let reserved: Vec<&[u8]> = cb.input.first().map(|i| i.witness.iter().collect()).unwrap_or_default();
-    let [value] = reserved.as_slice() else { return false };
-    let Some(root) = block.witness_root() else { return false };
+    let reserved: Vec<&[u8]> = cb
+        .input
+        .first()
+        .map(|i| i.witness.iter().collect())
+        .unwrap_or_default();
+    let [value] = reserved.as_slice() else {
+        return false;
+    };
+    let Some(root) = block.witness_root() else {
+        return false;
+    };
     let commitment = Block::compute_witness_commitment(&root, value);
     out.script_pubkey.as_bytes()[6..38] == commitment.as_byte_array()[..]
 }

@@ -44,7 +44,10 @@ pub enum ChainError {
     #[error("transaction rejected: {0}")]
     Tx(#[from] TxError),
     #[error("faucet has {available_sats} spendable sats, needs {needed_sats}")]
-    InsufficientFunds { available_sats: u64, needed_sats: u64 },
+    InsufficientFunds {
+        available_sats: u64,
+        needed_sats: u64,
+    },
     #[error("invalid request: {0}")]
     Invalid(String),
 }
@@ -58,7 +61,9 @@ pub struct ChainConfig {
 
 impl Default for ChainConfig {
     fn default() -> Self {
-        ChainConfig { fee_rate_sat_per_vb: 2 }
+        ChainConfig {
+            fee_rate_sat_per_vb: 2,
+        }
     }
 }
 
@@ -95,7 +100,10 @@ pub struct Chain {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Chain {
@@ -110,7 +118,11 @@ impl Chain {
         let key = load_or_create_key(&dir.join(KEY_FILE))?;
         let secp = Secp256k1::signing_only();
         let pubkey = CompressedPublicKey(key.public_key(&secp));
-        let faucet = Faucet { key, pubkey, script: ScriptBuf::new_p2wpkh(&pubkey.wpubkey_hash()) };
+        let faucet = Faucet {
+            key,
+            pubkey,
+            script: ScriptBuf::new_p2wpkh(&pubkey.wpubkey_hash()),
+        };
 
         let mut state = State::genesis();
         let (blocks, clean) = read_blocks(&dir.join(BLOCKS_FILE))?;
@@ -126,7 +138,10 @@ impl Chain {
         }
         let mempool = read_mempool(&dir.join(MEMPOOL_FILE))?;
         state.revalidate_mempool(mempool, now_secs());
-        let tip = Tip { height: state.height(), hash: state.tip().hash };
+        let tip = Tip {
+            height: state.height(),
+            hash: state.tip().hash,
+        };
         let (tip_tx, _) = watch::channel(tip);
         Ok(Chain {
             inner: Arc::new(Inner {
@@ -163,7 +178,10 @@ impl Chain {
 
     pub fn tip(&self) -> Tip {
         let s = self.lock();
-        Tip { height: s.height(), hash: s.tip().hash }
+        Tip {
+            height: s.height(),
+            hash: s.tip().hash,
+        }
     }
 
     /// A receiver that sees every new tip (after mining, a submitted block or a reorg).
@@ -178,13 +196,16 @@ impl Chain {
 
     /// Moves the clock used for new block timestamps forward (time-lock tests).
     pub fn advance_time(&self, secs: u32) {
-        self.inner.time_offset_secs.fetch_add(i64::from(secs), Ordering::SeqCst);
+        self.inner
+            .time_offset_secs
+            .fetch_add(i64::from(secs), Ordering::SeqCst);
     }
 
     fn block_time(&self, state: &State) -> u32 {
         let now = now_secs() as i64 + self.inner.time_offset_secs.load(Ordering::SeqCst);
         let now = u32::try_from(now.max(0)).unwrap_or(u32::MAX);
-        now.max(state.tip().block.header.time.saturating_add(1)).max(state.tip().mtp.saturating_add(1))
+        now.max(state.tip().block.header.time.saturating_add(1))
+            .max(state.tip().mtp.saturating_add(1))
     }
 
     /// Mines `n` blocks with the mempool's transactions, paying coinbases to `to` (default: the
@@ -210,7 +231,11 @@ impl Chain {
     ) -> Result<Vec<BlockHash>, ChainError> {
         let mut hashes = Vec::with_capacity(n as usize);
         for _ in 0..n {
-            let (txs, fees) = if with_mempool { state.template() } else { (Vec::new(), Amount::ZERO) };
+            let (txs, fees) = if with_mempool {
+                state.template()
+            } else {
+                (Vec::new(), Amount::ZERO)
+            };
             let height = state.height() + 1;
             let value = subsidy(height).checked_add(fees).unwrap_or(subsidy(height));
             let tag = self.inner.coinbase_tag.fetch_add(1, Ordering::SeqCst);
@@ -259,10 +284,17 @@ impl Chain {
         }
         let keep = (state.height() - n) as usize;
         let removed: Vec<_> = state.entries.drain(keep + 1..).collect();
-        let blocks: Vec<Block> = state.entries.iter().skip(1).map(|e| e.block.clone()).collect();
+        let blocks: Vec<Block> = state
+            .entries
+            .iter()
+            .skip(1)
+            .map(|e| e.block.clone())
+            .collect();
         let mut rebuilt = State::rebuild(blocks)?;
-        let back: Vec<Transaction> =
-            removed.iter().flat_map(|e| e.block.txdata.iter().skip(1).cloned()).collect();
+        let back: Vec<Transaction> = removed
+            .iter()
+            .flat_map(|e| e.block.txdata.iter().skip(1).cloned())
+            .collect();
         rebuilt.stale = std::mem::take(&mut state.stale);
         for e in removed {
             rebuilt.stale.insert(e.hash, e);
@@ -298,7 +330,9 @@ impl Chain {
     /// at 2 sat/vB. The transaction enters the mempool; mine to confirm it.
     pub fn fund(&self, address: &Address, amount_sats: u64) -> Result<Txid, ChainError> {
         if amount_sats < DUST_SATS {
-            return Err(ChainError::Invalid(format!("amount {amount_sats} sats is below dust")));
+            return Err(ChainError::Invalid(format!(
+                "amount {amount_sats} sats is below dust"
+            )));
         }
         let faucet = &self.inner.faucet;
         let mut state = self.lock();
@@ -316,15 +350,21 @@ impl Chain {
             .collect();
         for e in state.mempool.entries.values() {
             for (vout, out) in e.tx.output.iter().enumerate() {
-                let op = OutPoint { txid: e.txid, vout: vout as u32 };
+                let op = OutPoint {
+                    txid: e.txid,
+                    vout: vout as u32,
+                };
                 if out.script_pubkey == faucet.script && !state.mempool.spent.contains_key(&op) {
                     coins.push((op, out.clone(), next));
                 }
             }
         }
         // Oldest first, deterministic.
-        coins.sort_by(|a, b| (a.2, a.0).cmp(&(b.2, b.0)));
-        let recipient = TxOut { value: Amount::from_sat(amount_sats), script_pubkey: address.script_pubkey() };
+        coins.sort_by_key(|c| (c.2, c.0));
+        let recipient = TxOut {
+            value: Amount::from_sat(amount_sats),
+            script_pubkey: address.script_pubkey(),
+        };
         let mut chosen: Vec<(OutPoint, TxOut)> = Vec::new();
         let mut total: u64 = 0;
         let fee_for = |inputs: usize| -> u64 {
@@ -342,12 +382,18 @@ impl Chain {
         let fee = fee_for(chosen.len());
         let needed = amount_sats.saturating_add(fee);
         if total < needed {
-            return Err(ChainError::InsufficientFunds { available_sats: total, needed_sats: needed });
+            return Err(ChainError::InsufficientFunds {
+                available_sats: total,
+                needed_sats: needed,
+            });
         }
         let mut output = vec![recipient];
         let change = total - needed;
         if change >= DUST_SATS {
-            output.push(TxOut { value: Amount::from_sat(change), script_pubkey: faucet.script.clone() });
+            output.push(TxOut {
+                value: Amount::from_sat(change),
+                script_pubkey: faucet.script.clone(),
+            });
         }
         let mut tx = Transaction {
             version: transaction::Version::TWO,
@@ -372,7 +418,10 @@ impl Chain {
                     .p2wpkh_signature_hash(i, &out.script_pubkey, out.value, EcdsaSighashType::All)
                     .map_err(|e| ChainError::Invalid(format!("sighash: {e}")))?;
                 let sig = secp.sign_ecdsa(&Message::from(sighash), &faucet.key);
-                let sig = bitcoin::ecdsa::Signature { signature: sig, sighash_type: EcdsaSighashType::All };
+                let sig = bitcoin::ecdsa::Signature {
+                    signature: sig,
+                    sighash_type: EcdsaSighashType::All,
+                };
                 witnesses.push(Witness::p2wpkh(&sig, &faucet.pubkey.0));
             }
         }
@@ -395,10 +444,8 @@ impl Chain {
                 chain.inner.mempool_changed.notified().await;
                 tokio::time::sleep(delay).await;
                 let pending = !chain.lock().mempool.entries.is_empty();
-                if pending {
-                    if let Err(e) = chain.mine(1, None) {
-                        tracing::warn!(error = %e, "auto-mining failed");
-                    }
+                if pending && let Err(e) = chain.mine(1, None) {
+                    tracing::warn!(error = %e, "auto-mining failed");
                 }
             }
         });
@@ -425,12 +472,18 @@ impl Drop for AutoMiner {
 fn load_or_create_key(path: &Path) -> Result<SecretKey, ChainError> {
     match fs::read_to_string(path) {
         Ok(s) => {
-            let bytes = hex::decode(s.trim()).map_err(|e| ChainError::Corrupt(format!("faucet key: {e}")))?;
-            SecretKey::from_slice(&bytes).map_err(|e| ChainError::Corrupt(format!("faucet key: {e}")))
+            let bytes = hex::decode(s.trim())
+                .map_err(|e| ChainError::Corrupt(format!("faucet key: {e}")))?;
+            SecretKey::from_slice(&bytes)
+                .map_err(|e| ChainError::Corrupt(format!("faucet key: {e}")))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = SecretKey::new(&mut bitcoin::secp256k1::rand::thread_rng());
-            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
             f.write_all(hex::encode(key.secret_bytes()).as_bytes())?;
             f.sync_all()?;
             Ok(key)
@@ -453,7 +506,9 @@ fn read_blocks(path: &Path) -> Result<(Vec<Block>, bool), ChainError> {
     let mut blocks = Vec::new();
     let mut rest = data.as_slice();
     while !rest.is_empty() {
-        let Some((len, body)) = rest.split_first_chunk::<4>() else { return Ok((blocks, false)) };
+        let Some((len, body)) = rest.split_first_chunk::<4>() else {
+            return Ok((blocks, false));
+        };
         let len = u32::from_le_bytes(*len) as usize;
         if len > MAX_RECORD_BYTES {
             return Err(ChainError::Corrupt(format!("block record of {len} bytes")));
@@ -478,7 +533,10 @@ fn record(block: &Block) -> Vec<u8> {
 }
 
 fn append_block(dir: &Path, block: &Block) -> Result<(), ChainError> {
-    let mut f = OpenOptions::new().create(true).append(true).open(dir.join(BLOCKS_FILE))?;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(BLOCKS_FILE))?;
     f.write_all(&record(block))?;
     f.sync_data()?;
     Ok(())

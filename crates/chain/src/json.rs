@@ -13,7 +13,9 @@ pub fn btc(sats: u64) -> Value {
 }
 
 pub fn address_of(script: &Script) -> Option<String> {
-    Address::from_script(script, Network::Regtest).ok().map(|a| a.to_string())
+    Address::from_script(script, Network::Regtest)
+        .ok()
+        .map(|a| a.to_string())
 }
 
 /// bitcoind's `scriptPubKey.type`.
@@ -125,8 +127,11 @@ pub fn chainwork_hex(e: &Entry) -> String {
 pub fn core_header(state: &State, e: &Entry) -> Value {
     let h = &e.block.header;
     let active = state.is_active(&e.hash);
-    let confirmations: i64 =
-        if active { i64::from(state.height()) - i64::from(e.height) + 1 } else { -1 };
+    let confirmations: i64 = if active {
+        i64::from(state.height()) - i64::from(e.height) + 1
+    } else {
+        -1
+    };
     let mut v = json!({
         "hash": e.hash.to_string(),
         "confirmations": confirmations,
@@ -145,10 +150,8 @@ pub fn core_header(state: &State, e: &Entry) -> Value {
     if e.height > 0 {
         v["previousblockhash"] = json!(h.prev_blockhash.to_string());
     }
-    if active {
-        if let Some(next) = state.entries.get(e.height as usize + 1) {
-            v["nextblockhash"] = json!(next.hash.to_string());
-        }
+    if active && let Some(next) = state.entries.get(e.height as usize + 1) {
+        v["nextblockhash"] = json!(next.hash.to_string());
     }
     v
 }
@@ -171,8 +174,12 @@ pub fn fee_of(state: &State, tx: &Transaction) -> u64 {
     if tx.is_coinbase() {
         return 0;
     }
-    let ins: u64 =
-        tx.input.iter().filter_map(|i| state.output(&i.previous_output)).map(|o| o.value.to_sat()).sum();
+    let ins: u64 = tx
+        .input
+        .iter()
+        .filter_map(|i| state.output(&i.previous_output))
+        .map(|o| o.value.to_sat())
+        .sum();
     let outs: u64 = tx.output.iter().map(|o| o.value.to_sat()).sum();
     ins.saturating_sub(outs)
 }
@@ -197,7 +204,11 @@ pub fn esplora_tx(state: &State, tx: &Transaction, block: Option<&Entry>) -> Val
         .input
         .iter()
         .map(|i| {
-            let prevout = if coinbase { None } else { state.output(&i.previous_output) };
+            let prevout = if coinbase {
+                None
+            } else {
+                state.output(&i.previous_output)
+            };
             let mut v = json!({
                 "txid": i.previous_output.txid.to_string(),
                 "vout": i.previous_output.vout,
@@ -256,10 +267,10 @@ pub fn merkle_branch(txids: &[Txid], mut pos: usize) -> Vec<Txid> {
     let mut level: Vec<sha256d::Hash> = txids.iter().map(|t| t.to_raw_hash()).collect();
     let mut branch = Vec::new();
     while level.len() > 1 {
-        if level.len() % 2 == 1 {
-            if let Some(last) = level.last().copied() {
-                level.push(last);
-            }
+        if level.len() % 2 == 1
+            && let Some(last) = level.last().copied()
+        {
+            level.push(last);
         }
         if let Some(sib) = level.get(pos ^ 1) {
             branch.push(Txid::from_raw_hash(*sib));

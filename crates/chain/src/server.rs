@@ -64,9 +64,17 @@ impl ChainServer {
         let user = "__cookie__".to_string();
         let cookie_file = chain.dir().join(".cookie");
         let _ = fs::remove_file(&cookie_file);
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&cookie_file)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&cookie_file)?;
         f.write_all(format!("{user}:{password}").as_bytes())?;
-        let credentials = RpcCredentials { user, password, cookie_file };
+        let credentials = RpcCredentials {
+            user,
+            password,
+            cookie_file,
+        };
         let shared = Shared {
             chain,
             auth_header: format!("Basic {}", credentials.basic_auth_base64()),

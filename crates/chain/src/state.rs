@@ -57,7 +57,8 @@ pub struct Mempool {
 impl Mempool {
     fn insert(&mut self, entry: MempoolEntry) {
         for (vin, input) in entry.tx.input.iter().enumerate() {
-            self.spent.insert(input.previous_output, (entry.txid, vin as u32));
+            self.spent
+                .insert(input.previous_output, (entry.txid, vin as u32));
         }
         self.order.push(entry.txid);
         self.entries.insert(entry.txid, entry);
@@ -82,7 +83,9 @@ impl Mempool {
             if !out.insert(txid) {
                 continue;
             }
-            let Some(entry) = self.entries.get(&txid) else { continue };
+            let Some(entry) = self.entries.get(&txid) else {
+                continue;
+            };
             for vout in 0..entry.tx.output.len() as u32 {
                 if let Some((child, _)) = self.spent.get(&OutPoint { txid, vout }) {
                     queue.push_back(*child);
@@ -96,7 +99,11 @@ impl Mempool {
     fn coin(&self, op: &OutPoint, next_height: u32) -> Option<Coin> {
         let entry = self.entries.get(&op.txid)?;
         let output = entry.tx.output.get(op.vout as usize)?.clone();
-        Some(Coin { output, height: next_height, is_coinbase: false })
+        Some(Coin {
+            output,
+            height: next_height,
+            is_coinbase: false,
+        })
     }
 }
 
@@ -126,7 +133,11 @@ pub struct State {
 
 /// A transaction found by txid.
 pub enum Found<'a> {
-    Confirmed { tx: &'a Transaction, entry: &'a Entry, index: usize },
+    Confirmed {
+        tx: &'a Transaction,
+        entry: &'a Entry,
+        index: usize,
+    },
     Mempool(&'a MempoolEntry),
 }
 
@@ -177,12 +188,18 @@ impl State {
     }
 
     pub fn mtp_at(&self, height: u32) -> u32 {
-        self.entries.get(height as usize).map(|e| e.mtp).unwrap_or(self.tip().mtp)
+        self.entries
+            .get(height as usize)
+            .map(|e| e.mtp)
+            .unwrap_or(self.tip().mtp)
     }
 
     /// The context of the next block.
     pub fn next_context(&self) -> Context {
-        Context { height: self.height() + 1, prev_mtp: self.tip().mtp }
+        Context {
+            height: self.height() + 1,
+            prev_mtp: self.tip().mtp,
+        }
     }
 
     pub fn entry_by_hash(&self, hash: &BlockHash) -> Option<&Entry> {
@@ -202,17 +219,29 @@ impl State {
         }
         let (height, index) = *self.tx_index.get(txid)?;
         let entry = self.entries.get(height as usize)?;
-        Some(Found::Confirmed { tx: entry.block.txdata.get(index)?, entry, index })
+        Some(Found::Confirmed {
+            tx: entry.block.txdata.get(index)?,
+            entry,
+            index,
+        })
     }
 
     /// Any known output (spent or not), for showing prevouts.
     pub fn output(&self, op: &OutPoint) -> Option<TxOut> {
-        self.find_tx(&op.txid)?.tx().output.get(op.vout as usize).cloned()
+        self.find_tx(&op.txid)?
+            .tx()
+            .output
+            .get(op.vout as usize)
+            .cloned()
     }
 
     pub fn spender(&self, op: &OutPoint) -> Option<Spender> {
         if let Some((txid, vin)) = self.mempool.spent.get(op) {
-            return Some(Spender { txid: *txid, vin: *vin, height: None });
+            return Some(Spender {
+                txid: *txid,
+                vin: *vin,
+                height: None,
+            });
         }
         self.spends.get(op).copied()
     }
@@ -228,7 +257,10 @@ impl State {
             return Err(BlockError::TimeTooOld);
         }
         check_block(&block, height)?;
-        let ctx = Context { height, prev_mtp: tip.mtp };
+        let ctx = Context {
+            height,
+            prev_mtp: tip.mtp,
+        };
         // Coins created and spent by the block so far, over the UTXO set.
         let mut created: HashMap<OutPoint, Coin> = HashMap::new();
         let mut spent: HashSet<OutPoint> = HashSet::new();
@@ -249,21 +281,36 @@ impl State {
                 coins.push(coin);
             }
             let fee = check_with_coins(tx, &coins, ctx, &|h| self.mtp_at(h), verify_scripts)?;
-            fees = fees.checked_add(fee).ok_or(TxError::InputValuesOutOfRange)?;
+            fees = fees
+                .checked_add(fee)
+                .ok_or(TxError::InputValuesOutOfRange)?;
             for input in &tx.input {
                 spent.insert(input.previous_output);
                 created.remove(&input.previous_output);
             }
             let txid = tx.compute_txid();
             for (vout, output) in tx.output.iter().enumerate() {
-                let coin = Coin { output: output.clone(), height, is_coinbase: false };
-                created.insert(OutPoint { txid, vout: vout as u32 }, coin);
+                let coin = Coin {
+                    output: output.clone(),
+                    height,
+                    is_coinbase: false,
+                };
+                created.insert(
+                    OutPoint {
+                        txid,
+                        vout: vout as u32,
+                    },
+                    coin,
+                );
             }
             all_coins.push(coins);
         }
         let cb = block.txdata.first().ok_or(BlockError::NoCoinbase)?;
         let cb_value: u64 = cb.output.iter().map(|o| o.value.to_sat()).sum();
-        let allowed = subsidy(height).to_sat().checked_add(fees).ok_or(BlockError::BadCoinbaseAmount)?;
+        let allowed = subsidy(height)
+            .to_sat()
+            .checked_add(fees)
+            .ok_or(BlockError::BadCoinbaseAmount)?;
         if cb_value > allowed {
             return Err(BlockError::BadCoinbaseAmount);
         }
@@ -282,7 +329,14 @@ impl State {
                 for (vin, input) in tx.input.iter().enumerate() {
                     let op = input.previous_output;
                     self.utxos.remove(&op);
-                    self.spends.insert(op, Spender { txid, vin: vin as u32, height: Some(height) });
+                    self.spends.insert(
+                        op,
+                        Spender {
+                            txid,
+                            vin: vin as u32,
+                            height: Some(height),
+                        },
+                    );
                     if let Some(coin) = coins.get(index - 1).and_then(|c| c.get(vin)) {
                         scripts.insert(script_hash(&coin.output.script_pubkey));
                     }
@@ -292,8 +346,18 @@ impl State {
                 scripts.insert(script_hash(&output.script_pubkey));
                 // OP_RETURN outputs are provably unspendable and never enter the set.
                 if !output.script_pubkey.is_op_return() {
-                    let coin = Coin { output: output.clone(), height, is_coinbase: index == 0 };
-                    self.utxos.insert(OutPoint { txid, vout: vout as u32 }, coin);
+                    let coin = Coin {
+                        output: output.clone(),
+                        height,
+                        is_coinbase: index == 0,
+                    };
+                    self.utxos.insert(
+                        OutPoint {
+                            txid,
+                            vout: vout as u32,
+                        },
+                        coin,
+                    );
                 }
             }
             for s in scripts {
@@ -313,7 +377,13 @@ impl State {
         times.sort_unstable();
         let mtp = times[times.len() / 2];
         self.by_hash.insert(hash, height);
-        self.entries.push(Entry { block, hash, height, chainwork, mtp });
+        self.entries.push(Entry {
+            block,
+            hash,
+            height,
+            chainwork,
+            mtp,
+        });
     }
 
     /// Checks `tx` for the mempool without changing anything.
@@ -342,10 +412,18 @@ impl State {
         let vsize = tx.vsize() as u64;
         let evicts = self.mempool.with_descendants(conflicts.iter().copied());
         if !conflicts.is_empty() {
-            if tx.input.iter().any(|i| evicts.contains(&i.previous_output.txid)) {
+            if tx
+                .input
+                .iter()
+                .any(|i| evicts.contains(&i.previous_output.txid))
+            {
                 return Err(TxError::SpendsConflictingTx);
             }
-            let replaced = conflicts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",");
+            let replaced = conflicts
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
             for c in &conflicts {
                 if let Some(old) = self.mempool.entries.get(c) {
                     // fee/vsize <= old_fee/old_vsize, cross-multiplied.
@@ -371,18 +449,30 @@ impl State {
             if fee < needed {
                 return Err(TxError::ReplacementFee {
                     replaced,
-                    detail: format!("fee {fee} sat < replaced fees {old_fees} + relay fee ({needed} sat)"),
+                    detail: format!(
+                        "fee {fee} sat < replaced fees {old_fees} + relay fee ({needed} sat)"
+                    ),
                 });
             }
         }
-        Ok(Accepted { txid, fee_sats: fee, vsize, evicts })
+        Ok(Accepted {
+            txid,
+            fee_sats: fee,
+            vsize,
+            evicts,
+        })
     }
 
     /// Adds `tx` to the mempool (replacing conflicts when it pays for it). Already known → Ok.
     pub fn accept(&mut self, tx: Transaction, time_secs: u64) -> Result<Accepted, TxError> {
         let txid = tx.compute_txid();
         if let Some(e) = self.mempool.entries.get(&txid) {
-            return Ok(Accepted { txid, fee_sats: e.fee_sats, vsize: e.vsize, evicts: BTreeSet::new() });
+            return Ok(Accepted {
+                txid,
+                fee_sats: e.fee_sats,
+                vsize: e.vsize,
+                evicts: BTreeSet::new(),
+            });
         }
         let accepted = self.check_accept(&tx)?;
         for t in &accepted.evicts {
@@ -409,8 +499,13 @@ impl State {
         let mut txs = Vec::new();
         let mut fees: u64 = 0;
         for txid in &self.mempool.order {
-            let Some(e) = self.mempool.entries.get(txid) else { continue };
-            let parent_skipped = e.tx.input.iter().any(|i| skipped.contains(&i.previous_output.txid));
+            let Some(e) = self.mempool.entries.get(txid) else {
+                continue;
+            };
+            let parent_skipped =
+                e.tx.input
+                    .iter()
+                    .any(|i| skipped.contains(&i.previous_output.txid));
             if parent_skipped || weight + e.weight > MAX_BLOCK_WEIGHT {
                 skipped.insert(*txid);
                 continue;

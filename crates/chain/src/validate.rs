@@ -129,7 +129,9 @@ pub fn is_final(tx: &Transaction, ctx: Context) -> bool {
     if lock < threshold {
         return true;
     }
-    tx.input.iter().all(|i| i.sequence == bitcoin::Sequence::MAX)
+    tx.input
+        .iter()
+        .all(|i| i.sequence == bitcoin::Sequence::MAX)
 }
 
 /// Full check of a non-coinbase transaction whose coins are `coins` (one per input, in order).
@@ -161,14 +163,19 @@ pub fn check_with_coins(
         if v > MAX_MONEY_SATS {
             return Err(TxError::InputValuesOutOfRange);
         }
-        in_total = in_total.checked_add(v).ok_or(TxError::InputValuesOutOfRange)?;
+        in_total = in_total
+            .checked_add(v)
+            .ok_or(TxError::InputValuesOutOfRange)?;
         if in_total > MAX_MONEY_SATS {
             return Err(TxError::InputValuesOutOfRange);
         }
     }
     let out_total = tx.output.iter().map(|o| o.value.to_sat()).sum::<u64>();
     if in_total < out_total {
-        return Err(TxError::InBelowOut { in_sats: in_total, out_sats: out_total });
+        return Err(TxError::InBelowOut {
+            in_sats: in_total,
+            out_sats: out_total,
+        });
     }
     check_sequence_locks(tx, coins, ctx, mtp_at)?;
     if verify_scripts {
@@ -231,7 +238,10 @@ fn verify_scripts_of(tx: &Transaction, coins: &[Coin]) -> Result<(), TxError> {
             index,
             flags,
         )
-        .map_err(|e| TxError::Script { input: index, error: format!("{e:?}") })?;
+        .map_err(|e| TxError::Script {
+            input: index,
+            error: format!("{e:?}"),
+        })?;
     }
     Ok(())
 }

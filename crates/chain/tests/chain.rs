@@ -1,5 +1,6 @@
 //! The chain's own rules: blocks (PoW, BIP34, witness commitment), double spends, timelocks,
 //! coinbase maturity, scripts, reorgs and persistence.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -38,7 +39,10 @@ fn blocks_have_pow_bip34_height_and_witness_commitment() {
             assert_eq!(b.header.validate_pow(b.header.target()).unwrap(), *hash);
             assert!(b.check_merkle_root());
             assert!(b.check_witness_commitment());
-            assert!(has_valid_witness_commitment(b), "commitment present even without segwit txs");
+            assert!(
+                has_valid_witness_commitment(b),
+                "commitment present even without segwit txs"
+            );
             let sig = b.txdata[0].input[0].script_sig.as_bytes();
             assert!(sig.starts_with(bip34_prefix(e.height).as_bytes()));
             if e.height > 16 {
@@ -53,8 +57,14 @@ fn blocks_have_pow_bip34_height_and_witness_commitment() {
     // Subsidy halves at 150 on regtest.
     chain.mine(30, None).unwrap();
     chain.with_state(|st| {
-        assert_eq!(st.entries[149].block.txdata[0].output[0].value, Amount::from_sat(50 * 100_000_000));
-        assert_eq!(st.entries[150].block.txdata[0].output[0].value, Amount::from_sat(25 * 100_000_000));
+        assert_eq!(
+            st.entries[149].block.txdata[0].output[0].value,
+            Amount::from_sat(50 * 100_000_000)
+        );
+        assert_eq!(
+            st.entries[150].block.txdata[0].output[0].value,
+            Amount::from_sat(25 * 100_000_000)
+        );
     });
 }
 
@@ -63,33 +73,92 @@ fn double_spends_are_rejected_in_mempool_and_block() {
     let (_d, chain) = open();
     let key = Key::new(2);
     let (coin, value) = mature_coin(&chain, &key);
-    let a = spend(&key, coin, value, Key::new(3).script(), value.to_sat() - 1_000, Spend::default());
-    let b = spend(&key, coin, value, Key::new(4).script(), value.to_sat() - 1_000, Spend::default());
+    let a = spend(
+        &key,
+        coin,
+        value,
+        Key::new(3).script(),
+        value.to_sat() - 1_000,
+        Spend::default(),
+    );
+    let b = spend(
+        &key,
+        coin,
+        value,
+        Key::new(4).script(),
+        value.to_sat() - 1_000,
+        Spend::default(),
+    );
     let a_id = chain.send_transaction(a.clone()).unwrap();
     // Same fee: not a valid replacement.
-    assert!(matches!(rejected(chain.send_transaction(b.clone())), TxError::ReplacementFee { .. }));
+    assert!(matches!(
+        rejected(chain.send_transaction(b.clone())),
+        TxError::ReplacementFee { .. }
+    ));
     // Sending the same transaction again is fine (bitcoind answers with the txid).
     assert_eq!(chain.send_transaction(a.clone()).unwrap(), a_id);
     // A replacement paying more (BIP125 full RBF) evicts the original and its child.
-    let child = spend(&Key::new(3), OutPoint { txid: a_id, vout: 0 }, a.output[0].value, Key::new(5).script(), a.output[0].value.to_sat() - 1_000, Spend::default());
+    let child = spend(
+        &Key::new(3),
+        OutPoint {
+            txid: a_id,
+            vout: 0,
+        },
+        a.output[0].value,
+        Key::new(5).script(),
+        a.output[0].value.to_sat() - 1_000,
+        Spend::default(),
+    );
     chain.send_transaction(child.clone()).unwrap();
-    let c = spend(&key, coin, value, Key::new(4).script(), value.to_sat() - 5_000, Spend::default());
+    let c = spend(
+        &key,
+        coin,
+        value,
+        Key::new(4).script(),
+        value.to_sat() - 5_000,
+        Spend::default(),
+    );
     let c_id = chain.send_transaction(c).unwrap();
     chain.with_state(|st| {
         assert_eq!(st.mempool.order, vec![c_id]);
     });
     let hash = chain.mine(1, None).unwrap()[0];
     // Confirmed: spending the coin again is a missing input.
-    assert_eq!(rejected(chain.send_transaction(a.clone())), TxError::MissingInputs);
+    assert_eq!(
+        rejected(chain.send_transaction(a.clone())),
+        TxError::MissingInputs
+    );
     chain.with_state(|st| assert!(st.entry_by_hash(&hash).unwrap().block.txdata.len() == 2));
 
     // A block spending one coin twice is refused.
     let key2 = Key::new(6);
     let (coin2, value2) = mature_coin(&chain, &key2);
-    let x = spend(&key2, coin2, value2, Key::new(3).script(), value2.to_sat() - 1_000, Spend::default());
-    let y = spend(&key2, coin2, value2, Key::new(4).script(), value2.to_sat() - 2_000, Spend::default());
+    let x = spend(
+        &key2,
+        coin2,
+        value2,
+        Key::new(3).script(),
+        value2.to_sat() - 1_000,
+        Spend::default(),
+    );
+    let y = spend(
+        &key2,
+        coin2,
+        value2,
+        Key::new(4).script(),
+        value2.to_sat() - 2_000,
+        Spend::default(),
+    );
     let tip = chain.tip();
-    let block = satchel_chain::block::assemble(tip.hash, tip.height + 1, u32::MAX / 2, Key::new(7).script(), Amount::from_sat(25 * 100_000_000), vec![x, y], 1);
+    let block = satchel_chain::block::assemble(
+        tip.hash,
+        tip.height + 1,
+        u32::MAX / 2,
+        Key::new(7).script(),
+        Amount::from_sat(25 * 100_000_000),
+        vec![x, y],
+        1,
+    );
     match chain.submit_block(block) {
         Err(ChainError::Block(satchel_chain::block::BlockError::Tx(TxError::MissingInputs))) => {}
         other => panic!("double spend in block accepted: {other:?}"),
@@ -104,26 +173,78 @@ fn value_maturity_and_scripts_are_checked() {
     let hash = chain.mine(1, Some(&key.address())).unwrap()[0];
     let (coin, value) = chain.with_state(|st| {
         let cb = &st.entry_by_hash(&hash).unwrap().block.txdata[0];
-        (OutPoint { txid: cb.compute_txid(), vout: 0 }, cb.output[0].value)
+        (
+            OutPoint {
+                txid: cb.compute_txid(),
+                vout: 0,
+            },
+            cb.output[0].value,
+        )
     });
     chain.mine(98, None).unwrap();
-    let tx = spend(&key, coin, value, Key::new(9).script(), value.to_sat() - 1_000, Spend::default());
+    let tx = spend(
+        &key,
+        coin,
+        value,
+        Key::new(9).script(),
+        value.to_sat() - 1_000,
+        Spend::default(),
+    );
     // Next block is 100: depth 99 < 100.
-    assert!(matches!(rejected(chain.send_transaction(tx.clone())), TxError::PrematureCoinbaseSpend { depth: 99 }));
+    assert!(matches!(
+        rejected(chain.send_transaction(tx.clone())),
+        TxError::PrematureCoinbaseSpend { depth: 99 }
+    ));
     chain.mine(1, None).unwrap();
     // Outputs exceeding inputs.
-    let greedy = spend(&key, coin, value, Key::new(9).script(), value.to_sat() + 1, Spend::default());
-    assert!(matches!(rejected(chain.send_transaction(greedy)), TxError::InBelowOut { .. }));
+    let greedy = spend(
+        &key,
+        coin,
+        value,
+        Key::new(9).script(),
+        value.to_sat() + 1,
+        Spend::default(),
+    );
+    assert!(matches!(
+        rejected(chain.send_transaction(greedy)),
+        TxError::InBelowOut { .. }
+    ));
     // A signature by the wrong key.
-    let forged = spend(&Key::new(10), coin, value, Key::new(9).script(), value.to_sat() - 1_000, Spend::default());
-    assert!(matches!(rejected(chain.send_transaction(forged)), TxError::Script { input: 0, .. }));
+    let forged = spend(
+        &Key::new(10),
+        coin,
+        value,
+        Key::new(9).script(),
+        value.to_sat() - 1_000,
+        Spend::default(),
+    );
+    assert!(matches!(
+        rejected(chain.send_transaction(forged)),
+        TxError::Script { input: 0, .. }
+    ));
     // Missing input.
-    let ghost = spend(&key, OutPoint { txid: coin.txid, vout: 7 }, value, Key::new(9).script(), 1_000, Spend::default());
-    assert_eq!(rejected(chain.send_transaction(ghost)), TxError::MissingInputs);
+    let ghost = spend(
+        &key,
+        OutPoint {
+            txid: coin.txid,
+            vout: 7,
+        },
+        value,
+        Key::new(9).script(),
+        1_000,
+        Spend::default(),
+    );
+    assert_eq!(
+        rejected(chain.send_transaction(ghost)),
+        TxError::MissingInputs
+    );
     // Value overflow.
     let mut huge = tx.clone();
     huge.output[0].value = Amount::from_sat(21_000_001 * 100_000_000);
-    assert_eq!(rejected(chain.send_transaction(huge)), TxError::OutputTooLarge);
+    assert_eq!(
+        rejected(chain.send_transaction(huge)),
+        TxError::OutputTooLarge
+    );
     chain.send_transaction(tx).unwrap();
 }
 
@@ -135,11 +256,28 @@ fn absolute_and_relative_timelocks_are_enforced() {
     let h = chain.tip().height;
 
     // nLockTime by height: final only in a block above the lock height.
-    let locked = Spend { lock_time: h + 3, sequence: Sequence::ENABLE_LOCKTIME_NO_RBF, ..Spend::default() };
-    let tx = spend(&key, coin, value, key.script(), value.to_sat() - 1_000, locked);
-    assert_eq!(rejected(chain.send_transaction(tx.clone())), TxError::NonFinal);
+    let locked = Spend {
+        lock_time: h + 3,
+        sequence: Sequence::ENABLE_LOCKTIME_NO_RBF,
+        ..Spend::default()
+    };
+    let tx = spend(
+        &key,
+        coin,
+        value,
+        key.script(),
+        value.to_sat() - 1_000,
+        locked,
+    );
+    assert_eq!(
+        rejected(chain.send_transaction(tx.clone())),
+        TxError::NonFinal
+    );
     chain.mine(2, None).unwrap(); // next block = h + 3: still not > lock
-    assert_eq!(rejected(chain.send_transaction(tx.clone())), TxError::NonFinal);
+    assert_eq!(
+        rejected(chain.send_transaction(tx.clone())),
+        TxError::NonFinal
+    );
     chain.mine(1, None).unwrap();
     let id = chain.send_transaction(tx.clone()).unwrap();
     chain.mine(1, None).unwrap();
@@ -148,29 +286,80 @@ fn absolute_and_relative_timelocks_are_enforced() {
 
     // nLockTime by time (BIP113: against the median time past).
     let mtp = chain.with_state(|st| st.tip().mtp);
-    let by_time = Spend { lock_time: mtp + 3_600, sequence: Sequence::ENABLE_LOCKTIME_NO_RBF, ..Spend::default() };
-    let tx_t = spend(&key, coin, value, key.script(), value.to_sat() - 1_000, by_time);
-    assert_eq!(rejected(chain.send_transaction(tx_t.clone())), TxError::NonFinal);
+    let by_time = Spend {
+        lock_time: mtp + 3_600,
+        sequence: Sequence::ENABLE_LOCKTIME_NO_RBF,
+        ..Spend::default()
+    };
+    let tx_t = spend(
+        &key,
+        coin,
+        value,
+        key.script(),
+        value.to_sat() - 1_000,
+        by_time,
+    );
+    assert_eq!(
+        rejected(chain.send_transaction(tx_t.clone())),
+        TxError::NonFinal
+    );
 
     // BIP68 by height: 5 blocks after the coin's block.
-    let rel = Spend { sequence: Sequence::from_height(5), ..Spend::default() };
+    let rel = Spend {
+        sequence: Sequence::from_height(5),
+        ..Spend::default()
+    };
     let tx_r = spend(&key, coin, value, key.script(), value.to_sat() - 1_000, rel);
-    assert_eq!(rejected(chain.send_transaction(tx_r.clone())), TxError::NonBip68Final);
+    assert_eq!(
+        rejected(chain.send_transaction(tx_r.clone())),
+        TxError::NonBip68Final
+    );
     chain.mine(3, None).unwrap(); // next block is coin height + 4: not yet
-    assert_eq!(rejected(chain.send_transaction(tx_r.clone())), TxError::NonBip68Final);
+    assert_eq!(
+        rejected(chain.send_transaction(tx_r.clone())),
+        TxError::NonBip68Final
+    );
     chain.mine(1, None).unwrap();
     // Version 1 ignores sequence locks.
-    let v1 = Spend { version: 1, sequence: Sequence::from_height(500), ..Spend::default() };
-    assert!(chain.test_accept(&spend(&key, coin, value, key.script(), value.to_sat() - 1_000, v1)).is_ok());
+    let v1 = Spend {
+        version: 1,
+        sequence: Sequence::from_height(500),
+        ..Spend::default()
+    };
+    assert!(
+        chain
+            .test_accept(&spend(
+                &key,
+                coin,
+                value,
+                key.script(),
+                value.to_sat() - 1_000,
+                v1
+            ))
+            .is_ok()
+    );
     let id = chain.send_transaction(tx_r.clone()).unwrap();
     chain.mine(1, None).unwrap();
 
     // BIP68 by time: 2 × 512 s after the median time past before the coin's block.
     let coin = OutPoint { txid: id, vout: 0 };
     let value = tx_r.output[0].value;
-    let rel_t = Spend { sequence: Sequence::from_512_second_intervals(2), ..Spend::default() };
-    let tx_rt = spend(&key, coin, value, key.script(), value.to_sat() - 1_000, rel_t);
-    assert_eq!(rejected(chain.send_transaction(tx_rt.clone())), TxError::NonBip68Final);
+    let rel_t = Spend {
+        sequence: Sequence::from_512_second_intervals(2),
+        ..Spend::default()
+    };
+    let tx_rt = spend(
+        &key,
+        coin,
+        value,
+        key.script(),
+        value.to_sat() - 1_000,
+        rel_t,
+    );
+    assert_eq!(
+        rejected(chain.send_transaction(tx_rt.clone())),
+        TxError::NonBip68Final
+    );
     chain.advance_time(4_000);
     chain.mine(11, None).unwrap(); // the median time past moves past both time locks
     chain.send_transaction(tx_rt).unwrap();
@@ -183,7 +372,14 @@ fn reorg_returns_transactions_to_the_mempool_and_rebuilds_utxos() {
     let (_d, chain) = open();
     let key = Key::new(12);
     let (coin, value) = mature_coin(&chain, &key);
-    let tx = spend(&key, coin, value, Key::new(13).script(), value.to_sat() - 1_000, Spend::default());
+    let tx = spend(
+        &key,
+        coin,
+        value,
+        Key::new(13).script(),
+        value.to_sat() - 1_000,
+        Spend::default(),
+    );
     let id = chain.send_transaction(tx).unwrap();
     let mined = chain.mine(1, None).unwrap()[0];
     // A coinbase in the block to be removed: its spenders would be dropped.
@@ -196,8 +392,14 @@ fn reorg_returns_transactions_to_the_mempool_and_rebuilds_utxos() {
     assert_eq!(*tips.borrow_and_update(), after);
     chain.with_state(|st| {
         assert!(!st.is_active(&mined));
-        assert!(st.entry_by_hash(&mined).is_some(), "stale block still answers by hash");
-        assert!(st.mempool.entries.contains_key(&id), "tx back in the mempool");
+        assert!(
+            st.entry_by_hash(&mined).is_some(),
+            "stale block still answers by hash"
+        );
+        assert!(
+            st.mempool.entries.contains_key(&id),
+            "tx back in the mempool"
+        );
         assert!(!st.tx_index.contains_key(&id));
         assert!(st.utxos.contains_key(&coin), "its input is unspent again");
         assert!(!st.utxos.contains_key(&OutPoint { txid: id, vout: 0 }));
@@ -215,9 +417,22 @@ fn reorg_returns_transactions_to_the_mempool_and_rebuilds_utxos() {
     chain.mine(99, None).unwrap();
     let (c2, v2) = chain.with_state(|st| {
         let cb = &st.entry_by_hash(&first).unwrap().block.txdata[0];
-        (OutPoint { txid: cb.compute_txid(), vout: 0 }, cb.output[0].value)
+        (
+            OutPoint {
+                txid: cb.compute_txid(),
+                vout: 0,
+            },
+            cb.output[0].value,
+        )
     });
-    let t2 = spend(&key2, c2, v2, key2.script(), v2.to_sat() - 1_000, Spend::default());
+    let t2 = spend(
+        &key2,
+        c2,
+        v2,
+        key2.script(),
+        v2.to_sat() - 1_000,
+        Spend::default(),
+    );
     let t2_id = chain.send_transaction(t2).unwrap();
     chain.reorg(100).unwrap();
     chain.with_state(|st| {

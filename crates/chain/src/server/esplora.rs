@@ -68,7 +68,19 @@ pub(super) fn router() -> Router<Shared> {
         .route("/fee-estimates", get(fee_estimates))
 }
 
-type Answer = Result<Response, Response>;
+/// An Esplora error answer: a status and a plain-text message.
+pub(super) struct Reject {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for Reject {
+    fn into_response(self) -> Response {
+        (self.status, text(self.message)).into_response()
+    }
+}
+
+type Answer = Result<Response, Reject>;
 
 fn text(body: impl Into<String>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain")], body.into()).into_response()
@@ -78,26 +90,44 @@ fn json_ok(v: Value) -> Answer {
     Ok(axum::Json(v).into_response())
 }
 
-fn bad_request(msg: impl Into<String>) -> Response {
-    (StatusCode::BAD_REQUEST, text(msg)).into_response()
+fn bad_request(msg: impl Into<String>) -> Reject {
+    Reject {
+        status: StatusCode::BAD_REQUEST,
+        message: msg.into(),
+    }
 }
 
-fn not_found(msg: &str) -> Response {
-    (StatusCode::NOT_FOUND, text(msg)).into_response()
+fn not_found(msg: &str) -> Reject {
+    Reject {
+        status: StatusCode::NOT_FOUND,
+        message: msg.to_string(),
+    }
 }
 
-fn parse<T: FromStr>(s: &str) -> Result<T, Response> {
+fn parse<T: FromStr>(s: &str) -> Result<T, Reject> {
     T::from_str(s).map_err(|_| bad_request("Invalid hex string"))
 }
 
-fn with_block<R>(s: &Shared, hash: &str, f: impl FnOnce(&ChainState, &Entry) -> R) -> Result<R, Response> {
+fn with_block<R>(
+    s: &Shared,
+    hash: &str,
+    f: impl FnOnce(&ChainState, &Entry) -> R,
+) -> Result<R, Reject> {
     let hash: BlockHash = parse(hash)?;
-    s.chain.with_state(|st| st.entry_by_hash(&hash).map(|e| f(st, e))).ok_or_else(|| not_found("Block not found"))
+    s.chain
+        .with_state(|st| st.entry_by_hash(&hash).map(|e| f(st, e)))
+        .ok_or_else(|| not_found("Block not found"))
 }
 
-fn with_tx<R>(s: &Shared, txid: &str, f: impl FnOnce(&ChainState, &Found<'_>) -> R) -> Result<R, Response> {
+fn with_tx<R>(
+    s: &Shared,
+    txid: &str,
+    f: impl FnOnce(&ChainState, &Found<'_>) -> R,
+) -> Result<R, Reject> {
     let txid: Txid = parse(txid)?;
-    s.chain.with_state(|st| st.find_tx(&txid).map(|found| f(st, &found))).ok_or_else(|| not_found("Transaction not found"))
+    s.chain
+        .with_state(|st| st.find_tx(&txid).map(|found| f(st, &found)))
+        .ok_or_else(|| not_found("Transaction not found"))
 }
 
 fn tx_json(st: &ChainState, found: &Found<'_>) -> Value {
@@ -118,7 +148,12 @@ async fn tip_height(State(s): State<Shared>) -> Response {
 fn blocks_page(s: &Shared, start: Option<u32>) -> Answer {
     let v = s.chain.with_state(|st| {
         let start = start.unwrap_or(st.height()).min(st.height());
-        (0..=start).rev().take(BLOCKS_PER_PAGE).filter_map(|h| st.entries.get(h as usize)).map(esplora_block).collect::<Vec<_>>()
+        (0..=start)
+            .rev()
+            .take(BLOCKS_PER_PAGE)
+            .filter_map(|h| st.entries.get(h as usize))
+            .map(esplora_block)
+            .collect::<Vec<_>>()
     });
     json_ok(json!(v))
 }
@@ -128,12 +163,16 @@ async fn blocks_recent(State(s): State<Shared>) -> Answer {
 }
 
 async fn blocks_from(State(s): State<Shared>, Path(start): Path<String>) -> Answer {
-    let start = start.parse::<u32>().map_err(|_| bad_request("Invalid height"))?;
+    let start = start
+        .parse::<u32>()
+        .map_err(|_| bad_request("Invalid height"))?;
     blocks_page(&s, Some(start))
 }
 
 async fn block_at_height(State(s): State<Shared>, Path(h): Path<String>) -> Answer {
-    let h = h.parse::<usize>().map_err(|_| bad_request("Invalid height"))?;
+    let h = h
+        .parse::<usize>()
+        .map_err(|_| bad_request("Invalid height"))?;
     s.chain
         .with_state(|st| st.entries.get(h).map(|e| text(e.hash.to_string())))
         .ok_or_else(|| not_found("Block not found"))
@@ -144,7 +183,9 @@ async fn block(State(s): State<Shared>, Path(hash): Path<String>) -> Answer {
 }
 
 async fn block_header(State(s): State<Shared>, Path(hash): Path<String>) -> Answer {
-    Ok(text(with_block(&s, &hash, |_, e| serialize_hex(&e.block.header))?))
+    Ok(text(with_block(&s, &hash, |_, e| {
+        serialize_hex(&e.block.header)
+    })?))
 }
 
 async fn block_status(State(s): State<Shared>, Path(hash): Path<String>) -> Answer {
@@ -161,22 +202,46 @@ async fn block_status(State(s): State<Shared>, Path(hash): Path<String>) -> Answ
 
 async fn block_txids(State(s): State<Shared>, Path(hash): Path<String>) -> Answer {
     json_ok(with_block(&s, &hash, |_, e| {
-        json!(e.block.txdata.iter().map(|t| t.compute_txid().to_string()).collect::<Vec<_>>())
+        json!(
+            e.block
+                .txdata
+                .iter()
+                .map(|t| t.compute_txid().to_string())
+                .collect::<Vec<_>>()
+        )
     })?)
 }
 
-async fn block_txid(State(s): State<Shared>, Path((hash, index)): Path<(String, String)>) -> Answer {
-    let index = index.parse::<usize>().map_err(|_| bad_request("Invalid index"))?;
-    with_block(&s, &hash, |_, e| e.block.txdata.get(index).map(|t| text(t.compute_txid().to_string())))?
-        .ok_or_else(|| not_found("Transaction not found"))
+async fn block_txid(
+    State(s): State<Shared>,
+    Path((hash, index)): Path<(String, String)>,
+) -> Answer {
+    let index = index
+        .parse::<usize>()
+        .map_err(|_| bad_request("Invalid index"))?;
+    with_block(&s, &hash, |_, e| {
+        e.block
+            .txdata
+            .get(index)
+            .map(|t| text(t.compute_txid().to_string()))
+    })?
+    .ok_or_else(|| not_found("Transaction not found"))
 }
 
 fn block_txs_page(s: &Shared, hash: &str, start: usize) -> Answer {
-    if start % CHAIN_TXS_PER_PAGE != 0 {
+    if !start.is_multiple_of(CHAIN_TXS_PER_PAGE) {
         return Err(bad_request("start index must be a multipication of 25"));
     }
     json_ok(with_block(s, hash, |st, e| {
-        json!(e.block.txdata.iter().skip(start).take(CHAIN_TXS_PER_PAGE).map(|t| esplora_tx(st, t, st.is_active(&e.hash).then_some(e))).collect::<Vec<_>>())
+        json!(
+            e.block
+                .txdata
+                .iter()
+                .skip(start)
+                .take(CHAIN_TXS_PER_PAGE)
+                .map(|t| esplora_tx(st, t, st.is_active(&e.hash).then_some(e)))
+                .collect::<Vec<_>>()
+        )
     })?)
 }
 
@@ -185,7 +250,9 @@ async fn block_txs_first(State(s): State<Shared>, Path(hash): Path<String>) -> A
 }
 
 async fn block_txs(State(s): State<Shared>, Path((hash, start)): Path<(String, String)>) -> Answer {
-    let start = start.parse::<usize>().map_err(|_| bad_request("Invalid start index"))?;
+    let start = start
+        .parse::<usize>()
+        .map_err(|_| bad_request("Invalid start index"))?;
     block_txs_page(&s, &hash, start)
 }
 
@@ -199,7 +266,11 @@ async fn post_tx(State(s): State<Shared>, body: Bytes) -> Answer {
     let tx: Transaction = hex::decode(&hex_str)
         .ok()
         .and_then(|b| deserialize(&b).ok())
-        .ok_or_else(|| bad_request("sendrawtransaction RPC error: {\"code\":-22,\"message\":\"TX decode failed\"}"))?;
+        .ok_or_else(|| {
+            bad_request(
+                "sendrawtransaction RPC error: {\"code\":-22,\"message\":\"TX decode failed\"}",
+            )
+        })?;
     match s.chain.send_transaction(tx) {
         Ok(txid) => Ok(text(txid.to_string())),
         Err(ChainError::Tx(e)) => Err(bad_request(format!(
@@ -208,7 +279,10 @@ async fn post_tx(State(s): State<Shared>, body: Bytes) -> Answer {
         ))),
         Err(e) => {
             tracing::warn!(error = %e, "broadcast failed");
-            Err((StatusCode::INTERNAL_SERVER_ERROR, text("Internal error")).into_response())
+            Err(Reject {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: "Internal error".to_string(),
+            })
         }
     }
 }
@@ -236,24 +310,34 @@ async fn tx_status(State(s): State<Shared>, Path(txid): Path<String>) -> Answer 
 async fn tx_merkle_proof(State(s): State<Shared>, Path(txid): Path<String>) -> Answer {
     let v = with_tx(&s, &txid, |_, f| match f {
         Found::Confirmed { entry, index, .. } => {
-            let txids: Vec<Txid> = entry.block.txdata.iter().map(|t| t.compute_txid()).collect();
-            let merkle: Vec<String> = merkle_branch(&txids, *index).iter().map(|t| t.to_string()).collect();
+            let txids: Vec<Txid> = entry
+                .block
+                .txdata
+                .iter()
+                .map(|t| t.compute_txid())
+                .collect();
+            let merkle: Vec<String> = merkle_branch(&txids, *index)
+                .iter()
+                .map(|t| t.to_string())
+                .collect();
             Some(json!({ "block_height": entry.height, "merkle": merkle, "pos": index }))
         }
         Found::Mempool(_) => None,
     })?;
-    v.map(|v| axum::Json(v).into_response()).ok_or_else(|| not_found("Transaction not found"))
+    v.map(|v| axum::Json(v).into_response())
+        .ok_or_else(|| not_found("Transaction not found"))
 }
 
 async fn tx_merkleblock_proof(State(s): State<Shared>, Path(txid): Path<String>) -> Answer {
     let wanted: Txid = parse(&txid)?;
     let v = with_tx(&s, &txid, |_, f| match f {
-        Found::Confirmed { entry, .. } => {
-            Some(serialize_hex(&MerkleBlock::from_block_with_predicate(&entry.block, |t| *t == wanted)))
-        }
+        Found::Confirmed { entry, .. } => Some(serialize_hex(
+            &MerkleBlock::from_block_with_predicate(&entry.block, |t| *t == wanted),
+        )),
         Found::Mempool(_) => None,
     })?;
-    v.map(text).ok_or_else(|| not_found("Transaction not found"))
+    v.map(text)
+        .ok_or_else(|| not_found("Transaction not found"))
 }
 
 fn outspend_json(st: &ChainState, op: &OutPoint) -> Value {
@@ -266,22 +350,34 @@ fn outspend_json(st: &ChainState, op: &OutPoint) -> Value {
     }
 }
 
-async fn tx_outspend(State(s): State<Shared>, Path((txid, vout)): Path<(String, String)>) -> Answer {
+async fn tx_outspend(
+    State(s): State<Shared>,
+    Path((txid, vout)): Path<(String, String)>,
+) -> Answer {
     let txid: Txid = parse(&txid)?;
-    let vout = vout.parse::<u32>().map_err(|_| bad_request("Invalid vout"))?;
-    json_ok(s.chain.with_state(|st| outspend_json(st, &OutPoint { txid, vout })))
+    let vout = vout
+        .parse::<u32>()
+        .map_err(|_| bad_request("Invalid vout"))?;
+    json_ok(
+        s.chain
+            .with_state(|st| outspend_json(st, &OutPoint { txid, vout })),
+    )
 }
 
 async fn tx_outspends(State(s): State<Shared>, Path(txid): Path<String>) -> Answer {
     let txid_v: Txid = parse(&txid)?;
     json_ok(with_tx(&s, &txid, |st, f| {
-        json!((0..f.tx().output.len() as u32).map(|vout| outspend_json(st, &OutPoint { txid: txid_v, vout })).collect::<Vec<_>>())
+        json!(
+            (0..f.tx().output.len() as u32)
+                .map(|vout| outspend_json(st, &OutPoint { txid: txid_v, vout }))
+                .collect::<Vec<_>>()
+        )
     })?)
 }
 
 // --- addresses and script hashes ------------------------------------------------------------
 
-fn addr_hash(addr: &str) -> Result<(sha256::Hash, bitcoin::ScriptBuf), Response> {
+fn addr_hash(addr: &str) -> Result<(sha256::Hash, bitcoin::ScriptBuf), Reject> {
     let a = Address::from_str(addr)
         .ok()
         .and_then(|a| a.require_network(bitcoin::Network::Regtest).ok())
@@ -290,13 +386,16 @@ fn addr_hash(addr: &str) -> Result<(sha256::Hash, bitcoin::ScriptBuf), Response>
     Ok((script_hash(&script), script))
 }
 
-fn sh_hash(hash: &str) -> Result<sha256::Hash, Response> {
+fn sh_hash(hash: &str) -> Result<sha256::Hash, Reject> {
     parse(hash)
 }
 
 /// Confirmed txids touching the script, newest first.
 fn chain_txids(st: &ChainState, sh: &sha256::Hash) -> Vec<Txid> {
-    st.script_index.get(sh).map(|v| v.iter().rev().copied().collect()).unwrap_or_default()
+    st.script_index
+        .get(sh)
+        .map(|v| v.iter().rev().copied().collect())
+        .unwrap_or_default()
 }
 
 /// Mempool transactions touching the script (funding it or spending from it), newest first.
@@ -307,9 +406,12 @@ fn mempool_txids(st: &ChainState, sh: &sha256::Hash) -> Vec<Txid> {
         .rev()
         .filter(|txid| {
             st.mempool.entries.get(*txid).is_some_and(|e| {
-                e.tx.output.iter().any(|o| script_hash(&o.script_pubkey) == *sh)
+                e.tx.output
+                    .iter()
+                    .any(|o| script_hash(&o.script_pubkey) == *sh)
                     || e.tx.input.iter().any(|i| {
-                        st.output(&i.previous_output).is_some_and(|o| script_hash(&o.script_pubkey) == *sh)
+                        st.output(&i.previous_output)
+                            .is_some_and(|o| script_hash(&o.script_pubkey) == *sh)
                     })
             })
         })
@@ -318,12 +420,18 @@ fn mempool_txids(st: &ChainState, sh: &sha256::Hash) -> Vec<Txid> {
 }
 
 fn txs_json(st: &ChainState, txids: impl IntoIterator<Item = Txid>) -> Vec<Value> {
-    txids.into_iter().filter_map(|t| st.find_tx(&t).map(|f| tx_json(st, &f))).collect()
+    txids
+        .into_iter()
+        .filter_map(|t| st.find_tx(&t).map(|f| tx_json(st, &f)))
+        .collect()
 }
 
 fn txs_first_page(s: &Shared, sh: sha256::Hash) -> Answer {
     json_ok(s.chain.with_state(|st| {
-        let mut ids: Vec<Txid> = mempool_txids(st, &sh).into_iter().take(MEMPOOL_TXS_PER_PAGE).collect();
+        let mut ids: Vec<Txid> = mempool_txids(st, &sh)
+            .into_iter()
+            .take(MEMPOOL_TXS_PER_PAGE)
+            .collect();
         ids.extend(chain_txids(st, &sh).into_iter().take(CHAIN_TXS_PER_PAGE));
         json!(txs_json(st, ids))
     }))
@@ -334,15 +442,29 @@ fn txs_chain_page(s: &Shared, sh: sha256::Hash, last: Option<&str>) -> Answer {
     json_ok(s.chain.with_state(|st| {
         let ids = chain_txids(st, &sh);
         let skip = match last {
-            Some(l) => ids.iter().position(|t| *t == l).map(|p| p + 1).unwrap_or(ids.len()),
+            Some(l) => ids
+                .iter()
+                .position(|t| *t == l)
+                .map(|p| p + 1)
+                .unwrap_or(ids.len()),
             None => 0,
         };
-        json!(txs_json(st, ids.into_iter().skip(skip).take(CHAIN_TXS_PER_PAGE)))
+        json!(txs_json(
+            st,
+            ids.into_iter().skip(skip).take(CHAIN_TXS_PER_PAGE)
+        ))
     }))
 }
 
 fn txs_mempool_page(s: &Shared, sh: sha256::Hash) -> Answer {
-    json_ok(s.chain.with_state(|st| json!(txs_json(st, mempool_txids(st, &sh).into_iter().take(MEMPOOL_TXS_PER_PAGE)))))
+    json_ok(s.chain.with_state(|st| {
+        json!(txs_json(
+            st,
+            mempool_txids(st, &sh)
+                .into_iter()
+                .take(MEMPOOL_TXS_PER_PAGE)
+        ))
+    }))
 }
 
 fn utxo_json(s: &Shared, sh: sha256::Hash) -> Answer {
@@ -377,7 +499,9 @@ fn utxo_json(s: &Shared, sh: sha256::Hash) -> Answer {
 fn stats(st: &ChainState, sh: &sha256::Hash, txids: &[Txid]) -> Value {
     let (mut funded_n, mut funded_sum, mut spent_n, mut spent_sum) = (0u64, 0u64, 0u64, 0u64);
     for txid in txids {
-        let Some(found) = st.find_tx(txid) else { continue };
+        let Some(found) = st.find_tx(txid) else {
+            continue;
+        };
         let tx = found.tx();
         for o in &tx.output {
             if script_hash(&o.script_pubkey) == *sh {
@@ -386,11 +510,11 @@ fn stats(st: &ChainState, sh: &sha256::Hash, txids: &[Txid]) -> Value {
             }
         }
         for i in &tx.input {
-            if let Some(o) = st.output(&i.previous_output) {
-                if script_hash(&o.script_pubkey) == *sh {
-                    spent_n += 1;
-                    spent_sum += o.value.to_sat();
-                }
+            if let Some(o) = st.output(&i.previous_output)
+                && script_hash(&o.script_pubkey) == *sh
+            {
+                spent_n += 1;
+                spent_sum += o.value.to_sat();
             }
         }
     }
@@ -427,7 +551,10 @@ async fn addr_txs(State(s): State<Shared>, Path(addr): Path<String>) -> Answer {
 async fn addr_txs_chain_first(State(s): State<Shared>, Path(addr): Path<String>) -> Answer {
     txs_chain_page(&s, addr_hash(&addr)?.0, None)
 }
-async fn addr_txs_chain(State(s): State<Shared>, Path((addr, last)): Path<(String, String)>) -> Answer {
+async fn addr_txs_chain(
+    State(s): State<Shared>,
+    Path((addr, last)): Path<(String, String)>,
+) -> Answer {
     txs_chain_page(&s, addr_hash(&addr)?.0, Some(&last))
 }
 async fn addr_txs_mempool(State(s): State<Shared>, Path(addr): Path<String>) -> Answer {
@@ -445,7 +572,10 @@ async fn sh_txs(State(s): State<Shared>, Path(hash): Path<String>) -> Answer {
 async fn sh_txs_chain_first(State(s): State<Shared>, Path(hash): Path<String>) -> Answer {
     txs_chain_page(&s, sh_hash(&hash)?, None)
 }
-async fn sh_txs_chain(State(s): State<Shared>, Path((hash, last)): Path<(String, String)>) -> Answer {
+async fn sh_txs_chain(
+    State(s): State<Shared>,
+    Path((hash, last)): Path<(String, String)>,
+) -> Answer {
     txs_chain_page(&s, sh_hash(&hash)?, Some(&last))
 }
 async fn sh_txs_mempool(State(s): State<Shared>, Path(hash): Path<String>) -> Answer {
@@ -470,25 +600,34 @@ async fn mempool(State(s): State<Shared>) -> Answer {
 }
 
 async fn mempool_all_txids(State(s): State<Shared>) -> Answer {
-    json_ok(s.chain.with_state(|st| json!(st.mempool.order.iter().map(|t| t.to_string()).collect::<Vec<_>>())))
+    json_ok(s.chain.with_state(|st| {
+        json!(
+            st.mempool
+                .order
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+        )
+    }))
 }
 
 async fn mempool_recent(State(s): State<Shared>) -> Answer {
     json_ok(s.chain.with_state(|st| {
-        json!(st
-            .mempool
-            .order
-            .iter()
-            .rev()
-            .take(10)
-            .filter_map(|t| st.mempool.entries.get(t))
-            .map(|e| json!({
-                "txid": e.txid.to_string(),
-                "fee": e.fee_sats,
-                "vsize": e.vsize,
-                "value": e.tx.output.iter().map(|o| o.value.to_sat()).sum::<u64>(),
-            }))
-            .collect::<Vec<_>>())
+        json!(
+            st.mempool
+                .order
+                .iter()
+                .rev()
+                .take(10)
+                .filter_map(|t| st.mempool.entries.get(t))
+                .map(|e| json!({
+                    "txid": e.txid.to_string(),
+                    "fee": e.fee_sats,
+                    "vsize": e.vsize,
+                    "value": e.tx.output.iter().map(|o| o.value.to_sat()).sum::<u64>(),
+                }))
+                .collect::<Vec<_>>()
+        )
     }))
 }
 

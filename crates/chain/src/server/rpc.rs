@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use crate::chain::ChainError;
-use crate::json::{btc, core_header, core_script_type, core_tx, address_of, chainwork_hex};
+use crate::json::{address_of, btc, chainwork_hex, core_header, core_script_type, core_tx};
 use crate::state::Found;
 
 /// bitcoind's RPC error codes used here.
@@ -33,7 +33,10 @@ struct RpcError {
 }
 
 fn err(code: i64, message: impl Into<String>) -> RpcError {
-    RpcError { code, message: message.into() }
+    RpcError {
+        code,
+        message: message.into(),
+    }
 }
 
 type RpcResult = Result<Value, RpcError>;
@@ -45,13 +48,21 @@ pub(super) async fn handle(State(s): State<Shared>, headers: HeaderMap, body: By
         .is_some_and(|v| subtle_eq(v.as_bytes(), s.auth_header.as_bytes()));
     if !authorized {
         let mut resp = StatusCode::UNAUTHORIZED.into_response();
-        resp.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"jsonrpc\""));
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"jsonrpc\""),
+        );
         return resp;
     }
     let request: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(_) => return reply(StatusCode::INTERNAL_SERVER_ERROR, Value::Null, Err(err(RPC_PARSE_ERROR, "Parse error"))),
+        Err(_) => {
+            return reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Value::Null,
+                Err(err(RPC_PARSE_ERROR, "Parse error")),
+            );
+        }
     };
     if let Value::Array(batch) = request {
         // Batches always answer 200 with one reply per call.
@@ -74,14 +85,20 @@ fn reply(status: StatusCode, id: Value, result: RpcResult) -> Response {
 
 fn envelope(id: Value, result: RpcResult) -> (StatusCode, Value) {
     match result {
-        Ok(v) => (StatusCode::OK, json!({ "result": v, "error": null, "id": id })),
+        Ok(v) => (
+            StatusCode::OK,
+            json!({ "result": v, "error": null, "id": id }),
+        ),
         Err(e) => {
             let status = if e.code == RPC_METHOD_NOT_FOUND {
                 StatusCode::NOT_FOUND
             } else {
                 StatusCode::INTERNAL_SERVER_ERROR
             };
-            (status, json!({ "result": null, "error": { "code": e.code, "message": e.message }, "id": id }))
+            (
+                status,
+                json!({ "result": null, "error": { "code": e.code, "message": e.message }, "id": id }),
+            )
         }
     }
 }
@@ -109,15 +126,29 @@ impl Params {
     fn str(&self, i: usize, name: &str) -> Result<&str, RpcError> {
         match self.get(i) {
             Some(Value::String(s)) => Ok(s),
-            Some(_) => Err(err(RPC_TYPE_ERROR, format!("JSON value of type for {name} is not of expected type string"))),
-            None => Err(err(RPC_MISC_ERROR, format!("missing required parameter {name}"))),
+            Some(_) => Err(err(
+                RPC_TYPE_ERROR,
+                format!("JSON value of type for {name} is not of expected type string"),
+            )),
+            None => Err(err(
+                RPC_MISC_ERROR,
+                format!("missing required parameter {name}"),
+            )),
         }
     }
 
     fn u64(&self, i: usize, name: &str) -> Result<u64, RpcError> {
         match self.get(i) {
-            Some(v) => v.as_u64().ok_or_else(|| err(RPC_TYPE_ERROR, format!("{name} must be a non-negative integer"))),
-            None => Err(err(RPC_MISC_ERROR, format!("missing required parameter {name}"))),
+            Some(v) => v.as_u64().ok_or_else(|| {
+                err(
+                    RPC_TYPE_ERROR,
+                    format!("{name} must be a non-negative integer"),
+                )
+            }),
+            None => Err(err(
+                RPC_MISC_ERROR,
+                format!("missing required parameter {name}"),
+            )),
         }
     }
 
@@ -125,7 +156,9 @@ impl Params {
         match self.get(i) {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(u64::from(*b)),
-            Some(v) => v.as_u64().ok_or_else(|| err(RPC_TYPE_ERROR, "expected a number")),
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| err(RPC_TYPE_ERROR, "expected a number")),
         }
     }
 
@@ -134,16 +167,27 @@ impl Params {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
             // bitcoind accepts 0/1 for verbose flags.
-            Some(v) => v.as_u64().map(|n| n != 0).ok_or_else(|| err(RPC_TYPE_ERROR, "expected a bool")),
+            Some(v) => v
+                .as_u64()
+                .map(|n| n != 0)
+                .ok_or_else(|| err(RPC_TYPE_ERROR, "expected a bool")),
         }
     }
 
     fn hash<T: FromStr>(&self, i: usize, name: &str) -> Result<T, RpcError> {
         let s = self.str(i, name)?;
         if s.len() != 64 {
-            return Err(err(RPC_INVALID_PARAMETER, format!("{name} must be of length 64 (not {}, for '{s}')", s.len())));
+            return Err(err(
+                RPC_INVALID_PARAMETER,
+                format!("{name} must be of length 64 (not {}, for '{s}')", s.len()),
+            ));
         }
-        T::from_str(s).map_err(|_| err(RPC_INVALID_PARAMETER, format!("{name} must be hexadecimal string (not '{s}')")))
+        T::from_str(s).map_err(|_| {
+            err(
+                RPC_INVALID_PARAMETER,
+                format!("{name} must be hexadecimal string (not '{s}')"),
+            )
+        })
     }
 }
 
@@ -155,7 +199,12 @@ fn decode_tx(hex_str: &str) -> Result<Transaction, RpcError> {
     hex::decode(hex_str)
         .ok()
         .and_then(|b| deserialize::<Transaction>(&b).ok())
-        .ok_or_else(|| err(RPC_DESERIALIZATION_ERROR, "TX decode failed. Make sure the tx has at least one input."))
+        .ok_or_else(|| {
+            err(
+                RPC_DESERIALIZATION_ERROR,
+                "TX decode failed. Make sure the tx has at least one input.",
+            )
+        })
 }
 
 fn dispatch(s: &Shared, method: &str, p: &Params) -> RpcResult {
@@ -196,7 +245,11 @@ fn dispatch(s: &Shared, method: &str, p: &Params) -> RpcResult {
             let verbose = p.opt_bool(1, true)?;
             chain.with_state(|st| {
                 let e = st.entry_by_hash(&hash).ok_or_else(block_not_found)?;
-                Ok(if verbose { core_header(st, e) } else { json!(serialize_hex(&e.block.header)) })
+                Ok(if verbose {
+                    core_header(st, e)
+                } else {
+                    json!(serialize_hex(&e.block.header))
+                })
             })
         }
         "getblock" => {
@@ -209,10 +262,22 @@ fn dispatch(s: &Shared, method: &str, p: &Params) -> RpcResult {
                 }
                 let mut v = core_header(st, e);
                 v["size"] = json!(e.block.total_size());
-                v["strippedsize"] = json!(e.block.weight().to_wu().saturating_sub(e.block.total_size() as u64) / 3);
+                v["strippedsize"] = json!(
+                    e.block
+                        .weight()
+                        .to_wu()
+                        .saturating_sub(e.block.total_size() as u64)
+                        / 3
+                );
                 v["weight"] = json!(e.block.weight().to_wu());
                 v["tx"] = if verbosity == 1 {
-                    json!(e.block.txdata.iter().map(|t| t.compute_txid().to_string()).collect::<Vec<_>>())
+                    json!(
+                        e.block
+                            .txdata
+                            .iter()
+                            .map(|t| t.compute_txid().to_string())
+                            .collect::<Vec<_>>()
+                    )
                 } else {
                     json!(e.block.txdata.iter().map(core_tx).collect::<Vec<_>>())
                 };
@@ -298,7 +363,13 @@ fn dispatch(s: &Shared, method: &str, p: &Params) -> RpcResult {
             let verbose = p.opt_bool(0, false)?;
             Ok(chain.with_state(|st| {
                 if !verbose {
-                    return json!(st.mempool.order.iter().map(|t| t.to_string()).collect::<Vec<_>>());
+                    return json!(
+                        st.mempool
+                            .order
+                            .iter()
+                            .map(|t| t.to_string())
+                            .collect::<Vec<_>>()
+                    );
                 }
                 let mut map = serde_json::Map::new();
                 for txid in &st.mempool.order {
@@ -313,7 +384,10 @@ fn dispatch(s: &Shared, method: &str, p: &Params) -> RpcResult {
                 if st.mempool.entries.contains_key(&txid) {
                     Ok(mempool_entry(st, &txid))
                 } else {
-                    Err(err(RPC_INVALID_ADDRESS_OR_KEY, "Transaction not in mempool"))
+                    Err(err(
+                        RPC_INVALID_ADDRESS_OR_KEY,
+                        "Transaction not in mempool",
+                    ))
                 }
             })
         }
@@ -321,7 +395,10 @@ fn dispatch(s: &Shared, method: &str, p: &Params) -> RpcResult {
             let txid: Txid = p.hash(0, "txid")?;
             let vout = p.u64(1, "n")?;
             let include_mempool = p.opt_bool(2, true)?;
-            let op = OutPoint { txid, vout: u32::try_from(vout).unwrap_or(u32::MAX) };
+            let op = OutPoint {
+                txid,
+                vout: u32::try_from(vout).unwrap_or(u32::MAX),
+            };
             Ok(chain.with_state(|st| {
                 let tip = st.tip();
                 let (coin, confirmations) = match st.utxos.get(&op) {
@@ -332,12 +409,23 @@ fn dispatch(s: &Shared, method: &str, p: &Params) -> RpcResult {
                         (c.clone(), st.height() - c.height + 1)
                     }
                     None if include_mempool => {
-                        let Some(e) = st.mempool.entries.get(&txid) else { return Value::Null };
+                        let Some(e) = st.mempool.entries.get(&txid) else {
+                            return Value::Null;
+                        };
                         if st.mempool.spent.contains_key(&op) {
                             return Value::Null;
                         }
-                        let Some(out) = e.tx.output.get(op.vout as usize) else { return Value::Null };
-                        (crate::validate::Coin { output: out.clone(), height: 0, is_coinbase: false }, 0)
+                        let Some(out) = e.tx.output.get(op.vout as usize) else {
+                            return Value::Null;
+                        };
+                        (
+                            crate::validate::Coin {
+                                output: out.clone(),
+                                height: 0,
+                                is_coinbase: false,
+                            },
+                            0,
+                        )
                     }
                     None => return Value::Null,
                 };
@@ -376,7 +464,9 @@ fn dispatch(s: &Shared, method: &str, p: &Params) -> RpcResult {
             "localaddresses": [],
             "warnings": "",
         })),
-        "getdifficulty" => Ok(chain.with_state(|st| json!(st.tip().block.header.difficulty_float()))),
+        "getdifficulty" => {
+            Ok(chain.with_state(|st| json!(st.tip().block.header.difficulty_float())))
+        }
         "uptime" => Ok(json!(0)),
         "generatetoaddress" => {
             let n = p.u64(0, "nblocks")?;
@@ -385,7 +475,8 @@ fn dispatch(s: &Shared, method: &str, p: &Params) -> RpcResult {
                 .ok()
                 .and_then(|a| a.require_network(bitcoin::Network::Regtest).ok())
                 .ok_or_else(|| err(RPC_INVALID_ADDRESS_OR_KEY, "Error: Invalid address"))?;
-            let n = u32::try_from(n).map_err(|_| err(RPC_INVALID_PARAMETER, "nblocks too large"))?;
+            let n =
+                u32::try_from(n).map_err(|_| err(RPC_INVALID_PARAMETER, "nblocks too large"))?;
             chain
                 .mine(n, Some(&addr))
                 .map(|hashes| json!(hashes.iter().map(|h| h.to_string()).collect::<Vec<_>>()))
@@ -396,15 +487,16 @@ fn dispatch(s: &Shared, method: &str, p: &Params) -> RpcResult {
 }
 
 fn mempool_entry(st: &crate::state::State, txid: &Txid) -> Value {
-    let Some(e) = st.mempool.entries.get(txid) else { return Value::Null };
-    let depends: Vec<String> = e
-        .tx
-        .input
-        .iter()
-        .map(|i| i.previous_output.txid)
-        .filter(|t| st.mempool.entries.contains_key(t))
-        .map(|t| t.to_string())
-        .collect();
+    let Some(e) = st.mempool.entries.get(txid) else {
+        return Value::Null;
+    };
+    let depends: Vec<String> =
+        e.tx.input
+            .iter()
+            .map(|i| i.previous_output.txid)
+            .filter(|t| st.mempool.entries.contains_key(t))
+            .map(|t| t.to_string())
+            .collect();
     let spentby: Vec<String> = (0..e.tx.output.len() as u32)
         .filter_map(|vout| st.mempool.spent.get(&OutPoint { txid: *txid, vout }))
         .map(|(t, _)| t.to_string())

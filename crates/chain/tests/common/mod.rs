@@ -1,11 +1,11 @@
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 //! Test helpers: a key of our own and hand-built, signed P2WPKH spends.
 
 use bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
 use bitcoin::sighash::{EcdsaSighashType, SighashCache};
 use bitcoin::{
-    Address, Amount, CompressedPublicKey, Network, OutPoint, ScriptBuf, Sequence, Transaction, TxIn,
-    TxOut, Witness, absolute, transaction,
+    Address, Amount, CompressedPublicKey, Network, OutPoint, ScriptBuf, Sequence, Transaction,
+    TxIn, TxOut, Witness, absolute, transaction,
 };
 use satchel_chain::Chain;
 
@@ -37,23 +37,45 @@ pub struct Spend {
 
 impl Default for Spend {
     fn default() -> Self {
-        Spend { version: 2, lock_time: 0, sequence: Sequence::ENABLE_RBF_NO_LOCKTIME }
+        Spend {
+            version: 2,
+            lock_time: 0,
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+        }
     }
 }
 
 /// Spends `prev` (a P2WPKH output of `key` worth `value`) to `to` with `out_sats`.
-pub fn spend(key: &Key, prev: OutPoint, value: Amount, to: ScriptBuf, out_sats: u64, opts: Spend) -> Transaction {
+pub fn spend(
+    key: &Key,
+    prev: OutPoint,
+    value: Amount,
+    to: ScriptBuf,
+    out_sats: u64,
+    opts: Spend,
+) -> Transaction {
     let mut tx = Transaction {
         version: transaction::Version(opts.version),
         lock_time: absolute::LockTime::from_consensus(opts.lock_time),
-        input: vec![TxIn { previous_output: prev, script_sig: ScriptBuf::new(), sequence: opts.sequence, witness: Witness::new() }],
-        output: vec![TxOut { value: Amount::from_sat(out_sats), script_pubkey: to }],
+        input: vec![TxIn {
+            previous_output: prev,
+            script_sig: ScriptBuf::new(),
+            sequence: opts.sequence,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut {
+            value: Amount::from_sat(out_sats),
+            script_pubkey: to,
+        }],
     };
     let sighash = SighashCache::new(&tx)
         .p2wpkh_signature_hash(0, &key.script(), value, EcdsaSighashType::All)
         .unwrap();
     let sig = Secp256k1::new().sign_ecdsa(&Message::from(sighash), &key.sk);
-    let sig = bitcoin::ecdsa::Signature { signature: sig, sighash_type: EcdsaSighashType::All };
+    let sig = bitcoin::ecdsa::Signature {
+        signature: sig,
+        sighash_type: EcdsaSighashType::All,
+    };
     tx.input[0].witness = Witness::p2wpkh(&sig, &key.pk.0);
     tx
 }
@@ -66,6 +88,12 @@ pub fn mature_coin(chain: &Chain, key: &Key) -> (OutPoint, Amount) {
     chain.with_state(|st| {
         let e = st.entry_by_hash(&hash).unwrap();
         let cb = &e.block.txdata[0];
-        (OutPoint { txid: cb.compute_txid(), vout: 0 }, cb.output[0].value)
+        (
+            OutPoint {
+                txid: cb.compute_txid(),
+                vout: 0,
+            },
+            cb.output[0].value,
+        )
     })
 }
