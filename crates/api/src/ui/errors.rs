@@ -88,7 +88,12 @@ pub async fn record(
     let resp = next.run(req).await;
     let status = resp.status();
     let Some(key) = key else { return resp };
-    if !(status.is_client_error() || status.is_server_error()) {
+    // Unknown keys (already looked up once, and counted by the throttle) name no account.
+    let unknown = resp
+        .extensions()
+        .get::<crate::http::error::RejectedCredential>()
+        .is_some();
+    if unknown || !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
     // A known key (from the auth cache) names the account; unknown keys are not recorded.
