@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod lnurlw;
 pub mod openapi;
 pub mod routes;
+pub mod ui;
 pub mod webhooks;
 
 pub use routes::{ApiOptions, AppState, app, app_with};

@@ -187,7 +187,7 @@ fn clamp(page: &mut crate::http::Page, total: u64) -> bool {
     changed
 }
 
-fn payment_response(r: PaymentResult) -> Response {
+pub(crate) fn payment_response(r: PaymentResult) -> Response {
     match r {
         PaymentResult::Done { wtx, .. } => Lnpay::created(WtxDto::from(&wtx)).into_response(),
         PaymentResult::Pending(l) => Lnpay {
@@ -788,16 +788,25 @@ pub fn app_with(services: Services, opts: ApiOptions) -> Router {
         opts.auth_throttle,
         opts.trusted_proxies,
     ));
+    let ui = crate::ui::Ui::new(&services);
     Router::new()
         .nest("/v1", v1_router())
         .merge(crate::docs::router())
+        .merge(crate::ui::router(ui.clone()))
         // Every route (nested and merged ones included) reports its template for the metrics.
         .route_layer(axum::middleware::from_fn(
             crate::http::observe::record_route,
         ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(AppState { services })
+        .with_state(AppState {
+            services: services.clone(),
+        })
+        // Inside the throttle: the account page lists each account's recent 4xx/5xx.
+        .layer(axum::middleware::from_fn_with_state(
+            (ui, services),
+            crate::ui::errors::record,
+        ))
         // Inside `buffer_body`: a throttled request's body is still read off the connection.
         .layer(axum::middleware::from_fn_with_state(
             throttle,

@@ -114,6 +114,45 @@ impl AuthService {
         })
     }
 
+    /// The web UI's wallet page (`/wallet/<key>`): the wallet key in the page's address speaks
+    /// for its own wallet only, with exactly its role's permissions. The caller returned acts as
+    /// the account's pak presenting that same key, so every service method applies the pak
+    /// rules (ownership, suspension, the role's permission) to it; pass the same key as the path
+    /// key. Anything but a live wallet key → invalid credentials. Also returns the key's role.
+    pub async fn wallet_page_caller(&self, key: &str) -> Result<(Caller, KeyRole), ServiceError> {
+        let rec = self
+            .key(key.trim())
+            .await?
+            .filter(|r| r.role.is_wallet_key())
+            .ok_or(ServiceError::InvalidCredentials)?;
+        if rec.suspended {
+            return Err(ServiceError::WalletKeySuspended);
+        }
+        let caller = Caller {
+            account_id: rec.account_id,
+            role: KeyRole::Public,
+        };
+        Ok((caller, rec.role))
+    }
+
+    /// Suspends or reinstates one of the caller's own keys (secret key only); `false` if the key
+    /// is not the account's (unknown keys included) or was already in that state.
+    pub async fn set_own_key_suspended(
+        &self,
+        caller: &Caller,
+        key_text: &str,
+        suspended: bool,
+    ) -> Result<bool, ServiceError> {
+        self.require_secret(caller)?;
+        let key_text = key_text.trim();
+        match self.ctx.store.find_key(&KeyHash::of(key_text)).await? {
+            Some(rec) if rec.account_id == caller.account_id => {
+                self.set_suspended(key_text, suspended).await
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Sak-only endpoints.
     pub fn require_secret(&self, c: &Caller) -> Result<(), ServiceError> {
         if c.role == KeyRole::Secret {

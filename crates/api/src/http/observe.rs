@@ -38,6 +38,11 @@ pub const UNMATCHED_ROUTE: &str = "unmatched";
 #[derive(Debug, Clone)]
 struct Route(MatchedPath);
 
+/// The route template that answered, if one did (for the UI's recent-errors ring).
+pub fn matched_route(resp: &Response) -> Option<&str> {
+    resp.extensions().get::<Route>().map(|r| r.0.as_str())
+}
+
 /// Route layer (`Router::route_layer`): remembers which route answered.
 pub async fn record_route(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
