@@ -91,10 +91,7 @@ mod tests {
     #[test]
     fn usernames() {
         assert_eq!(Username::parse("Alice").unwrap().as_str(), "alice");
-        assert_eq!(
-            Username::parse("a.b-c_9").unwrap().as_str(),
-            "a.b-c_9"
-        );
+        assert_eq!(Username::parse("a.b-c_9").unwrap().as_str(), "a.b-c_9");
         assert_eq!(Username::parse(""), Err(UsernameError::Empty));
         assert_eq!(Username::parse("a b"), Err(UsernameError::Chars));
         assert_eq!(Username::parse("a@b"), Err(UsernameError::Chars));

@@ -270,9 +270,9 @@ impl LnurlpService {
                 "Lnurlp Identifier should contain at most {} characters.",
                 satchel_domain::lnurlp::MAX_USERNAME_LEN
             )),
-            UsernameError::Chars => invalid(
-                "Lnurlp Identifier may contain only letters a-z, digits, '.', '-' and '_'.",
-            ),
+            UsernameError::Chars => {
+                invalid("Lnurlp Identifier may contain only letters a-z, digits, '.', '-' and '_'.")
+            }
         })?;
         // `lnurlp_…` names a link by id on `/.well-known/lnurlp/` (as on LNPay).
         let reserved = u.as_str().starts_with("lnurlp_")
@@ -370,9 +370,9 @@ impl LnurlpService {
 
     fn taken(&self, e: LnurlpWriteError, link: &LnurlpLink) -> ServiceError {
         match (e, &link.username) {
-            (LnurlpWriteError::UsernameTaken, Some(u)) => invalid(format!(
-                "Lnurlp Identifier \"{u}\" has already been taken."
-            )),
+            (LnurlpWriteError::UsernameTaken, Some(u)) => {
+                invalid(format!("Lnurlp Identifier \"{u}\" has already been taken."))
+            }
             (LnurlpWriteError::UsernameTaken, None) => {
                 ServiceError::Internal("username conflict without a username".into())
             }

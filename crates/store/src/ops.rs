@@ -1991,7 +1991,10 @@ pub(crate) async fn fail_in(
 }
 
 /// Inserts the row of an invoice we issued (inside the caller's transaction).
-pub(crate) async fn insert_invoice_in(tx: &mut Conn, inv: &NewInvoiceRecord) -> Result<(), StoreError> {
+pub(crate) async fn insert_invoice_in(
+    tx: &mut Conn,
+    inv: &NewInvoiceRecord,
+) -> Result<(), StoreError> {
     tx.exec(
             "INSERT INTO ln_txs (id, account_id, wallet_id, created_at, updated_at, direction, node_id, \
              dest_pubkey, payment_request, payment_hash, memo, description_hash, payment_addr, \
@@ -2023,30 +2026,30 @@ pub(crate) async fn insert_invoice_in(tx: &mut Conn, inv: &NewInvoiceRecord) -> 
 /// The record [`insert_invoice_in`] wrote.
 pub(crate) fn invoice_record(inv: &NewInvoiceRecord) -> LnTxRecord {
     LnTxRecord {
-            id: inv.id.clone(),
-            account_id: inv.account_id.clone(),
-            wallet_id: Some(inv.wallet_id.clone()),
-            created_at: inv.now,
-            direction: Direction::Incoming,
-            node_id: inv.node_id.clone(),
-            dest_pubkey: inv.dest_pubkey.clone(),
-            payment_request: inv.payment_request.clone(),
-            payment_hash: inv.payment_hash,
-            memo: inv.memo.clone(),
-            description_hash: inv.description_hash.clone(),
-            payment_addr: inv.payment_addr.clone(),
-            amount: inv.amount,
-            fee: Msat::ZERO,
-            fee_limit: Msat::ZERO,
-            expiry_secs: Some(inv.expiry_secs),
-            expires_at: Some(inv.expires_at),
-            preimage: Some(inv.preimage),
-            settled: false,
-            settled_at: None,
-            is_keysend: false,
-            custom_records: None,
-            pass_thru: inv.pass_thru.clone(),
-            status: None,
-            failure_reason: None,
-        }
+        id: inv.id.clone(),
+        account_id: inv.account_id.clone(),
+        wallet_id: Some(inv.wallet_id.clone()),
+        created_at: inv.now,
+        direction: Direction::Incoming,
+        node_id: inv.node_id.clone(),
+        dest_pubkey: inv.dest_pubkey.clone(),
+        payment_request: inv.payment_request.clone(),
+        payment_hash: inv.payment_hash,
+        memo: inv.memo.clone(),
+        description_hash: inv.description_hash.clone(),
+        payment_addr: inv.payment_addr.clone(),
+        amount: inv.amount,
+        fee: Msat::ZERO,
+        fee_limit: Msat::ZERO,
+        expiry_secs: Some(inv.expiry_secs),
+        expires_at: Some(inv.expires_at),
+        preimage: Some(inv.preimage),
+        settled: false,
+        settled_at: None,
+        is_keysend: false,
+        custom_records: None,
+        pass_thru: inv.pass_thru.clone(),
+        status: None,
+        failure_reason: None,
+    }
 }

@@ -1,0 +1,463 @@
+//! LNURL-pay receiving and Lightning Addresses (LNPay §4.6, §6.4; LUD-06/12/16/21) and keysend
+//! addresses over the HTTP API, on SQLite and Postgres: link CRUD, validation and permissions,
+//! the default link of new wallets, the public payRequest / callback / well-known / verify
+//! endpoints, an invoice paid from outside booked as `ln_lnurl_pay_inbound`, its description
+//! hash, internal payment of such an invoice, keysend addresses routing to their own wallets,
+//! and everything surviving a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, WalletKeys, test_service_config};
+use reqwest::StatusCode;
+use satchel_domain::{Bolt11, CustomRecords, Msat, decode_lnurl};
+use satchel_service::ServiceConfig;
+use satchel_service::lnurlw::PublicUrl;
+use satchel_store::testing::TestDb;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const PUBLIC: &str = "https://pay.example.com";
+
+fn cfg() -> ServiceConfig {
+    ServiceConfig {
+        public_url: Some(PublicUrl::parse(PUBLIC).unwrap()),
+        ..test_service_config()
+    }
+}
+
+async fn on_each_db<F, Fut>(f: F)
+where
+    F: Fn(TestServer) -> Fut,
+    Fut: std::future::Future<Output = TestServer>,
+{
+    for (kind, db) in TestDb::all().await {
+        eprintln!("--- running on {kind}");
+        let srv = TestServer::start_with(db, cfg()).await;
+        let srv = f(srv).await;
+        srv.assert_audit_clean().await;
+        srv.stop().await;
+    }
+}
+
+/// A URL built from `public_url`, pointed at the test server.
+fn local(s: &TestServer, url: &str) -> String {
+    assert!(
+        url.starts_with(PUBLIC),
+        "{url} is not built from public_url"
+    );
+    format!("{}{}", s.base, &url[PUBLIC.len()..])
+}
+
+async fn fetch(s: &TestServer, url: &str) -> common::Resp {
+    s.send(s.http.get(url)).await
+}
+
+async fn well_known(s: &TestServer, kind: &str, name: &str) -> common::Resp {
+    fetch(s, &format!("{}/.well-known/{kind}/{name}", s.base)).await
+}
+
+async fn make_link(s: &TestServer, w: &WalletKeys, body: Value) -> Value {
+    let r = s
+        .post(&s.sak, &format!("/wallet/{}/lnurlp", w.waka), body)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    r.json
+}
+
+async fn callback(s: &TestServer, offer: &Value, query: &str) -> Value {
+    let cb = local(s, offer["callback"].as_str().unwrap());
+    let sep = if cb.contains('?') { '&' } else { '?' };
+    let r = fetch(s, &format!("{cb}{sep}{query}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    r.json
+}
+
+fn lud_error(v: &Value) -> &str {
+    assert_eq!(v["status"], "ERROR", "{v}");
+    v["reason"].as_str().unwrap()
+}
+
+fn bad(r: &common::Resp, msg: &str) {
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.json["message"], msg, "{}", r.text);
+}
+
+#[tokio::test]
+async fn new_wallets_get_a_default_link() {
+    on_each_db(|s| async move {
+        let w = s.create_wallet("Tips jar").await;
+        let r = s.get(&s.sak, &format!("/wallet/{}", w.waka)).await;
+        let id = r.json["default_lnurlpay_id"].as_str().unwrap().to_owned();
+        assert!(id.starts_with("lnurlp_"), "{id}");
+        let r = s.get(&s.pak, &format!("/lnurlp/{id}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let l = &r.json;
+        assert_eq!(l["wallet_id"], w.id.as_str());
+        assert_eq!(l["user_label"], "LNURL-pay Tips jar");
+        assert_eq!(l["lnurlp_short_desc"], "Tips jar");
+        assert_eq!(l["lnurlp_minSendable_msat"], 1000);
+        assert_eq!(l["lnurlp_maxSendable_msat"], 100_000_000);
+        assert_eq!(l["lnurlp_identifier"], Value::Null);
+        assert_eq!(l["statusType"]["name"], "lnurl_active");
+        let url = l["lnurl_decoded"].as_str().unwrap();
+        assert_eq!(url, format!("{PUBLIC}/v1/wallet/{id}/lnurlp/{id}"));
+        assert_eq!(
+            decode_lnurl(l["lnurl_encoded"].as_str().unwrap()).unwrap(),
+            url
+        );
+        s
+    })
+    .await;
+    // Without public_url LNURL is off: no default link, and links cannot be made.
+    for (_, db) in TestDb::all().await {
+        let s = TestServer::start_with(db, test_service_config()).await;
+        let w = s.create_wallet("plain").await;
+        let r = s.get(&s.sak, &format!("/wallet/{}", w.waka)).await;
+        assert_eq!(r.json["default_lnurlpay_id"], Value::Null);
+        let r = s
+            .post(&s.sak, &format!("/wallet/{}/lnurlp", w.waka), json!({}))
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED, "{}", r.text);
+        let r = well_known(&s, "lnurlp", "x").await;
+        assert_eq!(r.status, StatusCode::OK);
+        lud_error(&r.json);
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn create_update_and_validation() {
+    on_each_db(|s| async move {
+        let w = s.create_wallet("addr").await;
+        let l = make_link(
+            &s,
+            &w,
+            json!({"lnurlp_identifier": "Bob.Tips", "lnurlp_short_desc": "Tips for Bob",
+                   "lnurlp_minSendable_msat": 2000, "lnurlp_maxSendable_msat": "5000000",
+                   "lnurlp_commentAllowed": 100, "user_label": "bob"}),
+        )
+        .await;
+        assert_eq!(l["lnurlp_identifier"], "bob.tips");
+        assert_eq!(l["lightning_address"], "bob.tips@pay.example.com");
+        assert_eq!(l["lnurlp_minSendable_msat"], 2000);
+        assert_eq!(l["lnurlp_maxSendable_msat"], 5_000_000);
+        assert_eq!(l["lnurlp_commentAllowed"], 100);
+        assert_eq!(l["custyDomain"], Value::Null);
+        let id = l["id"].as_str().unwrap().to_owned();
+
+        // Validation: clear 400s, nothing written.
+        let p = format!("/wallet/{}/lnurlp", w.waka);
+        let cases = [
+            (json!({"lnurlp_identifier": "BOB.tips"}), "Lnurlp Identifier \"bob.tips\" has already been taken."),
+            (json!({"lnurlp_identifier": "Admin"}), "Lnurlp Identifier \"admin\" is reserved."),
+            (json!({"lnurlp_identifier": "lnurlp_x"}), "Lnurlp Identifier \"lnurlp_x\" is reserved."),
+            (json!({"lnurlp_identifier": "a b"}), "Lnurlp Identifier may contain only letters a-z, digits, '.', '-' and '_'."),
+            (json!({"lnurlp_identifier": "x".repeat(65)}), "Lnurlp Identifier should contain at most 64 characters."),
+            (json!({"lnurlp_minSendable_msat": 999}), "Lnurlp Min Sendable Msat must be greater than or equal to \"1000\"."),
+            (json!({"lnurlp_minSendable_msat": 5000, "lnurlp_maxSendable_msat": 4000}), "Lnurlp Max Sendable Msat must be greater than or equal to \"Lnurlp Min Sendable Msat\"."),
+            (json!({"lnurlp_minSendable_msat": -1}), "Lnurlp Min Sendable Msat must be no less than 0."),
+            (json!({"lnurlp_commentAllowed": 640}), "Lnurlp Comment Allowed must be no greater than 639."),
+            (json!({"lnurlp_short_desc": "d".repeat(256)}), "Lnurlp Short Desc should contain at most 255 characters."),
+            (json!({"lnurlp_short_desc": " "}), "Lnurlp Short Desc cannot be blank."),
+            (json!({"custy_domain_id": "cdom_abc"}), "Invalid custy_domain_id"),
+        ];
+        for (body, msg) in cases {
+            bad(&s.post(&s.sak, &p, body).await, msg);
+        }
+
+        // Update (sak only), through each method; fields left out keep their value.
+        let r = s
+            .post(&s.sak, &format!("/lnurlp/{id}"), json!({"lnurlp_short_desc": "New desc"}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.json["lnurlp_short_desc"], "New desc");
+        assert_eq!(r.json["lnurlp_identifier"], "bob.tips");
+        assert_eq!(r.json["lnurlp_minSendable_msat"], 2000);
+        let r = s
+            .send(
+                s.http
+                    .put(s.v1(&format!("/lnurlp/{id}")))
+                    .header("X-Api-Key", &s.sak)
+                    .json(&json!({"identifier": "robert"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.json["lightning_address"], "robert@pay.example.com");
+        let r = s
+            .send(
+                s.http
+                    .patch(s.v1(&format!("/lnurlp/{id}")))
+                    .header("X-Api-Key", &s.sak)
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body("status=lnurl_inactive"),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.json["statusType"]["name"], "lnurl_inactive");
+        assert_eq!(r.json["statusType"]["display_name"], "LNURL Inactive");
+        // The old name is free again; the inactive link answers nothing.
+        make_link(&s, &w, json!({"lnurlp_identifier": "bob.tips"})).await;
+        let r = well_known(&s, "lnurlp", "robert").await;
+        lud_error(&r.json);
+        bad(
+            &s.post(&s.sak, &format!("/lnurlp/{id}"), json!({"status": "on"})).await,
+            "Status must be lnurl_active or lnurl_inactive.",
+        );
+        bad(
+            &s.post(&s.sak, &format!("/lnurlp/{id}"), json!({"lnurlp_identifier": "BOB.TIPS"}))
+                .await,
+            "Lnurlp Identifier \"bob.tips\" has already been taken.",
+        );
+
+        // Permissions: update is sak-only; reads are the account's own.
+        let r = s
+            .post(&s.pak, &format!("/lnurlp/{id}"), json!({"user_label": "x"}))
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+        assert_eq!(
+            r.json["message"],
+            "This resource can only be access with secret access key."
+        );
+        let r = s.get(&s.sak, "/lnurlp/lnurlp_unknown").await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+        assert_eq!(r.json["message"], "Unknown lnurlpay id");
+        let other = satchel_service::wallets::create_account(&s.running().store, "other")
+            .await
+            .unwrap();
+        let r = s.get(other.secret_key.expose(), &format!("/lnurlp/{id}")).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+        let r = s
+            .post(&s.pak, &format!("/wallet/{}/lnurlp", w.waki), json!({}))
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+        assert_eq!(
+            r.json["message"],
+            "waki_ access key provided does not permission to do this: Wallet Admin"
+        );
+        let r = s
+            .post(&s.pak, &format!("/wallet/{}/lnurlp", w.waka), json!({}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.json["lnurlp_short_desc"], "LNURL PAY (via Satchel)");
+        s
+    })
+    .await;
+}
+
+/// The payRequest, its callback, the invoice's description hash, the payment from outside
+/// booked as `ln_lnurl_pay_inbound`, LUD-21 verify, and all of it after a restart.
+#[tokio::test]
+async fn pay_from_outside_credits_lnurl_pay_inbound() {
+    for (kind, db) in TestDb::all().await {
+        eprintln!("--- running on {kind}");
+        let s = TestServer::start_with(db, cfg()).await;
+        let w = s.create_wallet("payee").await;
+        let l = make_link(
+            &s,
+            &w,
+            json!({"lnurlp_identifier": "carol", "lnurlp_short_desc": "Pay Carol",
+                   "lnurlp_commentAllowed": 10, "lnurlp_maxSendable_msat": 50_000_000}),
+        )
+        .await;
+        let url = l["lnurl_decoded"].as_str().unwrap().to_owned();
+        let offer = fetch(&s, &local(&s, &url)).await.json;
+        assert_eq!(offer["tag"], "payRequest");
+        assert_eq!(offer["minSendable"], 1000);
+        assert_eq!(offer["maxSendable"], 50_000_000);
+        assert_eq!(offer["commentAllowed"], 10);
+        let metadata = offer["metadata"].as_str().unwrap().to_owned();
+        assert_eq!(
+            metadata,
+            r#"[["text/plain","Pay Carol"],["text/identifier","carol@pay.example.com"]]"#
+        );
+        assert_eq!(offer["callback"], url.as_str());
+        // The address, in any case, answers the same payRequest.
+        let r = well_known(&s, "lnurlp", "CaRoL").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.json, offer);
+        let r = well_known(&s, "lnurlp", l["id"].as_str().unwrap()).await;
+        assert_eq!(r.json, offer);
+        let r = well_known(&s, "lnurlp", "nobody").await;
+        assert_eq!(
+            lud_error(&r.json),
+            "Invalid username (nobody) for domain:pay.example.com"
+        );
+
+        // Callback errors, in LUD format.
+        let e = callback(&s, &offer, "amount=999").await;
+        assert_eq!(
+            lud_error(&e),
+            "Amount 999 msat is not within 1000 - 50000000 msat"
+        );
+        let e = callback(&s, &offer, "amount=50000001").await;
+        assert!(lud_error(&e).contains("not within"), "{e}");
+        let e = callback(&s, &offer, "amount=abc").await;
+        assert_eq!(
+            lud_error(&e),
+            "Amount must be a whole number of millisatoshis"
+        );
+        let e = callback(&s, &offer, "amount=5000&comment=elevenchars").await;
+        assert_eq!(
+            lud_error(&e),
+            "Comment is too long (11 characters); this link accepts at most 10"
+        );
+        let wrong = local(&s, &url).replacen("/wallet/lnurlp_", "/wallet/lnurlp_x", 1);
+        let e = fetch(&s, &wrong).await.json;
+        assert_eq!(
+            lud_error(&e),
+            "Wallet or lnurlpay link is not valid or active"
+        );
+
+        // The invoice: exact amount, description hash = SHA-256 of the metadata served.
+        let ans = callback(&s, &offer, "amount=21000&comment=thanks").await;
+        assert_eq!(ans["routes"], json!([]));
+        let pr = Bolt11::parse(ans["pr"].as_str().unwrap()).unwrap();
+        assert_eq!(pr.amount(), Some(Msat::from_msat(21_000).unwrap()));
+        let want: [u8; 32] = Sha256::digest(metadata.as_bytes()).into();
+        assert_eq!(pr.description_hash(), Some(want));
+        let verify_url = ans["verify"].as_str().unwrap().to_owned();
+        let verify = local(&s, &verify_url);
+        let v = fetch(&s, &verify).await.json;
+        assert_eq!(
+            v,
+            json!({"status": "OK", "settled": false, "preimage": null, "pr": pr.as_str()})
+        );
+        let e = fetch(&s, &format!("{}/v1/lnurlp/verify/nope", s.base))
+            .await
+            .json;
+        assert_eq!(lud_error(&e), "Not found");
+
+        // Paid from outside: booked as ln_lnurl_pay_inbound, with the comment as memo.
+        let preimage = s.scripted.pay_our_invoice(&pr, None).unwrap();
+        s.wait_balance_msat(&w, 21_000).await;
+        let r = s
+            .get(&s.sak, &format!("/wallet/{}/transactions", w.waka))
+            .await;
+        let wtx = &r.json[0];
+        assert_eq!(wtx["wtxType"]["name"], "ln_lnurl_pay_inbound");
+        assert_eq!(wtx["wtxType"]["display_name"], "LNURL Pay");
+        assert_eq!(wtx["num_satoshis"], 21);
+        assert_eq!(wtx["user_label"], "thanks");
+        assert_eq!(wtx["passThru"]["wallet_lnurlpay_id"], l["id"]);
+        assert_eq!(wtx["passThru"]["comment"], "thanks");
+        assert_eq!(wtx["lnTx"]["description_hash"], hex::encode(want));
+        let v = fetch(&s, &verify).await.json;
+        assert_eq!(v["settled"], true);
+        assert_eq!(v["preimage"], preimage.to_hex());
+        // Restart: links, addresses, invoices and verify ids are all still there.
+        let (scripted, sak) = (s.scripted.clone(), s.sak.clone());
+        s.assert_audit_clean().await;
+        let db = s.stop().await;
+        let mut s = TestServer::start_on(db, cfg(), scripted).await;
+        s.sak = sak;
+        let verify = local(&s, &verify_url);
+        assert_eq!(fetch(&s, &local(&s, &url)).await.json, offer);
+        assert_eq!(well_known(&s, "lnurlp", "carol").await.json, offer);
+        let v = fetch(&s, &verify).await.json;
+        assert_eq!(v["settled"], true);
+        let r = s
+            .get(&s.sak, &format!("/lnurlp/{}", l["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(r.json["lnurlp_identifier"], "carol");
+        // A second invoice after the restart pays too.
+        let ans = callback(&s, &offer, "amount=3000").await;
+        let pr = Bolt11::parse(ans["pr"].as_str().unwrap()).unwrap();
+        s.scripted.pay_our_invoice(&pr, None).unwrap();
+        s.wait_balance_msat(&w, 24_000).await;
+        s.assert_audit_clean().await;
+        s.stop().await;
+    }
+}
+
+/// Another wallet of this server pays a link's invoice through `/withdraw`: settled
+/// internally, the payee's entry is still `ln_lnurl_pay_inbound`.
+#[tokio::test]
+async fn internal_payment_of_a_link_invoice() {
+    on_each_db(|s| async move {
+        let payer = s.create_wallet("payer").await;
+        s.fund(&payer, 1_000).await;
+        let payee = s.create_wallet("payee").await;
+        let l = make_link(&s, &payee, json!({})).await;
+        let offer = fetch(&s, &local(&s, l["lnurl_decoded"].as_str().unwrap()))
+            .await
+            .json;
+        let ans = callback(&s, &offer, "amount=100000").await;
+        let r = s
+            .post(
+                &s.sak,
+                &format!("/wallet/{}/withdraw", payer.waka),
+                json!({"payment_request": ans["pr"]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        s.wait_balance_msat(&payee, 100_000).await;
+        let r = s
+            .get(&s.sak, &format!("/wallet/{}/transactions", payee.waka))
+            .await;
+        assert_eq!(r.json[0]["wtxType"]["name"], "ln_lnurl_pay_inbound");
+        let v = fetch(&s, &local(&s, ans["verify"].as_str().unwrap()))
+            .await
+            .json;
+        assert_eq!(v["settled"], true);
+        s
+    })
+    .await;
+}
+
+/// Keysend addresses: each address's TLV 696969 value credits its own wallet; a deactivated
+/// address routes nothing.
+#[tokio::test]
+async fn keysend_addresses_route_to_their_own_wallets() {
+    on_each_db(|s| async move {
+        let main = s.create_wallet("main").await;
+        let sub = s.create_wallet("sub").await;
+        let a = make_link(&s, &main, json!({"lnurlp_identifier": "podcast"})).await;
+        make_link(&s, &sub, json!({"lnurlp_identifier": "podcast.guest"})).await;
+        let ka = well_known(&s, "keysend", "Podcast").await.json;
+        let kb = well_known(&s, "keysend", "podcast.guest").await.json;
+        assert_eq!(ka["status"], "OK");
+        assert_eq!(ka["tag"], "keysend");
+        assert_eq!(ka["pubkey"], s.scripted.pubkey().to_hex());
+        assert_eq!(ka["customData"][0]["customKey"], "696969");
+        let va = ka["customData"][0]["customValue"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let vb = kb["customData"][0]["customValue"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_ne!(va, vb, "two addresses, two values");
+        let e = well_known(&s, "keysend", "nobody").await.json;
+        lud_error(&e);
+
+        let send = |v: &str, sats: u64| {
+            let mut r = CustomRecords::default();
+            r.0.insert(696_969, v.as_bytes().to_vec());
+            s.scripted
+                .receive_keysend(Msat::from_sats(sats).unwrap(), r)
+        };
+        send(&va, 5);
+        send(&vb, 7);
+        s.wait_balance_msat(&main, 5_000).await;
+        s.wait_balance_msat(&sub, 7_000).await;
+
+        // Deactivated: the value no longer routes (no default keysend wallet: unclaimed).
+        let r = s
+            .post(
+                &s.sak,
+                &format!("/lnurlp/{}", a["id"].as_str().unwrap()),
+                json!({"status": "lnurl_inactive"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        send(&va, 3);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(s.balance_msat(&main).await, 5_000);
+        s
+    })
+    .await;
+}
