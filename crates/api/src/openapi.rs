@@ -318,6 +318,12 @@ pub fn golden_example(text: &str) -> Value {
         ("<waklp>", "waklp_Ce5Vh2Xm7Tg4Ka1Rz8"),
         ("<wakewa>", "wakewa_Ly3Bq8Ns5Df2Wp6Hm"),
         ("<wakewv>", "wakewv_Gt9Rc4Zk1Vx7Ej3Ub"),
+        ("<lnurlp>", "lnurlp_Xk3Fq9Zt2Lm8Vb4Nc7"),
+        ("<verify_id>", "Qx7upUSBysgk49pF5Fn73240DjfhAxw1"),
+        (
+            "<lnurl>",
+            "LNURL1DP68GURN8GHJ7URP0YHXZMTWD9HXGTNRDAKJ7AMPD3JKX6Z4WPSHJTMPDAMKZ7TWWDJ8QCTWDAZ8YVTVD3SHJMT0W4HZ7MRFW3EKZUR5WDJHXAR9WPSHJ7MPDAMKZ7TWWDJ8QCTWDAZ8YVTVD3SHJMT0W4HZ7",
+        ),
     ] {
         t = t.replace(placeholder, value);
     }
@@ -371,6 +377,7 @@ const EXAMPLES: &[ExampleRow] = &[
             golden!("wallet_transactions_deposit"),
             golden!("wallet_transactions_keysend_in"),
             golden!("wallet_transactions_network_fee"),
+            golden!("wallet_transactions_lnurl_pay"),
         ],
     ),
     (
@@ -467,6 +474,46 @@ const EXAMPLES: &[ExampleRow] = &[
         "/v1/node/{node}/payments/queryroutes",
         "400",
         &[golden!("error_400_queryroutes_missing")],
+    ),
+    (
+        "post",
+        "/v1/wallet/{key}/lnurlp",
+        "200",
+        &[golden!("lnurlp_create")],
+    ),
+    (
+        "get",
+        "/v1/lnurlp/{id}",
+        "200",
+        &[golden!("lnurlp_get_default")],
+    ),
+    (
+        "get",
+        "/v1/wallet/{key}/lnurlp/{id}",
+        "200",
+        &[
+            golden!("lnurlp_pay_request"),
+            golden!("lnurlp_callback"),
+            golden!("lnurlp_error"),
+        ],
+    ),
+    (
+        "get",
+        "/.well-known/lnurlp/{username}",
+        "200",
+        &[golden!("lnurlp_pay_request")],
+    ),
+    (
+        "get",
+        "/v1/lnurlp/verify/{verify_id}",
+        "200",
+        &[golden!("lnurlp_verify")],
+    ),
+    (
+        "get",
+        "/.well-known/keysend/{username}",
+        "200",
+        &[golden!("keysend_address")],
     ),
 ];
 
