@@ -461,3 +461,80 @@ async fn keysend_addresses_route_to_their_own_wallets() {
     })
     .await;
 }
+
+/// Our LNURL-pay and Lightning Address answers as a third-party implementation reads them
+/// (the LNbits team's PyPI `lnurl`, as for LNURL-withdraw), and a pay request it completes
+/// against the running server: its invoice, paid from outside, credits the wallet. Skipped with
+/// a message when python3 or the package is missing, except in CI (`CI=true`).
+#[tokio::test]
+async fn third_party_lnurl_accepts_our_answers() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lnurl/check_lnurlp.py");
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import lnurl"])
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must run the third-party LNURL check: python3 with PyPI `lnurl` is missing"
+        );
+        eprintln!(
+            "SKIPPED: python3 with the PyPI `lnurl` package is not installed (pip install lnurl)"
+        );
+        return;
+    }
+    on_each_db(|s| async move {
+        let w = s.create_wallet("3rd party").await;
+        let l = make_link(
+            &s,
+            &w,
+            json!({"lnurlp_identifier": "python", "lnurlp_commentAllowed": 50}),
+        )
+        .await;
+        let url = l["lnurl_decoded"].as_str().unwrap().to_owned();
+        let offer = fetch(&s, &local(&s, &url)).await;
+        let wk = well_known(&s, "lnurlp", "python").await;
+        let err = fetch(&s, &format!("{}?amount=1", local(&s, &url))).await;
+        let out = tokio::task::spawn_blocking({
+            let args = [
+                script.to_owned(),
+                s.base.clone(),
+                PUBLIC.to_owned(),
+                l["lnurl_encoded"].as_str().unwrap().to_owned(),
+                url.clone(),
+                l["lightning_address"].as_str().unwrap().to_owned(),
+                offer.text.clone(),
+                wk.text.clone(),
+                err.text.clone(),
+            ];
+            move || {
+                std::process::Command::new("python3")
+                    .args(args)
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "python lnurl refused our answers:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("{stdout}");
+        let pr = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("pr="))
+            .expect("the invoice python obtained");
+        let pr = Bolt11::parse(pr).unwrap();
+        s.scripted.pay_our_invoice(&pr, None).unwrap();
+        s.wait_balance_msat(&w, 21_000).await;
+        let r = s
+            .get(&s.sak, &format!("/wallet/{}/transactions", w.waka))
+            .await;
+        assert_eq!(r.json[0]["wtxType"]["name"], "ln_lnurl_pay_inbound");
+        assert_eq!(r.json[0]["user_label"], "from python");
+        s
+    })
+    .await;
+}
