@@ -538,3 +538,178 @@ async fn third_party_lnurl_accepts_our_answers() {
     })
     .await;
 }
+
+/// Over the embedded LDK node and its devnet (real Lightning payments), alice pays an invoice
+/// from a Lightning Address's callback (credited as `ln_lnurl_pay_inbound`), and keysends to two
+/// keysend addresses, each landing in its own wallet (the node's pre-claim policy accepts them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn devnet_alice_pays_an_address_and_two_keysend_addresses() {
+    use satchel::app::{StartOptions, start};
+    use satchel_ldk::Devnet;
+    use satchel_lightning::{DevnetControl, LightningBackend, PayOutcome};
+    use std::sync::Arc;
+
+    for (kind, db) in TestDb::all().await {
+        eprintln!("--- running on {kind}");
+        let dir = tempfile::tempdir().unwrap();
+        let devnet = Arc::new(Devnet::start(dir.path()).await.expect("devnet starts"));
+        let backend: Arc<dyn LightningBackend> = devnet.node();
+        let control: Arc<dyn DevnetControl> = devnet.clone();
+        let running = start(StartOptions {
+            database_url: db.url.clone(),
+            listen: "127.0.0.1:0".into(),
+            backend,
+            devnet: Some(control),
+            service: ServiceConfig {
+                payment_wait: Duration::from_secs(30),
+                reconcile_every: Duration::from_millis(500),
+                ..cfg()
+            },
+            webhooks: None,
+        })
+        .await
+        .expect("server starts");
+        devnet
+            .node()
+            .set_incoming_policy(Arc::new(satchel_service::incoming::KeysendPolicy::new(
+                running.store.clone(),
+                None,
+            )));
+        let acct = satchel_service::wallets::create_account(&running.store, "t")
+            .await
+            .unwrap();
+        let sak = acct.secret_key.expose().to_owned();
+        let base = running.url();
+        let http = reqwest::Client::new();
+        let api = |method: reqwest::Method, path: &str| {
+            http.request(method, format!("{base}/v1{path}"))
+                .header("X-Api-Key", &sak)
+        };
+        let json_of = |r: reqwest::Response| async move {
+            let status = r.status();
+            let v: Value = r.json().await.unwrap();
+            (status, v)
+        };
+        let mut wallets = Vec::new();
+        for (label, name) in [("main", "show"), ("guest", "show.guest")] {
+            let (st, w) = json_of(
+                api(reqwest::Method::POST, "/wallet")
+                    .json(&json!({"user_label": label}))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(st, StatusCode::CREATED, "{w}");
+            let waka = w["access_keys"]["Wallet Admin"][0]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let (st, l) = json_of(
+                api(reqwest::Method::POST, &format!("/wallet/{waka}/lnurlp"))
+                    .json(&json!({"lnurlp_identifier": name}))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(st, StatusCode::OK, "{l}");
+            wallets.push((waka, name));
+        }
+        let balance = |waka: String| {
+            let rb = api(reqwest::Method::GET, &format!("/wallet/{waka}"));
+            async move {
+                rb.send().await.unwrap().json::<Value>().await.unwrap()["balance_msat"]
+                    .as_i64()
+                    .unwrap()
+            }
+        };
+        let wait = |waka: String, want: i64| {
+            let balance = &balance;
+            async move {
+                for _ in 0..300 {
+                    if balance(waka.clone()).await == want {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                panic!("balance of {waka} never reached {want}");
+            }
+        };
+
+        // alice pays the address's invoice.
+        let offer: Value = http
+            .get(format!("{base}/.well-known/lnurlp/show"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let cb = offer["callback"].as_str().unwrap().replace(PUBLIC, &base);
+        let ans: Value = http
+            .get(format!("{cb}?amount=30000"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let pr = Bolt11::parse(ans["pr"].as_str().expect(&ans.to_string())).unwrap();
+        let want: [u8; 32] = Sha256::digest(offer["metadata"].as_str().unwrap().as_bytes()).into();
+        assert_eq!(pr.description_hash(), Some(want));
+        let out = devnet.outside_pay("alice", &pr, None).await.unwrap();
+        assert!(matches!(out, PayOutcome::Succeeded { .. }), "{out:?}");
+        wait(wallets[0].0.clone(), 30_000).await;
+        let h: Value = api(
+            reqwest::Method::GET,
+            &format!("/wallet/{}/transactions", wallets[0].0),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(h[0]["wtxType"]["name"], "ln_lnurl_pay_inbound");
+
+        // alice keysends to both keysend addresses: each lands in its own wallet.
+        for (i, (waka, name)) in wallets.iter().enumerate() {
+            let k: Value = http
+                .get(format!("{base}/.well-known/keysend/{name}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(k["pubkey"], devnet.node().pubkey().to_hex());
+            let mut rec = CustomRecords::default();
+            rec.0.insert(
+                696_969,
+                k["customData"][0]["customValue"]
+                    .as_str()
+                    .unwrap()
+                    .as_bytes()
+                    .to_vec(),
+            );
+            let sats = 10 + u64::try_from(i).unwrap();
+            let (_, out) = devnet
+                .outside_keysend(
+                    "alice",
+                    devnet.node().pubkey(),
+                    Msat::from_sats(sats).unwrap(),
+                    rec,
+                )
+                .await
+                .unwrap();
+            assert!(matches!(out, PayOutcome::Succeeded { .. }), "{out:?}");
+            let before = if i == 0 { 30_000 } else { 0 };
+            wait(waka.clone(), before + i64::try_from(sats).unwrap() * 1000).await;
+        }
+        let audit = running.store.audit().await.unwrap();
+        assert!(audit.is_clean(), "{:?}", audit.problems);
+        running.shutdown().await;
+        devnet.stop().await.unwrap();
+    }
+}
