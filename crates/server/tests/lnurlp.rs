@@ -655,7 +655,7 @@ async fn devnet_alice_pays_an_address_and_two_keysend_addresses() {
             .json()
             .await
             .unwrap();
-        let pr = Bolt11::parse(ans["pr"].as_str().expect(&ans.to_string())).unwrap();
+        let pr = Bolt11::parse(ans["pr"].as_str().unwrap_or_else(|| panic!("{ans}"))).unwrap();
         let want: [u8; 32] = Sha256::digest(offer["metadata"].as_str().unwrap().as_bytes()).into();
         assert_eq!(pr.description_hash(), Some(want));
         let out = devnet.outside_pay("alice", &pr, None).await.unwrap();
