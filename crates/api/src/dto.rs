@@ -64,7 +64,7 @@ impl From<&WalletRecord> for WalletDto {
             balance: sats_floor(w.balance.as_i64()),
             balance_msat: w.balance.as_i64(),
             ln_node_id: w.node_id.to_string(),
-            default_lnurlpay_id: None,
+            default_lnurlpay_id: w.default_lnurlp_id.clone(),
             statusType: StatusTypeDto {
                 r#type: "wallet",
                 name,

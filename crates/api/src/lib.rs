@@ -8,6 +8,7 @@ pub mod docs;
 pub mod dto;
 pub mod http;
 pub mod idempotency;
+pub mod lnurlp;
 pub mod lnurlw;
 pub mod openapi;
 pub mod routes;

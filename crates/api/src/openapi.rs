@@ -50,6 +50,15 @@ use crate::http::error::JSON_CONTENT_TYPE;
         crate::lnurlw::withdraw_once,
         crate::lnurlw::withdraw_static,
         crate::lnurlw::process,
+        crate::lnurlp::create,
+        crate::lnurlp::get_link,
+        crate::lnurlp::update_post,
+        crate::lnurlp::update_put,
+        crate::lnurlp::update_patch,
+        crate::lnurlp::pay_request,
+        crate::lnurlp::verify,
+        crate::lnurlp::well_known_lnurlp,
+        crate::lnurlp::well_known_keysend,
         openapi_json,
     ),
     components(schemas(ErrorEnvelope)),
@@ -59,7 +68,7 @@ use crate::http::error::JSON_CONTENT_TYPE;
         (name = "transactions", description = "Wallet transactions (WTX) and Lightning transactions (lnTx)"),
         (name = "payments", description = "Receiving and sending: invoices, withdrawals, keysend, transfers, async jobs"),
         (name = "node", description = "Node utilities (decode an invoice, query routes)"),
-        (name = "lnurl", description = "LNURL-withdraw links (LUD-03) and their public service endpoint"),
+        (name = "lnurl", description = "LNURL-withdraw links (LUD-03), LNURL-pay links and Lightning Addresses (LUD-06/12/16/21), keysend addresses, and their public endpoints"),
         (name = "webhooks", description = "Webhook subscriptions and their delivery log (Satchel's addition)"),
         (name = "meta", description = "This document"),
     )
@@ -87,6 +96,52 @@ pub struct ErrorEnvelope {
 pub struct CreateWalletBody {
     /// Internal label of the wallet.
     pub user_label: Option<String>,
+}
+
+/// `POST /v1/wallet/{key}/lnurlp` body (every field optional).
+#[derive(ToSchema)]
+pub struct LnurlpBody {
+    /// Smallest amount a payer may send, msat (at least 1000; default 1000).
+    #[schema(minimum = 1000)]
+    pub lnurlp_minSendable_msat: Option<i64>,
+    /// Largest amount, msat (default: the operator's `max_receive_sats`, else 100,000 sats).
+    #[schema(minimum = 1000)]
+    pub lnurlp_maxSendable_msat: Option<i64>,
+    /// The `text/plain` metadata wallets show (at most 255 characters).
+    pub lnurlp_short_desc: Option<String>,
+    /// Your label (at most 255 characters).
+    pub user_label: Option<String>,
+    /// LUD-12: longest payer comment, in characters (0 to 639; default 0).
+    #[schema(minimum = 0, maximum = 639)]
+    pub lnurlp_commentAllowed: Option<i64>,
+    /// Lightning Address username: a-z, 0-9, `.`, `-`, `_` (case-insensitive, at most 64).
+    pub lnurlp_identifier: Option<String>,
+    /// LNPay's custom domains: not offered (any value is refused).
+    pub custy_domain_id: Option<String>,
+}
+
+/// `POST|PUT|PATCH /v1/lnurlp/{id}` body: the create fields, plus `status`.
+#[derive(ToSchema)]
+pub struct LnurlpUpdateBody {
+    /// msat (at least 1000).
+    #[schema(minimum = 1000)]
+    pub lnurlp_minSendable_msat: Option<i64>,
+    /// msat.
+    #[schema(minimum = 1000)]
+    pub lnurlp_maxSendable_msat: Option<i64>,
+    /// The `text/plain` metadata.
+    pub lnurlp_short_desc: Option<String>,
+    /// Your label.
+    pub user_label: Option<String>,
+    /// LUD-12 comment length.
+    #[schema(minimum = 0, maximum = 639)]
+    pub lnurlp_commentAllowed: Option<i64>,
+    /// Username; empty removes it.
+    pub lnurlp_identifier: Option<String>,
+    /// `lnurl_active` or `lnurl_inactive`.
+    pub status: Option<String>,
+    /// Not offered.
+    pub custy_domain_id: Option<String>,
 }
 
 /// `POST /v1/wallet/{key}/invoice` body.
@@ -263,6 +318,12 @@ pub fn golden_example(text: &str) -> Value {
         ("<waklp>", "waklp_Ce5Vh2Xm7Tg4Ka1Rz8"),
         ("<wakewa>", "wakewa_Ly3Bq8Ns5Df2Wp6Hm"),
         ("<wakewv>", "wakewv_Gt9Rc4Zk1Vx7Ej3Ub"),
+        ("<lnurlp>", "lnurlp_Xk3Fq9Zt2Lm8Vb4Nc7"),
+        ("<verify_id>", "Qx7upUSBysgk49pF5Fn73240DjfhAxw1"),
+        (
+            "<lnurl>",
+            "LNURL1DP68GURN8GHJ7URP0YHXZMTWD9HXGTNRDAKJ7AMPD3JKX6Z4WPSHJTMPDAMKZ7TWWDJ8QCTWDAZ8YVTVD3SHJMT0W4HZ7MRFW3EKZUR5WDJHXAR9WPSHJ7MPDAMKZ7TWWDJ8QCTWDAZ8YVTVD3SHJMT0W4HZ7",
+        ),
     ] {
         t = t.replace(placeholder, value);
     }
@@ -316,6 +377,7 @@ const EXAMPLES: &[ExampleRow] = &[
             golden!("wallet_transactions_deposit"),
             golden!("wallet_transactions_keysend_in"),
             golden!("wallet_transactions_network_fee"),
+            golden!("wallet_transactions_lnurl_pay"),
         ],
     ),
     (
@@ -412,6 +474,46 @@ const EXAMPLES: &[ExampleRow] = &[
         "/v1/node/{node}/payments/queryroutes",
         "400",
         &[golden!("error_400_queryroutes_missing")],
+    ),
+    (
+        "post",
+        "/v1/wallet/{key}/lnurlp",
+        "200",
+        &[golden!("lnurlp_create")],
+    ),
+    (
+        "get",
+        "/v1/lnurlp/{id}",
+        "200",
+        &[golden!("lnurlp_get_default")],
+    ),
+    (
+        "get",
+        "/v1/wallet/{key}/lnurlp/{id}",
+        "200",
+        &[
+            golden!("lnurlp_pay_request"),
+            golden!("lnurlp_callback"),
+            golden!("lnurlp_error"),
+        ],
+    ),
+    (
+        "get",
+        "/.well-known/lnurlp/{username}",
+        "200",
+        &[golden!("lnurlp_pay_request")],
+    ),
+    (
+        "get",
+        "/v1/lnurlp/verify/{verify_id}",
+        "200",
+        &[golden!("lnurlp_verify")],
+    ),
+    (
+        "get",
+        "/.well-known/keysend/{username}",
+        "200",
+        &[golden!("keysend_address")],
     ),
 ];
 

@@ -763,6 +763,7 @@ pub fn v1_router() -> Router<AppState> {
         .route("/webhooks/{id}/deliveries", get(webhook_deliveries))
         .route("/webhooks/deliveries/{id}/redeliver", post(redeliver))
         .merge(crate::lnurlw::routes())
+        .merge(crate::lnurlp::routes())
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .method_not_allowed_fallback(method_not_allowed)
 }
@@ -791,6 +792,7 @@ pub fn app_with(services: Services, opts: ApiOptions) -> Router {
     let ui = crate::ui::Ui::new(&services);
     Router::new()
         .nest("/v1", v1_router())
+        .merge(crate::lnurlp::well_known_routes())
         .merge(crate::docs::router())
         .merge(crate::ui::router(ui.clone()))
         // Every route (nested and merged ones included) reports its template for the metrics.

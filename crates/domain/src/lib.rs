@@ -9,6 +9,7 @@ pub mod event;
 pub mod ids;
 pub mod keys;
 pub mod lnurl;
+pub mod lnurlp;
 pub mod money;
 pub mod payment;
 pub mod request_id;
@@ -23,6 +24,7 @@ pub use ids::{
 };
 pub use keys::{ApiKeySecret, KeyHash, KeyRole, MIN_KEY_ENTROPY_BITS, Permission};
 pub use lnurl::{LnurlError, decode_lnurl, encode_lnurl};
+pub use lnurlp::{Username, UsernameError, metadata_hash, pay_metadata};
 pub use money::{MoneyError, Msat, fee_limit_default, payment_charge, payment_reserve, sats_floor};
 pub use payment::{
     CustomRecords, FailureReason, KEYSEND_PREIMAGE_TLV, NodePubkey, PaymentHash, PaymentStatus,

@@ -15,6 +15,8 @@ pub enum WtxType {
     NetworkFee,
     /// A balance carried over from elsewhere (LNPay's history compression; Satchel's import).
     BalanceRollUp,
+    /// An invoice of an LNURL-pay link or Lightning Address was paid (LNPay id 60).
+    LnLnurlPayInbound,
 }
 
 impl WtxType {
@@ -27,6 +29,7 @@ impl WtxType {
             WtxType::LnTransferOut => 40,
             WtxType::NetworkFee => 70,
             WtxType::BalanceRollUp => 45,
+            WtxType::LnLnurlPayInbound => 60,
         }
     }
 
@@ -39,6 +42,7 @@ impl WtxType {
             40 => WtxType::LnTransferOut,
             70 => WtxType::NetworkFee,
             45 => WtxType::BalanceRollUp,
+            60 => WtxType::LnLnurlPayInbound,
             _ => return None,
         })
     }
@@ -52,6 +56,7 @@ impl WtxType {
             WtxType::LnTransferOut => "ln_transfer_out",
             WtxType::NetworkFee => "network_fee",
             WtxType::BalanceRollUp => "balance_roll_up",
+            WtxType::LnLnurlPayInbound => "ln_lnurl_pay_inbound",
         }
     }
 
@@ -64,6 +69,8 @@ impl WtxType {
             WtxType::LnTransferOut => "Transfer Out",
             WtxType::NetworkFee => "LN Routing Fees",
             WtxType::BalanceRollUp => "Balance Roll Up",
+            // LNPay renamed the type in 2022 but never its display name.
+            WtxType::LnLnurlPayInbound => "LNURL Pay",
         }
     }
 }

@@ -111,6 +111,8 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     /// Lifetime of a one-time LNURL-withdraw link, in seconds.
     pub lnurl_withdraw_expiry_secs: Option<u64>,
+    /// Lightning Address usernames nobody may take (replaces the default list).
+    pub reserved_usernames: Option<Vec<String>>,
     /// Where to serve Prometheus `/metrics`; empty: nowhere.
     pub metrics_listen: Option<String>,
     /// `text` or `json`.
@@ -231,6 +233,10 @@ pub struct ConfigArgs {
     /// Seconds a one-time LNURL-withdraw link stays usable (default 86400).
     #[arg(long, env = "SATCHEL_LNURL_WITHDRAW_EXPIRY_SECS")]
     pub lnurl_withdraw_expiry_secs: Option<u64>,
+    /// Lightning Address usernames nobody may take, comma-separated (replaces the default:
+    /// admin, root, postmaster, support and other names that look official).
+    #[arg(long, env = "SATCHEL_RESERVED_USERNAMES", value_delimiter = ',')]
+    pub reserved_usernames: Option<Vec<String>>,
     /// Address of the Prometheus `/metrics` listener, separate from the API (default
     /// 127.0.0.1:9464; an empty string or `off` turns it off).
     #[arg(long, env = "SATCHEL_METRICS_LISTEN")]
@@ -285,6 +291,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Lifetime of one-time LNURL-withdraw links.
     pub lnurl_withdraw_expiry: Duration,
+    /// Reserved Lightning Address usernames (lower case); `None`: the default list.
+    pub reserved_usernames: Option<Vec<String>>,
     /// How log lines are written.
     pub log_format: crate::logging::LogFormat,
 }
@@ -448,6 +456,16 @@ impl ConfigArgs {
                 Duration::from_secs(secs)
             },
             public_url: self.public_url.clone().or(file.public_url),
+            reserved_usernames: self
+                .reserved_usernames
+                .clone()
+                .or(file.reserved_usernames)
+                .map(|v| {
+                    v.iter()
+                        .map(|u| u.trim().to_ascii_lowercase())
+                        .filter(|u| !u.is_empty())
+                        .collect()
+                }),
             lnurl_withdraw_expiry: {
                 let secs = self
                     .lnurl_withdraw_expiry_secs

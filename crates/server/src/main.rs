@@ -267,6 +267,12 @@ fn service_config(cfg: &Config) -> anyhow::Result<ServiceConfig> {
             .transpose()
             .map_err(|e| anyhow::anyhow!("public_url {e}"))?,
         lnurlw_expiry: cfg.lnurl_withdraw_expiry,
+        reserved_usernames: cfg.reserved_usernames.clone().unwrap_or_else(|| {
+            satchel_service::lnurlp::DEFAULT_RESERVED_USERNAMES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        }),
         backend_name: cfg.backend.name(),
         ..ServiceConfig::default()
     })

@@ -31,7 +31,7 @@ use serde_json::{Map, Value, json};
 /// Id and key prefixes replaced by `<prefix>`. (`lnod_satchel` is stable and kept.)
 const ID_PREFIXES: &[&str] = &[
     "wal", "walx", "w", "wtx", "lntx", "job", "usr", "evt", "sak", "pak", "waka", "waki", "wakr",
-    "waklw", "waklp", "wakewa", "wakewv",
+    "waklw", "waklp", "wakewa", "wakewv", "lnurlp",
 ];
 
 /// Keys whose (non-null) value is a timestamp.
@@ -748,4 +748,90 @@ fn normaliser_replaces_volatile_values_and_keeps_order() {
         serde_json::to_string(&n).unwrap(),
         r#"{"id":"<wtx>","created_at":"<ts>","settled_at":null,"memo":"2 keysend to <pubkey>","payment_request":"<pubkey>:2","r_hash_decoded":"<hex64>","payment_addr":"<b64>","message":"Wallet not found: <waka>","ln_node_id":"lnod_satchel","z":1,"a":["<bolt11>"]}"#
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// LNURL-pay, Lightning Addresses, keysend addresses
+// ---------------------------------------------------------------------------------------------
+
+/// `lnurl_encoded` and the LUD-21 verify id are random: pinned to placeholders once checked.
+fn pin_lnurlp(mut v: Value) -> Value {
+    if let Some(enc) = v.get("lnurl_encoded").and_then(Value::as_str) {
+        let url = satchel_domain::decode_lnurl(enc).unwrap();
+        assert_eq!(v["lnurl_decoded"], url.as_str());
+        v["lnurl_encoded"] = json!("<lnurl>");
+    }
+    if let Some(verify) = v.get("verify").and_then(Value::as_str) {
+        let (base, id) = verify.rsplit_once('/').unwrap();
+        assert_eq!(base, "https://pay.example.com/v1/lnurlp/verify");
+        assert_eq!(id.len(), 32);
+        v["verify"] = json!(format!("{base}/<verify_id>"));
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn golden_lnurlp() {
+    let cfg = satchel_service::ServiceConfig {
+        public_url: Some(
+            satchel_service::lnurlw::PublicUrl::parse("https://pay.example.com").unwrap(),
+        ),
+        ..test_service_config()
+    };
+    on_each_db_with(cfg, |s| async move {
+        let w = s.create_wallet("Golden Tips").await;
+        let r = s.get(&s.sak, &format!("/wallet/{}", w.waka)).await;
+        let default_id = s_of(&r.json["default_lnurlpay_id"]);
+        let r = s.get(&s.pak, &format!("/lnurlp/{default_id}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        golden("lnurlp_get_default", &pin_lnurlp(r.json));
+
+        let r = s
+            .post(
+                &s.sak,
+                &format!("/wallet/{}/lnurlp", w.waka),
+                json!({"lnurlp_identifier": "Golden", "lnurlp_short_desc": "Tips for Golden",
+                       "lnurlp_commentAllowed": 140, "user_label": "golden address"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let link = r.json.clone();
+        golden("lnurlp_create", &pin_lnurlp(r.json));
+
+        let url = s_of(&link["lnurl_decoded"]).replace("https://pay.example.com", &s.base);
+        let r = s.send(s.http.get(&url)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        golden("lnurlp_pay_request", &r.json);
+        let wk = s
+            .send(s.http.get(format!("{}/.well-known/lnurlp/golden", s.base)))
+            .await;
+        assert_eq!(wk.json, r.json);
+
+        let r = s.send(s.http.get(format!("{url}?amount=1"))).await;
+        golden("lnurlp_error", &r.json);
+        let r = s
+            .send(s.http.get(format!("{url}?amount=12000&comment=thanks")))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let verify = s_of(&r.json["verify"]).replace("https://pay.example.com", &s.base);
+        let pr = Bolt11::parse(r.json["pr"].as_str().unwrap()).unwrap();
+        golden("lnurlp_callback", &pin_lnurlp(r.json));
+        s.scripted.pay_our_invoice(&pr, None).unwrap();
+        s.wait_balance_msat(&w, 12_000).await;
+        let r = s.send(s.http.get(&verify)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        golden("lnurlp_verify", &r.json);
+        let r = s
+            .get(&s.sak, &format!("/wallet/{}/transactions", w.waka))
+            .await;
+        golden("wallet_transactions_lnurl_pay", &r.json);
+
+        let r = s
+            .send(s.http.get(format!("{}/.well-known/keysend/golden", s.base)))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        golden("keysend_address", &r.json);
+        s
+    })
+    .await;
 }

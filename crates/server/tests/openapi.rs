@@ -15,7 +15,12 @@ use serde_json::{Value, json};
 
 const ROUTES_RS: &str = include_str!("../../api/src/routes.rs");
 /// Routes merged into `v1_router` from their own modules (`fn routes()` in each).
-const MERGED_ROUTES: &[&str] = &[include_str!("../../api/src/lnurlw.rs")];
+const MERGED_ROUTES: &[&str] = &[
+    include_str!("../../api/src/lnurlw.rs"),
+    include_str!("../../api/src/lnurlp.rs"),
+];
+/// Routes merged at the root (not under `/v1`), from `fn well_known_routes()`.
+const ROOT_ROUTES: &[&str] = &[include_str!("../../api/src/lnurlp.rs")];
 
 /// (METHOD, path) of every route in `v1_router`, read from its source: each
 /// `.route("/p", get(h).post(h2))` gives one pair per method call, paths prefixed with `/v1`.
@@ -32,6 +37,13 @@ fn v1_routes_from_source() -> BTreeSet<(String, String)> {
             .expect("fn routes() in a merged module");
         let b = &src[start..];
         bodies.push(b[..b.find("\n}\n").expect("end of routes()")].to_owned());
+    }
+    for src in ROOT_ROUTES {
+        let start = src
+            .find("pub fn well_known_routes()")
+            .expect("fn well_known_routes()");
+        let b = &src[start..];
+        bodies.push(b[..b.find("\n}\n").expect("end of well_known_routes()")].to_owned());
     }
     let body = bodies.join("\n");
     let mut out = BTreeSet::new();
@@ -66,7 +78,13 @@ fn v1_routes_from_source() -> BTreeSet<(String, String)> {
                 let at = from + pos;
                 let before = if at == 0 { b' ' } else { bytes[at - 1] };
                 if !(before.is_ascii_alphanumeric() || before == b'_') {
-                    out.insert((m.to_uppercase(), format!("/v1{path}")));
+                    // `/.well-known/…` is served at the root (wallets derive it from addresses).
+                    let full = if path.starts_with("/.well-known/") {
+                        path.to_owned()
+                    } else {
+                        format!("/v1{path}")
+                    };
+                    out.insert((m.to_uppercase(), full));
                     found = true;
                 }
                 from = at + m.len();

@@ -74,6 +74,9 @@ enum Ep {
     DecodeInvoice,
     QueryRoutes,
     GetJob,
+    CreateLnurlp,
+    GetLnurlp,
+    UpdateLnurlp,
 }
 
 use Ep::*;
@@ -142,6 +145,8 @@ enum Refusal {
     LnTxNotFound,
     /// "You are not allowed to access this resource!"
     JobNotAllowed,
+    /// 404 "Unknown lnurlpay id" (another account's LNURL-pay link).
+    UnknownLnurlp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +166,7 @@ const PAK_NEEDS_KEY: Outcome = Refused(PakNeedsWalletKey);
 const SAK_ONLY: Outcome = Refused(SecretOnly);
 const NO_LNTX: Outcome = Refused(LnTxNotFound);
 const NO_JOB: Outcome = Refused(JobNotAllowed);
+const NO_LNURLP: Outcome = Refused(UnknownLnurlp);
 
 #[derive(Debug, Clone)]
 struct Case {
@@ -323,6 +329,49 @@ fn wallet_key_as_api_key_on_node_routes() -> Vec<Case> {
     v
 }
 
+/// LNURL-pay links: creation on a wallet (Wallet Admin role with a pak, LNPay §3.5), reading
+/// (account keys of the owner) and updating (sak only).
+fn lnurlp_route_cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    v.push(case(CreateLnurlp, Api::Sak, Path::Id, OK));
+    for r in ROLES {
+        v.push(case(CreateLnurlp, Api::Sak, Path::Key(r), OK));
+        let expect = match r {
+            Waka => OK,
+            // They may deposit, but making a link needs the admin role.
+            Waki | Waklp | Wakewa => Refused(Denied("Wallet Admin")),
+            Wakr | Waklw | Wakewv => Refused(Denied("wallet_deposit")),
+        };
+        v.push(case(CreateLnurlp, Api::Pak, Path::Key(r), expect));
+        v.push(case(CreateLnurlp, Api::Wallet(r), Path::Key(r), NOT_FOUND));
+    }
+    v.extend([
+        case(CreateLnurlp, Api::Pak, Path::Id, PAK_NEEDS_KEY),
+        case(CreateLnurlp, Api::Unknown, Path::Key(Waka), NO_CREDS),
+        case(CreateLnurlp, Api::NoKey, Path::Key(Waka), NO_CREDS),
+        case(CreateLnurlp, Api::SakB, Path::Id, NOT_FOUND),
+        case(CreateLnurlp, Api::SakB, Path::Key(Waka), NOT_FOUND),
+        case(CreateLnurlp, Api::PakB, Path::Key(Waka), PAK_NEEDS_KEY),
+        case(GetLnurlp, Api::Sak, Path::Absent, OK),
+        case(GetLnurlp, Api::Pak, Path::Absent, OK),
+        case(GetLnurlp, Api::SakB, Path::Absent, NO_LNURLP),
+        case(GetLnurlp, Api::PakB, Path::Absent, NO_LNURLP),
+        case(GetLnurlp, Api::Unknown, Path::Absent, NO_CREDS),
+        case(GetLnurlp, Api::NoKey, Path::Absent, NO_CREDS),
+        case(UpdateLnurlp, Api::Sak, Path::Absent, OK),
+        case(UpdateLnurlp, Api::Pak, Path::Absent, SAK_ONLY),
+        case(UpdateLnurlp, Api::SakB, Path::Absent, NO_LNURLP),
+        case(UpdateLnurlp, Api::PakB, Path::Absent, SAK_ONLY),
+        case(UpdateLnurlp, Api::Unknown, Path::Absent, NO_CREDS),
+        case(UpdateLnurlp, Api::NoKey, Path::Absent, NO_CREDS),
+    ]);
+    for r in ROLES {
+        v.push(case(GetLnurlp, Api::Wallet(r), Path::Absent, SAK_ONLY));
+        v.push(case(UpdateLnurlp, Api::Wallet(r), Path::Absent, SAK_ONLY));
+    }
+    v
+}
+
 // ------------------------------------------------------------------------------------ runner
 
 /// Everything the matrix runs against.
@@ -339,6 +388,8 @@ struct World {
     lntx_id: String,
     /// An async keysend job of wallet A.
     job_id: String,
+    /// Wallet A's default LNURL-pay link (empty without `public_url`).
+    link_id: String,
 }
 
 const UNKNOWN_KEY: &str = "sak_0000000000000000000000000000dead";
@@ -417,7 +468,12 @@ async fn setup(s: &TestServer) -> World {
     let job_id = r.json["id"].as_str().unwrap().to_owned();
     // Let the async keysend finish so it does not move money during the matrix.
     s.wait_balance_msat(&a, (10_000 - 10) * 1000).await;
+    let link_id = s.get(&s.sak, &format!("/wallet/{}", a.id)).await.json["default_lnurlpay_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     World {
+        link_id,
         a,
         a2,
         sak_b,
@@ -578,6 +634,13 @@ fn request(s: &TestServer, w: &World, c: &Case) -> (Method, String, Option<Value
             None,
         ),
         GetJob => (Method::GET, format!("/job/{}", w.job_id), None),
+        CreateLnurlp => (Method::POST, format!("/wallet/{k}/lnurlp"), Some(json!({}))),
+        GetLnurlp => (Method::GET, format!("/lnurlp/{}", w.link_id), None),
+        UpdateLnurlp => (
+            Method::POST,
+            format!("/lnurlp/{}", w.link_id),
+            Some(json!({"user_label": "perm"})),
+        ),
     }
 }
 
@@ -600,6 +663,7 @@ fn refusal_message(w: &World, c: &Case, r: &Refusal) -> String {
         SecretOnly => "This resource can only be access with secret access key.".to_owned(),
         LnTxNotFound => "LnTx not found".to_owned(),
         JobNotAllowed => "You are not allowed to access this resource!".to_owned(),
+        UnknownLnurlp => "Unknown lnurlpay id".to_owned(),
     }
 }
 
@@ -655,21 +719,25 @@ async fn run_case(s: &TestServer, w: &World, c: &Case) -> Option<String> {
         Refused(why) => {
             let msg = refusal_message(w, c, why);
             let request_id = r.headers["x-request-id"].to_str().unwrap();
-            let expected = json!({"name": "Unauthorized", "message": msg, "code": 0, "status": 401,
-                                  "request_id": request_id});
+            let (status, name) = match why {
+                UnknownLnurlp => (StatusCode::NOT_FOUND, "Not Found"),
+                _ => (StatusCode::UNAUTHORIZED, "Unauthorized"),
+            };
+            let expected = json!({"name": name, "message": msg, "code": 0,
+                                  "status": status.as_u16(), "request_id": request_id});
             let mut problems = String::new();
-            if r.status != StatusCode::UNAUTHORIZED || r.json != expected {
+            if r.status != status || r.json != expected {
                 let _ = write!(
                     problems,
-                    "{what}: expected 401 {msg:?}, got {} {}",
+                    "{what}: expected {status} {msg:?}, got {} {}",
                     r.status,
                     short(&r.text)
                 );
-            } else if r
-                .headers
-                .get("www-authenticate")
-                .map(|h| h.to_str().unwrap())
-                != Some("Basic realm=\"api\"")
+            } else if status == StatusCode::UNAUTHORIZED
+                && r.headers
+                    .get("www-authenticate")
+                    .map(|h| h.to_str().unwrap())
+                    != Some("Basic realm=\"api\"")
             {
                 let _ = write!(problems, "{what}: 401 without the Basic challenge");
             }
@@ -715,6 +783,27 @@ async fn wallet_routes_matrix() {
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lnurlp_routes_matrix() {
+    let cases = lnurlp_route_cases();
+    eprintln!("{} lnurlp-route cases", cases.len());
+    for (kind, db) in satchel_store::testing::TestDb::all().await {
+        eprintln!("--- running on {kind}");
+        let cfg = satchel_service::ServiceConfig {
+            public_url: Some(
+                satchel_service::lnurlw::PublicUrl::parse("https://pay.example.com").unwrap(),
+            ),
+            ..common::test_service_config()
+        };
+        let s = TestServer::start_with(db, cfg).await;
+        let w = setup(&s).await;
+        assert!(w.link_id.starts_with("lnurlp_"), "{}", w.link_id);
+        run_all(&s, &w, &cases).await;
+        s.assert_audit_clean().await;
+        s.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

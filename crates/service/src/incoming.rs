@@ -51,8 +51,8 @@ fn keysend_memo(records: &CustomRecords) -> String {
 }
 
 /// Decides, before the node claims a keysend, whether it has a wallet to land in: a routing TLV
-/// (696969, 112111100, 112111100102) naming one of our wallets, or the configured default
-/// keysend wallet. Anything else is rejected by the node, so no money arrives for nobody.
+/// (696969, 112111100, 112111100102) naming one of our wallets, TLV 696969 holding an active
+/// keysend address's value (its link id), or the configured default keysend wallet. Anything else is rejected by the node, so no money arrives for nobody.
 pub struct KeysendPolicy {
     store: satchel_store::Store,
     default_wallet: Option<WalletId>,
@@ -81,6 +81,14 @@ impl satchel_lightning::IncomingPolicy for KeysendPolicy {
                     tracing::error!(error = %e, "keysend policy: database error; refusing");
                     return false;
                 }
+            }
+        }
+        match crate::lnurlp::keysend_address_wallet(&self.store, records).await {
+            Ok(Some(_)) => return true,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "keysend policy: database error; refusing");
+                return false;
             }
         }
         self.default_wallet.is_some()
@@ -181,13 +189,17 @@ impl IncomingService {
         Ok(out)
     }
 
-    /// The wallet an incoming keysend is for: a routing TLV naming one of our wallets, else the
-    /// configured default keysend wallet.
+    /// The wallet an incoming keysend is for: a routing TLV naming one of our wallets, else a
+    /// keysend address's link (TLV 696969), else the configured default keysend wallet.
     async fn route(&self, records: &CustomRecords) -> Result<Option<WalletId>, ServiceError> {
         if let Some(w) = records.routed_wallet()
             && let Ok(id) = WalletId::parse(&w)
             && self.ctx.store.wallet(&id).await?.is_some()
         {
+            return Ok(Some(id));
+        }
+        // A keysend address (`/.well-known/keysend/<username>`): TLV 696969 names the link.
+        if let Some(id) = crate::lnurlp::keysend_address_wallet(&self.ctx.store, records).await? {
             return Ok(Some(id));
         }
         Ok(self.ctx.cfg.default_keysend_wallet.clone())

@@ -8,6 +8,7 @@ mod error;
 pub mod idempotency;
 pub mod incoming;
 pub mod jobs;
+pub mod lnurlp;
 pub mod lnurlw;
 pub mod passthru;
 pub mod payments;
@@ -57,6 +58,8 @@ pub struct ServiceConfig {
     pub public_url: Option<lnurlw::PublicUrl>,
     /// Lifetime of a one-time LNURL-withdraw link.
     pub lnurlw_expiry: Duration,
+    /// Lightning Address usernames nobody may take (lower case).
+    pub reserved_usernames: Vec<String>,
     /// The Lightning backend's name, the `backend` label of the payment metrics (`devnet`,
     /// `scripted`, `lnd`, `cln`).
     pub backend_name: &'static str,
@@ -79,6 +82,10 @@ impl Default for ServiceConfig {
             idempotency_retention: idempotency::DEFAULT_RETENTION,
             public_url: None,
             lnurlw_expiry: lnurlw::DEFAULT_LINK_EXPIRY,
+            reserved_usernames: lnurlp::DEFAULT_RESERVED_USERNAMES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             backend_name: "unknown",
         }
     }
@@ -154,6 +161,8 @@ pub struct Services {
     pub idempotency: idempotency::IdempotencyService,
     /// LNURL-withdraw links and their service endpoint.
     pub lnurlw: lnurlw::LnurlwService,
+    /// LNURL-pay links, Lightning Addresses and keysend addresses.
+    pub lnurlp: lnurlp::LnurlpService,
     /// The shared context.
     pub ctx: Arc<Ctx>,
 }
@@ -185,6 +194,7 @@ impl Services {
             webhooks: webhooks::WebhookService::new(ctx.clone()),
             idempotency: idempotency::IdempotencyService::new(ctx.clone()),
             lnurlw: lnurlw::LnurlwService::new(ctx.clone(), payments.clone()),
+            lnurlp: lnurlp::LnurlpService::new(ctx.clone()),
             payments,
             ctx,
         })

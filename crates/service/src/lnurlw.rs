@@ -75,8 +75,20 @@ impl PublicUrl {
         &self.base
     }
 
-    fn join(&self, path_and_query: &str) -> String {
+    pub(crate) fn join(&self, path_and_query: &str) -> String {
         format!("{}{path_and_query}", self.base)
+    }
+
+    /// Host (and port, when not the scheme's default) of the base: the domain of this server's
+    /// Lightning Addresses (`user@authority`).
+    pub fn authority(&self) -> String {
+        match Target::parse(&self.base) {
+            Ok(t) => match t.url().port() {
+                Some(p) => format!("{}:{p}", t.host_str()),
+                None => t.host_str().to_owned(),
+            },
+            Err(_) => String::new(),
+        }
     }
 }
 

@@ -219,17 +219,25 @@ impl WalletService {
             .iter()
             .map(|r| ApiKeySecret::generate(*r))
             .collect();
+        let id = WalletId::generate();
+        let now = now_secs();
+        // LNPay gave every new wallet a default LNURL-pay link; made in the wallet's own
+        // transaction, so `default_lnurlpay_id` is never missing from a new wallet.
+        let link = crate::lnurlp::default_link(&self.ctx, &id, caller, label, now);
         let wallet = self
             .ctx
             .store
-            .create_wallet(&NewWallet {
-                id: WalletId::generate(),
-                account_id: caller.account_id.clone(),
-                user_label: label.to_owned(),
-                node_id: self.ctx.cfg.node_id.clone(),
-                now: now_secs(),
-                keys: keys.iter().map(new_key).collect(),
-            })
+            .create_wallet_with_lnurlp(
+                &NewWallet {
+                    id,
+                    account_id: caller.account_id.clone(),
+                    user_label: label.to_owned(),
+                    node_id: self.ctx.cfg.node_id.clone(),
+                    now,
+                    keys: keys.iter().map(new_key).collect(),
+                },
+                link.as_ref(),
+            )
             .await?;
         Ok(CreatedWallet { wallet, keys })
     }

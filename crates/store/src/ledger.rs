@@ -367,7 +367,7 @@ async fn insert_wtxs<'a>(conn: &mut Conn, entries: &[NewWtx<'a>]) -> Result<Hook
 /// The event a user-visible entry raises.
 fn event_of(t: WtxType) -> Option<EventName> {
     Some(match t {
-        WtxType::LnDeposit => EventName::WalletReceive,
+        WtxType::LnDeposit | WtxType::LnLnurlPayInbound => EventName::WalletReceive,
         WtxType::LnWithdrawal => EventName::WalletSend,
         WtxType::LnTransferIn => EventName::WalletTransferIn,
         WtxType::LnTransferOut => EventName::WalletTransferOut,

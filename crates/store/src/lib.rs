@@ -26,6 +26,7 @@ mod gauges;
 pub mod group_commit;
 pub mod idempotency;
 mod ledger;
+pub mod lnurlp;
 pub mod lnurlw;
 mod ops;
 pub mod outbox;
@@ -58,6 +59,7 @@ use db::Conn;
 pub use db::Dialect;
 pub use gauges::Gauges;
 pub use idempotency::{IdemClaim, IdemRecord, StoredResponse};
+pub use lnurlp::{LnurlpInvoice, LnurlpLink, LnurlpWriteError};
 pub use lnurlw::{LinkClaim, LnurlwKind, LnurlwLink};
 pub use ops::*;
 pub use outbox::{

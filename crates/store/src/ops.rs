@@ -578,6 +578,16 @@ impl Store {
 
     /// Creates a wallet with its keys.
     pub async fn create_wallet(&self, w: &NewWallet) -> Result<WalletRecord, StoreError> {
+        self.create_wallet_with_lnurlp(w, None).await
+    }
+
+    /// [`Store::create_wallet`] that also stores the wallet's default LNURL-pay link, in the
+    /// same transaction (a wallet is never seen without the default link it was made with).
+    pub async fn create_wallet_with_lnurlp(
+        &self,
+        w: &NewWallet,
+        default_link: Option<&crate::lnurlp::LnurlpLink>,
+    ) -> Result<WalletRecord, StoreError> {
         let mut tx = self.begin_write().await?;
         tx.exec(
             "INSERT INTO wallets (id, account_id, user_label, created_at, updated_at, balance_msat, \
@@ -587,6 +597,9 @@ impl Store {
         .await?;
         for k in &w.keys {
             insert_key(&mut tx, &w.account_id, Some(&w.id), k, w.now).await?;
+        }
+        if let Some(link) = default_link {
+            crate::lnurlp::insert_link_in(&mut tx, link).await?;
         }
         emit(
             &mut tx,
@@ -807,61 +820,11 @@ impl Store {
         } else {
             self.begin_one_statement_write().await?
         };
-        tx.exec(
-            "INSERT INTO ln_txs (id, account_id, wallet_id, created_at, updated_at, direction, node_id, \
-             dest_pubkey, payment_request, payment_hash, memo, description_hash, payment_addr, \
-             amount_msat, expiry_secs, expires_at, preimage, pass_thru) \
-             VALUES ($1, $2, $3, $4, $4, 'in', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-            args![
-                inv.id.as_str(),
-                inv.account_id.as_str(),
-                inv.wallet_id.as_str(),
-                inv.now,
-                inv.node_id.as_str(),
-                inv.dest_pubkey.as_str(),
-                inv.payment_request.as_str(),
-                inv.payment_hash.to_hex(),
-                inv.memo.as_str(),
-                inv.description_hash.clone(),
-                inv.payment_addr.clone(),
-                inv.amount.as_i64(),
-                inv.expiry_secs,
-                inv.expires_at,
-                inv.preimage.to_hex(),
-                inv.pass_thru.as_str()
-            ],
-        )
-        .await?;
+        insert_invoice_in(&mut tx, inv).await?;
         idempotency::mark(&mut tx, &format!("invoice:{}", inv.id)).await?;
         tx.commit().await?;
         // The record as inserted (built, not re-read; the store tests compare it with a read).
-        Ok(LnTxRecord {
-            id: inv.id.clone(),
-            account_id: inv.account_id.clone(),
-            wallet_id: Some(inv.wallet_id.clone()),
-            created_at: inv.now,
-            direction: Direction::Incoming,
-            node_id: inv.node_id.clone(),
-            dest_pubkey: inv.dest_pubkey.clone(),
-            payment_request: inv.payment_request.clone(),
-            payment_hash: inv.payment_hash,
-            memo: inv.memo.clone(),
-            description_hash: inv.description_hash.clone(),
-            payment_addr: inv.payment_addr.clone(),
-            amount: inv.amount,
-            fee: Msat::ZERO,
-            fee_limit: Msat::ZERO,
-            expiry_secs: Some(inv.expiry_secs),
-            expires_at: Some(inv.expires_at),
-            preimage: Some(inv.preimage),
-            settled: false,
-            settled_at: None,
-            is_keysend: false,
-            custom_records: None,
-            pass_thru: inv.pass_thru.clone(),
-            status: None,
-            failure_reason: None,
-        })
+        Ok(invoice_record(inv))
     }
 
     /// Our invoice with this payment hash, if any.
@@ -891,7 +854,8 @@ impl Store {
     ) -> Result<CreditOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
         let sql = format!(
-            "SELECT {LNTX_COLS}, l.node_settled FROM ln_txs l WHERE l.payment_hash = $1 AND l.direction = 'in'{}",
+            "SELECT {LNTX_COLS}, l.node_settled, l.deposit_wtx_type FROM ln_txs l \
+             WHERE l.payment_hash = $1 AND l.direction = 'in'{}",
             tx.dialect().for_update()
         );
         let received = amount_received.as_i64();
@@ -934,6 +898,7 @@ impl Store {
         if row.flag(LNTX_NCOLS)? {
             return Ok(CreditOutcome::AlreadyCredited);
         }
+        let deposit_type = crate::lnurlp::deposit_type(row.opt_i64(LNTX_NCOLS + 1)?)?;
         tx.exec(
             "UPDATE ln_txs SET node_settled = 1 WHERE id = $1",
             args![lntx.id.as_str()],
@@ -983,7 +948,7 @@ impl Store {
                 account_id: lntx.account_id.as_str(),
                 now: settled_at,
                 amount_msat: credited,
-                wtx_type: WtxType::LnDeposit,
+                wtx_type: deposit_type,
                 user_label: &lntx.memo,
                 lntx_id: Some(lntx.id.as_str()),
                 pass_thru: &lntx.pass_thru,
@@ -1528,6 +1493,7 @@ impl Store {
         } = checked;
         let payee = payee_read.id.clone();
         let hash = c.payment_hash.to_hex();
+        let deposit_type = crate::lnurlp::deposit_type_in(&mut tx, inv.id.as_str()).await?;
         // The checks that count, made on the rows as this transaction locks them: the invoice
         // is still open (on Postgres a concurrent payer of the same invoice commits first, and
         // this update then finds it paid); no outgoing attempt of its hash is live or done (the
@@ -1569,7 +1535,7 @@ impl Store {
                 account_id: inv.account_id.as_str(),
                 now: c.now,
                 amount_msat: credit,
-                wtx_type: WtxType::LnDeposit,
+                wtx_type: deposit_type,
                 user_label: &inv.memo,
                 lntx_id: Some(inv.id.as_str()),
                 pass_thru: &inv.pass_thru,
@@ -2022,4 +1988,68 @@ pub(crate) async fn fail_in(
         .await?
         .ok_or(StoreError::NotFound)?;
     Ok(rec)
+}
+
+/// Inserts the row of an invoice we issued (inside the caller's transaction).
+pub(crate) async fn insert_invoice_in(
+    tx: &mut Conn,
+    inv: &NewInvoiceRecord,
+) -> Result<(), StoreError> {
+    tx.exec(
+            "INSERT INTO ln_txs (id, account_id, wallet_id, created_at, updated_at, direction, node_id, \
+             dest_pubkey, payment_request, payment_hash, memo, description_hash, payment_addr, \
+             amount_msat, expiry_secs, expires_at, preimage, pass_thru) \
+             VALUES ($1, $2, $3, $4, $4, 'in', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            args![
+                inv.id.as_str(),
+                inv.account_id.as_str(),
+                inv.wallet_id.as_str(),
+                inv.now,
+                inv.node_id.as_str(),
+                inv.dest_pubkey.as_str(),
+                inv.payment_request.as_str(),
+                inv.payment_hash.to_hex(),
+                inv.memo.as_str(),
+                inv.description_hash.clone(),
+                inv.payment_addr.clone(),
+                inv.amount.as_i64(),
+                inv.expiry_secs,
+                inv.expires_at,
+                inv.preimage.to_hex(),
+                inv.pass_thru.as_str()
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The record [`insert_invoice_in`] wrote.
+pub(crate) fn invoice_record(inv: &NewInvoiceRecord) -> LnTxRecord {
+    LnTxRecord {
+        id: inv.id.clone(),
+        account_id: inv.account_id.clone(),
+        wallet_id: Some(inv.wallet_id.clone()),
+        created_at: inv.now,
+        direction: Direction::Incoming,
+        node_id: inv.node_id.clone(),
+        dest_pubkey: inv.dest_pubkey.clone(),
+        payment_request: inv.payment_request.clone(),
+        payment_hash: inv.payment_hash,
+        memo: inv.memo.clone(),
+        description_hash: inv.description_hash.clone(),
+        payment_addr: inv.payment_addr.clone(),
+        amount: inv.amount,
+        fee: Msat::ZERO,
+        fee_limit: Msat::ZERO,
+        expiry_secs: Some(inv.expiry_secs),
+        expires_at: Some(inv.expires_at),
+        preimage: Some(inv.preimage),
+        settled: false,
+        settled_at: None,
+        is_keysend: false,
+        custom_records: None,
+        pass_thru: inv.pass_thru.clone(),
+        status: None,
+        failure_reason: None,
+    }
 }

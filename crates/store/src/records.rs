@@ -29,10 +29,13 @@ pub struct WalletRecord {
     pub active: bool,
     /// The node it lives on.
     pub node_id: NodeId,
+    /// Its default LNURL-pay link (`lnurlp_…`): made with the wallet, or for a wallet older
+    /// than LNURL-pay, the first link made for it.
+    pub default_lnurlp_id: Option<String>,
 }
 
-pub(crate) const WALLET_COLS: &str =
-    "id, account_id, user_label, created_at, updated_at, balance_msat, wtx_count, status, node_id";
+pub(crate) const WALLET_COLS: &str = "id, account_id, user_label, created_at, updated_at, \
+     balance_msat, wtx_count, status, node_id, default_lnurlp_id";
 
 impl WalletRecord {
     pub(crate) fn from_row(r: &Row, o: usize) -> Result<WalletRecord, StoreError> {
@@ -46,6 +49,7 @@ impl WalletRecord {
             wtx_count: u64::try_from(r.i64(o + 6)?).unwrap_or(0),
             active: r.text(o + 7)? == "active",
             node_id: NodeId::from_db(r.text(o + 8)?),
+            default_lnurlp_id: r.opt_text(o + 9)?,
         })
     }
 }

@@ -263,6 +263,38 @@ ALTER TABLE events ADD COLUMN request_id TEXT
 INSERT INTO system_accounts (code, balance_msat) VALUES ('sys:revenue', 0);
 RUST sats_sweep
 "#,
+    // LNURL-pay links and Lightning Addresses (LUD-06/16; `lnurlp.rs`). Usernames are stored
+    // lower case under a unique index (one domain: `public_url`'s host; NULLs do not collide).
+    // An invoice a link issued names the WTX type its credit books (`deposit_wtx_type`, NULL:
+    // `ln_deposit`), and its LUD-21 verify id (random, unguessable) maps to its payment hash.
+    // A wallet's default link is the one made with it (or, for older wallets, the first made).
+    r#"
+CREATE TABLE lnurlp_links (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    wallet_id TEXT NOT NULL REFERENCES wallets(id),
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    user_label TEXT,
+    min_sendable_msat BIGINT NOT NULL CHECK (min_sendable_msat >= 1000),
+    max_sendable_msat BIGINT NOT NULL,
+    short_desc TEXT NOT NULL,
+    comment_allowed BIGINT NOT NULL DEFAULT 0 CHECK (comment_allowed >= 0),
+    username TEXT UNIQUE,
+    metadata TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1,
+    CHECK (max_sendable_msat >= min_sendable_msat)
+);
+CREATE INDEX lnurlp_links_wallet ON lnurlp_links(wallet_id);
+CREATE TABLE lnurlp_invoices (
+    verify_id TEXT PRIMARY KEY,
+    link_id TEXT NOT NULL,
+    payment_hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL
+);
+ALTER TABLE wallets ADD COLUMN default_lnurlp_id TEXT;
+ALTER TABLE ln_txs ADD COLUMN deposit_wtx_type INTEGER
+"#,
 ];
 
 fn render(sql: &str, dialect: Dialect) -> String {

@@ -229,13 +229,14 @@ async fn upgrade_sweeps_msat_remainders() {
             .await
             .unwrap();
         let acct = account(&old).await;
-        let fees = wallet(&old, &acct).await;
-        let small = wallet(&old, &acct).await;
-        let live = wallet(&old, &acct).await;
-        // Whole-sat deposits book the same in both versions.
-        deposit(&old, &acct, &fees, sat(30_000)).await;
-        deposit(&old, &acct, &live, sat(10)).await;
         old.close().await;
+        // Wallets and whole-sat deposits as the older version wrote them (in SQL: today's
+        // store code reads columns later migrations added).
+        let (fees, small, live) = (
+            WalletId::generate(),
+            WalletId::generate(),
+            WalletId::generate(),
+        );
 
         // What the older version wrote for sub-sat amounts, row by row.
         let mut sql = String::new();
@@ -262,6 +263,25 @@ async fn upgrade_sweeps_msat_remainders() {
                 t.code()
             ));
         };
+        for w in [&fees, &small, &live] {
+            sql.push_str(&format!(
+                "INSERT INTO wallets (id, account_id, user_label, created_at, updated_at, \
+                 balance_msat, wtx_count, status, node_id) VALUES ('{w}', '{acct}', 'old', \
+                 {NOW}, {NOW}, 0, 0, 'active', 'lnod_test');\n"
+            ));
+        }
+        for (i, (w, amt)) in [(&fees, 30_000_000), (&live, 10_000)]
+            .into_iter()
+            .enumerate()
+        {
+            ln(
+                &mut sql,
+                "ln_deposit",
+                &format!("olddeposit{i}"),
+                &[(w.as_str(), amt), ("sys:lightning", -amt)],
+            );
+            wtx(&mut sql, w, amt, WtxType::LnDeposit);
+        }
         // 40 withdrawals of 500 sats, each with a 1,500 msat fee charged to the msat.
         for i in 0..40 {
             ln(
