@@ -15,6 +15,8 @@ pub enum WtxType {
     NetworkFee,
     /// A balance carried over from elsewhere (LNPay's history compression; Satchel's import).
     BalanceRollUp,
+    /// LNURL-pay link or Lightning Address paid (`POST /lnurlp/pay`).
+    LnLnurlPayOutbound,
 }
 
 impl WtxType {
@@ -27,6 +29,7 @@ impl WtxType {
             WtxType::LnTransferOut => 40,
             WtxType::NetworkFee => 70,
             WtxType::BalanceRollUp => 45,
+            WtxType::LnLnurlPayOutbound => 62,
         }
     }
 
@@ -39,6 +42,7 @@ impl WtxType {
             40 => WtxType::LnTransferOut,
             70 => WtxType::NetworkFee,
             45 => WtxType::BalanceRollUp,
+            62 => WtxType::LnLnurlPayOutbound,
             _ => return None,
         })
     }
@@ -52,6 +56,7 @@ impl WtxType {
             WtxType::LnTransferOut => "ln_transfer_out",
             WtxType::NetworkFee => "network_fee",
             WtxType::BalanceRollUp => "balance_roll_up",
+            WtxType::LnLnurlPayOutbound => "ln_lnurl_pay_outbound",
         }
     }
 
@@ -64,6 +69,7 @@ impl WtxType {
             WtxType::LnTransferOut => "Transfer Out",
             WtxType::NetworkFee => "LN Routing Fees",
             WtxType::BalanceRollUp => "Balance Roll Up",
+            WtxType::LnLnurlPayOutbound => "LNURL Pay Outbound",
         }
     }
 }

@@ -263,6 +263,12 @@ ALTER TABLE events ADD COLUMN request_id TEXT
 INSERT INTO system_accounts (code, balance_msat) VALUES ('sys:revenue', 0);
 RUST sats_sweep
 "#,
+    // The WTX type an outgoing payment books when it settles (`wtxType` code; NULL, as for
+    // every older row, is `ln_withdrawal`). Stored with the reserve, because a payment may be
+    // settled by another process or after a restart (`ln_lnurl_pay_outbound` for LNURL-pay).
+    r#"
+ALTER TABLE ln_txs ADD COLUMN wtx_type INTEGER
+"#,
 ];
 
 fn render(sql: &str, dialect: Dialect) -> String {
