@@ -50,6 +50,10 @@ use crate::http::error::JSON_CONTENT_TYPE;
         crate::lnurlw::withdraw_once,
         crate::lnurlw::withdraw_static,
         crate::lnurlw::process,
+        crate::lnurlp_pay::probe,
+        crate::lnurlp_pay::pay,
+        crate::nodes::list,
+        crate::nodes::get_node,
         openapi_json,
     ),
     components(schemas(ErrorEnvelope)),
@@ -58,8 +62,8 @@ use crate::http::error::JSON_CONTENT_TYPE;
         (name = "wallets", description = "Wallets and their keys"),
         (name = "transactions", description = "Wallet transactions (WTX) and Lightning transactions (lnTx)"),
         (name = "payments", description = "Receiving and sending: invoices, withdrawals, keysend, transfers, async jobs"),
-        (name = "node", description = "Node utilities (decode an invoice, query routes)"),
-        (name = "lnurl", description = "LNURL-withdraw links (LUD-03) and their public service endpoint"),
+        (name = "node", description = "The node, and node utilities (decode an invoice, query routes)"),
+        (name = "lnurl", description = "LNURL-withdraw links (LUD-03) and their public service endpoint; paying LNURL-pay links and Lightning Addresses"),
         (name = "webhooks", description = "Webhook subscriptions and their delivery log (Satchel's addition)"),
         (name = "meta", description = "This document"),
     )
@@ -103,6 +107,23 @@ pub struct CreateInvoiceBody {
     /// SHA-256 of the description, 32 bytes as hex (or base64).
     pub description_hash: Option<String>,
     /// Any JSON object, returned with the lnTx and in webhooks (a JSON string in form bodies).
+    #[schema(value_type = Option<Object>)]
+    pub passThru: Option<Value>,
+}
+
+/// `POST /v1/wallet/{key}/lnurlp/pay` body: `lnurlpay_encoded` or `ln_address`.
+#[derive(ToSchema)]
+pub struct LnurlPayBody {
+    /// The LNURL-pay link (`LNURL1…`).
+    pub lnurlpay_encoded: Option<String>,
+    /// The Lightning Address (`user@domain`).
+    pub ln_address: Option<String>,
+    /// Amount in msat, within the link's minSendable..maxSendable.
+    #[schema(minimum = 1)]
+    pub amt_msat: i64,
+    /// LUD-12 comment, at most the link's commentAllowed characters.
+    pub comment: Option<String>,
+    /// Any JSON object (a JSON string in form bodies).
     #[schema(value_type = Option<Object>)]
     pub passThru: Option<Value>,
 }
@@ -450,6 +471,7 @@ const IDEMPOTENT: &[&str] = &[
     "/v1/wallet/{key}/withdraw",
     "/v1/wallet/{key}/keysend",
     "/v1/wallet/{key}/transfer",
+    "/v1/wallet/{key}/lnurlp/pay",
 ];
 
 fn envelope(e: &ApiError) -> Value {

@@ -187,7 +187,7 @@ fn clamp(page: &mut crate::http::Page, total: u64) -> bool {
     changed
 }
 
-fn payment_response(r: PaymentResult) -> Response {
+pub(crate) fn payment_response(r: PaymentResult) -> Response {
     match r {
         PaymentResult::Done { wtx, .. } => Lnpay::created(WtxDto::from(&wtx)).into_response(),
         PaymentResult::Pending(l) => Lnpay {
@@ -464,7 +464,7 @@ async fn keysend(
     .await
 }
 
-fn async_response(id: String) -> Response {
+pub(crate) fn async_response(id: String) -> Response {
     Lnpay::ok(AsyncDto { success: 1, id }).into_response()
 }
 
@@ -763,6 +763,8 @@ pub fn v1_router() -> Router<AppState> {
         .route("/webhooks/{id}/deliveries", get(webhook_deliveries))
         .route("/webhooks/deliveries/{id}/redeliver", post(redeliver))
         .merge(crate::lnurlw::routes())
+        .merge(crate::lnurlp_pay::routes())
+        .merge(crate::nodes::routes())
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .method_not_allowed_fallback(method_not_allowed)
 }

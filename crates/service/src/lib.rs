@@ -8,7 +8,9 @@ mod error;
 pub mod idempotency;
 pub mod incoming;
 pub mod jobs;
+pub mod lnurlp_pay;
 pub mod lnurlw;
+pub mod nodes;
 pub mod passthru;
 pub mod payments;
 pub mod wallets;
@@ -57,6 +59,9 @@ pub struct ServiceConfig {
     pub public_url: Option<lnurlw::PublicUrl>,
     /// Lifetime of a one-time LNURL-withdraw link.
     pub lnurlw_expiry: Duration,
+    /// Let LNURL-pay requests reach loopback/private addresses, and speak http to such hosts
+    /// (off: SSRF protection; see `lnurlp_pay`).
+    pub lnurl_allow_private_targets: bool,
     /// The Lightning backend's name, the `backend` label of the payment metrics (`devnet`,
     /// `scripted`, `lnd`, `cln`).
     pub backend_name: &'static str,
@@ -79,6 +84,7 @@ impl Default for ServiceConfig {
             idempotency_retention: idempotency::DEFAULT_RETENTION,
             public_url: None,
             lnurlw_expiry: lnurlw::DEFAULT_LINK_EXPIRY,
+            lnurl_allow_private_targets: false,
             backend_name: "unknown",
         }
     }
@@ -154,6 +160,10 @@ pub struct Services {
     pub idempotency: idempotency::IdempotencyService,
     /// LNURL-withdraw links and their service endpoint.
     pub lnurlw: lnurlw::LnurlwService,
+    /// Paying LNURL-pay links and Lightning Addresses.
+    pub lnurlp_pay: lnurlp_pay::LnurlpPayService,
+    /// The node endpoints.
+    pub nodes: nodes::NodeService,
     /// The shared context.
     pub ctx: Arc<Ctx>,
 }
@@ -177,14 +187,17 @@ impl Services {
             auth_cache: auth::AuthCache::default(),
         });
         let payments = payments::PaymentService::new(ctx.clone());
+        let lnurlp_pay = lnurlp_pay::LnurlpPayService::new(ctx.clone(), payments.clone())?;
         Ok(Services {
             auth: auth::AuthService::new(ctx.clone()),
             wallets: wallets::WalletService::new(ctx.clone(), payments.clone()),
-            jobs: jobs::JobService::new(ctx.clone(), payments.clone()),
+            jobs: jobs::JobService::new(ctx.clone(), payments.clone(), lnurlp_pay.clone()),
             incoming: incoming::IncomingService::new(ctx.clone()),
             webhooks: webhooks::WebhookService::new(ctx.clone()),
             idempotency: idempotency::IdempotencyService::new(ctx.clone()),
             lnurlw: lnurlw::LnurlwService::new(ctx.clone(), payments.clone()),
+            lnurlp_pay,
+            nodes: nodes::NodeService::new(ctx.clone()),
             payments,
             ctx,
         })
