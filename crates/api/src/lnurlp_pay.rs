@@ -94,8 +94,8 @@ fn pay_request(p: &Params) -> Result<LnurlPayRequest, ApiError> {
     let amount_msat = p
         .uint("amt_msat", "Amt Msat")?
         .ok_or_else(|| ApiError::bad_request("Amt Msat cannot be blank."))?;
-    let amount = Msat::from_msat(amount_msat)
-        .map_err(|_| ApiError::bad_request("Amt Msat is too big."))?;
+    let amount =
+        Msat::from_msat(amount_msat).map_err(|_| ApiError::bad_request("Amt Msat is too big."))?;
     if amount.is_zero() {
         return Err(ApiError::bad_request("Amt Msat must be greater than 0."));
     }

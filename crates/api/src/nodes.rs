@@ -89,7 +89,10 @@ impl From<&NodeView> for LnNodeDto {
     description = "The account's nodes (secret key): this server's one node.",
     responses((status = 200, description = "The nodes", body = Vec<LnNodeDto>, content_type = "application/json")),
 )]
-pub(crate) async fn list(State(s): State<Services>, Authed(c): Authed) -> Result<Response, ApiError> {
+pub(crate) async fn list(
+    State(s): State<Services>,
+    Authed(c): Authed,
+) -> Result<Response, ApiError> {
     let nodes = s.nodes.list(&c).await.map_err(api_error)?;
     Ok(Lnpay::ok(nodes.iter().map(LnNodeDto::from).collect::<Vec<_>>()).into_response())
 }

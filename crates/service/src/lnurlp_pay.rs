@@ -31,9 +31,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use satchel_domain::{
-    Bolt11, JobId, KeyRole, Msat, Permission, WtxType, decode_lnurl, now_secs,
-};
+use satchel_domain::{Bolt11, JobId, KeyRole, Msat, Permission, WtxType, decode_lnurl, now_secs};
 use satchel_outbound::{AddressPolicy, Limits, OutboundClient, OutboundError, Target};
 use satchel_store::{JobRecord, JobStatus, WtxRecord};
 use serde::{Deserialize, Serialize};
@@ -441,10 +439,12 @@ impl LnurlpPayService {
         let target = Target::parse(&url).map_err(|e| probe_failed(format!("the URL {e}")))?;
         check_scheme(&target, self.allow_private()).map_err(probe_failed)?;
         match self.fetch(&target).await {
-            Ok(Fetched::Json(o)) => parse_pay_request(&o, self.allow_private()).map_err(probe_failed),
-            Ok(Fetched::ServiceError(reason)) => Err(ServiceError::Invalid(format!(
-                "Lnurlpay service:{reason}"
-            ))),
+            Ok(Fetched::Json(o)) => {
+                parse_pay_request(&o, self.allow_private()).map_err(probe_failed)
+            }
+            Ok(Fetched::ServiceError(reason)) => {
+                Err(ServiceError::Invalid(format!("Lnurlpay service:{reason}")))
+            }
             Err(reason) => {
                 tracing::info!(url = %target, %reason, "LNURL-pay probe failed");
                 Err(probe_failed(reason))
@@ -517,9 +517,9 @@ impl LnurlpPayService {
                 Some(pr) if !pr.trim().is_empty() => Ok(Bolt11::normalize(pr)),
                 _ => Err(could_not("the answer has no pr".into())),
             },
-            Ok(Fetched::ServiceError(reason)) => Err(ServiceError::Invalid(format!(
-                "Lnurlpay service:{reason}"
-            ))),
+            Ok(Fetched::ServiceError(reason)) => {
+                Err(ServiceError::Invalid(format!("Lnurlpay service:{reason}")))
+            }
             Err(why) => {
                 tracing::info!(callback = %shown, reason = %why, "LNURL-pay callback failed");
                 Err(could_not(why))
@@ -736,7 +736,10 @@ mod tests {
     #[test]
     fn addresses() {
         let a = parse_address("Alice@Example.COM").unwrap();
-        assert_eq!((a.user.as_str(), a.host.as_str(), a.port), ("alice", "example.com", None));
+        assert_eq!(
+            (a.user.as_str(), a.host.as_str(), a.port),
+            ("alice", "example.com", None)
+        );
         assert_eq!(a.text, "alice@example.com");
         let a = parse_address("bob.x_y-z+tip@127.0.0.1:8080").unwrap();
         assert_eq!((a.host.as_str(), a.port), ("127.0.0.1", Some(8080)));
