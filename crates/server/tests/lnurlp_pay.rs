@@ -8,167 +8,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod lnurl_server;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode as AxStatus;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use bitcoin::hashes::{Hash as _, sha256};
-use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use common::{TestServer, WalletKeys, test_service_config};
-use lightning_invoice::{Currency, InvoiceBuilder, PaymentSecret};
+use lnurl_server::{COMMENT_ALLOWED, Lnurl, MAX_MSAT, MIN_MSAT, lnurl_server};
 use reqwest::StatusCode;
-use satchel_domain::{Msat, encode_lnurl};
+use satchel_domain::encode_lnurl;
 use satchel_lightning::scripted::ScriptedBackend;
 use satchel_service::ServiceConfig;
 use satchel_service::lnurlw::PublicUrl;
 use satchel_store::testing::TestDb;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-
-const MIN_MSAT: u64 = 1_000;
-const MAX_MSAT: u64 = 500_000;
-const COMMENT_ALLOWED: u64 = 20;
-
-/// What the test LNURL server saw.
-#[derive(Default)]
-struct Seen {
-    requests: usize,
-    callbacks: Vec<HashMap<String, String>>,
-}
-
-#[derive(Clone)]
-struct Lnurl {
-    scripted: Arc<ScriptedBackend>,
-    base: String,
-    seen: Arc<Mutex<Seen>>,
-}
-
-fn metadata(user: &str, host: &str) -> String {
-    json!([
-        ["text/plain", format!("Pay {user}")],
-        ["text/identifier", format!("{user}@{host}")]
-    ])
-    .to_string()
-}
-
-impl Lnurl {
-    fn host(&self) -> &str {
-        self.base.trim_start_matches("http://")
-    }
-
-    fn pay_request(&self, user: &str) -> Value {
-        json!({
-            "callback": format!("{}/cb/{user}?k=v", self.base),
-            "maxSendable": MAX_MSAT,
-            "minSendable": MIN_MSAT,
-            "metadata": metadata(user, self.host()),
-            "commentAllowed": COMMENT_ALLOWED,
-            "tag": "payRequest",
-        })
-    }
-
-    fn address(&self, user: &str) -> String {
-        format!("{user}@{}", self.host())
-    }
-}
-
-async fn well_known(State(s): State<Lnurl>, Path(user): Path<String>) -> Response {
-    s.seen.lock().unwrap().requests += 1;
-    match user.as_str() {
-        "redirect" => (
-            AxStatus::FOUND,
-            [("location", format!("{}/.well-known/lnurlp/alice", s.base))],
-        )
-            .into_response(),
-        "big" => {
-            let mut pr = s.pay_request(&user);
-            pr["padding"] = Value::String("x".repeat(100 * 1024));
-            axum::Json(pr).into_response()
-        }
-        "down" => axum::Json(json!({"status": "ERROR", "reason": "Service down"})).into_response(),
-        _ => axum::Json(s.pay_request(&user)).into_response(),
-    }
-}
-
-/// A mainnet invoice (we run on regtest) with the right amount and description hash.
-fn mainnet_invoice(amount_msat: u64, description_hash: [u8; 32]) -> String {
-    let key = SecretKey::from_slice(&[0x42; 32]).unwrap();
-    let secp = Secp256k1::new();
-    InvoiceBuilder::new(Currency::Bitcoin)
-        .amount_milli_satoshis(amount_msat)
-        .description_hash(sha256::Hash::from_byte_array(description_hash))
-        .payment_hash(sha256::Hash::from_byte_array([9; 32]))
-        .payment_secret(PaymentSecret([3; 32]))
-        .current_timestamp()
-        .min_final_cltv_expiry_delta(18)
-        .build_signed(|m| secp.sign_ecdsa_recoverable(m, &key))
-        .unwrap()
-        .to_string()
-}
-
-async fn callback(
-    State(s): State<Lnurl>,
-    Path(user): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    {
-        let mut seen = s.seen.lock().unwrap();
-        seen.requests += 1;
-        seen.callbacks.push(q.clone());
-    }
-    let amount: u64 = q.get("amount").and_then(|a| a.parse().ok()).unwrap_or(0);
-    let hash: [u8; 32] = Sha256::digest(metadata(&user, s.host()).as_bytes()).into();
-    let pr = match user.as_str() {
-        "wrongamt" => s
-            .scripted
-            .external_invoice_hashed(Some(Msat::from_msat(amount + 1000).unwrap()), hash, 600)
-            .0
-            .to_string(),
-        "wronghash" => s
-            .scripted
-            .external_invoice_hashed(Some(Msat::from_msat(amount).unwrap()), [7; 32], 600)
-            .0
-            .to_string(),
-        "othernet" => mainnet_invoice(amount, hash),
-        "cbredirect" => {
-            return (
-                AxStatus::FOUND,
-                [("location", format!("{}/cb/alice", s.base))],
-            )
-                .into_response();
-        }
-        _ => s
-            .scripted
-            .external_invoice_hashed(Some(Msat::from_msat(amount).unwrap()), hash, 600)
-            .0
-            .to_string(),
-    };
-    axum::Json(json!({"pr": pr, "routes": []})).into_response()
-}
-
-/// Starts the test LNURL server on loopback.
-async fn lnurl_server(scripted: Arc<ScriptedBackend>) -> Lnurl {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = Lnurl {
-        scripted,
-        base,
-        seen: Arc::default(),
-    };
-    let app = Router::new()
-        .route("/.well-known/lnurlp/{user}", get(well_known))
-        .route("/lnurlp/{user}", get(well_known))
-        .route("/cb/{user}", get(callback))
-        .with_state(state.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    state
-}
 
 fn cfg() -> ServiceConfig {
     ServiceConfig {
