@@ -149,6 +149,6 @@ pub(crate) async fn pay(
 /// The LNURL-pay paying routes, merged into the v1 router.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/lnurlp/probe/{x}", get(probe))
+        .route("/lnurlp/probe/{lnurl_or_address}", get(probe))
         .route("/wallet/{key}/lnurlp/pay", post(pay))
 }

@@ -374,6 +374,32 @@ const EXAMPLES: &[ExampleRow] = &[
         &[golden!("keysend")],
     ),
     (
+        "get",
+        "/v1/lnurlp/probe/{lnurl_or_address}",
+        "200",
+        &[golden!("lnurlp_probe")],
+    ),
+    (
+        "post",
+        "/v1/wallet/{key}/lnurlp/pay",
+        "201",
+        &[golden!("lnurlp_pay")],
+    ),
+    (
+        "post",
+        "/v1/wallet/{key}/lnurlp/pay",
+        "200",
+        &[golden!("lnurlp_pay_async")],
+    ),
+    (
+        "post",
+        "/v1/wallet/{key}/lnurlp/pay",
+        "400",
+        &[golden!("error_400_lnurlp_pay")],
+    ),
+    ("get", "/v1/nodes", "200", &[golden!("nodes_list")]),
+    ("get", "/v1/node/{node}", "200", &[golden!("node_get")]),
+    (
         "post",
         "/v1/wallet/{key}/keysend",
         "200",

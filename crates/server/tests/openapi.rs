@@ -15,7 +15,11 @@ use serde_json::{Value, json};
 
 const ROUTES_RS: &str = include_str!("../../api/src/routes.rs");
 /// Routes merged into `v1_router` from their own modules (`fn routes()` in each).
-const MERGED_ROUTES: &[&str] = &[include_str!("../../api/src/lnurlw.rs")];
+const MERGED_ROUTES: &[&str] = &[
+    include_str!("../../api/src/lnurlw.rs"),
+    include_str!("../../api/src/lnurlp_pay.rs"),
+    include_str!("../../api/src/nodes.rs"),
+];
 
 /// (METHOD, path) of every route in `v1_router`, read from its source: each
 /// `.route("/p", get(h).post(h2))` gives one pair per method call, paths prefixed with `/v1`.
