@@ -394,3 +394,59 @@ async fn own_domain_addresses_never_go_over_http() {
     })
     .await;
 }
+
+mod devnet_server;
+
+/// End to end over the LDK devnet: a Lightning Address served by the loopback LNURL server
+/// whose invoices are carol's, paid through the hub with real HTLCs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pays_carols_address_over_the_devnet() {
+    use satchel_lightning::{InvoiceState, Invoices as _};
+    for (kind, db) in TestDb::all().await {
+        eprintln!("--- running on {kind}");
+        let s = devnet_server::DevnetServer::start(&db, cfg()).await;
+        let carol = s.devnet.peer("carol").unwrap();
+        let lnurl =
+            lnurl_server::lnurl_server_with(lnurl_server::Issuer::Node(carol.clone())).await;
+        let w = s.create_wallet("devnet LNURL payer").await;
+        s.fund(&w, 50_000).await;
+        let amount_msat: i64 = 400_000;
+        let r = s
+            .post(
+                &format!("/v1/wallet/{}/lnurlp/pay", w.waka),
+                json!({"ln_address": lnurl.address("carol"), "amt_msat": amount_msat,
+                    "comment": "over the devnet"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(r.json["wtxType"]["name"], "ln_lnurl_pay_outbound");
+        assert_eq!(r.json["num_satoshis"], -400);
+        let l = &r.json["lnTx"];
+        // The hub's fee: 1000 msat + 1000 ppm.
+        let fee = 1000 + amount_msat / 1000;
+        assert_eq!(l["fee_msat"], fee, "{}", r.text);
+        let hash =
+            satchel_domain::PaymentHash::from_hex(l["r_hash_decoded"].as_str().unwrap()).unwrap();
+        assert!(matches!(
+            carol.lookup_invoice(hash).await.unwrap(),
+            Some(InvoiceState::Settled { amount_received, .. })
+                if amount_received.as_msat() == 400_000
+        ));
+        let charged_fee = (fee + 999) / 1000 * 1000;
+        assert_eq!(
+            s.balance_msat(&w).await,
+            50_000_000 - amount_msat - charged_fee
+        );
+        let names: Vec<String> = s
+            .history(&w)
+            .await
+            .iter()
+            .map(|t| t["wtxType"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["network_fee", "ln_lnurl_pay_outbound", "ln_deposit"]
+        );
+        s.stop().await;
+    }
+}

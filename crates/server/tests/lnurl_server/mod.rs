@@ -19,6 +19,7 @@ use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use lightning_invoice::{Currency, InvoiceBuilder, PaymentSecret};
 use satchel_domain::Msat;
 use satchel_lightning::scripted::ScriptedBackend;
+use satchel_lightning::{Invoices, NewInvoice};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -33,9 +34,41 @@ pub struct Seen {
     pub callbacks: Vec<HashMap<String, String>>,
 }
 
+/// Who issues the service's invoices.
+#[derive(Clone)]
+pub enum Issuer {
+    /// The scripted backend's outside node.
+    Scripted(Arc<ScriptedBackend>),
+    /// A real node (the devnet's carol).
+    Node(Arc<dyn Invoices>),
+}
+
+impl Issuer {
+    async fn invoice(&self, amount_msat: u64, description_hash: [u8; 32]) -> String {
+        let amount = Msat::from_msat(amount_msat).unwrap();
+        match self {
+            Issuer::Scripted(s) => s
+                .external_invoice_hashed(Some(amount), description_hash, 600)
+                .0
+                .to_string(),
+            Issuer::Node(n) => n
+                .create_invoice(NewInvoice {
+                    amount: Some(amount),
+                    memo: String::new(),
+                    description_hash: Some(description_hash),
+                    expiry_secs: 600,
+                    preimage: satchel_domain::Preimage::random(),
+                })
+                .await
+                .unwrap()
+                .to_string(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Lnurl {
-    pub scripted: Arc<ScriptedBackend>,
+    pub issuer: Issuer,
     pub base: String,
     pub seen: Arc<Mutex<Seen>>,
 }
@@ -116,16 +149,8 @@ async fn callback(
     let amount: u64 = q.get("amount").and_then(|a| a.parse().ok()).unwrap_or(0);
     let hash: [u8; 32] = Sha256::digest(metadata(&user, s.host()).as_bytes()).into();
     let pr = match user.as_str() {
-        "wrongamt" => s
-            .scripted
-            .external_invoice_hashed(Some(Msat::from_msat(amount + 1000).unwrap()), hash, 600)
-            .0
-            .to_string(),
-        "wronghash" => s
-            .scripted
-            .external_invoice_hashed(Some(Msat::from_msat(amount).unwrap()), [7; 32], 600)
-            .0
-            .to_string(),
+        "wrongamt" => s.issuer.invoice(amount + 1000, hash).await,
+        "wronghash" => s.issuer.invoice(amount, [7; 32]).await,
         "othernet" => mainnet_invoice(amount, hash),
         "cbredirect" => {
             return (
@@ -134,21 +159,22 @@ async fn callback(
             )
                 .into_response();
         }
-        _ => s
-            .scripted
-            .external_invoice_hashed(Some(Msat::from_msat(amount).unwrap()), hash, 600)
-            .0
-            .to_string(),
+        _ => s.issuer.invoice(amount, hash).await,
     };
     axum::Json(json!({"pr": pr, "routes": []})).into_response()
 }
 
 /// Starts the test LNURL server on loopback.
 pub async fn lnurl_server(scripted: Arc<ScriptedBackend>) -> Lnurl {
+    lnurl_server_with(Issuer::Scripted(scripted)).await
+}
+
+/// Starts the test LNURL server on loopback with this invoice issuer.
+pub async fn lnurl_server_with(issuer: Issuer) -> Lnurl {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let state = Lnurl {
-        scripted,
+        issuer,
         base,
         seen: Arc::default(),
     };
