@@ -420,18 +420,18 @@ impl LnurlpPayService {
                 if self.is_own(&a) {
                     return self.own_address_pay_request(&a.user).await;
                 }
-                let scheme = if is_onion(&a.host) { "http" } else { "https" };
                 let authority = match a.port {
                     Some(p) => format!("{}:{p}", a.host),
                     None => a.host.clone(),
                 };
-                let https = format!("https://{authority}/.well-known/lnurlp/{}", a.user);
-                let t = Target::parse(&https).map_err(probe_failed)?;
-                // A private host (allowed by the operator) is spoken to in http (module docs).
-                if scheme == "http" || (self.allow_private() && is_private_host(&t)) {
-                    format!("http://{authority}/.well-known/lnurlp/{}", a.user)
+                let path = format!("/.well-known/lnurlp/{}", a.user);
+                let https =
+                    Target::parse(&format!("https://{authority}{path}")).map_err(probe_failed)?;
+                // http for onion, and for a private host the operator allows (module docs).
+                if is_onion(&a.host) || (self.allow_private() && is_private_host(&https)) {
+                    format!("http://{authority}{path}")
                 } else {
-                    https
+                    https.as_str().to_owned()
                 }
             }
             PayTo::Lnurl(text) => decode_lnurl(text).map_err(probe_failed)?,
