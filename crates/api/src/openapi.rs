@@ -59,6 +59,10 @@ use crate::http::error::JSON_CONTENT_TYPE;
         crate::lnurlp::verify,
         crate::lnurlp::well_known_lnurlp,
         crate::lnurlp::well_known_keysend,
+        crate::lnurlp_pay::probe,
+        crate::lnurlp_pay::pay,
+        crate::nodes::list,
+        crate::nodes::get_node,
         openapi_json,
     ),
     components(schemas(ErrorEnvelope)),
@@ -67,8 +71,8 @@ use crate::http::error::JSON_CONTENT_TYPE;
         (name = "wallets", description = "Wallets and their keys"),
         (name = "transactions", description = "Wallet transactions (WTX) and Lightning transactions (lnTx)"),
         (name = "payments", description = "Receiving and sending: invoices, withdrawals, keysend, transfers, async jobs"),
-        (name = "node", description = "Node utilities (decode an invoice, query routes)"),
-        (name = "lnurl", description = "LNURL-withdraw links (LUD-03), LNURL-pay links and Lightning Addresses (LUD-06/12/16/21), keysend addresses, and their public endpoints"),
+        (name = "node", description = "The node, and node utilities (decode an invoice, query routes)"),
+        (name = "lnurl", description = "LNURL-withdraw links (LUD-03), LNURL-pay links and Lightning Addresses (LUD-06/12/16/21), keysend addresses, and their public endpoints; paying LNURL-pay links and Lightning Addresses"),
         (name = "webhooks", description = "Webhook subscriptions and their delivery log (Satchel's addition)"),
         (name = "meta", description = "This document"),
     )
@@ -158,6 +162,23 @@ pub struct CreateInvoiceBody {
     /// SHA-256 of the description, 32 bytes as hex (or base64).
     pub description_hash: Option<String>,
     /// Any JSON object, returned with the lnTx and in webhooks (a JSON string in form bodies).
+    #[schema(value_type = Option<Object>)]
+    pub passThru: Option<Value>,
+}
+
+/// `POST /v1/wallet/{key}/lnurlp/pay` body: `lnurlpay_encoded` or `ln_address`.
+#[derive(ToSchema)]
+pub struct LnurlPayBody {
+    /// The LNURL-pay link (`LNURL1…`).
+    pub lnurlpay_encoded: Option<String>,
+    /// The Lightning Address (`user@domain`).
+    pub ln_address: Option<String>,
+    /// Amount in msat, within the link's minSendable..maxSendable.
+    #[schema(minimum = 1)]
+    pub amt_msat: i64,
+    /// LUD-12 comment, at most the link's commentAllowed characters.
+    pub comment: Option<String>,
+    /// Any JSON object (a JSON string in form bodies).
     #[schema(value_type = Option<Object>)]
     pub passThru: Option<Value>,
 }
@@ -415,6 +436,32 @@ const EXAMPLES: &[ExampleRow] = &[
         &[golden!("keysend")],
     ),
     (
+        "get",
+        "/v1/lnurlp/probe/{lnurl_or_address}",
+        "200",
+        &[golden!("lnurlp_probe")],
+    ),
+    (
+        "post",
+        "/v1/wallet/{key}/lnurlp/pay",
+        "201",
+        &[golden!("lnurlp_pay")],
+    ),
+    (
+        "post",
+        "/v1/wallet/{key}/lnurlp/pay",
+        "200",
+        &[golden!("lnurlp_pay_async")],
+    ),
+    (
+        "post",
+        "/v1/wallet/{key}/lnurlp/pay",
+        "400",
+        &[golden!("error_400_lnurlp_pay")],
+    ),
+    ("get", "/v1/nodes", "200", &[golden!("nodes_list")]),
+    ("get", "/v1/node/{node}", "200", &[golden!("node_get")]),
+    (
         "post",
         "/v1/wallet/{key}/keysend",
         "200",
@@ -552,6 +599,7 @@ const IDEMPOTENT: &[&str] = &[
     "/v1/wallet/{key}/withdraw",
     "/v1/wallet/{key}/keysend",
     "/v1/wallet/{key}/transfer",
+    "/v1/wallet/{key}/lnurlp/pay",
 ];
 
 fn envelope(e: &ApiError) -> Value {

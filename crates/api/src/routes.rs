@@ -464,7 +464,7 @@ async fn keysend(
     .await
 }
 
-fn async_response(id: String) -> Response {
+pub(crate) fn async_response(id: String) -> Response {
     Lnpay::ok(AsyncDto { success: 1, id }).into_response()
 }
 
@@ -764,6 +764,8 @@ pub fn v1_router() -> Router<AppState> {
         .route("/webhooks/deliveries/{id}/redeliver", post(redeliver))
         .merge(crate::lnurlw::routes())
         .merge(crate::lnurlp::routes())
+        .merge(crate::lnurlp_pay::routes())
+        .merge(crate::nodes::routes())
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .method_not_allowed_fallback(method_not_allowed)
 }

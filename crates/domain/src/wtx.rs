@@ -17,6 +17,8 @@ pub enum WtxType {
     BalanceRollUp,
     /// An invoice of an LNURL-pay link or Lightning Address was paid (LNPay id 60).
     LnLnurlPayInbound,
+    /// LNURL-pay link or Lightning Address paid (`POST /lnurlp/pay`).
+    LnLnurlPayOutbound,
 }
 
 impl WtxType {
@@ -30,6 +32,7 @@ impl WtxType {
             WtxType::NetworkFee => 70,
             WtxType::BalanceRollUp => 45,
             WtxType::LnLnurlPayInbound => 60,
+            WtxType::LnLnurlPayOutbound => 62,
         }
     }
 
@@ -43,6 +46,7 @@ impl WtxType {
             70 => WtxType::NetworkFee,
             45 => WtxType::BalanceRollUp,
             60 => WtxType::LnLnurlPayInbound,
+            62 => WtxType::LnLnurlPayOutbound,
             _ => return None,
         })
     }
@@ -57,6 +61,7 @@ impl WtxType {
             WtxType::NetworkFee => "network_fee",
             WtxType::BalanceRollUp => "balance_roll_up",
             WtxType::LnLnurlPayInbound => "ln_lnurl_pay_inbound",
+            WtxType::LnLnurlPayOutbound => "ln_lnurl_pay_outbound",
         }
     }
 
@@ -71,6 +76,7 @@ impl WtxType {
             WtxType::BalanceRollUp => "Balance Roll Up",
             // LNPay renamed the type in 2022 but never its display name.
             WtxType::LnLnurlPayInbound => "LNURL Pay",
+            WtxType::LnLnurlPayOutbound => "LNURL Pay Outbound",
         }
     }
 }

@@ -696,6 +696,36 @@ impl ScriptedBackend {
         (bolt11, preimage)
     }
 
+    /// Like [`ScriptedBackend::external_invoice`], but committing to `description_hash` (`h`)
+    /// instead of a description: what an LNURL-pay service hands out (LUD-06).
+    pub fn external_invoice_hashed(
+        &self,
+        amount: Option<Msat>,
+        description_hash: [u8; 32],
+        expiry_secs: u32,
+    ) -> (Bolt11, Preimage) {
+        let preimage = Preimage::random();
+        let hash = preimage.hash();
+        let description = Bolt11InvoiceDescription::Hash(lightning_invoice::Sha256(
+            sha256::Hash::from_byte_array(description_hash),
+        ));
+        let bolt11 = match self.build_invoice(
+            &self.carol_key,
+            hash,
+            amount,
+            description,
+            now_duration(),
+            expiry_secs,
+        ) {
+            Ok(b) => b,
+            Err(e) => unreachable!("sanitised invoice inputs failed to build: {e}"),
+        };
+        let mut st = self.lock();
+        st.external.insert(hash, preimage);
+        self.save_or_log(&st);
+        (bolt11, preimage)
+    }
+
     /// An invoice signed by carol's key that carries `hash`, e.g. the hash of one of *our*
     /// invoices (to check that a payer re-wrapping our hash can never make us pay ourselves over
     /// the network). Carol does not know the preimage: paying it on the node fails.

@@ -71,6 +71,8 @@ pub struct FileConfig {
     pub min_fee_limit_msat: Option<u64>,
     /// Let webhooks target loopback/private addresses.
     pub webhook_allow_private: Option<bool>,
+    /// Let LNURL-pay requests reach loopback/private addresses.
+    pub lnurl_allow_private_targets: Option<bool>,
     /// Active webhooks per account.
     pub webhook_max_per_account: Option<u32>,
     /// Webhook redeliveries per account per minute.
@@ -159,6 +161,10 @@ pub struct ConfigArgs {
     /// Allow webhook URLs that resolve to loopback/private/link-local addresses (default: no).
     #[arg(long, env = "SATCHEL_WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: Option<bool>,
+    /// Allow LNURL-pay links and Lightning Addresses on loopback/private/link-local addresses
+    /// (and http to such hosts) (default: no).
+    #[arg(long, env = "SATCHEL_LNURL_ALLOW_PRIVATE_TARGETS")]
+    pub lnurl_allow_private_targets: Option<bool>,
     /// Active webhooks an account may have (default: 20).
     #[arg(long, env = "SATCHEL_WEBHOOK_MAX_PER_ACCOUNT")]
     pub webhook_max_per_account: Option<u32>,
@@ -271,6 +277,8 @@ pub struct Config {
     pub min_fee_limit_msat: u64,
     /// Webhooks may target private addresses.
     pub webhook_allow_private: bool,
+    /// LNURL-pay requests may target private addresses.
+    pub lnurl_allow_private_targets: bool,
     /// Active webhooks per account.
     pub webhook_max_per_account: u32,
     /// Webhook redeliveries per account per minute (at least 1).
@@ -423,6 +431,10 @@ impl ConfigArgs {
             webhook_allow_private: self
                 .webhook_allow_private
                 .or(file.webhook_allow_private)
+                .unwrap_or(false),
+            lnurl_allow_private_targets: self
+                .lnurl_allow_private_targets
+                .or(file.lnurl_allow_private_targets)
                 .unwrap_or(false),
             webhook_max_per_account: self
                 .webhook_max_per_account

@@ -256,6 +256,7 @@ fn service_config(cfg: &Config) -> anyhow::Result<ServiceConfig> {
         min_fee_limit: Msat::from_msat(cfg.min_fee_limit_msat)
             .map_err(|e| anyhow::anyhow!("min_fee_limit_msat: {e}"))?,
         allow_private_webhook_targets: cfg.webhook_allow_private,
+        lnurl_allow_private_targets: cfg.lnurl_allow_private_targets,
         webhook_max_per_account: cfg.webhook_max_per_account,
         webhook_redeliveries_per_minute: cfg.webhook_redeliveries_per_minute,
         idempotency_retention: cfg.idempotency_retention,

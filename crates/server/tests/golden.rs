@@ -835,3 +835,84 @@ async fn golden_lnurlp() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// LNURL-pay (paying) and nodes
+// ---------------------------------------------------------------------------------------------
+
+mod lnurl_server;
+
+/// A body with the loopback LNURL server's address (its port changes) replaced.
+fn without_host(r: &common::Resp, l: &lnurl_server::Lnurl) -> Value {
+    serde_json::from_str(&r.text.replace(l.host(), "lnurl.example")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn golden_lnurlp_pay() {
+    on_each_db(|s| async move {
+        let l = lnurl_server::lnurl_server(s.scripted.clone()).await;
+        let w = s.create_wallet("LNURL Payer").await;
+        s.fund(&w, 1000).await;
+        let r = s
+            .get(&s.sak, &format!("/lnurlp/probe/{}", l.address("alice")))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        golden("lnurlp_probe", &without_host(&r, &l));
+
+        let r = s
+            .post(
+                &s.sak,
+                &format!("/wallet/{}/lnurlp/pay", w.waka),
+                json!({"ln_address": l.address("alice"), "amt_msat": 21_000,
+                    "comment": "Golden", "passThru": {"orderId": "42"}}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        golden("lnurlp_pay", &without_host(&r, &l));
+
+        let r = s
+            .post_with(
+                &s.sak,
+                &format!("/wallet/{}/lnurlp/pay", w.waka),
+                json!({"ln_address": l.address("alice"), "amt_msat": 1_000}),
+                &[("X-LNPAY-ASYNC", "1")],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        golden("lnurlp_pay_async", &r.json);
+        wait_job(&s, r.json["id"].as_str().unwrap()).await;
+
+        let r = s
+            .post(
+                &s.sak,
+                &format!("/wallet/{}/lnurlp/pay", w.waka),
+                json!({"ln_address": l.address("wrongamt"), "amt_msat": 1_000}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+        golden("error_400_lnurlp_pay", &r.json);
+        s
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn golden_nodes() {
+    on_each_db(|s| async move {
+        let r = s.get(&s.sak, "/nodes").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        golden("nodes_list", &r.json);
+        let r = s.get(&s.sak, "/node/default").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        golden("node_get", &r.json);
+        let r = s.get(&s.sak, "/node/lnod_satchel").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        golden("node_get", &r.json);
+        // An unknown node: LNPay's `null` body.
+        let r = s.get(&s.sak, "/node/lnod_unknown").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.text, "null");
+        s
+    })
+    .await;
+}

@@ -635,3 +635,118 @@ async fn failed_payout_reopens_the_link() {
     })
     .await;
 }
+
+mod devnet_server;
+
+/// Issue 18: LNURL-withdraw end to end over the LDK devnet. A link is made and scanned, carol's
+/// invoice is submitted to the callback and paid through the hub; the second use is refused;
+/// two simultaneous uses of another link pay once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_time_link_over_the_devnet() {
+    use satchel_lightning::{InvoiceState, Invoices as _};
+    for (kind, db) in TestDb::all().await {
+        eprintln!("--- running on {kind}");
+        let server = devnet_server::DevnetServer::start(&db, cfg()).await;
+        let s = &server;
+        let carol = s.devnet.peer("carol").unwrap();
+        let w = s.create_wallet("devnet LNURL-withdraw").await;
+        s.fund(&w, 20_000).await;
+        let to_local = |url: &str| {
+            assert!(url.starts_with(PUBLIC), "{url}");
+            format!("{}{}", s.base, &url[PUBLIC.len()..])
+        };
+        let make = || async {
+            let r = s
+                .get(&format!(
+                    "/v1/wallet/{}/lnurl/withdraw?num_satoshis=1000",
+                    w.waka
+                ))
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            decode_lnurl(r.json["lnurl"].as_str().unwrap()).unwrap()
+        };
+        let scan = |url: String| {
+            let local = to_local(&url);
+            async move {
+                let r = s.send(s.http.get(local)).await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+                assert_eq!(r.json["tag"], "withdrawRequest", "{}", r.text);
+                r.json
+            }
+        };
+        let submit_url = |offer: &Value, pr: &str| {
+            let cb = offer["callback"].as_str().unwrap();
+            let sep = if cb.contains('?') { '&' } else { '?' };
+            format!(
+                "{}{sep}k1={}&pr={pr}",
+                to_local(cb),
+                offer["k1"].as_str().unwrap()
+            )
+        };
+
+        // Made, scanned, carol's invoice submitted and paid.
+        let offer = scan(make().await).await;
+        assert_eq!(offer["maxWithdrawable"], 1_000_000);
+        let inv = s.carol_invoice(1_000, "lnurlw over devnet").await;
+        let r = s.send(s.http.get(submit_url(&offer, inv.as_str()))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(r.json, json!({"status": "OK"}));
+        // 1000 sats + the hub's 2000 msat fee (1000 + 1000 ppm), rounded up to the sat.
+        s.wait_balance_msat(&w, 20_000_000 - 1_000_000 - 2_000)
+            .await;
+        assert!(matches!(
+            carol.lookup_invoice(inv.payment_hash()).await.unwrap(),
+            Some(InvoiceState::Settled { amount_received, .. })
+                if amount_received.as_msat() == 1_000_000
+        ));
+
+        // The second use is refused, and pays nothing.
+        let again = s.carol_invoice(1_000, "second use").await;
+        let r = s.send(s.http.get(submit_url(&offer, again.as_str()))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.json["status"], "ERROR", "{}", r.text);
+        assert!(
+            r.json["reason"]
+                .as_str()
+                .unwrap()
+                .contains("already been used"),
+            "{}",
+            r.text
+        );
+        assert_eq!(
+            carol.lookup_invoice(again.payment_hash()).await.unwrap(),
+            Some(InvoiceState::Open)
+        );
+
+        // Two simultaneous uses of a fresh link: one pays, the other is refused.
+        let offer = scan(make().await).await;
+        let a = s.carol_invoice(1_000, "race A").await;
+        let b = s.carol_invoice(1_000, "race B").await;
+        let (ra, rb) = tokio::join!(
+            s.send(s.http.get(submit_url(&offer, a.as_str()))),
+            s.send(s.http.get(submit_url(&offer, b.as_str())))
+        );
+        let oks = [&ra, &rb]
+            .iter()
+            .filter(|r| r.status == StatusCode::CREATED)
+            .count();
+        assert_eq!(oks, 1, "{} / {}", ra.text, rb.text);
+        let settled = |st: Option<InvoiceState>| matches!(st, Some(InvoiceState::Settled { .. }));
+        let paid = [
+            settled(carol.lookup_invoice(a.payment_hash()).await.unwrap()),
+            settled(carol.lookup_invoice(b.payment_hash()).await.unwrap()),
+        ];
+        // The winner's payment may still be completing after the OK (LUD-03 allows it).
+        s.wait_balance_msat(&w, 20_000_000 - 2 * 1_002_000).await;
+        let paid_after = [
+            settled(carol.lookup_invoice(a.payment_hash()).await.unwrap()),
+            settled(carol.lookup_invoice(b.payment_hash()).await.unwrap()),
+        ];
+        assert_eq!(
+            paid_after.iter().filter(|p| **p).count(),
+            1,
+            "carol was paid {paid:?} then {paid_after:?}"
+        );
+        server.stop().await;
+    }
+}

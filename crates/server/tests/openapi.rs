@@ -18,6 +18,8 @@ const ROUTES_RS: &str = include_str!("../../api/src/routes.rs");
 const MERGED_ROUTES: &[&str] = &[
     include_str!("../../api/src/lnurlw.rs"),
     include_str!("../../api/src/lnurlp.rs"),
+    include_str!("../../api/src/lnurlp_pay.rs"),
+    include_str!("../../api/src/nodes.rs"),
 ];
 /// Routes merged at the root (not under `/v1`), from `fn well_known_routes()`.
 const ROOT_ROUTES: &[&str] = &[include_str!("../../api/src/lnurlp.rs")];

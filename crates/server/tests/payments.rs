@@ -1559,6 +1559,7 @@ async fn recovery_sends_payments_the_node_never_heard_of() {
             is_keysend: false,
             custom_records: None,
             pass_thru: "{\"method\":\"api\"}".to_owned(),
+            wtx_type: satchel_domain::WtxType::LnWithdrawal,
         };
         let (p1, pre1) = carol_invoice(&s, 1000, "reserved only");
         let (p2, pre2) = carol_invoice(&s, 2000, "dispatched, never sent");

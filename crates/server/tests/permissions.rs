@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod lnurl_server;
 
 use std::fmt::Write as _;
 
@@ -77,22 +78,37 @@ enum Ep {
     CreateLnurlp,
     GetLnurlp,
     UpdateLnurlp,
+    /// `POST /wallet/:key/lnurlp/pay` (to the loopback test LNURL server).
+    LnurlPay,
+    /// `GET /lnurlp/probe/:address`.
+    Probe,
+    /// `GET /nodes`.
+    Nodes,
+    /// `GET /node/default`.
+    Node,
 }
 
 use Ep::*;
 
-const WALLET_ROUTES: [Ep; 6] = [GetWallet, WalletTxs, Invoice, Withdraw, Keysend, Transfer];
+const WALLET_ROUTES: [Ep; 7] = [
+    GetWallet, WalletTxs, Invoice, Withdraw, Keysend, Transfer, LnurlPay,
+];
 
 impl Ep {
     /// Whether a successful call writes to the ledger / wallet list.
     fn writes(self) -> bool {
-        matches!(self, Withdraw | Keysend | Transfer | CreateWallet)
+        matches!(
+            self,
+            Withdraw | Keysend | Transfer | CreateWallet | LnurlPay
+        )
     }
 
     /// Success status (§2.3).
     fn ok_status(self) -> StatusCode {
         match self {
-            Invoice | Withdraw | Keysend | Transfer | CreateWallet => StatusCode::CREATED,
+            Invoice | Withdraw | Keysend | Transfer | CreateWallet | LnurlPay => {
+                StatusCode::CREATED
+            }
             _ => StatusCode::OK,
         }
     }
@@ -187,7 +203,7 @@ fn case(ep: Ep, api: Api, path: Path, expect: Outcome) -> Case {
 
 /// §3.5: the wallet keys a **pak** may use on each wallet route, and the permission named in the
 /// refusal for all the others. (A sak may use any key or the `wal_` id.)
-const PAK_MATRIX: [(Ep, &str, &[Role]); 6] = [
+const PAK_MATRIX: [(Ep, &str, &[Role]); 7] = [
     (
         GetWallet,
         "wallet_read",
@@ -202,6 +218,8 @@ const PAK_MATRIX: [(Ep, &str, &[Role]); 6] = [
     (Withdraw, "wallet_withdraw", &[Waka, Waklw, Wakewa]),
     (Keysend, "wallet_withdraw", &[Waka, Waklw, Wakewa]),
     (Transfer, "wallet_transfer", &[Waka]),
+    // LNPay's docs name waka and waklw; its check is `wallet_withdraw`, which wakewa holds too.
+    (LnurlPay, "wallet_withdraw", &[Waka, Waklw, Wakewa]),
 ];
 
 /// The full matrix of the wallet routes (`/wallet/:key/...`).
@@ -295,9 +313,29 @@ fn account_route_cases() -> Vec<Case> {
         case(GetJob, Api::PakB, Path::Absent, NO_JOB),
         case(GetJob, Api::Unknown, Path::Absent, NO_CREDS),
         case(GetJob, Api::NoKey, Path::Absent, NO_CREDS),
+        // GET /v1/lnurlp/probe/:x: any account key (it reads a public link, pays nothing).
+        case(Probe, Api::Sak, Path::Absent, OK),
+        case(Probe, Api::Pak, Path::Absent, OK),
+        case(Probe, Api::SakB, Path::Absent, OK),
+        case(Probe, Api::PakB, Path::Absent, OK),
+        case(Probe, Api::Unknown, Path::Absent, NO_CREDS),
+        case(Probe, Api::NoKey, Path::Absent, NO_CREDS),
+        // GET /v1/nodes, /v1/node/:id: sak only (LNPay §3.5).
+        case(Nodes, Api::Sak, Path::Absent, OK),
+        case(Nodes, Api::SakB, Path::Absent, OK),
+        case(Nodes, Api::Pak, Path::Absent, SAK_ONLY),
+        case(Nodes, Api::PakB, Path::Absent, SAK_ONLY),
+        case(Nodes, Api::Unknown, Path::Absent, NO_CREDS),
+        case(Nodes, Api::NoKey, Path::Absent, NO_CREDS),
+        case(Node, Api::Sak, Path::Absent, OK),
+        case(Node, Api::SakB, Path::Absent, OK),
+        case(Node, Api::Pak, Path::Absent, SAK_ONLY),
+        case(Node, Api::PakB, Path::Absent, SAK_ONLY),
+        case(Node, Api::Unknown, Path::Absent, NO_CREDS),
+        case(Node, Api::NoKey, Path::Absent, NO_CREDS),
     ];
     // Wallet keys used as API keys on the sak-only and sak/pak account routes.
-    for ep in [CreateWallet, ListWallets, AccountTxs] {
+    for ep in [CreateWallet, ListWallets, AccountTxs, Probe, Nodes, Node] {
         for r in ROLES {
             v.push(case(ep, Api::Wallet(r), Path::Absent, SAK_ONLY));
         }
@@ -390,6 +428,8 @@ struct World {
     job_id: String,
     /// Wallet A's default LNURL-pay link (empty without `public_url`).
     link_id: String,
+    /// The loopback LNURL-pay service.
+    lnurl: lnurl_server::Lnurl,
 }
 
 const UNKNOWN_KEY: &str = "sak_0000000000000000000000000000dead";
@@ -474,6 +514,7 @@ async fn setup(s: &TestServer) -> World {
         .to_owned();
     World {
         link_id,
+        lnurl: lnurl_server::lnurl_server(s.scripted.clone()).await,
         a,
         a2,
         sak_b,
@@ -641,6 +682,18 @@ fn request(s: &TestServer, w: &World, c: &Case) -> (Method, String, Option<Value
             format!("/lnurlp/{}", w.link_id),
             Some(json!({"user_label": "perm"})),
         ),
+        LnurlPay => (
+            Method::POST,
+            format!("/wallet/{k}/lnurlp/pay"),
+            Some(json!({"ln_address": w.lnurl.address("perm"), "amt_msat": 10_000})),
+        ),
+        Probe => (
+            Method::GET,
+            format!("/lnurlp/probe/{}", w.lnurl.address("perm")),
+            None,
+        ),
+        Nodes => (Method::GET, "/nodes".to_owned(), None),
+        Node => (Method::GET, "/node/default".to_owned(), None),
     }
 }
 

@@ -19,11 +19,29 @@ pub const KIND_KEYSEND: &str = "keysend";
 pub struct JobService {
     ctx: Arc<Ctx>,
     payments: PaymentService,
+    lnurlp_pay: crate::lnurlp_pay::LnurlpPayService,
 }
 
 impl JobService {
-    pub(crate) fn new(ctx: Arc<Ctx>, payments: PaymentService) -> JobService {
-        JobService { ctx, payments }
+    pub(crate) fn new(
+        ctx: Arc<Ctx>,
+        payments: PaymentService,
+        lnurlp_pay: crate::lnurlp_pay::LnurlpPayService,
+    ) -> JobService {
+        JobService {
+            ctx,
+            payments,
+            lnurlp_pay,
+        }
+    }
+
+    /// Stores a validated job and starts it (the job kinds of other services).
+    pub(crate) async fn start(&self, job: JobRecord) -> Result<JobId, ServiceError> {
+        self.ctx.store.insert_job(&job).await?;
+        let this = self.clone();
+        let id = job.id.clone();
+        crate::spawn_for_request(async move { this.run(job).await });
+        Ok(id)
     }
 
     /// Validates a keysend now (so bad input still gets a 400), stores it as a job and starts it.
@@ -51,11 +69,7 @@ impl JobService {
             created_at: now,
             updated_at: now,
         };
-        self.ctx.store.insert_job(&job).await?;
-        let this = self.clone();
-        let id = job.id.clone();
-        crate::spawn_for_request(async move { this.run(job).await });
-        Ok(id)
+        self.start(job).await
     }
 
     /// A job of the caller's account, with its result WTX if it succeeded.
@@ -116,6 +130,9 @@ impl JobService {
     }
 
     async fn execute(&self, job: &JobRecord) -> Result<WtxRecord, ServiceError> {
+        if job.kind == crate::lnurlp_pay::JOB_KIND {
+            return self.lnurlp_pay.run_job(job).await;
+        }
         let k: ValidKeysend = serde_json::from_str(&job.request)
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let wallet = self

@@ -9,7 +9,9 @@ pub mod idempotency;
 pub mod incoming;
 pub mod jobs;
 pub mod lnurlp;
+pub mod lnurlp_pay;
 pub mod lnurlw;
+pub mod nodes;
 pub mod passthru;
 pub mod payments;
 pub mod wallets;
@@ -60,6 +62,9 @@ pub struct ServiceConfig {
     pub lnurlw_expiry: Duration,
     /// Lightning Address usernames nobody may take (lower case).
     pub reserved_usernames: Vec<String>,
+    /// Let LNURL-pay requests reach loopback/private addresses, and speak http to such hosts
+    /// (off: SSRF protection; see `lnurlp_pay`).
+    pub lnurl_allow_private_targets: bool,
     /// The Lightning backend's name, the `backend` label of the payment metrics (`devnet`,
     /// `scripted`, `lnd`, `cln`).
     pub backend_name: &'static str,
@@ -86,6 +91,7 @@ impl Default for ServiceConfig {
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),
+            lnurl_allow_private_targets: false,
             backend_name: "unknown",
         }
     }
@@ -163,6 +169,10 @@ pub struct Services {
     pub lnurlw: lnurlw::LnurlwService,
     /// LNURL-pay links, Lightning Addresses and keysend addresses.
     pub lnurlp: lnurlp::LnurlpService,
+    /// Paying LNURL-pay links and Lightning Addresses.
+    pub lnurlp_pay: lnurlp_pay::LnurlpPayService,
+    /// The node endpoints.
+    pub nodes: nodes::NodeService,
     /// The shared context.
     pub ctx: Arc<Ctx>,
 }
@@ -186,15 +196,18 @@ impl Services {
             auth_cache: auth::AuthCache::default(),
         });
         let payments = payments::PaymentService::new(ctx.clone());
+        let lnurlp_pay = lnurlp_pay::LnurlpPayService::new(ctx.clone(), payments.clone())?;
         Ok(Services {
             auth: auth::AuthService::new(ctx.clone()),
             wallets: wallets::WalletService::new(ctx.clone(), payments.clone()),
-            jobs: jobs::JobService::new(ctx.clone(), payments.clone()),
+            jobs: jobs::JobService::new(ctx.clone(), payments.clone(), lnurlp_pay.clone()),
             incoming: incoming::IncomingService::new(ctx.clone()),
             webhooks: webhooks::WebhookService::new(ctx.clone()),
             idempotency: idempotency::IdempotencyService::new(ctx.clone()),
             lnurlw: lnurlw::LnurlwService::new(ctx.clone(), payments.clone()),
             lnurlp: lnurlp::LnurlpService::new(ctx.clone()),
+            lnurlp_pay,
+            nodes: nodes::NodeService::new(ctx.clone()),
             payments,
             ctx,
         })

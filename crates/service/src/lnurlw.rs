@@ -461,6 +461,7 @@ impl LnurlwService {
                 None,
                 pt.to_json(),
                 claim.as_ref(),
+                satchel_domain::WtxType::LnWithdrawal,
             )
             .await;
         Ok(match paid {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use satchel_domain::{
     Bolt11, CustomRecords, FailureReason, KEYSEND_PREIMAGE_TLV, LnTxId, Msat, NodePubkey,
-    PaymentHash, PaymentStatus, Permission, Preimage, PubkeyError, WalletId, WtxId,
+    PaymentHash, PaymentStatus, Permission, Preimage, PubkeyError, WalletId, WtxId, WtxType,
     fee_limit_default, now_secs, parse_tlv_type,
 };
 use satchel_lightning::{
@@ -251,13 +251,15 @@ impl PaymentService {
             req.fee_limit_msat,
             pass_thru,
             None,
+            WtxType::LnWithdrawal,
         )
         .await
     }
 
-    /// The payment path of `POST /withdraw`, shared with LNURL-withdraw callbacks: `text` is
-    /// the normalized invoice, `key` only names the wallet in errors. With `claim`, the
-    /// one-time link is spent in the transaction that reserves or settles the payment.
+    /// The payment path of `POST /withdraw`, shared with LNURL-withdraw callbacks and LNURL-pay:
+    /// `text` is the normalized invoice, `key` only names the wallet in errors. With `claim`,
+    /// the one-time link is spent in the transaction that reserves or settles the payment.
+    /// `wtx_type` is what the payment books when it settles (stored with it).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn pay_bolt11(
         &self,
@@ -268,6 +270,7 @@ impl PaymentService {
         fee_limit_msat: Option<i64>,
         pass_thru: String,
         claim: Option<&LinkClaim>,
+        wtx_type: WtxType,
     ) -> Result<PaymentResult, ServiceError> {
         let auth = AuthService::new(self.ctx.clone());
         // One of our own invoices, exactly as we issued it: its signature is the one we made,
@@ -286,6 +289,7 @@ impl PaymentService {
                     pass_thru.clone(),
                     Some(text.clone()),
                     claim,
+                    wtx_type,
                 )
                 .await?
         {
@@ -309,7 +313,9 @@ impl PaymentService {
             && self.is_our_invoice(&invoice, &stored)
         {
             return self
-                .pay_internal(caller, key, &wallet.id, hash, pass_thru, None, claim)
+                .pay_internal(
+                    caller, key, &wallet.id, hash, pass_thru, None, claim, wtx_type,
+                )
                 .await?
                 .ok_or_else(|| ServiceError::Internal("internal invoice vanished".into()));
         }
@@ -338,6 +344,7 @@ impl PaymentService {
                     is_keysend: false,
                     custom_records: None,
                     pass_thru,
+                    wtx_type,
                 },
                 claim,
             )
@@ -385,6 +392,7 @@ impl PaymentService {
         pass_thru: String,
         expect_request: Option<String>,
         claim: Option<&LinkClaim>,
+        wtx_type: WtxType,
     ) -> Result<Option<PaymentResult>, ServiceError> {
         let checked_text = expect_request.is_some();
         let cmd = InternalPayCmd {
@@ -398,6 +406,7 @@ impl PaymentService {
             now: now_secs(),
             expect_request,
             send_limit: self.ctx.cfg.max_send,
+            payer_wtx_type: wtx_type,
         };
         let ln = &self.ctx.ln;
         let kind = ln.take_kind();
@@ -576,6 +585,7 @@ impl PaymentService {
                 is_keysend: true,
                 custom_records: Some(Value::Object(shown).to_string()),
                 pass_thru,
+                wtx_type: WtxType::LnWithdrawal,
             })
             .await;
         let lntx = match reserved {

@@ -368,7 +368,7 @@ async fn insert_wtxs<'a>(conn: &mut Conn, entries: &[NewWtx<'a>]) -> Result<Hook
 fn event_of(t: WtxType) -> Option<EventName> {
     Some(match t {
         WtxType::LnDeposit | WtxType::LnLnurlPayInbound => EventName::WalletReceive,
-        WtxType::LnWithdrawal => EventName::WalletSend,
+        WtxType::LnWithdrawal | WtxType::LnLnurlPayOutbound => EventName::WalletSend,
         WtxType::LnTransferIn => EventName::WalletTransferIn,
         WtxType::LnTransferOut => EventName::WalletTransferOut,
         WtxType::NetworkFee => EventName::NetworkFeeIncurred,

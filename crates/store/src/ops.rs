@@ -215,6 +215,9 @@ pub struct ReserveCmd {
     pub custom_records: Option<String>,
     /// passThru JSON object text.
     pub pass_thru: String,
+    /// The WTX type the payment books when it settles (`ln_withdrawal`, or
+    /// `ln_lnurl_pay_outbound` for LNURL-pay); stored with the payment.
+    pub wtx_type: WtxType,
 }
 
 /// Why a reserve was refused.
@@ -353,6 +356,8 @@ pub struct InternalPayCmd {
     pub expect_request: Option<String>,
     /// Largest amount the payer may send, if limited ([`InternalPayError::OverLimit`]).
     pub send_limit: Option<Msat>,
+    /// The payer's WTX type (`ln_withdrawal`, or `ln_lnurl_pay_outbound` for LNURL-pay).
+    pub payer_wtx_type: WtxType,
 }
 
 /// Result of an internal payment.
@@ -1194,8 +1199,8 @@ impl Store {
                 "INSERT INTO ln_txs (id, account_id, wallet_id, created_at, updated_at, direction, node_id, \
                  dest_pubkey, payment_request, payment_hash, memo, description_hash, payment_addr, \
                  amount_msat, fee_limit_msat, expiry_secs, expires_at, preimage, is_keysend, \
-                 custom_records, pass_thru, status) VALUES ($1, $2, $3, $4, $4, 'out', $5, $6, $7, $8, \
-                 $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, 'reserved')",
+                 custom_records, pass_thru, status, wtx_type) VALUES ($1, $2, $3, $4, $4, 'out', $5, $6, $7, $8, \
+                 $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, 'reserved', $20)",
                 args![
                     r.lntx_id.as_str(),
                     r.account_id.as_str(),
@@ -1215,7 +1220,8 @@ impl Store {
                     r.preimage.map(|p| p.to_hex()),
                     r.is_keysend,
                     r.custom_records.clone(),
-                    r.pass_thru.as_str()
+                    r.pass_thru.as_str(),
+                    r.wtx_type.code()
                 ],
             )
             .await;
@@ -1524,7 +1530,7 @@ impl Store {
                 account_id: c.account_id.as_str(),
                 now: c.now,
                 amount_msat: -debit,
-                wtx_type: WtxType::LnWithdrawal,
+                wtx_type: c.payer_wtx_type,
                 user_label: &inv.memo,
                 lntx_id: Some(c.out_lntx_id.as_str()),
                 pass_thru: &c.payer_pass_thru,
@@ -1564,8 +1570,9 @@ impl Store {
         tx.exec(
             "INSERT INTO ln_txs (id, account_id, wallet_id, created_at, updated_at, direction, node_id, \
              dest_pubkey, payment_request, payment_hash, memo, description_hash, payment_addr, \
-             amount_msat, expiry_secs, expires_at, preimage, settled, settled_at, pass_thru, status) \
-             VALUES ($1, $2, $3, $4, $4, 'out', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, $4, $16, 'succeeded')",
+             amount_msat, expiry_secs, expires_at, preimage, settled, settled_at, pass_thru, status, \
+             wtx_type) \
+             VALUES ($1, $2, $3, $4, $4, 'out', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, $4, $16, 'succeeded', $17)",
             args![
                 c.out_lntx_id.as_str(),
                 c.account_id.as_str(),
@@ -1582,7 +1589,8 @@ impl Store {
                 inv.expiry_secs,
                 inv.expires_at,
                 preimage,
-                c.payer_pass_thru.as_str()
+                c.payer_pass_thru.as_str(),
+                c.payer_wtx_type.code()
             ],
         )
         .await
@@ -1822,13 +1830,19 @@ pub(crate) async fn settle_in(
     s: &SettleCmd,
 ) -> Result<PaymentSettled, PaymentStateError> {
     let sql = format!(
-        "SELECT {LNTX_COLS} FROM ln_txs l WHERE l.id = $1 AND l.direction = 'out'{}",
+        "SELECT {LNTX_COLS}, l.wtx_type FROM ln_txs l WHERE l.id = $1 AND l.direction = 'out'{}",
         tx.dialect().for_update()
     );
     let Some(row) = tx.fetch_opt(&sql, args![s.lntx_id.as_str()]).await? else {
         return Err(PaymentStateError::NotFound);
     };
     let p = LnTxRecord::from_row(&row, 0)?;
+    // Rows from before the column existed are withdrawals.
+    let wtx_type = match row.opt_i64(LNTX_NCOLS)? {
+        Some(code) => WtxType::from_code(code)
+            .ok_or_else(|| StoreError::Corrupt(format!("payment wtx_type {code}")))?,
+        None => WtxType::LnWithdrawal,
+    };
     match p.status {
         Some(PaymentStatus::Succeeded) => {
             let mut w = wtxs_of_lntx(tx, &p.id).await?.into_iter();
@@ -1871,7 +1885,7 @@ pub(crate) async fn settle_in(
         account_id: p.account_id.as_str(),
         now: s.now,
         amount_msat: -shown_amount,
-        wtx_type: WtxType::LnWithdrawal,
+        wtx_type,
         user_label: &s.user_label,
         lntx_id: Some(p.id.as_str()),
         pass_thru: &s.pass_thru,

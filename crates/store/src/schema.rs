@@ -295,6 +295,12 @@ CREATE TABLE lnurlp_invoices (
 ALTER TABLE wallets ADD COLUMN default_lnurlp_id TEXT;
 ALTER TABLE ln_txs ADD COLUMN deposit_wtx_type INTEGER
 "#,
+    // The WTX type an outgoing payment books when it settles (`wtxType` code; NULL, as for
+    // every older row, is `ln_withdrawal`). Stored with the reserve, because a payment may be
+    // settled by another process or after a restart (`ln_lnurl_pay_outbound` for LNURL-pay).
+    r#"
+ALTER TABLE ln_txs ADD COLUMN wtx_type INTEGER
+"#,
 ];
 
 fn render(sql: &str, dialect: Dialect) -> String {

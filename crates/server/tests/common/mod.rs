@@ -77,6 +77,7 @@ pub fn test_service_config() -> ServiceConfig {
         payment_wait: Duration::from_secs(10),
         reconcile_every: Duration::from_millis(500),
         allow_private_webhook_targets: true,
+        lnurl_allow_private_targets: true,
         ..ServiceConfig::default()
     }
 }

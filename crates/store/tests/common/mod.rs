@@ -178,6 +178,7 @@ pub fn reserve_cmd(
         is_keysend: false,
         custom_records: None,
         pass_thru: "{}".into(),
+        wtx_type: satchel_domain::WtxType::LnWithdrawal,
     }
 }
 
@@ -226,6 +227,7 @@ pub fn internal_cmd(account: &AccountId, payer: &WalletId, hash: PaymentHash) ->
         now: NOW + 1,
         expect_request: None,
         send_limit: None,
+        payer_wtx_type: satchel_domain::WtxType::LnWithdrawal,
     }
 }
 
