@@ -3,7 +3,8 @@
 //! are the scripted backend's outside node's ("carol"): paying by address and by LNURL (also
 //! asynchronously, and across a restart), and every refusal (wrong amount, wrong description
 //! hash, another network's invoice, a private target without the operator's setting, an
-//! over-size answer, a redirect, a comment too long, an amount out of range, our own domain),
+//! over-size answer, a redirect, a comment too long, an amount out of range, an unknown address
+//! of our own domain); our own addresses settle inside,
 //! each of which pays nothing and leaves the wallet as it was.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -364,9 +365,10 @@ async fn private_targets_need_the_operator_setting() {
 }
 
 #[tokio::test]
-async fn own_domain_addresses_never_go_over_http() {
-    // Our public_url is the test LNURL server's address: an address on that domain must be
-    // resolved inside (today: unknown), and the server must see no request.
+async fn own_domain_addresses_settle_inside_and_never_go_over_http() {
+    // Our public_url is the test LNURL server's address: an address on that domain is resolved
+    // by our own receive side, paid inside the ledger (no node, no fee), and the LNURL server
+    // sees no request.
     fn own(l: &Lnurl) -> ServiceConfig {
         ServiceConfig {
             public_url: Some(PublicUrl::parse(&l.base).unwrap()),
@@ -374,11 +376,58 @@ async fn own_domain_addresses_never_go_over_http() {
         }
     }
     on_each_db_with(own, |s, lnurl, w| async move {
+        let payee = s.create_wallet("Own address").await;
+        let r = s
+            .post(
+                &s.sak,
+                &format!("/wallet/{}/lnurlp", payee.waka),
+                json!({"lnurlp_identifier": "alice", "lnurlp_commentAllowed": 20}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+        // Probe: our own payRequest, with our callback.
+        let r = s
+            .get(&s.sak, &format!("/lnurlp/probe/{}", lnurl.address("Alice")))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.json["tag"], "payRequest");
+        assert!(
+            r.json["callback"]
+                .as_str()
+                .unwrap()
+                .starts_with(&lnurl.base),
+            "{}",
+            r.text
+        );
+
+        let r = pay(
+            &s,
+            &w,
+            json!({"ln_address": lnurl.address("alice"), "amt_msat": 10_000, "comment": "hi"}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(r.json["wtxType"]["name"], "ln_lnurl_pay_outbound");
+        assert_eq!(r.json["num_satoshis"], -10);
+        s.wait_balance_msat(&payee, 10_000).await;
+        s.wait_balance_msat(&w, 990_000).await;
+        let got = history(&s, &payee).await;
+        assert_eq!(got[0]["wtxType"]["name"], "ln_lnurl_pay_inbound");
+        assert_eq!(got[0]["num_satoshis"], 10);
+        let hash = satchel_domain::PaymentHash::from_hex(
+            r.json["lnTx"]["r_hash_decoded"].as_str().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(s.scripted.pay_count(hash), 0, "the node sent something");
+        assert_eq!(r.json["lnTx"]["fee_msat"], 0, "{}", r.text);
+
+        // An address nobody holds here is unknown, still without HTTP.
         refused(
             &s,
             &w,
-            json!({"ln_address": lnurl.address("alice"), "amt_msat": 10_000}),
-            "Invalid Address / LNURL: unknown address alice",
+            json!({"ln_address": lnurl.address("bob"), "amt_msat": 10_000}),
+            "Invalid Address / LNURL: unknown address bob",
         )
         .await;
         let r = s

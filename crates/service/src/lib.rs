@@ -196,7 +196,9 @@ impl Services {
             auth_cache: auth::AuthCache::default(),
         });
         let payments = payments::PaymentService::new(ctx.clone());
-        let lnurlp_pay = lnurlp_pay::LnurlpPayService::new(ctx.clone(), payments.clone())?;
+        let lnurlp = lnurlp::LnurlpService::new(ctx.clone());
+        let lnurlp_pay =
+            lnurlp_pay::LnurlpPayService::new(ctx.clone(), payments.clone(), lnurlp.clone())?;
         Ok(Services {
             auth: auth::AuthService::new(ctx.clone()),
             wallets: wallets::WalletService::new(ctx.clone(), payments.clone()),
@@ -205,7 +207,7 @@ impl Services {
             webhooks: webhooks::WebhookService::new(ctx.clone()),
             idempotency: idempotency::IdempotencyService::new(ctx.clone()),
             lnurlw: lnurlw::LnurlwService::new(ctx.clone(), payments.clone()),
-            lnurlp: lnurlp::LnurlpService::new(ctx.clone()),
+            lnurlp,
             lnurlp_pay,
             nodes: nodes::NodeService::new(ctx.clone()),
             payments,

@@ -39,6 +39,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::auth::{AuthService, Caller};
+use crate::lnurlp::{LnurlpService, PayAnswer, PayQuery};
 use crate::passthru::PassThru;
 use crate::payments::{PaymentResult, PaymentService};
 use crate::{Ctx, ServiceError};
@@ -323,6 +324,8 @@ enum Fetched {
 pub struct LnurlpPayService {
     ctx: Arc<Ctx>,
     payments: PaymentService,
+    /// The receive side, for our own addresses.
+    lnurlp: LnurlpService,
     http: OutboundClient,
 }
 
@@ -330,6 +333,7 @@ impl LnurlpPayService {
     pub(crate) fn new(
         ctx: Arc<Ctx>,
         payments: PaymentService,
+        lnurlp: LnurlpService,
     ) -> Result<LnurlpPayService, ServiceError> {
         let http = OutboundClient::new(
             AddressPolicy::new(ctx.cfg.lnurl_allow_private_targets),
@@ -344,6 +348,7 @@ impl LnurlpPayService {
         Ok(LnurlpPayService {
             ctx,
             payments,
+            lnurlp,
             http,
         })
     }
@@ -465,26 +470,61 @@ impl LnurlpPayService {
 
     // ---- Own-domain seam -------------------------------------------------------------------
     //
-    // A Lightning Address of this server is resolved here, never over HTTP. The receive side
-    // (LNURL-pay links and usernames) is wired in by replacing the bodies of these two
-    // functions with calls to its resolver; until then every such address is unknown.
+    // A Lightning Address of this server is resolved here, never over HTTP: the receive side
+    // (`LnurlpService`) answers exactly what it would answer an outside payer.
 
     /// The payRequest of our own address `user` (lower case); `callback` must be
     /// [`Callback::Own`].
     async fn own_address_pay_request(&self, user: &str) -> Result<PayRequest, ServiceError> {
-        tracing::debug!(%user, "own-domain Lightning Address: no receive side to resolve it");
-        Err(probe_failed(format!("unknown address {user}")))
+        match self.lnurlp.well_known(user).await? {
+            PayAnswer::Offer(o) => {
+                let entries = parse_metadata(&o.metadata).map_err(|e| {
+                    tracing::error!(%user, error = %e, "own Lightning Address: stored metadata unreadable");
+                    probe_failed(format!("unknown address {user}"))
+                })?;
+                Ok(PayRequest {
+                    callback: Callback::Own {
+                        user: user.to_owned(),
+                    },
+                    min_sendable: o.min_sendable,
+                    max_sendable: o.max_sendable,
+                    metadata: o.metadata,
+                    entries,
+                    comment_allowed: u64::from(o.comment_allowed),
+                })
+            }
+            PayAnswer::Invoice(_) | PayAnswer::Error(_) | PayAnswer::NotFound(_) => {
+                Err(probe_failed(format!("unknown address {user}")))
+            }
+        }
     }
 
     /// An invoice of our own address `user` for `amount` with `comment`, committing to the
-    /// metadata [`LnurlpPayService::own_address_pay_request`] gave.
+    /// metadata [`LnurlpPayService::own_address_pay_request`] gave: made by the receive side's
+    /// own callback, so it is exactly what an outside payer would get (and it is ours, so the
+    /// withdraw path settles it inside the ledger).
     async fn own_address_invoice(
         &self,
         user: &str,
-        _amount: Msat,
-        _comment: Option<&str>,
+        amount: Msat,
+        comment: Option<&str>,
     ) -> Result<String, ServiceError> {
-        Err(probe_failed(format!("unknown address {user}")))
+        let Some((link, _)) = self.lnurlp.resolve_local_address(user).await? else {
+            return Err(probe_failed(format!("unknown address {user}")));
+        };
+        let q = PayQuery {
+            amount: Some(amount.as_msat().to_string()),
+            comment: comment.map(str::to_owned),
+        };
+        match self.lnurlp.pay_request(&link.id, &link.id, q).await? {
+            PayAnswer::Invoice(inv) => Ok(inv.pr),
+            PayAnswer::Error(reason) | PayAnswer::NotFound(reason) => {
+                Err(ServiceError::Invalid(format!("Lnurlpay service:{reason}")))
+            }
+            PayAnswer::Offer(_) => Err(ServiceError::Invalid(format!(
+                "Could not retrieve pr from {user}"
+            ))),
+        }
     }
 
     // ---------------------------------------------------------------------------------------

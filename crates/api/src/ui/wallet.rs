@@ -11,6 +11,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use satchel_domain::{KeyRole, Msat, Permission};
 use satchel_service::auth::Caller;
+use satchel_service::lnurlp_pay::{LnurlPayRequest, PayTo};
 use satchel_service::lnurlw::NewLinkRequest;
 use satchel_service::payments::WithdrawRequest;
 use satchel_service::wallets::InvoiceRequest;
@@ -245,8 +246,29 @@ pub async fn invoice(State(s): State<Services>, k: PageKey, p: Params) -> UiResu
     ))
 }
 
-/// `POST /ui/wallet/pay`: `payment_request` (BOLT 11), the path of `POST /v1/…/withdraw`.
+/// `POST /ui/wallet/pay`: either `payment_request` (BOLT 11; the path of `POST /v1/…/withdraw`)
+/// or `ln_address` with `num_satoshis` (a Lightning Address; the path of
+/// `POST /v1/…/lnurlp/pay`).
 pub async fn pay(State(s): State<Services>, k: PageKey, p: Params) -> UiResult {
+    if let Some(address) = p.string("ln_address", "Ln Address").map_err(fail)? {
+        let amount = sats(&p)?.ok_or_else(|| {
+            fail(ApiError::bad_request(
+                "Num Satoshis is required for a Lightning Address.",
+            ))
+        })?;
+        let req = LnurlPayRequest {
+            to: PayTo::Address(address.trim().to_owned()),
+            amount,
+            comment: None,
+            pass_thru: None,
+        };
+        let r = s
+            .lnurlp_pay
+            .pay(&k.caller, &k.key, req)
+            .await
+            .map_err(|e| fail(api_error(e)))?;
+        return Ok(secure(payment_response(r)));
+    }
     let req = WithdrawRequest {
         payment_request: p
             .required_string("payment_request", "Payment Request")

@@ -117,9 +117,9 @@
       status.textContent = "Sending…";
       var p;
       if (input.indexOf("@") > 0) {
-        // A Lightning Address: paid by the LNURL-pay endpoint of the API.
-        p = call("POST", "/v1/wallet/" + encodeURIComponent(key) + "/lnurlp/pay",
-          { address: input, num_satoshis: Number($("pay-amount").value || 0) });
+        // A Lightning Address: paid through the LNURL-pay path (POST /v1/…/lnurlp/pay).
+        p = call("POST", "/ui/wallet/pay",
+          { ln_address: input, num_satoshis: Number($("pay-amount").value || 0) });
       } else {
         p = call("POST", "/ui/wallet/pay", { payment_request: input });
       }
