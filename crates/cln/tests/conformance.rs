@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-//! The backend conformance suite (`satchel_lightning::conformance`) against `ClnBackend` on the
+//! The backend conformance suite (`satchel_testkit::conformance`) against `ClnBackend` on the
 //! fake CLN on the LDK devnet, on both transports and on each emulated release: v23.08 (`pay`,
 //! `getroute`), v24.11 (`xpay`, `getroute`), v26.06 with deprecated APIs off (`pay`/`getroute`
 //! refused; `getroutes` prints only the new hop fields) and v27.03 (`pay`/`getroute` removed).
@@ -19,7 +19,7 @@ use common::Env;
 use satchel_cln::fake::FakeOptions;
 use satchel_cln::{ClnBackend, ClnVersion};
 use satchel_domain::PaymentHash;
-use satchel_lightning::conformance::{self, Harness};
+use satchel_testkit::conformance::{self, Harness};
 use satchel_lightning::{DevnetControl, InvoiceEvents, LightningBackend};
 
 struct Cln {

@@ -14,7 +14,7 @@ use satchel_cln::{
     ClnBackend, ClnConfig, ClnError, ClnTransport, RestTransport, RpcError, SocketTransport,
 };
 use satchel_domain::Network;
-use satchel_lightning::scripted::ScriptedBackend;
+use satchel_scripted::ScriptedBackend;
 use satchel_lightning::{Invoices, LnError, NodeInfo};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

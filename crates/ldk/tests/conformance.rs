@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-//! The backend conformance suite (`satchel_lightning::conformance`) against the embedded LDK
+//! The backend conformance suite (`satchel_testkit::conformance`) against the embedded LDK
 //! node on its in-process devnet (a fresh one in a temporary directory per test). In the full
 //! run the whole devnet (our node, alice, hub and carol) is stopped and started again on its
 //! data directory after every scenario.
@@ -11,7 +11,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use satchel_domain::PaymentHash;
 use satchel_ldk::{Devnet, DevnetOptions};
-use satchel_lightning::conformance::{self, Harness, SwitchPolicy};
+use satchel_testkit::conformance::{self, Harness, SwitchPolicy};
 use satchel_lightning::{DevnetControl, InvoiceEvents, LightningBackend};
 
 struct Ldk {

@@ -10,14 +10,9 @@
 //! [`PayOutcome::Failed`] or a [`PaymentLookup::Failed`] from a fresh lookup proves failure.
 #![deny(missing_docs)]
 
-pub mod conformance;
 pub mod fs_private;
 #[cfg(feature = "pinned-tls")]
 pub mod pinned_tls;
-pub mod scripted;
-mod scripted_devnet;
-
-pub use scripted_devnet::SCRIPTED_PEERS;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-//! The backend conformance suite (`satchel_lightning::conformance`) against
+//! The backend conformance suite (`satchel_testkit::conformance`) against
 //! LndRest → fake LND (HTTPS, LND's REST wire format) → the LDK devnet's node.
 //! A "restart" (after every scenario) is a restart of the adapter (Satchel); LND keeps running
 //! with its state. The fake keeps LND's own state (invoice indices, payments) in memory, so the
@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use common::{AcceptAll, init_tracing};
 use satchel_domain::{Network, PaymentHash};
 use satchel_ldk::{Devnet, DevnetOptions};
-use satchel_lightning::conformance::{self, Harness};
+use satchel_testkit::conformance::{self, Harness};
 use satchel_lightning::{DevnetControl, InvoiceEvents, LightningBackend};
 use satchel_lnd::LndRest;
 use satchel_lnd::fake::FakeLnd;

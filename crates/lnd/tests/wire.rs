@@ -18,7 +18,7 @@ use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use satchel_domain::{Bolt11, CustomRecords, FailureReason, Msat, Network, NodePubkey, Preimage};
-use satchel_lightning::scripted::ScriptedBackend;
+use satchel_scripted::ScriptedBackend;
 use satchel_lightning::{
     IncomingKind, InvoiceEvents, InvoiceState, Invoices, LnError, NewInvoice, NodeInfo, PayOutcome,
     PayRequest, PayTarget, PaymentLookup, Payments, Routes,

@@ -10,7 +10,7 @@ use satchel::config::{BackendKind, Config, ConfigArgs};
 use satchel::devnet;
 use satchel::logging::LogFormat;
 use satchel_domain::{Msat, WalletId};
-use satchel_lightning::scripted::{Completion, Script, ScriptedBackend};
+use satchel_scripted::{Completion, Script, ScriptedBackend};
 use satchel_lightning::{DevnetControl, LightningBackend};
 use satchel_service::ServiceConfig;
 use satchel_store::Store;

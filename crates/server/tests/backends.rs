@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use satchel_domain::{Bolt11, Msat};
 use satchel_ldk::{Devnet, DevnetOptions};
-use satchel_lightning::conformance::SwitchPolicy;
+use satchel_testkit::conformance::SwitchPolicy;
 use satchel_lightning::{DevnetControl, LightningBackend, PayOutcome};
 use serde_json::{Value, json};
 

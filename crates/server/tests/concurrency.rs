@@ -13,9 +13,9 @@ use std::time::Duration;
 use common::{TestServer, WalletKeys, on_each_db, test_service_config};
 use reqwest::StatusCode;
 use satchel_domain::{Bolt11, FailureReason, Msat};
-use satchel_lightning::scripted::Script;
+use satchel_scripted::Script;
 use satchel_service::ServiceConfig;
-use satchel_store::testing::TestDb;
+use satchel_testkit::db::TestDb;
 use serde_json::{Value, json};
 
 /// A request that can be moved into a spawned task.
@@ -527,7 +527,7 @@ async fn reconciler_never_resends_a_failed_payment() {
         for inv in &stuck {
             s.scripted.complete(
                 inv.payment_hash(),
-                satchel_lightning::scripted::Completion::Fail(FailureReason::NoRoute),
+                satchel_scripted::Completion::Fail(FailureReason::NoRoute),
             );
         }
         assert!(

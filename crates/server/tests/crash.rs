@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use satchel_store::testing::TestDb;
+use satchel_testkit::db::TestDb;
 use serde_json::{Value, json};
 
 use child::{Proc, free_port, satchel_cmd, sigterm};

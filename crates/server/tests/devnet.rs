@@ -19,7 +19,7 @@ use satchel_lightning::{
     PayOutcome,
 };
 use satchel_service::ServiceConfig;
-use satchel_store::testing::TestDb;
+use satchel_testkit::db::TestDb;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use child::Proc;
 use reqwest::StatusCode;
-use satchel_store::testing::TestDb;
+use satchel_testkit::db::TestDb;
 use serde_json::json;
 
 /// The start-up warning's wording (see `satchel::file_modes`).

@@ -20,8 +20,8 @@ use std::time::Duration;
 use common::{TestServer, on_each_db, test_service_config};
 use reqwest::StatusCode;
 use satchel_domain::{Bolt11, CustomRecords, FailureReason, Msat};
-use satchel_lightning::scripted::{Completion, Script};
-use satchel_store::testing::TestDb;
+use satchel_scripted::{Completion, Script};
+use satchel_testkit::db::TestDb;
 use serde_json::{Map, Value, json};
 
 // ---------------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
 use satchel_domain::{FailureReason, Msat, PaymentHash};
-use satchel_lightning::scripted::Script;
-use satchel_store::testing::TestDb;
+use satchel_scripted::Script;
+use satchel_testkit::db::TestDb;
 use serde_json::{Value, json};
 
 async fn keyed(s: &TestServer, idem: &str, path: &str, body: Value) -> Resp {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::TestServer;
 use satchel_store::Store;
-use satchel_store::testing::TestDb;
+use satchel_testkit::db::TestDb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_server_commits_nothing() {

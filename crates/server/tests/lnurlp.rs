@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use satchel_domain::{Bolt11, CustomRecords, Msat, decode_lnurl};
 use satchel_service::ServiceConfig;
 use satchel_service::lnurlw::PublicUrl;
-use satchel_store::testing::TestDb;
+use satchel_testkit::db::TestDb;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 

@@ -18,10 +18,10 @@ use common::{TestServer, WalletKeys, test_service_config};
 use lnurl_server::{COMMENT_ALLOWED, Lnurl, MAX_MSAT, MIN_MSAT, lnurl_server};
 use reqwest::StatusCode;
 use satchel_domain::encode_lnurl;
-use satchel_lightning::scripted::ScriptedBackend;
+use satchel_scripted::ScriptedBackend;
 use satchel_service::ServiceConfig;
 use satchel_service::lnurlw::PublicUrl;
-use satchel_store::testing::TestDb;
+use satchel_testkit::db::TestDb;
 use serde_json::{Value, json};
 
 fn cfg() -> ServiceConfig {

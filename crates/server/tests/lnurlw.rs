@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use satchel_domain::{Bolt11, Msat, decode_lnurl};
 use satchel_service::ServiceConfig;
 use satchel_service::lnurlw::PublicUrl;
-use satchel_store::testing::TestDb;
+use satchel_testkit::db::TestDb;
 use serde_json::{Value, json};
 
 const PUBLIC: &str = "https://pay.example.com";
@@ -618,7 +618,7 @@ async fn failed_payout_reopens_the_link() {
         let bad = s.external_invoice(100, "no route");
         s.scripted.script(
             bad.payment_hash(),
-            satchel_lightning::scripted::Script::Fail(satchel_domain::FailureReason::NoRoute),
+            satchel_scripted::Script::Fail(satchel_domain::FailureReason::NoRoute),
         );
         error(
             &submit(&s, &offer, bad.as_str()).await,

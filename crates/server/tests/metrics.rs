@@ -18,9 +18,9 @@ use axum::routing::post;
 use common::{TestServer, test_dispatcher_config, test_http_options, test_service_config};
 use reqwest::StatusCode;
 use satchel_domain::{Bolt11, FailureReason, Msat, Network};
-use satchel_lightning::scripted::{Script, ScriptedBackend};
+use satchel_scripted::{Script, ScriptedBackend};
 use satchel_service::ServiceConfig;
-use satchel_store::testing::TestDb;
+use satchel_testkit::db::TestDb;
 use serde_json::json;
 
 /// One sample: metric name and labels.

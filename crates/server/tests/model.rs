@@ -41,9 +41,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::{Method, StatusCode};
 use satchel_domain::{Msat, Network};
-use satchel_lightning::scripted::ScriptedBackend;
+use satchel_scripted::ScriptedBackend;
 use satchel_store::Store;
-use satchel_store::testing::TestDb;
+use satchel_testkit::db::TestDb;
 use serde_json::{Value, json};
 
 use child::{Proc, satchel_cmd};

@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::{TestServer, test_service_config};
 use reqwest::StatusCode;
 use satchel_domain::Network;
-use satchel_lightning::scripted::{Script, ScriptedBackend};
-use satchel_store::testing::TestDb;
+use satchel_scripted::{Script, ScriptedBackend};
+use satchel_testkit::db::TestDb;
 use serde_json::json;
 
 fn satchel(db_url: &str, args: &[&str]) -> (bool, String) {

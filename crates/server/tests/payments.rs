@@ -15,10 +15,10 @@ use satchel_domain::{
     Bolt11, CustomRecords, FailureReason, KEYSEND_PREIMAGE_TLV, LnTxId, Msat, NodeId, PaymentHash,
     PaymentStatus, Preimage, WalletId, now_secs,
 };
-use satchel_lightning::scripted::{Completion, Script};
+use satchel_scripted::{Completion, Script};
 use satchel_lightning::{IncomingEvent, IncomingKind, InvoiceState, Invoices as _};
 use satchel_service::ServiceConfig;
-use satchel_store::testing::TestDb;
+use satchel_testkit::db::TestDb;
 use satchel_store::{CreditOutcome, ReserveCmd};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};

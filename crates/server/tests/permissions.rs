@@ -842,7 +842,7 @@ async fn wallet_routes_matrix() {
 async fn lnurlp_routes_matrix() {
     let cases = lnurlp_route_cases();
     eprintln!("{} lnurlp-route cases", cases.len());
-    for (kind, db) in satchel_store::testing::TestDb::all().await {
+    for (kind, db) in satchel_testkit::db::TestDb::all().await {
         eprintln!("--- running on {kind}");
         let cfg = satchel_service::ServiceConfig {
             public_url: Some(

@@ -10,9 +10,9 @@ use std::process::Command;
 use common::{TestServer, WalletKeys, test_service_config};
 use reqwest::StatusCode;
 use satchel_domain::Msat;
-use satchel_lightning::scripted::Script;
+use satchel_scripted::Script;
 use satchel_service::ServiceConfig;
-use satchel_store::testing::TestDb;
+use satchel_testkit::db::TestDb;
 use serde_json::{Value, json};
 
 fn msat(n: u64) -> Msat {

@@ -21,7 +21,7 @@ use satchel_domain::{Bolt11, Msat};
 use satchel_ldk::Devnet;
 use satchel_lightning::{DevnetControl, InvoiceState, Invoices, LightningBackend, PayOutcome};
 use satchel_service::ServiceConfig;
-use satchel_store::testing::TestDb;
+use satchel_testkit::db::TestDb;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";

@@ -13,8 +13,8 @@ use axum::routing::post;
 use common::{TestServer, on_each_db, test_dispatcher_config, test_service_config};
 use reqwest::StatusCode;
 use satchel_domain::{FailureReason, Msat, Network};
-use satchel_lightning::scripted::{Script, ScriptedBackend};
-use satchel_store::testing::TestDb;
+use satchel_scripted::{Script, ScriptedBackend};
+use satchel_testkit::db::TestDb;
 use serde_json::{Value, json};
 
 /// What the receiver does with the next requests.

@@ -1651,7 +1651,7 @@ async fn network_fee_wtx_has_no_lntx() {
         let inv = s.external_invoice(200, "with fee");
         s.scripted.script(
             inv.payment_hash(),
-            satchel_lightning::scripted::Script::Succeed {
+            satchel_scripted::Script::Succeed {
                 fee: Msat::from_msat(1500).unwrap(),
             },
         );

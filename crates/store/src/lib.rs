@@ -36,7 +36,6 @@ mod sats;
 pub mod schema;
 #[doc(hidden)]
 pub mod sqlite;
-pub mod testing;
 
 use std::str::FromStr;
 use std::sync::Arc;

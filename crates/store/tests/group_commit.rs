@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use satchel_store::testing::TestDb;
+use satchel_testkit::db::TestDb;
 use satchel_store::{Store, TransferError};
 use sqlx::{Connection, Row};
 

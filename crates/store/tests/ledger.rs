@@ -13,7 +13,7 @@ use satchel_domain::{
     AccountId, JobId, KeyHash, KeyRole, LnTxId, Msat, PaymentStatus, Preimage, WalletId, WtxId,
     WtxType,
 };
-use satchel_store::testing::TestDb;
+use satchel_testkit::db::TestDb;
 use satchel_store::{
     CreditOutcome, Direction, InternalPayError, JobRecord, JobStatus, KeysendCredit,
     PaymentStateError, ReserveError, TransferError,

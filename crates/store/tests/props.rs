@@ -25,7 +25,7 @@ use satchel_domain::{
     AccountId, LnTxId, Msat, PaymentHash, PaymentStatus, WalletId, WtxId, WtxType, payment_charge,
     payment_reserve, sats_floor,
 };
-use satchel_store::testing::TestDb;
+use satchel_testkit::db::TestDb;
 use satchel_store::{
     CreditOutcome, InternalPayError, PaymentStateError, ReserveError, Store, TransferError,
 };

@@ -13,7 +13,7 @@ use satchel_domain::{
     AccountId, LnTxId, PaymentStatus, Preimage, WalletId, WtxId, WtxType, sats_floor,
 };
 use satchel_store::schema::SATS_VERSION;
-use satchel_store::testing::TestDb;
+use satchel_testkit::db::TestDb;
 use satchel_store::{CreditOutcome, KeysendCredit, Store, TransferError};
 use sqlx::Connection as _;
 

@@ -9,9 +9,9 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use satchel::app::{HttpOptions, Running, StartOptions, start_with_http};
 use satchel_domain::{Bolt11, Msat, Network};
-use satchel_lightning::scripted::ScriptedBackend;
+use satchel_scripted::ScriptedBackend;
 use satchel_service::ServiceConfig;
-use satchel_store::testing::TestDb;
+use satchel_testkit::db::TestDb;
 use serde_json::{Value, json};
 
 /// The keys of a wallet created through the API.

@@ -12,7 +12,7 @@ use satchel_domain::{Bolt11, Msat};
 use satchel_ldk::Devnet;
 use satchel_lightning::{DevnetControl, LightningBackend, PayOutcome};
 use satchel_service::ServiceConfig;
-use satchel_store::testing::TestDb;
+use satchel_testkit::db::TestDb;
 use serde_json::{Value, json};
 
 /// A response.

@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 use satchel_domain::{Bolt11, CustomRecords, Msat, NodePubkey, PaymentHash, Preimage};
 
-use crate::scripted::ScriptedBackend;
-use crate::{DevnetControl, DevnetPeer, LnError, PayOutcome};
+use crate::ScriptedBackend;
+use satchel_lightning::{DevnetControl, DevnetPeer, LnError, PayOutcome};
 
 /// Peer names the scripted devnet answers to.
 pub const SCRIPTED_PEERS: [&str; 3] = ["alice", "hub", "carol"];

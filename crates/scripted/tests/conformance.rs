@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-//! The backend conformance suite (`satchel_lightning::conformance`) against the scripted
+//! The backend conformance suite (`satchel_testkit::conformance`) against the scripted
 //! simulation. The simulation plays the devnet's topology: `before_send` scripts the fee the
 //! hub would charge (or the failure of an unpayable amount); its one outside node answers to
 //! alice, hub and carol; it accepts every keysend. In memory it keeps nothing across a restart;
@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use satchel_domain::{FailureReason, Msat, Network, PaymentHash};
-use satchel_lightning::conformance::{self, Harness, SendPath};
-use satchel_lightning::scripted::{Script, ScriptedBackend};
+use satchel_testkit::conformance::{self, Harness, SendPath};
+use satchel_scripted::{Script, ScriptedBackend};
 use satchel_lightning::{DevnetControl, LightningBackend};
 
 struct Scripted {

@@ -26,7 +26,7 @@ pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// A fresh database for one test. Dropping it removes it (best effort).
 pub struct TestDb {
-    /// URL to pass to [`crate::Store::connect`].
+    /// URL to pass to `satchel_store::Store::connect`.
     pub url: String,
     kind: Kind,
 }
