@@ -10,6 +10,7 @@ pub mod http;
 pub mod idempotency;
 pub mod lnurlw;
 pub mod openapi;
+pub mod operator;
 pub mod routes;
 pub mod ui;
 pub mod webhooks;

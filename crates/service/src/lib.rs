@@ -9,6 +9,7 @@ pub mod idempotency;
 pub mod incoming;
 pub mod jobs;
 pub mod lnurlw;
+pub mod operator;
 pub mod passthru;
 pub mod payments;
 pub mod wallets;
@@ -154,6 +155,8 @@ pub struct Services {
     pub idempotency: idempotency::IdempotencyService,
     /// LNURL-withdraw links and their service endpoint.
     pub lnurlw: lnurlw::LnurlwService,
+    /// The operator's use cases (guarded by the operator cookie in the API).
+    pub operator: operator::OperatorService,
     /// The shared context.
     pub ctx: Arc<Ctx>,
 }
@@ -185,6 +188,7 @@ impl Services {
             webhooks: webhooks::WebhookService::new(ctx.clone()),
             idempotency: idempotency::IdempotencyService::new(ctx.clone()),
             lnurlw: lnurlw::LnurlwService::new(ctx.clone(), payments.clone()),
+            operator: operator::OperatorService::new(ctx.clone()),
             payments,
             ctx,
         })
