@@ -255,3 +255,37 @@ impl OperatorService {
         crate::wallets::create_account(&self.ctx.store, label).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const ID: &str = "lntx_0Vd9IIioOeVsFmbeVXZcEuor";
+
+    #[test]
+    fn resolve_requests_are_checked() {
+        let ok = ResolveRequest::parse(ID, "failed", None, 0, " ", " why ").unwrap();
+        assert_eq!(ok.outcome, ResolveOutcome::Failed);
+        assert_eq!(
+            (ok.operator.as_str(), ok.reason.as_str()),
+            ("operator", "why")
+        );
+        let p = "ab".repeat(32);
+        let s = ResolveRequest::parse(ID, "succeeded", Some(&p), 7, "bob", "x").unwrap();
+        assert!(matches!(s.outcome, ResolveOutcome::Succeeded { fee, .. } if fee.as_msat() == 7));
+        for (outcome, pre, reason, op) in [
+            ("succeeded", None, "x", "bob"),
+            ("succeeded", Some("zz"), "x", "bob"),
+            ("maybe", None, "x", "bob"),
+            ("failed", None, "  ", "bob"),
+        ] {
+            assert!(ResolveRequest::parse(ID, outcome, pre, 0, op, reason).is_err());
+        }
+        let long = "r".repeat(MAX_REASON_LEN + 1);
+        assert!(ResolveRequest::parse(ID, "failed", None, 0, "bob", &long).is_err());
+        let long = "o".repeat(MAX_OPERATOR_LEN + 1);
+        assert!(ResolveRequest::parse(ID, "failed", None, 0, &long, "x").is_err());
+        assert!(ResolveRequest::parse(" ", "failed", None, 0, "bob", "x").is_err());
+    }
+}
