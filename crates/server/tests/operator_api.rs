@@ -5,6 +5,7 @@
 //! and Postgres; node info and channels on the LDK devnet, and `satchel node info --json` /
 //! `satchel node channels` against it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+mod child;
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -582,4 +583,47 @@ async fn node_info_and_channels_on_the_devnet_and_the_cli() {
 
     running.shutdown().await;
     devnet.stop().await.unwrap();
+}
+
+/// The real `satchel serve` (devnet backend): it writes the cookie (0600) into its data dir,
+/// `satchel node info --json` finds the server from `--listen` and the secret from
+/// `--data-dir`, and a clean stop (SIGTERM) removes the cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn satchel_serve_writes_the_cookie_and_node_info_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let dd = data_dir.clone();
+    let mut p = child::Proc::serve("operator", move |cmd| {
+        cmd.arg("--data-dir").arg(&dd);
+    });
+    p.wait_ready().await;
+    let cookie = data_dir.join(OPERATOR_COOKIE_FILE);
+    #[cfg(unix)]
+    assert_eq!(mode(&cookie), 0o600);
+    let (ok, out) = satchel_cli(&[
+        "node",
+        "info",
+        "--json",
+        "--listen",
+        p.addr(),
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{out}"));
+    assert_eq!(v["backend"], "devnet");
+    assert_eq!(v["network"], "regtest");
+    assert_eq!(v["pubkey"].as_str().unwrap().len(), 66);
+    let (ok, out) = satchel_cli(&[
+        "node",
+        "channels",
+        "--listen",
+        p.addr(),
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ]);
+    assert!(ok && out.contains("active"), "{out}");
+    let status = p.terminate().await;
+    assert!(status.success(), "{status:?}");
+    assert!(!cookie.exists());
 }
