@@ -13,6 +13,7 @@ pub mod lnurlp_pay;
 pub mod lnurlw;
 pub mod nodes;
 pub mod openapi;
+pub mod operator;
 pub mod routes;
 pub mod ui;
 pub mod webhooks;

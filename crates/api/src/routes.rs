@@ -783,6 +783,8 @@ pub struct ApiOptions {
     pub auth_throttle: crate::http::throttle::AuthThrottleConfig,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: crate::http::throttle::TrustedProxies,
+    /// The operator API and console (`crate::operator`); `None`: not served.
+    pub operator: Option<crate::operator::OperatorAccess>,
 }
 
 /// [`app`] with explicit settings.
@@ -792,11 +794,15 @@ pub fn app_with(services: Services, opts: ApiOptions) -> Router {
         opts.trusted_proxies,
     ));
     let ui = crate::ui::Ui::new(&services);
-    Router::new()
+    let mut router = Router::new()
         .nest("/v1", v1_router())
         .merge(crate::lnurlp::well_known_routes())
         .merge(crate::docs::router())
-        .merge(crate::ui::router(ui.clone()))
+        .merge(crate::ui::router(ui.clone()));
+    if let Some(access) = opts.operator {
+        router = router.merge(crate::operator::router(access, &services));
+    }
+    router
         // Every route (nested and merged ones included) reports its template for the metrics.
         .route_layer(axum::middleware::from_fn(
             crate::http::observe::record_route,

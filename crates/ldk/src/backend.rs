@@ -19,9 +19,9 @@ use satchel_domain::{
     Bolt11, FailureReason, KEYSEND_PREIMAGE_TLV, Msat, Network, NodePubkey, PaymentHash, now_secs,
 };
 use satchel_lightning::{
-    IncomingEvent, IncomingKind, InternalTake, InvoiceEvents, InvoiceState, Invoices, LnError,
-    NewInvoice, NodeInfo, NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments,
-    Route, RouteHop, Routes, TakeKind,
+    ChannelInfo, ChannelState, IncomingEvent, IncomingKind, InternalTake, InvoiceEvents,
+    InvoiceState, Invoices, LnError, NewInvoice, NodeInfo, NodeInfoData, NodeStatus, PayOutcome,
+    PayRequest, PayTarget, PaymentLookup, Payments, Route, RouteHop, Routes, TakeKind,
 };
 
 use crate::invoice::InvoiceParams;
@@ -423,6 +423,48 @@ impl NodeInfo for LdkNode {
             network: Network::Regtest,
             alias: self.alias().to_owned(),
         })
+    }
+
+    /// The best block the channel manager has processed. Whether that is the chain's tip is
+    /// not known: the node has no chain source yet (the devnet funds channels synthetically).
+    async fn node_status(&self) -> Result<NodeStatus, LnError> {
+        Ok(NodeStatus {
+            block_height: Some(self.channel_manager.current_best_block().height),
+            synced: None,
+        })
+    }
+
+    async fn list_channels(&self) -> Result<Vec<ChannelInfo>, LnError> {
+        Ok(self
+            .channel_manager
+            .list_channels()
+            .into_iter()
+            .map(|c| {
+                use lightning::ln::channel_state::ChannelShutdownState as S;
+                let closing = c
+                    .channel_shutdown_state
+                    .is_some_and(|s| s != S::NotShuttingDown);
+                let state = if closing {
+                    ChannelState::Closing
+                } else if !c.is_channel_ready {
+                    ChannelState::Pending
+                } else if c.is_usable {
+                    ChannelState::Active
+                } else {
+                    ChannelState::Inactive
+                };
+                ChannelInfo {
+                    channel_id: c.channel_id.to_string(),
+                    short_channel_id: c.short_channel_id,
+                    peer: crate::node::to_node_pubkey(&c.counterparty.node_id),
+                    capacity_sats: c.channel_value_satoshis,
+                    local_balance_msat: c.outbound_capacity_msat,
+                    remote_balance_msat: c.inbound_capacity_msat,
+                    state,
+                    confirmations: c.confirmations,
+                }
+            })
+            .collect())
     }
 }
 

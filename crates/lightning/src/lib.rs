@@ -277,11 +277,77 @@ pub struct Route {
     pub hops: Vec<RouteHop>,
 }
 
+/// The node's view of the chain, for the operator (`satchel node info`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Height of the best block the node has processed, if it knows one.
+    pub block_height: Option<u32>,
+    /// Whether the node says it is synced to the chain; `None` when it cannot tell (a node
+    /// without a chain source).
+    pub synced: Option<bool>,
+}
+
+/// Where a channel is in its life, as the operator sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelState {
+    /// Funding not yet confirmed or `channel_ready` not yet exchanged.
+    Pending,
+    /// Ready, peer connected: payments can use it.
+    Active,
+    /// Ready, but the peer is disconnected (or the channel is otherwise unusable now).
+    Inactive,
+    /// A cooperative close is under way.
+    Closing,
+}
+
+impl ChannelState {
+    /// The operator API's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChannelState::Pending => "pending",
+            ChannelState::Active => "active",
+            ChannelState::Inactive => "inactive",
+            ChannelState::Closing => "closing",
+        }
+    }
+}
+
+/// One of our channels, for the operator (`satchel node channels`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// The channel id (hex), as the node names it.
+    pub channel_id: String,
+    /// The short channel id, once known.
+    pub short_channel_id: Option<u64>,
+    /// The peer.
+    pub peer: NodePubkey,
+    /// Channel size in sats.
+    pub capacity_sats: u64,
+    /// What we could send over it now, in msat (channel reserve and in-flight HTLCs excluded).
+    pub local_balance_msat: u64,
+    /// What we could receive over it now, in msat (same exclusions).
+    pub remote_balance_msat: u64,
+    /// State.
+    pub state: ChannelState,
+    /// Confirmations of the funding transaction, where the node knows them.
+    pub confirmations: Option<u32>,
+}
+
 /// Node identity.
 #[async_trait]
 pub trait NodeInfo: Send + Sync {
     /// Our node's pubkey, network and alias. Cheap; may be cached by the implementor.
     async fn node_info(&self) -> Result<NodeInfoData, LnError>;
+
+    /// Block height and sync state. The default knows neither.
+    async fn node_status(&self) -> Result<NodeStatus, LnError> {
+        Ok(NodeStatus::default())
+    }
+
+    /// Our channels. The default: `NotSupported` (the backend cannot list them yet).
+    async fn list_channels(&self) -> Result<Vec<ChannelInfo>, LnError> {
+        Err(LnError::NotSupported)
+    }
 }
 
 /// Invoices we issue.

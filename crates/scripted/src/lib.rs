@@ -401,6 +401,9 @@ pub struct ScriptedBackend {
     events_notify: Notify,
     /// Woken whenever an in-flight payment is completed or released.
     payments_notify: Notify,
+    /// What [`NodeInfo::list_channels`] reports: set by tests ([`ScriptedBackend::set_channels`]);
+    /// a simulation has no channels of its own. Not persisted.
+    channels: Mutex<Vec<satchel_lightning::ChannelInfo>>,
 }
 
 impl fmt::Debug for ScriptedBackend {
@@ -466,7 +469,13 @@ impl ScriptedBackend {
             path: None,
             events_notify: Notify::new(),
             payments_notify: Notify::new(),
+            channels: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Sets the channels [`NodeInfo::list_channels`] reports (for operator-console tests).
+    pub fn set_channels(&self, channels: Vec<satchel_lightning::ChannelInfo>) {
+        *self.channels.lock().unwrap_or_else(|e| e.into_inner()) = channels;
     }
 
     /// Like [`ScriptedBackend::new`], but the node keeps its state in the JSON file `path`:
@@ -955,6 +964,16 @@ impl NodeInfo for ScriptedBackend {
             network: self.network,
             alias: SCRIPTED_ALIAS.to_owned(),
         })
+    }
+
+    /// The channels a test set. (`node_status` keeps the default: a simulation has no chain,
+    /// so height and sync state are unknown.)
+    async fn list_channels(&self) -> Result<Vec<satchel_lightning::ChannelInfo>, LnError> {
+        Ok(self
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone())
     }
 }
 

@@ -45,6 +45,8 @@ pub struct Running {
     pub store: Store,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The operator cookie written at start, and its secret: removed at a clean shutdown.
+    operator_cookie: Option<(std::path::PathBuf, String)>,
 }
 
 impl Running {
@@ -61,6 +63,13 @@ impl Running {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
         }
         self.store.close().await;
+        // Removed only if it still holds our secret (another server may have started since).
+        if let Some((path, secret)) = &self.operator_cookie
+            && std::fs::read_to_string(path).is_ok_and(|t| t.trim() == secret)
+            && let Err(e) = std::fs::remove_file(path)
+        {
+            tracing::warn!(error = %e, path = %path.display(), "removing the operator cookie");
+        }
     }
 
     /// Resolves when a shutdown was requested from elsewhere (never, for now).
@@ -81,6 +90,30 @@ pub struct HttpOptions {
     pub metrics_listen: Option<String>,
     /// How often the stored-state gauges are re-read (`None`: every 15 s).
     pub metrics_refresh: Option<Duration>,
+    /// The operator API and console (`None`: not served).
+    pub operator: Option<OperatorSettings>,
+}
+
+/// Where the operator secret goes and who may present it.
+#[derive(Debug, Clone)]
+pub struct OperatorSettings {
+    /// The cookie file (`<data_dir>/.operator_cookie`), rewritten with a new secret at each start.
+    pub cookie_path: std::path::PathBuf,
+    /// Accept operator requests from non-loopback peers (`operator_allow_remote`).
+    pub allow_remote: bool,
+}
+
+/// Name of the operator cookie file in the data dir.
+pub const OPERATOR_COOKIE_FILE: &str = ".operator_cookie";
+
+/// Writes a fresh 256-bit operator secret (hex) to `path`, mode 0600, replacing the old one.
+fn write_operator_cookie(path: &std::path::Path) -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let secret = hex::encode(bytes);
+    satchel_lightning::fs_private::write_private(path, format!("{secret}\n").as_bytes())
+        .with_context(|| format!("writing the operator cookie {}", path.display()))?;
+    Ok(secret)
 }
 
 /// Opens the database, starts the workers and the HTTP server (default HTTP limits).
@@ -171,7 +204,20 @@ pub async fn start_with_http(opts: StartOptions, http: HttpOptions) -> anyhow::R
         tasks.push(tokio::spawn(dispatcher.run(rx.clone())));
     }
 
-    let mut app = satchel_api::app_with(services.clone(), http.api);
+    let mut api_opts = http.api;
+    let mut operator_cookie = None;
+    if let Some(op) = &http.operator {
+        let secret = write_operator_cookie(&op.cookie_path)?;
+        api_opts.operator = Some(satchel_api::operator::OperatorAccess::new(
+            &secret,
+            op.allow_remote,
+        ));
+        if op.allow_remote {
+            tracing::warn!("operator endpoints accept non-loopback peers (operator_allow_remote)");
+        }
+        operator_cookie = Some((op.cookie_path.clone(), secret));
+    }
+    let mut app = satchel_api::app_with(services.clone(), api_opts);
     if let Some(d) = &opts.devnet {
         app = app.merge(crate::devnet::router(d.clone(), services.ctx.node.clone()));
     }
@@ -212,5 +258,6 @@ pub async fn start_with_http(opts: StartOptions, http: HttpOptions) -> anyhow::R
         store,
         shutdown: tx,
         tasks,
+        operator_cookie,
     })
 }

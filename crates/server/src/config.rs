@@ -119,6 +119,8 @@ pub struct FileConfig {
     pub metrics_listen: Option<String>,
     /// `text` or `json`.
     pub log_format: Option<String>,
+    /// Let non-loopback peers reach the operator API and console (they still need the secret).
+    pub operator_allow_remote: Option<bool>,
 }
 
 /// Flags/env, as parsed by clap (every value optional so the file can fill gaps).
@@ -250,6 +252,11 @@ pub struct ConfigArgs {
     /// Log lines as `text` (default) or `json` (one object per line).
     #[arg(long, env = "SATCHEL_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Let non-loopback peers (and requests forwarded by a proxy) reach the operator API and
+    /// console under `/operator`; they still need the secret of `<data-dir>/.operator_cookie`
+    /// (default: false, loopback only).
+    #[arg(long, env = "SATCHEL_OPERATOR_ALLOW_REMOTE")]
+    pub operator_allow_remote: Option<bool>,
 }
 
 /// The effective configuration.
@@ -303,6 +310,8 @@ pub struct Config {
     pub reserved_usernames: Option<Vec<String>>,
     /// How log lines are written.
     pub log_format: crate::logging::LogFormat,
+    /// Operator endpoints accept non-loopback peers.
+    pub operator_allow_remote: bool,
 }
 
 /// The HTTP edge's limits (see `crate::listener` and `satchel_api::http::throttle`).
@@ -536,6 +545,10 @@ impl ConfigArgs {
                 .map(|s| s.parse())
                 .transpose()?
                 .unwrap_or_default(),
+            operator_allow_remote: self
+                .operator_allow_remote
+                .or(file.operator_allow_remote)
+                .unwrap_or(false),
         })
     }
 }
@@ -579,9 +592,11 @@ impl HttpSettings {
                     ..Default::default()
                 },
                 trusted_proxies: trusted,
+                operator: None,
             },
             metrics_listen: self.metrics_listen.clone(),
             metrics_refresh: None,
+            operator: None,
         })
     }
 }

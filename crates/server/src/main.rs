@@ -61,6 +61,11 @@ enum Cmd {
     },
     /// Recompute every balance from the ledger postings; exit 1 on any mismatch.
     Audit(ConfigArgs),
+    /// The node of a running `satchel serve` (operator API; reads <data-dir>/.operator_cookie).
+    Node {
+        #[command(subcommand)]
+        cmd: NodeCmd,
+    },
     /// Drive the development network of a running `satchel serve`.
     Devnet {
         #[command(subcommand)]
@@ -169,6 +174,27 @@ enum WalletCmd {
 }
 
 #[derive(Subcommand)]
+enum NodeCmd {
+    /// Network, block height, sync state, pubkey, alias.
+    Info(NodeArgs),
+    /// Peer, capacity, local and remote balance, state, confirmations of each channel.
+    Channels(NodeArgs),
+}
+
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// Server base URL (default: http://<listen>).
+    #[arg(long, env = "SATCHEL_SERVER")]
+    server: Option<String>,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Where the operator cookie is: --data-dir (and --config, --listen for the default URL).
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Subcommand)]
 enum DevnetCmd {
     /// Node pubkeys and peers.
     Info,
@@ -212,6 +238,15 @@ enum DevnetCmd {
     },
 }
 
+impl NodeCmd {
+    fn split(self) -> (satchel::node_cli::NodeQuery, NodeArgs) {
+        match self {
+            NodeCmd::Info(a) => (satchel::node_cli::NodeQuery::Info, a),
+            NodeCmd::Channels(a) => (satchel::node_cli::NodeQuery::Channels, a),
+        }
+    }
+}
+
 /// The log format the command's configuration asks for. Logging starts before the command
 /// runs, so the configuration is resolved here once more; a configuration that does not
 /// resolve logs in the default format, and the command then reports the error.
@@ -219,6 +254,9 @@ fn log_format(cmd: &Cmd) -> LogFormat {
     let args = match cmd {
         Cmd::Serve(a) | Cmd::Audit(a) => a,
         Cmd::Devnet { config, .. } => config,
+        Cmd::Node {
+            cmd: NodeCmd::Info(a) | NodeCmd::Channels(a),
+        } => &a.config,
         Cmd::Account {
             cmd: AccountCmd::Create { config, .. },
         } => config,
@@ -387,7 +425,11 @@ async fn cln_backend(cfg: &Config) -> anyhow::Result<satchel_cln::ClnBackend> {
 
 async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
-    let http = cfg.http.options()?;
+    let mut http = cfg.http.options()?;
+    http.operator = Some(satchel::app::OperatorSettings {
+        cookie_path: cfg.data_dir.join(satchel::app::OPERATOR_COOKIE_FILE),
+        allow_remote: cfg.operator_allow_remote,
+    });
     // Before anything opens files: each HTTP connection is a descriptor too.
     let fd_limit = satchel::listener::raise_fd_limit();
     tracing::info!(open_file_limit = ?fd_limit, "open-file limit");
@@ -510,7 +552,9 @@ async fn payments_cmd(cmd: PaymentsCmd) -> anyhow::Result<bool> {
     match cmd {
         PaymentsCmd::List { config } => {
             let store = open_store(&config).await?;
-            let live = store.live_payments().await?;
+            let live = satchel_service::operator::unresolved_payments(&store)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let now = satchel_domain::now_secs();
             println!(
                 "{:<30} {:<20} {:>14} {:>12} {:<10} {:>8}  payment_hash",
@@ -547,32 +591,18 @@ async fn payments_cmd(cmd: PaymentsCmd) -> anyhow::Result<bool> {
             if succeeded == failed {
                 bail!("give exactly one of --succeeded or --failed");
             }
-            if reason.trim().is_empty() {
-                bail!("--reason must say why");
-            }
+            // The same parsing and the same call as the operator API and console.
+            let req = satchel_service::operator::ResolveRequest::parse(
+                &lntx_id,
+                if succeeded { "succeeded" } else { "failed" },
+                preimage.as_deref(),
+                fee_msat,
+                &operator,
+                &reason,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             let store = open_store(&config).await?;
-            let id = satchel_domain::LnTxId::parse(&lntx_id).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let resolution = if succeeded {
-                let p = preimage.as_deref().unwrap_or("");
-                let preimage = satchel_domain::Preimage::from_hex(p)
-                    .context("--preimage must be 64 hex characters")?;
-                satchel_store::ManualResolution::Succeeded {
-                    preimage,
-                    fee: Msat::from_msat(fee_msat).map_err(|e| anyhow::anyhow!("{e}"))?,
-                    wtx_id: satchel_domain::WtxId::generate(),
-                    fee_wtx_id: satchel_domain::WtxId::generate(),
-                }
-            } else {
-                satchel_store::ManualResolution::Failed
-            };
-            let rec = store
-                .resolve_payment(
-                    &id,
-                    &resolution,
-                    &operator,
-                    &reason,
-                    satchel_domain::now_secs(),
-                )
+            let rec = satchel_service::operator::resolve_payment(&store, &req)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!(
@@ -584,7 +614,10 @@ async fn payments_cmd(cmd: PaymentsCmd) -> anyhow::Result<bool> {
         }
         PaymentsCmd::Actions { config } => {
             let store = open_store(&config).await?;
-            for a in store.operator_actions(100).await? {
+            let actions = satchel_service::operator::operator_actions(&store, 100)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            for a in actions {
                 println!(
                     "{}  {:<12} {:<18} {:<30} {}  {}",
                     a.at,
@@ -602,7 +635,9 @@ async fn payments_cmd(cmd: PaymentsCmd) -> anyhow::Result<bool> {
 
 async fn audit(args: ConfigArgs) -> anyhow::Result<bool> {
     let store = open_store(&args).await?;
-    let r = store.audit().await?;
+    let r = satchel_service::operator::audit(&store)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!(
         "audit: {} wallets, {} ledger transactions, {} postings; liabilities {} msat, in flight {} msat, unclaimed {} msat, revenue {} msat",
         r.wallets,
@@ -796,6 +831,12 @@ fn main() -> ExitCode {
                 server,
                 config,
             } => devnet_cmd(cmd, server, config).await.map(|_| true),
+            Cmd::Node { cmd } => {
+                let (query, a) = cmd.split();
+                satchel::node_cli::run(query, a.server, a.json, &a.config.resolve()?)
+                    .await
+                    .map(|_| true)
+            }
         }
     });
     match result {

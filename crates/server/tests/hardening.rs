@@ -336,6 +336,7 @@ fn throttle_options(trusted: &[&str]) -> HttpOptions {
                 ..Default::default()
             },
             trusted_proxies: trusted,
+            ..Default::default()
         },
         ..Default::default()
     }

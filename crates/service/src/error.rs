@@ -95,6 +95,9 @@ pub enum ServiceError {
     /// LNURL endpoints need `public_url`, which the operator has not set.
     #[error("LNURL is not enabled on this server: the operator has not configured public_url.")]
     LnurlDisabled,
+    /// The Lightning backend cannot do what the operator asked (e.g. list channels).
+    #[error("{0}")]
+    NotSupported(String),
     /// A per-account rate limit refused the request.
     #[error("Too many requests; try again in {retry_after_secs} seconds.")]
     RateLimited {
@@ -132,7 +135,7 @@ impl ServiceError {
             | PaymentFailed(_)
             | LinkSpent
             | Transfer(_) => ErrorClass::BadRequest,
-            LnurlDisabled => ErrorClass::NotImplemented,
+            LnurlDisabled | NotSupported(_) => ErrorClass::NotImplemented,
             NotFound(_) => ErrorClass::NotFound,
             Internal(_) => ErrorClass::Internal,
             Unavailable(_) => ErrorClass::Unavailable,

@@ -12,6 +12,7 @@ pub mod lnurlp;
 pub mod lnurlp_pay;
 pub mod lnurlw;
 pub mod nodes;
+pub mod operator;
 pub mod passthru;
 pub mod payments;
 pub mod wallets;
@@ -173,6 +174,8 @@ pub struct Services {
     pub lnurlp_pay: lnurlp_pay::LnurlpPayService,
     /// The node endpoints.
     pub nodes: nodes::NodeService,
+    /// The operator's use cases (guarded by the operator cookie in the API).
+    pub operator: operator::OperatorService,
     /// The shared context.
     pub ctx: Arc<Ctx>,
 }
@@ -210,6 +213,7 @@ impl Services {
             lnurlp,
             lnurlp_pay,
             nodes: nodes::NodeService::new(ctx.clone()),
+            operator: operator::OperatorService::new(ctx.clone()),
             payments,
             ctx,
         })

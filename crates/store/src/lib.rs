@@ -18,6 +18,7 @@
 //! - `sys:unclaimed`: money the node received that belongs to no wallet;
 //! - `sys:revenue`: the operator's sub-sat rounding revenue (wallets move in whole sats only).
 
+pub mod accounts;
 pub mod audit;
 pub mod crash;
 pub mod db;
@@ -53,6 +54,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 /// Postgres restart, is still tested first.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
+pub use accounts::AccountSummary;
 pub use audit::AuditReport;
 use db::Conn;
 pub use db::Dialect;

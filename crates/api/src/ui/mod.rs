@@ -9,6 +9,7 @@
 //!   key (the key is never in a URL), a CSRF token in every form (`session`).
 //! * `errors`: a bounded in-memory ring of each account's recent 4xx/5xx API answers.
 //! * `qr`: QR codes as SVG, rendered here with the `qrcode` crate.
+//! * `operator`: the operator console (`/operator`), wired by `crate::operator`.
 //!
 //! Every HTML answer carries the headers of [`secure`]: a CSP without inline script or style,
 //! `X-Frame-Options: DENY` and `Referrer-Policy: no-referrer` (page addresses carry wallet keys).
@@ -29,9 +30,12 @@ use crate::routes::AppState;
 
 mod account;
 pub mod errors;
+pub(crate) mod operator;
 mod qr;
 mod session;
 mod wallet;
+
+pub(crate) use session::same as same_secret;
 
 /// The policy of every UI answer: only this server's own scripts, styles and fetches; images
 /// from here or `data:` (the QR codes are SVG data URLs); forms post only here; no framing.

@@ -37,6 +37,12 @@ impl NodeInfo for Recorder {
     async fn node_info(&self) -> Result<NodeInfoData, LnError> {
         self.inner.node_info().await
     }
+    async fn node_status(&self) -> Result<satchel_lightning::NodeStatus, LnError> {
+        self.inner.node_status().await
+    }
+    async fn list_channels(&self) -> Result<Vec<satchel_lightning::ChannelInfo>, LnError> {
+        self.inner.list_channels().await
+    }
 }
 
 #[async_trait]
