@@ -6,6 +6,7 @@
 
 pub mod docs;
 pub mod dto;
+pub mod events;
 pub mod http;
 pub mod idempotency;
 pub mod lnurlw;

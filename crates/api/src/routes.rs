@@ -29,6 +29,14 @@ use crate::idempotency::Idem;
 pub struct AppState {
     /// The services.
     pub services: Services,
+    /// Live event streams.
+    pub events: std::sync::Arc<crate::events::EventHub>,
+}
+
+impl FromRef<AppState> for std::sync::Arc<crate::events::EventHub> {
+    fn from_ref(s: &AppState) -> Self {
+        s.events.clone()
+    }
 }
 
 impl FromRef<AppState> for Services {
@@ -60,7 +68,7 @@ pub fn api_error(e: ServiceError) -> ApiError {
 
 /// [`api_error`] as a response, with `Retry-After` when the error carries one (the envelope
 /// type has no headers of its own).
-fn error_response(e: ServiceError) -> Response {
+pub(crate) fn error_response(e: ServiceError) -> Response {
     let retry_after = e.retry_after_secs();
     let mut r = api_error(e).into_response();
     if let Some(secs) = retry_after {
@@ -754,6 +762,7 @@ pub fn v1_router() -> Router<AppState> {
         .route("/wallet/{key}/withdraw", post(withdraw))
         .route("/wallet/{key}/keysend", post(keysend))
         .route("/wallet/{key}/transfer", post(transfer))
+        .route("/wallet/{key}/events", get(crate::events::events))
         .route("/lntx/{id}", get(get_lntx))
         .route("/job/{id}", get(get_job))
         .route("/node/{node}/payments/decodeinvoice", get(decode_invoice))
@@ -780,6 +789,10 @@ pub struct ApiOptions {
     pub auth_throttle: crate::http::throttle::AuthThrottleConfig,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: crate::http::throttle::TrustedProxies,
+    /// The live event hub (the server starts it and ends its streams on shutdown); `None`: one
+    /// is made here, whose streams only replay the outbox until [`crate::events::EventHub::run`]
+    /// is spawned.
+    pub events: Option<std::sync::Arc<crate::events::EventHub>>,
 }
 
 /// [`app`] with explicit settings.
@@ -788,6 +801,9 @@ pub fn app_with(services: Services, opts: ApiOptions) -> Router {
         opts.auth_throttle,
         opts.trusted_proxies,
     ));
+    let events = opts.events.unwrap_or_else(|| {
+        crate::events::EventHub::new(services.ctx.store.clone(), services.events.config(), None)
+    });
     Router::new()
         .nest("/v1", v1_router())
         .merge(crate::docs::router())
@@ -797,7 +813,7 @@ pub fn app_with(services: Services, opts: ApiOptions) -> Router {
         ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(AppState { services })
+        .with_state(AppState { services, events })
         // Inside `buffer_body`: a throttled request's body is still read off the connection.
         .layer(axum::middleware::from_fn_with_state(
             throttle,

@@ -171,7 +171,20 @@ pub async fn start_with_http(opts: StartOptions, http: HttpOptions) -> anyhow::R
         tasks.push(tokio::spawn(dispatcher.run(rx.clone())));
     }
 
-    let mut app = satchel_api::app_with(services.clone(), http.api);
+    // Live events (SSE): the hub publishes after commit; streams end on shutdown.
+    let hub = satchel_api::events::EventHub::new(
+        store.clone(),
+        services.events.config(),
+        Some(rx.clone()),
+    );
+    tasks.push(tokio::spawn(hub.clone().run()));
+    tasks.push(tokio::spawn(crate::retention::run(
+        services.events.clone(),
+        rx.clone(),
+    )));
+    let mut api = http.api;
+    api.events = Some(hub);
+    let mut app = satchel_api::app_with(services.clone(), api);
     if let Some(d) = &opts.devnet {
         app = app.merge(crate::devnet::router(d.clone(), services.ctx.node.clone()));
     }

@@ -8,3 +8,4 @@ pub mod file_modes;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod retention;

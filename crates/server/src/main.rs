@@ -268,6 +268,12 @@ fn service_config(cfg: &Config) -> anyhow::Result<ServiceConfig> {
             .map_err(|e| anyhow::anyhow!("public_url {e}"))?,
         lnurlw_expiry: cfg.lnurl_withdraw_expiry,
         backend_name: cfg.backend.name(),
+        event_retention: cfg.event_retention,
+        events: satchel_service::events::EventsConfig {
+            max_streams: cfg.events_max_streams.0,
+            max_streams_per_account: cfg.events_max_streams.1,
+            ..Default::default()
+        },
         ..ServiceConfig::default()
     })
 }

@@ -5,6 +5,7 @@
 
 pub mod auth;
 mod error;
+pub mod events;
 pub mod idempotency;
 pub mod incoming;
 pub mod jobs;
@@ -60,6 +61,10 @@ pub struct ServiceConfig {
     /// The Lightning backend's name, the `backend` label of the payment metrics (`devnet`,
     /// `scripted`, `lnd`, `cln`).
     pub backend_name: &'static str,
+    /// Live event streams (SSE).
+    pub events: events::EventsConfig,
+    /// How long finished webhook events and deliveries are kept.
+    pub event_retention: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -80,6 +85,8 @@ impl Default for ServiceConfig {
             public_url: None,
             lnurlw_expiry: lnurlw::DEFAULT_LINK_EXPIRY,
             backend_name: "unknown",
+            events: events::EventsConfig::default(),
+            event_retention: events::DEFAULT_EVENT_RETENTION,
         }
     }
 }
@@ -154,6 +161,8 @@ pub struct Services {
     pub idempotency: idempotency::IdempotencyService,
     /// LNURL-withdraw links and their service endpoint.
     pub lnurlw: lnurlw::LnurlwService,
+    /// Live event streams.
+    pub events: events::EventService,
     /// The shared context.
     pub ctx: Arc<Ctx>,
 }
@@ -185,6 +194,7 @@ impl Services {
             webhooks: webhooks::WebhookService::new(ctx.clone()),
             idempotency: idempotency::IdempotencyService::new(ctx.clone()),
             lnurlw: lnurlw::LnurlwService::new(ctx.clone(), payments.clone()),
+            events: events::EventService::new(ctx.clone()),
             payments,
             ctx,
         })

@@ -21,6 +21,7 @@
 pub mod audit;
 pub mod crash;
 pub mod db;
+pub mod events;
 mod gauges;
 #[doc(hidden)]
 pub mod group_commit;
@@ -180,6 +181,8 @@ enum Pools {
 #[derive(Clone)]
 pub struct Store {
     pools: Arc<Pools>,
+    /// Rings after commits that wrote events (see [`events::EventBell`]).
+    bell: Arc<events::EventBell>,
 }
 
 impl std::fmt::Debug for Store {
@@ -254,6 +257,7 @@ impl Store {
         };
         let store = Store {
             pools: Arc::new(pools),
+            bell: Arc::default(),
         };
         let mut tx = store.begin_write().await?;
         schema::migrate_to(&mut tx, up_to).await?;
@@ -269,11 +273,15 @@ impl Store {
         }
     }
 
+    fn pending(&self) -> events::Pending {
+        events::Pending::new(Some(self.bell.clone()))
+    }
+
     /// Starts a write transaction holding the write lock (SQLite: `BEGIN IMMEDIATE`).
     pub(crate) async fn begin_write(&self) -> Result<Conn, StoreError> {
         Ok(match &*self.pools {
-            Pools::Sqlite { write, .. } => Conn::SqliteBatch(write.begin().await?),
-            Pools::Postgres(p) => Conn::PgTx(p.begin().await?),
+            Pools::Sqlite { write, .. } => Conn::SqliteBatch(write.begin().await?, self.pending()),
+            Pools::Postgres(p) => Conn::PgTx(p.begin().await?, self.pending()),
         })
     }
 
@@ -283,7 +291,7 @@ impl Store {
     /// group commit like any write. The caller must issue exactly one statement.
     pub(crate) async fn begin_one_statement_write(&self) -> Result<Conn, StoreError> {
         Ok(match &*self.pools {
-            Pools::Sqlite { write, .. } => Conn::SqliteBatch(write.begin().await?),
+            Pools::Sqlite { write, .. } => Conn::SqliteBatch(write.begin().await?, self.pending()),
             Pools::Postgres(p) => Conn::Pg(p.acquire().await?),
         })
     }
@@ -301,6 +309,7 @@ impl Store {
             Pools::Postgres(p) => Conn::PgTx(
                 p.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     .await?,
+                events::Pending::default(),
             ),
         })
     }
