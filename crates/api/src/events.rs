@@ -42,6 +42,12 @@ use tokio::sync::{broadcast, mpsc, watch};
 use crate::http::ApiError;
 use crate::routes::{Authed, Seg, error_response};
 
+/// Counter: times a live reader fell behind its wallet's channel and caught up from the
+/// outbox. Metric name.
+pub const CATCH_UPS_TOTAL: &str = "satchel_events_catch_ups_total";
+/// Gauge: live event streams open in this process. Metric name.
+pub const STREAMS_OPEN: &str = "satchel_events_streams_open";
+
 /// Events read from the outbox per statement.
 const PAGE: u64 = 200;
 /// Watched wallets per outbox statement.
@@ -230,6 +236,8 @@ impl EventHub {
             if *closing.borrow() {
                 return;
             }
+            metrics::gauge!(STREAMS_OPEN).increment(1.0);
+            let _open = OpenStream;
             tokio::select! {
                 _ = closing.changed() => {}
                 r = forward(&hub.store, ticket, sub, &tx) => {
@@ -250,6 +258,15 @@ impl EventHub {
         // Tells nginx not to buffer the stream.
         h.insert("x-accel-buffering", HeaderValue::from_static("no"));
         Ok(resp)
+    }
+}
+
+/// Counts a stream in [`STREAMS_OPEN`] while it lives.
+struct OpenStream;
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        metrics::gauge!(STREAMS_OPEN).decrement(1.0);
     }
 }
 
@@ -338,7 +355,13 @@ async fn forward(
         return Ok(());
     }
     loop {
-        match sub.rx.recv().await {
+        // The client leaving shows as the response body (the receiver) being dropped, seen at
+        // the next write: at the latest the next keep-alive comment.
+        let next = tokio::select! {
+            _ = tx.closed() => return Ok(()),
+            r = sub.rx.recv() => r,
+        };
+        match next {
             Ok(ev) => {
                 if ev.seq <= cursor {
                     continue;
@@ -349,6 +372,7 @@ async fn forward(
                 cursor = ev.seq;
             }
             Err(broadcast::error::RecvError::Lagged(_)) => {
+                metrics::counter!(CATCH_UPS_TOTAL).increment(1);
                 if !catch_up(store, &wallet, &mut cursor, tx).await? {
                     return Ok(());
                 }

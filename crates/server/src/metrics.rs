@@ -140,6 +140,14 @@ fn describe() {
         GAUGES_REFRESH_ERRORS,
         "Refreshes of the ledger and queue gauges that failed (the gauges keep their last values)."
     );
+    describe_counter!(
+        satchel_api::events::CATCH_UPS_TOTAL,
+        "Times a live event stream fell behind and caught up from the outbox."
+    );
+    describe_gauge!(
+        satchel_api::events::STREAMS_OPEN,
+        "Live event streams (SSE) open in this process."
+    );
     describe_gauge!(
         NODE_INFO,
         "Always 1; the labels name the Lightning backend and network."

@@ -74,11 +74,14 @@ enum Ep {
     DecodeInvoice,
     QueryRoutes,
     GetJob,
+    Events,
 }
 
 use Ep::*;
 
-const WALLET_ROUTES: [Ep; 6] = [GetWallet, WalletTxs, Invoice, Withdraw, Keysend, Transfer];
+const WALLET_ROUTES: [Ep; 7] = [
+    GetWallet, WalletTxs, Invoice, Withdraw, Keysend, Transfer, Events,
+];
 
 impl Ep {
     /// Whether a successful call writes to the ledger / wallet list.
@@ -181,7 +184,7 @@ fn case(ep: Ep, api: Api, path: Path, expect: Outcome) -> Case {
 
 /// §3.5: the wallet keys a **pak** may use on each wallet route, and the permission named in the
 /// refusal for all the others. (A sak may use any key or the `wal_` id.)
-const PAK_MATRIX: [(Ep, &str, &[Role]); 6] = [
+const PAK_MATRIX: [(Ep, &str, &[Role]); 7] = [
     (
         GetWallet,
         "wallet_read",
@@ -196,6 +199,8 @@ const PAK_MATRIX: [(Ep, &str, &[Role]); 6] = [
     (Withdraw, "wallet_withdraw", &[Waka, Waklw, Wakewa]),
     (Keysend, "wallet_withdraw", &[Waka, Waklw, Wakewa]),
     (Transfer, "wallet_transfer", &[Waka]),
+    // Live events (SSE): reading, like GET wallet.
+    (Events, "wallet_read", &[Waka, Wakr, Waklw, Wakewa, Wakewv]),
 ];
 
 /// The full matrix of the wallet routes (`/wallet/:key/...`).
@@ -578,6 +583,7 @@ fn request(s: &TestServer, w: &World, c: &Case) -> (Method, String, Option<Value
             None,
         ),
         GetJob => (Method::GET, format!("/job/{}", w.job_id), None),
+        Events => (Method::GET, format!("/wallet/{k}/events"), None),
     }
 }
 
@@ -616,6 +622,20 @@ async fn send(
     }
     if let Some(b) = body {
         rb = rb.json(&b);
+    }
+    if path.ends_with("/events") {
+        // A stream that never ends: an allowed call is judged on its head alone.
+        let r = rb.send().await.unwrap();
+        if r.status() == StatusCode::OK {
+            assert_eq!(r.headers()["content-type"], "text/event-stream");
+            return Resp {
+                status: r.status(),
+                headers: r.headers().clone(),
+                json: Value::Null,
+                text: String::new(),
+            };
+        }
+        return s.send_response(r).await;
     }
     s.send(rb).await
 }
