@@ -420,6 +420,10 @@ impl NodeInfo for Recorder {
     async fn node_info(&self) -> Result<NodeInfoData, LnError> {
         self.inner.node_info().await
     }
+
+    async fn node_stats(&self) -> Result<crate::NodeStats, LnError> {
+        self.inner.node_stats().await
+    }
 }
 
 #[async_trait]

@@ -81,8 +81,8 @@ use tokio::sync::Notify;
 
 use crate::{
     IncomingEvent, IncomingKind, InternalTake, InvoiceEvents, InvoiceState, Invoices, LnError,
-    NewInvoice, NodeInfo, NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments,
-    Route, RouteHop, Routes,
+    NewInvoice, NodeInfo, NodeInfoData, NodeStats, PayOutcome, PayRequest, PayTarget,
+    PaymentLookup, Payments, Route, RouteHop, Routes,
 };
 
 /// Alias reported by [`NodeInfo::node_info`].
@@ -395,6 +395,8 @@ pub struct ScriptedBackend {
     events_notify: Notify,
     /// Woken whenever an in-flight payment is completed or released.
     payments_notify: Notify,
+    /// What [`NodeInfo::node_stats`] reports (set by tests; nothing by default).
+    stats: Mutex<NodeStats>,
 }
 
 impl fmt::Debug for ScriptedBackend {
@@ -460,6 +462,7 @@ impl ScriptedBackend {
             path: None,
             events_notify: Notify::new(),
             payments_notify: Notify::new(),
+            stats: Mutex::new(NodeStats::default()),
         }
     }
 
@@ -919,6 +922,18 @@ impl NodeInfo for ScriptedBackend {
             network: self.network,
             alias: SCRIPTED_ALIAS.to_owned(),
         })
+    }
+
+    async fn node_stats(&self) -> Result<NodeStats, LnError> {
+        Ok(self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+impl ScriptedBackend {
+    /// Sets what [`NodeInfo::node_stats`] reports (the scripted node has no channels or chain
+    /// of its own; tests script them).
+    pub fn set_node_stats(&self, stats: NodeStats) {
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = stats;
     }
 }
 

@@ -202,6 +202,7 @@ pub async fn start_with_http(opts: StartOptions, http: HttpOptions) -> anyhow::R
         tasks.push(task);
         tasks.push(tokio::spawn(crate::metrics::refresher(
             store.clone(),
+            opts.backend.clone(),
             handle,
             http.metrics_refresh
                 .unwrap_or(crate::metrics::DEFAULT_REFRESH),

@@ -98,7 +98,11 @@ async fn prunes_exactly_the_old_finished_rows() {
         let left = store.deliveries(&hook.id, 0, 100).await.unwrap().0;
         assert!(left.iter().any(|(d, _)| d.id == receives[2]));
         assert!(left.iter().any(|(d, _)| d.id == created[1]));
-        assert!(!left.iter().any(|(d, _)| d.id == receives[0] || d.id == receives[1]));
+        assert!(
+            !left
+                .iter()
+                .any(|(d, _)| d.id == receives[0] || d.id == receives[1])
+        );
         assert_eq!(store.wallet_event_head(&quiet).await.unwrap(), 0, "{kind}");
         // What was kept is still readable in order; the high-water mark covers what went.
         let rest = store.wallet_events_after(&w, 0, 100).await.unwrap();
@@ -107,7 +111,10 @@ async fn prunes_exactly_the_old_finished_rows() {
         assert!(rest.windows(2).all(|p| p[0].0 < p[1].0));
         assert_eq!(store.wallet_event_head(&w).await.unwrap(), before_head);
         let mark = store.events_pruned_upto().await.unwrap();
-        assert!(mark > 0 && mark < before_head, "{kind}: {mark} {before_head}");
+        assert!(
+            mark > 0 && mark < before_head,
+            "{kind}: {mark} {before_head}"
+        );
         // Nothing more to do at this cutoff.
         assert_eq!(store.prune_events(cutoff, 100).await.unwrap().events, 0);
         assert_clean(kind, &store).await;
