@@ -8,4 +8,5 @@ pub mod file_modes;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod progress;
 pub mod retention;

@@ -9,6 +9,7 @@ use satchel::app::{StartOptions, start_with_http};
 use satchel::config::{BackendKind, Config, ConfigArgs};
 use satchel::devnet;
 use satchel::logging::LogFormat;
+use satchel::progress;
 use satchel_domain::{Msat, WalletId};
 use satchel_lightning::scripted::{Completion, Script, ScriptedBackend};
 use satchel_lightning::{DevnetControl, LightningBackend};
@@ -601,7 +602,12 @@ async fn payments_cmd(cmd: PaymentsCmd) -> anyhow::Result<bool> {
 
 async fn audit(args: ConfigArgs) -> anyhow::Result<bool> {
     let store = open_store(&args).await?;
-    let r = store.audit().await?;
+    let bar = progress::bar(satchel_store::audit::AUDIT_STEPS, "audit");
+    let r = store
+        .audit_reporting(&|done, what| progress::step(&bar, done, what))
+        .await;
+    progress::finish(bar);
+    let r = r?;
     println!(
         "audit: {} wallets, {} ledger transactions, {} postings; liabilities {} msat, in flight {} msat, unclaimed {} msat, revenue {} msat",
         r.wallets,
@@ -765,9 +771,12 @@ fn main() -> ExitCode {
                         config,
                     },
             } => {
+                let bar = progress::bar(2, "wallet import");
+                progress::step(&bar, 0, "opening the database");
                 let store = open_store(&config).await?;
                 let account_id = satchel_domain::AccountId::parse(&account)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
+                progress::step(&bar, 1, "writing the wallet, its keys and opening balance");
                 let w = satchel_service::wallets::import_wallet(
                     &store,
                     satchel_service::wallets::ImportWallet {
@@ -781,7 +790,9 @@ fn main() -> ExitCode {
                     },
                 )
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .map_err(|e| anyhow::anyhow!("{e}"));
+                progress::finish(bar);
+                let w = w?;
                 println!(
                     "imported wallet {} ({}), balance {} msat",
                     w.id,
