@@ -14,4 +14,4 @@ pub mod openapi;
 pub mod routes;
 pub mod webhooks;
 
-pub use routes::{ApiOptions, AppState, app, app_with};
+pub use routes::{ApiOptions, AppState, app, app_with, app_with_events};

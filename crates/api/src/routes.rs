@@ -789,21 +789,27 @@ pub struct ApiOptions {
     pub auth_throttle: crate::http::throttle::AuthThrottleConfig,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: crate::http::throttle::TrustedProxies,
-    /// The live event hub (the server starts it and ends its streams on shutdown); `None`: one
-    /// is made here, whose streams only replay the outbox until [`crate::events::EventHub::run`]
-    /// is spawned.
-    pub events: Option<std::sync::Arc<crate::events::EventHub>>,
 }
 
-/// [`app`] with explicit settings.
+/// [`app`] with explicit settings. Live event streams get a hub of their own that nobody runs:
+/// they replay the outbox but receive nothing live (the server uses [`app_with_events`]).
 pub fn app_with(services: Services, opts: ApiOptions) -> Router {
+    let events =
+        crate::events::EventHub::new(services.ctx.store.clone(), services.events.config(), None);
+    app_with_events(services, opts, events)
+}
+
+/// [`app_with`] with the live event hub the caller runs ([`crate::events::EventHub::run`]) and
+/// whose streams end on its shutdown signal.
+pub fn app_with_events(
+    services: Services,
+    opts: ApiOptions,
+    events: std::sync::Arc<crate::events::EventHub>,
+) -> Router {
     let throttle = std::sync::Arc::new(crate::http::throttle::AuthThrottle::new(
         opts.auth_throttle,
         opts.trusted_proxies,
     ));
-    let events = opts.events.unwrap_or_else(|| {
-        crate::events::EventHub::new(services.ctx.store.clone(), services.events.config(), None)
-    });
     Router::new()
         .nest("/v1", v1_router())
         .merge(crate::docs::router())

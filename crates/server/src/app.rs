@@ -182,9 +182,7 @@ pub async fn start_with_http(opts: StartOptions, http: HttpOptions) -> anyhow::R
         services.events.clone(),
         rx.clone(),
     )));
-    let mut api = http.api;
-    api.events = Some(hub);
-    let mut app = satchel_api::app_with(services.clone(), api);
+    let mut app = satchel_api::app_with_events(services.clone(), http.api, hub);
     if let Some(d) = &opts.devnet {
         app = app.merge(crate::devnet::router(d.clone(), services.ctx.node.clone()));
     }

@@ -586,7 +586,6 @@ impl HttpSettings {
                     ..Default::default()
                 },
                 trusted_proxies: trusted,
-                events: None,
             },
             metrics_listen: self.metrics_listen.clone(),
             metrics_refresh: None,
