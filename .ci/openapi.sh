@@ -5,6 +5,9 @@
 #      SQLite in a temp dir, a free port, the development account's secret key) must get no 5xx
 #      and only documented statuses with bodies matching their schemas.
 # The Python tools live in a venv under target/ (created once, reused).
+# The live event stream (GET /v1/wallet/{key}/events, text/event-stream) never ends by itself,
+# so Schemathesis would wait on it until its timeout: it is excluded here, and tested in
+# crates/server/tests/events.rs.
 # Knobs: OPENAPI_MAX_EXAMPLES (default 10 per operation), OPENAPI_TIMEOUT_SECS (default 150).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,6 +72,7 @@ timeout --signal=INT "$TIMEOUT_SECS" \
   --seed 19 \
   --generation-database none \
   --generation-with-security-parameters false \
+  --exclude-path-regex '/events$' \
   --report ndjson --report-dir "$WORK/report" \
   --no-color || status=$?
 if [ -d "$WORK/report" ]; then

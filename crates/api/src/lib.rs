@@ -6,6 +6,7 @@
 
 pub mod docs;
 pub mod dto;
+pub mod events;
 pub mod http;
 pub mod idempotency;
 pub mod lnurlp;
@@ -18,4 +19,4 @@ pub mod routes;
 pub mod ui;
 pub mod webhooks;
 
-pub use routes::{ApiOptions, AppState, app, app_with};
+pub use routes::{ApiOptions, AppState, app, app_with, app_with_events};

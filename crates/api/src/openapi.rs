@@ -38,6 +38,7 @@ use crate::http::error::JSON_CONTENT_TYPE;
         crate::routes::withdraw,
         crate::routes::keysend,
         crate::routes::transfer,
+        crate::events::events,
         crate::routes::get_lntx,
         crate::routes::get_job,
         crate::routes::decode_invoice,

@@ -29,6 +29,14 @@ use crate::idempotency::Idem;
 pub struct AppState {
     /// The services.
     pub services: Services,
+    /// Live event streams.
+    pub events: std::sync::Arc<crate::events::EventHub>,
+}
+
+impl FromRef<AppState> for std::sync::Arc<crate::events::EventHub> {
+    fn from_ref(s: &AppState) -> Self {
+        s.events.clone()
+    }
 }
 
 impl FromRef<AppState> for Services {
@@ -60,7 +68,7 @@ pub fn api_error(e: ServiceError) -> ApiError {
 
 /// [`api_error`] as a response, with `Retry-After` when the error carries one (the envelope
 /// type has no headers of its own).
-fn error_response(e: ServiceError) -> Response {
+pub(crate) fn error_response(e: ServiceError) -> Response {
     let retry_after = e.retry_after_secs();
     let mut r = api_error(e).into_response();
     if let Some(secs) = retry_after {
@@ -754,6 +762,7 @@ pub fn v1_router() -> Router<AppState> {
         .route("/wallet/{key}/withdraw", post(withdraw))
         .route("/wallet/{key}/keysend", post(keysend))
         .route("/wallet/{key}/transfer", post(transfer))
+        .route("/wallet/{key}/events", get(crate::events::events))
         .route("/lntx/{id}", get(get_lntx))
         .route("/job/{id}", get(get_job))
         .route("/node/{node}/payments/decodeinvoice", get(decode_invoice))
@@ -787,8 +796,21 @@ pub struct ApiOptions {
     pub operator: Option<crate::operator::OperatorAccess>,
 }
 
-/// [`app`] with explicit settings.
+/// [`app`] with explicit settings. Live event streams get a hub of their own that nobody runs:
+/// they replay the outbox but receive nothing live (the server uses [`app_with_events`]).
 pub fn app_with(services: Services, opts: ApiOptions) -> Router {
+    let events =
+        crate::events::EventHub::new(services.ctx.store.clone(), services.events.config(), None);
+    app_with_events(services, opts, events)
+}
+
+/// [`app_with`] with the live event hub the caller runs ([`crate::events::EventHub::run`]) and
+/// whose streams end on its shutdown signal.
+pub fn app_with_events(
+    services: Services,
+    opts: ApiOptions,
+    events: std::sync::Arc<crate::events::EventHub>,
+) -> Router {
     let throttle = std::sync::Arc::new(crate::http::throttle::AuthThrottle::new(
         opts.auth_throttle,
         opts.trusted_proxies,
@@ -811,6 +833,7 @@ pub fn app_with(services: Services, opts: ApiOptions) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(AppState {
             services: services.clone(),
+            events,
         })
         // Inside the throttle: the account page lists each account's recent 4xx/5xx.
         .layer(axum::middleware::from_fn_with_state(

@@ -19,8 +19,8 @@ use common::Env;
 use satchel_cln::fake::FakeOptions;
 use satchel_cln::{ClnBackend, ClnVersion};
 use satchel_domain::PaymentHash;
-use satchel_testkit::conformance::{self, Harness};
 use satchel_lightning::{DevnetControl, InvoiceEvents, LightningBackend};
+use satchel_testkit::conformance::{self, Harness};
 
 struct Cln {
     env: Env,

@@ -25,9 +25,9 @@ use async_trait::async_trait;
 use satchel_cln::fake::{Call, FakeChannel, FakeCln, FakeOptions};
 use satchel_cln::{ClnBackend, ClnConfig, ClnVersion};
 use satchel_domain::{FailureReason, Msat, Network, PaymentHash};
-use satchel_testkit::conformance::{self, Harness, SendPath};
-use satchel_scripted::{Script, ScriptedBackend};
 use satchel_lightning::{DevnetControl, LightningBackend};
+use satchel_scripted::{Script, ScriptedBackend};
+use satchel_testkit::conformance::{self, Harness, SendPath};
 use serde_json::Value;
 
 /// Methods the adapter calls whose schema is vendored.

@@ -14,12 +14,12 @@ use satchel_cln::ClnVersion;
 use satchel_cln::fake::{FakeChannel, FakeCln, FakeOptions, RpcFailure};
 use satchel_cln::rpc;
 use satchel_domain::{Bolt11, FailureReason, Msat, Network, NodePubkey, PaymentHash, now_secs};
-use satchel_scripted::{Script, ScriptedBackend};
 use satchel_lightning::{
     IncomingEvent, InvoiceEvents, InvoiceState, Invoices, LightningBackend, LnError, NewInvoice,
     NodeInfo, NodeInfoData, PayOutcome, PayRequest, PaymentLookup, Payments, Route, RouteHop,
     Routes,
 };
+use satchel_scripted::{Script, ScriptedBackend};
 use serde_json::{Value, json};
 
 const SEED: [u8; 32] = [7u8; 32];

@@ -15,8 +15,8 @@ use common::*;
 use satchel_cln::onion::{forward_payload, keysend_payload, parse_scid};
 use satchel_cln::{ClnBackend, ClnTransport, RpcError};
 use satchel_domain::{FailureReason, Network, NodePubkey, Preimage};
-use satchel_scripted::ScriptedBackend;
 use satchel_lightning::{LnError, PayOutcome, PaymentLookup, Payments};
+use satchel_scripted::ScriptedBackend;
 use serde_json::{Value, json};
 
 type Answer = Result<Value, RpcError>;

@@ -14,8 +14,8 @@ use satchel_cln::{
     ClnBackend, ClnConfig, ClnError, ClnTransport, RestTransport, RpcError, SocketTransport,
 };
 use satchel_domain::Network;
-use satchel_scripted::ScriptedBackend;
 use satchel_lightning::{Invoices, LnError, NodeInfo};
+use satchel_scripted::ScriptedBackend;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::UnixListener;

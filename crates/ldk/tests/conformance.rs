@@ -11,8 +11,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 use satchel_domain::PaymentHash;
 use satchel_ldk::{Devnet, DevnetOptions};
-use satchel_testkit::conformance::{self, Harness, SwitchPolicy};
 use satchel_lightning::{DevnetControl, InvoiceEvents, LightningBackend};
+use satchel_testkit::conformance::{self, Harness, SwitchPolicy};
 
 struct Ldk {
     dir: tempfile::TempDir,

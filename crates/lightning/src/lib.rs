@@ -333,6 +333,24 @@ pub struct ChannelInfo {
     pub confirmations: Option<u32>,
 }
 
+/// Channel and chain figures for the operator's metrics. Each is `None` where the backend
+/// cannot tell (the metric is then not exported rather than exported as a made-up 0).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Channels ready and with the peer connected.
+    pub channels_active: Option<u64>,
+    /// Other open (or opening) channels.
+    pub channels_inactive: Option<u64>,
+    /// What we could send over all channels now, msat.
+    pub local_balance_msat: Option<u64>,
+    /// What we could receive over all channels now, msat.
+    pub remote_balance_msat: Option<u64>,
+    /// Height of the best block the node knows.
+    pub block_height: Option<u64>,
+    /// How far the node's view of the chain is behind, in seconds (0: synced).
+    pub sync_lag_secs: Option<u64>,
+}
+
 /// Node identity.
 #[async_trait]
 pub trait NodeInfo: Send + Sync {
@@ -347,6 +365,12 @@ pub trait NodeInfo: Send + Sync {
     /// Our channels. The default: `NotSupported` (the backend cannot list them yet).
     async fn list_channels(&self) -> Result<Vec<ChannelInfo>, LnError> {
         Err(LnError::NotSupported)
+    }
+
+    /// Channel and chain figures for metrics, as far as this backend knows them (default:
+    /// none). Read every metrics refresh (15 s), so it must be cheap.
+    async fn node_stats(&self) -> Result<NodeStats, LnError> {
+        Ok(NodeStats::default())
     }
 }
 

@@ -18,12 +18,12 @@ use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use satchel_domain::{Bolt11, CustomRecords, FailureReason, Msat, Network, NodePubkey, Preimage};
-use satchel_scripted::ScriptedBackend;
 use satchel_lightning::{
     IncomingKind, InvoiceEvents, InvoiceState, Invoices, LnError, NewInvoice, NodeInfo, PayOutcome,
     PayRequest, PayTarget, PaymentLookup, Payments, Routes,
 };
 use satchel_lnd::{LndConfig, LndRest};
+use satchel_scripted::ScriptedBackend;
 use serde_json::{Value, json};
 
 const MACAROON: &str = "0201036c6e6402f801030a10b3bf6906c1937139ac0684ac4417139d";

@@ -87,8 +87,8 @@ use tokio::sync::Notify;
 
 use satchel_lightning::{
     IncomingEvent, IncomingKind, InternalTake, InvoiceEvents, InvoiceState, Invoices, LnError,
-    NewInvoice, NodeInfo, NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments,
-    Route, RouteHop, Routes,
+    NewInvoice, NodeInfo, NodeInfoData, NodeStats, PayOutcome, PayRequest, PayTarget,
+    PaymentLookup, Payments, Route, RouteHop, Routes,
 };
 
 /// Alias reported by [`NodeInfo::node_info`].
@@ -404,6 +404,8 @@ pub struct ScriptedBackend {
     /// What [`NodeInfo::list_channels`] reports: set by tests ([`ScriptedBackend::set_channels`]);
     /// a simulation has no channels of its own. Not persisted.
     channels: Mutex<Vec<satchel_lightning::ChannelInfo>>,
+    /// What [`NodeInfo::node_stats`] reports (set by tests; nothing by default).
+    stats: Mutex<NodeStats>,
 }
 
 impl fmt::Debug for ScriptedBackend {
@@ -470,6 +472,7 @@ impl ScriptedBackend {
             events_notify: Notify::new(),
             payments_notify: Notify::new(),
             channels: Mutex::new(Vec::new()),
+            stats: Mutex::new(NodeStats::default()),
         }
     }
 
@@ -974,6 +977,18 @@ impl NodeInfo for ScriptedBackend {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone())
+    }
+
+    async fn node_stats(&self) -> Result<NodeStats, LnError> {
+        Ok(self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+impl ScriptedBackend {
+    /// Sets what [`NodeInfo::node_stats`] reports (the scripted node has no channels or chain
+    /// of its own; tests script them).
+    pub fn set_node_stats(&self, stats: NodeStats) {
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = stats;
     }
 }
 
@@ -1637,4 +1652,3 @@ mod persist {
         Ok(())
     }
 }
-

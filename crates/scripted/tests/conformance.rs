@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use satchel_domain::{FailureReason, Msat, Network, PaymentHash};
-use satchel_testkit::conformance::{self, Harness, SendPath};
-use satchel_scripted::{Script, ScriptedBackend};
 use satchel_lightning::{DevnetControl, LightningBackend};
+use satchel_scripted::{Script, ScriptedBackend};
+use satchel_testkit::conformance::{self, Harness, SendPath};
 
 struct Scripted {
     node: Arc<ScriptedBackend>,

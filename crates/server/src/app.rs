@@ -217,7 +217,18 @@ pub async fn start_with_http(opts: StartOptions, http: HttpOptions) -> anyhow::R
         }
         operator_cookie = Some((op.cookie_path.clone(), secret));
     }
-    let mut app = satchel_api::app_with(services.clone(), api_opts);
+    // Live events (SSE): the hub publishes after commit; streams end on shutdown.
+    let hub = satchel_api::events::EventHub::new(
+        store.clone(),
+        services.events.config(),
+        Some(rx.clone()),
+    );
+    tasks.push(tokio::spawn(hub.clone().run()));
+    tasks.push(tokio::spawn(crate::retention::run(
+        services.events.clone(),
+        rx.clone(),
+    )));
+    let mut app = satchel_api::app_with_events(services.clone(), api_opts, hub);
     if let Some(d) = &opts.devnet {
         app = app.merge(crate::devnet::router(d.clone(), services.ctx.node.clone()));
     }
@@ -235,6 +246,7 @@ pub async fn start_with_http(opts: StartOptions, http: HttpOptions) -> anyhow::R
         tasks.push(task);
         tasks.push(tokio::spawn(crate::metrics::refresher(
             store.clone(),
+            opts.backend.clone(),
             handle,
             http.metrics_refresh
                 .unwrap_or(crate::metrics::DEFAULT_REFRESH),

@@ -121,6 +121,12 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     /// Let non-loopback peers reach the operator API and console (they still need the secret).
     pub operator_allow_remote: Option<bool>,
+    /// Days finished webhook events and deliveries are kept.
+    pub event_retention_days: Option<u64>,
+    /// Live event streams (SSE) open at once, all accounts.
+    pub events_max_streams: Option<u32>,
+    /// Live event streams one account may have open at once.
+    pub events_max_streams_per_account: Option<u32>,
 }
 
 /// Flags/env, as parsed by clap (every value optional so the file can fill gaps).
@@ -206,6 +212,15 @@ pub struct ConfigArgs {
     /// Seconds an `Idempotency-Key` is remembered (default and minimum: 86400).
     #[arg(long, env = "SATCHEL_IDEMPOTENCY_RETENTION_SECS")]
     pub idempotency_retention_secs: Option<u64>,
+    /// Days webhook events and their finished deliveries are kept (default 30, at least 1).
+    #[arg(long, env = "SATCHEL_EVENT_RETENTION_DAYS")]
+    pub event_retention_days: Option<u64>,
+    /// Live event streams (SSE) open at once, all accounts together (default 1000).
+    #[arg(long, env = "SATCHEL_EVENTS_MAX_STREAMS")]
+    pub events_max_streams: Option<u32>,
+    /// Live event streams one account may have open at once (default 20).
+    #[arg(long, env = "SATCHEL_EVENTS_MAX_STREAMS_PER_ACCOUNT")]
+    pub events_max_streams_per_account: Option<u32>,
     /// Open HTTP connections at most (default: from the open-file limit, with headroom). At the
     /// cap a new connection closes the longest-idle one.
     #[arg(long, env = "SATCHEL_MAX_CONNECTIONS")]
@@ -300,6 +315,10 @@ pub struct Config {
     pub cln: ClnSettings,
     /// How long `Idempotency-Key`s are kept.
     pub idempotency_retention: Duration,
+    /// How long webhook events and finished deliveries are kept.
+    pub event_retention: Duration,
+    /// Live event streams open at once (all accounts, per account).
+    pub events_max_streams: (u32, u32),
     /// HTTP connection limits, timeouts, auth throttle, trusted proxies, metrics listener.
     pub http: HttpSettings,
     /// Public base URL (parsed and checked when the services are configured).
@@ -476,6 +495,24 @@ impl ConfigArgs {
                 }
                 Duration::from_secs(secs)
             },
+            event_retention: {
+                let days = self
+                    .event_retention_days
+                    .or(file.event_retention_days)
+                    .unwrap_or(30);
+                if days == 0 {
+                    bail!("event_retention_days must be at least 1");
+                }
+                Duration::from_secs(days.saturating_mul(86_400))
+            },
+            events_max_streams: (
+                self.events_max_streams
+                    .or(file.events_max_streams)
+                    .unwrap_or(1_000),
+                self.events_max_streams_per_account
+                    .or(file.events_max_streams_per_account)
+                    .unwrap_or(20),
+            ),
             public_url: self.public_url.clone().or(file.public_url),
             reserved_usernames: self
                 .reserved_usernames

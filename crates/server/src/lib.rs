@@ -9,3 +9,5 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod node_cli;
+pub mod progress;
+pub mod retention;

@@ -391,8 +391,21 @@ async fn serve_connection(
         let app = app.clone();
         async move {
             let response = app.oneshot(req).await;
-            drop(guard);
-            response
+            // A streamed response (live events) keeps its request in progress until its body
+            // ends: the idle timeout and the cap's eviction are for idle connections only.
+            response.map(|r| {
+                if r.body().size_hint().exact().is_some() {
+                    drop(guard);
+                    r
+                } else {
+                    r.map(|inner| {
+                        Body::new(Streaming {
+                            inner,
+                            _guard: guard,
+                        })
+                    })
+                }
+            })
         }
     });
     let conn = builder.serve_connection(io, service);
@@ -578,6 +591,32 @@ impl HttpBody for DeadlineBody {
                 Poll::Pending => Poll::Pending,
             },
         }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A streamed response body that holds its request's [`InFlight`] guard until it ends.
+struct Streaming {
+    inner: Body,
+    _guard: InFlight,
+}
+
+impl HttpBody for Streaming {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

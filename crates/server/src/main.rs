@@ -9,9 +9,10 @@ use satchel::app::{StartOptions, start_with_http};
 use satchel::config::{BackendKind, Config, ConfigArgs};
 use satchel::devnet;
 use satchel::logging::LogFormat;
+use satchel::progress;
 use satchel_domain::{Msat, WalletId};
-use satchel_scripted::{Completion, Script, ScriptedBackend};
 use satchel_lightning::{DevnetControl, LightningBackend};
+use satchel_scripted::{Completion, Script, ScriptedBackend};
 use satchel_service::ServiceConfig;
 use satchel_store::Store;
 
@@ -313,6 +314,12 @@ fn service_config(cfg: &Config) -> anyhow::Result<ServiceConfig> {
                 .collect()
         }),
         backend_name: cfg.backend.name(),
+        event_retention: cfg.event_retention,
+        events: satchel_service::events::EventsConfig {
+            max_streams: cfg.events_max_streams.0,
+            max_streams_per_account: cfg.events_max_streams.1,
+            ..Default::default()
+        },
         ..ServiceConfig::default()
     })
 }
@@ -635,9 +642,12 @@ async fn payments_cmd(cmd: PaymentsCmd) -> anyhow::Result<bool> {
 
 async fn audit(args: ConfigArgs) -> anyhow::Result<bool> {
     let store = open_store(&args).await?;
-    let r = satchel_service::operator::audit(&store)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bar = progress::bar(satchel_store::audit::AUDIT_STEPS, "audit");
+    let r = store
+        .audit_reporting(&|done, what| progress::step(&bar, done, what))
+        .await;
+    progress::finish(bar);
+    let r = r?;
     println!(
         "audit: {} wallets, {} ledger transactions, {} postings; liabilities {} msat, in flight {} msat, unclaimed {} msat, revenue {} msat",
         r.wallets,
@@ -801,9 +811,12 @@ fn main() -> ExitCode {
                         config,
                     },
             } => {
+                let bar = progress::bar(2, "wallet import");
+                progress::step(&bar, 0, "opening the database");
                 let store = open_store(&config).await?;
                 let account_id = satchel_domain::AccountId::parse(&account)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
+                progress::step(&bar, 1, "writing the wallet, its keys and opening balance");
                 let w = satchel_service::wallets::import_wallet(
                     &store,
                     satchel_service::wallets::ImportWallet {
@@ -817,7 +830,9 @@ fn main() -> ExitCode {
                     },
                 )
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .map_err(|e| anyhow::anyhow!("{e}"));
+                progress::finish(bar);
+                let w = w?;
                 println!(
                     "imported wallet {} ({}), balance {} msat",
                     w.id,

@@ -6,7 +6,9 @@
 //! This module installs the Prometheus recorder (once per process), serves its text on a listener
 //! of its own (`metrics_listen`, never the API port: the figures are for the operator, and the API
 //! port may face the internet), and refreshes the gauges that describe stored state
-//! (liabilities, unclaimed, reserves in flight, the webhook queue) from one cheap query
+//! (liabilities, unclaimed, reserves in flight, the webhook queue) from one cheap query, and the
+//! Lightning node's channels, balances, block height and sync lag from
+//! [`NodeInfo::node_stats`] (where the backend has them),
 //! ([`satchel_store::Store::gauges`]) every [`DEFAULT_REFRESH`]: counting in the write paths
 //! would put work on the hot path and drift after a restart or next to another process sharing
 //! the database; a periodic read is exact, costs one statement per period whatever the load,
@@ -16,12 +18,13 @@
 //! wallet id, key, hash or raw path is ever a label.
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use satchel_lightning::{LightningBackend, NodeInfo};
 use satchel_store::Store;
 use tokio::sync::watch;
 
@@ -46,6 +49,19 @@ pub const GAUGES_REFRESHED: &str = "satchel_gauges_last_refresh_timestamp_second
 pub const GAUGES_REFRESH_ERRORS: &str = "satchel_gauges_refresh_errors_total";
 /// Constant 1, labelled with the backend and network.
 pub const NODE_INFO: &str = "satchel_node_info";
+/// Channels, by `state` (`active`, `inactive`).
+pub const NODE_CHANNELS: &str = "satchel_node_channels";
+/// Channel balances, by `side` (`local`: sendable, `remote`: receivable), msat.
+pub const NODE_BALANCE_MSAT: &str = "satchel_node_channel_balance_msat";
+/// Best block height the node knows.
+pub const NODE_BLOCK_HEIGHT: &str = "satchel_node_block_height";
+/// How far behind the chain the node is, in seconds.
+pub const NODE_SYNC_LAG: &str = "satchel_node_sync_lag_seconds";
+/// Failed reads of the node's figures.
+pub const NODE_STATS_ERRORS: &str = "satchel_node_stats_errors_total";
+
+/// How long one read of the node's figures may take before the refresher gives up on it.
+const NODE_STATS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Latency buckets (seconds): 0.5 ms … 60 s. Payments may wait up to `payment_wait_secs`.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -140,6 +156,35 @@ fn describe() {
         GAUGES_REFRESH_ERRORS,
         "Refreshes of the ledger and queue gauges that failed (the gauges keep their last values)."
     );
+    describe_counter!(
+        satchel_api::events::CATCH_UPS_TOTAL,
+        "Times a live event stream fell behind and caught up from the outbox."
+    );
+    describe_gauge!(
+        satchel_api::events::STREAMS_OPEN,
+        "Live event streams (SSE) open in this process."
+    );
+    describe_gauge!(
+        NODE_CHANNELS,
+        "The Lightning node's channels, by state (active: usable now; inactive: the others). Absent when the backend cannot tell."
+    );
+    describe_gauge!(
+        NODE_BALANCE_MSAT,
+        "What the node can send (local) and receive (remote) over its channels, in millisatoshis."
+    );
+    describe_gauge!(
+        NODE_BLOCK_HEIGHT,
+        "Height of the best block the Lightning node knows."
+    );
+    describe_gauge!(
+        NODE_SYNC_LAG,
+        Unit::Seconds,
+        "How far the Lightning node's view of the chain is behind (0: synced)."
+    );
+    describe_counter!(
+        NODE_STATS_ERRORS,
+        "Reads of the node's channel and chain figures that failed or timed out."
+    );
     describe_gauge!(
         NODE_INFO,
         "Always 1; the labels name the Lightning backend and network."
@@ -173,16 +218,55 @@ pub async fn refresh(store: &Store) {
     }
 }
 
+/// Reads the node's channel and chain figures once (bounded in time); figures the backend
+/// does not have are left unset.
+#[allow(clippy::cast_precision_loss)] // gauges are floats; these stay far below 2^53
+pub async fn refresh_node(node: &dyn NodeInfo) {
+    let stats = match tokio::time::timeout(NODE_STATS_TIMEOUT, node.node_stats()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            metrics::counter!(NODE_STATS_ERRORS).increment(1);
+            tracing::warn!(error = %e, "reading the node's figures for metrics failed");
+            return;
+        }
+        Err(_) => {
+            metrics::counter!(NODE_STATS_ERRORS).increment(1);
+            tracing::warn!("reading the node's figures for metrics timed out");
+            return;
+        }
+    };
+    if let Some(v) = stats.channels_active {
+        metrics::gauge!(NODE_CHANNELS, "state" => "active").set(v as f64);
+    }
+    if let Some(v) = stats.channels_inactive {
+        metrics::gauge!(NODE_CHANNELS, "state" => "inactive").set(v as f64);
+    }
+    if let Some(v) = stats.local_balance_msat {
+        metrics::gauge!(NODE_BALANCE_MSAT, "side" => "local").set(v as f64);
+    }
+    if let Some(v) = stats.remote_balance_msat {
+        metrics::gauge!(NODE_BALANCE_MSAT, "side" => "remote").set(v as f64);
+    }
+    if let Some(v) = stats.block_height {
+        metrics::gauge!(NODE_BLOCK_HEIGHT).set(v as f64);
+    }
+    if let Some(v) = stats.sync_lag_secs {
+        metrics::gauge!(NODE_SYNC_LAG).set(v as f64);
+    }
+}
+
 /// Refreshes the gauges every `every` (and runs the exporter's upkeep, which bounds the memory
 /// its histograms hold) until `shutdown` flips.
 pub async fn refresher(
     store: Store,
+    node: Arc<dyn LightningBackend>,
     handle: PrometheusHandle,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         refresh(&store).await;
+        refresh_node(&*node).await;
         handle.run_upkeep();
         tokio::select! {
             _ = shutdown.changed() => return,

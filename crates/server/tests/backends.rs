@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use satchel_domain::{Bolt11, Msat};
 use satchel_ldk::{Devnet, DevnetOptions};
-use satchel_testkit::conformance::SwitchPolicy;
 use satchel_lightning::{DevnetControl, LightningBackend, PayOutcome};
+use satchel_testkit::conformance::SwitchPolicy;
 use serde_json::{Value, json};
 
 use child::{Proc, satchel_cmd};

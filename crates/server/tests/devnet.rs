@@ -544,3 +544,99 @@ async fn keysend_with_custom_record_type_77777_is_refused_and_refunded() {
     assert_eq!(r.json["message"], "Failure reason: FAILURE_REASON_ERROR");
     assert_eq!(balance, 1_000_000, "nothing sent, the reserve is back");
 }
+
+/// The embedded node's channel and chain figures reach `/metrics` (the refresher reads
+/// `NodeInfo::node_stats`), and `promtool check metrics` accepts the text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_metrics_from_the_embedded_node() {
+    let db = TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let devnet = Arc::new(Devnet::start(dir.path()).await.expect("devnet starts"));
+    let backend: Arc<dyn LightningBackend> = devnet.node();
+    let mut http = satchel::app::HttpOptions {
+        metrics_listen: Some("127.0.0.1:0".into()),
+        metrics_refresh: Some(Duration::from_millis(100)),
+        ..Default::default()
+    };
+    http.api.auth_throttle.max_failures = 1000;
+    let running = satchel::app::start_with_http(
+        StartOptions {
+            database_url: db.url.clone(),
+            listen: "127.0.0.1:0".into(),
+            backend,
+            devnet: Some(devnet.clone()),
+            service: ServiceConfig {
+                backend_name: "devnet",
+                ..ServiceConfig::default()
+            },
+            webhooks: None,
+        },
+        http,
+    )
+    .await
+    .expect("server starts");
+    let url = format!("http://{}/metrics", running.metrics_addr.unwrap());
+    let value = |text: &str, series: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    };
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        if value(&text, "satchel_node_channels{state=\"active\"}").is_some_and(|v| v >= 1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The server's node (the hub's peer in the devnet) has its channel open and usable.
+    assert!(
+        value(&text, "satchel_node_channels{state=\"active\"}").is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    assert!(value(&text, "satchel_node_channels{state=\"inactive\"}").is_some());
+    assert!(value(&text, "satchel_node_channel_balance_msat{side=\"local\"}").is_some());
+    assert!(
+        value(&text, "satchel_node_channel_balance_msat{side=\"remote\"}").is_some_and(|v| v > 0.0)
+    );
+    assert!(value(&text, "satchel_node_block_height").is_some());
+    // No chain source of its own: no sync lag is claimed.
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("satchel_node_sync_lag_seconds")),
+        "{text}"
+    );
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut child) => {
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(e) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "promtool is required in CI: {e}"
+            );
+            eprintln!("NOTE: promtool not found ({e})");
+        }
+    }
+    running.shutdown().await;
+    devnet.stop().await.unwrap();
+}

@@ -18,6 +18,7 @@ use axum::routing::post;
 use common::{TestServer, test_dispatcher_config, test_http_options, test_service_config};
 use reqwest::StatusCode;
 use satchel_domain::{Bolt11, FailureReason, Msat, Network};
+use satchel_lightning::NodeStats;
 use satchel_scripted::{Script, ScriptedBackend};
 use satchel_service::ServiceConfig;
 use satchel_testkit::db::TestDb;
@@ -250,8 +251,18 @@ async fn traffic_moves_the_numbers(s: &TestServer, sqlite: bool) {
     }
     #[allow(clippy::cast_precision_loss)]
     let expected = balances as f64;
+    // The node's figures, as the backend reports them (the scripted node is told what to say).
+    s.scripted.set_node_stats(NodeStats {
+        channels_active: Some(2),
+        channels_inactive: Some(1),
+        local_balance_msat: Some(5_000_000),
+        remote_balance_msat: Some(7_000_000),
+        block_height: Some(840_000),
+        sync_lag_secs: Some(0),
+    });
     let after = scrape_until(&url, "the books and an empty webhook queue", |m| {
-        m.get("satchel_ledger_liabilities_msat", &[]) == expected
+        m.get("satchel_node_block_height", &[]) == 840_000.0
+            && m.get("satchel_ledger_liabilities_msat", &[]) == expected
             && m.get("satchel_webhook_queue_depth", &[]) == 0.0
             && m.get(
                 "satchel_webhook_deliveries_total",
@@ -324,6 +335,23 @@ async fn traffic_moves_the_numbers(s: &TestServer, sqlite: bool) {
         ),
         1.0
     );
+    assert_eq!(
+        after.get("satchel_node_channels", &[("state", "active")]),
+        2.0
+    );
+    assert_eq!(
+        after.get("satchel_node_channels", &[("state", "inactive")]),
+        1.0
+    );
+    assert_eq!(
+        after.get("satchel_node_channel_balance_msat", &[("side", "local")]),
+        5_000_000.0
+    );
+    assert_eq!(
+        after.get("satchel_node_channel_balance_msat", &[("side", "remote")]),
+        7_000_000.0
+    );
+    assert_eq!(after.get("satchel_node_sync_lag_seconds", &[]), 0.0);
     // Group commit (SQLite only): more batches, at least one operation each.
     let batches = |m: &Scrape| m.sum("satchel_store_group_commit_batch_size_count");
     let flushes = |m: &Scrape| m.sum("satchel_store_group_commit_flush_seconds_count");

@@ -17,8 +17,8 @@ use common::{TestServer, test_dispatcher_config, test_http_options, test_service
 use reqwest::StatusCode;
 use satchel::app::{OPERATOR_COOKIE_FILE, OperatorSettings, StartOptions, start_with_http};
 use satchel_domain::{Msat, Network};
-use satchel_scripted::{Script, ScriptedBackend};
 use satchel_lightning::{ChannelInfo, ChannelState, DevnetControl, LightningBackend};
+use satchel_scripted::{Script, ScriptedBackend};
 use satchel_testkit::db::TestDb;
 use serde_json::{Value, json};
 

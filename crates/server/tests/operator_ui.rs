@@ -21,8 +21,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;
 use satchel::app::{OPERATOR_COOKIE_FILE, OperatorSettings};
 use satchel_domain::{Msat, Network};
-use satchel_scripted::{Script, ScriptedBackend};
 use satchel_lightning::{ChannelInfo, ChannelState};
+use satchel_scripted::{Script, ScriptedBackend};
 use satchel_testkit::db::TestDb;
 use serde_json::json;
 

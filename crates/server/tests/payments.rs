@@ -15,11 +15,11 @@ use satchel_domain::{
     Bolt11, CustomRecords, FailureReason, KEYSEND_PREIMAGE_TLV, LnTxId, Msat, NodeId, PaymentHash,
     PaymentStatus, Preimage, WalletId, now_secs,
 };
-use satchel_scripted::{Completion, Script};
 use satchel_lightning::{IncomingEvent, IncomingKind, InvoiceState, Invoices as _};
+use satchel_scripted::{Completion, Script};
 use satchel_service::ServiceConfig;
-use satchel_testkit::db::TestDb;
 use satchel_store::{CreditOutcome, ReserveCmd};
+use satchel_testkit::db::TestDb;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 

@@ -86,12 +86,13 @@ enum Ep {
     Nodes,
     /// `GET /node/default`.
     Node,
+    Events,
 }
 
 use Ep::*;
 
-const WALLET_ROUTES: [Ep; 7] = [
-    GetWallet, WalletTxs, Invoice, Withdraw, Keysend, Transfer, LnurlPay,
+const WALLET_ROUTES: [Ep; 8] = [
+    GetWallet, WalletTxs, Invoice, Withdraw, Keysend, Transfer, LnurlPay, Events,
 ];
 
 impl Ep {
@@ -220,6 +221,8 @@ const PAK_MATRIX: [(Ep, &str, &[Role]); 7] = [
     (Transfer, "wallet_transfer", &[Waka]),
     // LNPay's docs name waka and waklw; its check is `wallet_withdraw`, which wakewa holds too.
     (LnurlPay, "wallet_withdraw", &[Waka, Waklw, Wakewa]),
+    // Live events (SSE): reading, like GET wallet.
+    (Events, "wallet_read", &[Waka, Wakr, Waklw, Wakewa, Wakewv]),
 ];
 
 /// The full matrix of the wallet routes (`/wallet/:key/...`).
@@ -694,6 +697,7 @@ fn request(s: &TestServer, w: &World, c: &Case) -> (Method, String, Option<Value
         ),
         Nodes => (Method::GET, "/nodes".to_owned(), None),
         Node => (Method::GET, "/node/default".to_owned(), None),
+        Events => (Method::GET, format!("/wallet/{k}/events"), None),
     }
 }
 
@@ -733,6 +737,20 @@ async fn send(
     }
     if let Some(b) = body {
         rb = rb.json(&b);
+    }
+    if path.ends_with("/events") {
+        // A stream that never ends: an allowed call is judged on its head alone.
+        let r = rb.send().await.unwrap();
+        if r.status() == StatusCode::OK {
+            assert_eq!(r.headers()["content-type"], "text/event-stream");
+            return Resp {
+                status: r.status(),
+                headers: r.headers().clone(),
+                json: Value::Null,
+                text: String::new(),
+            };
+        }
+        return s.send_response(r).await;
     }
     s.send(rb).await
 }

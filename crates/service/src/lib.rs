@@ -5,6 +5,7 @@
 
 pub mod auth;
 mod error;
+pub mod events;
 pub mod idempotency;
 pub mod incoming;
 pub mod jobs;
@@ -69,6 +70,10 @@ pub struct ServiceConfig {
     /// The Lightning backend's name, the `backend` label of the payment metrics (`devnet`,
     /// `scripted`, `lnd`, `cln`).
     pub backend_name: &'static str,
+    /// Live event streams (SSE).
+    pub events: events::EventsConfig,
+    /// How long finished webhook events and deliveries are kept.
+    pub event_retention: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -94,6 +99,8 @@ impl Default for ServiceConfig {
                 .collect(),
             lnurl_allow_private_targets: false,
             backend_name: "unknown",
+            events: events::EventsConfig::default(),
+            event_retention: events::DEFAULT_EVENT_RETENTION,
         }
     }
 }
@@ -176,6 +183,8 @@ pub struct Services {
     pub nodes: nodes::NodeService,
     /// The operator's use cases (guarded by the operator cookie in the API).
     pub operator: operator::OperatorService,
+    /// Live event streams.
+    pub events: events::EventService,
     /// The shared context.
     pub ctx: Arc<Ctx>,
 }
@@ -214,6 +223,7 @@ impl Services {
             lnurlp_pay,
             nodes: nodes::NodeService::new(ctx.clone()),
             operator: operator::OperatorService::new(ctx.clone()),
+            events: events::EventService::new(ctx.clone()),
             payments,
             ctx,
         })

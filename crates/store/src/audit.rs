@@ -31,6 +31,9 @@ impl AuditReport {
     }
 }
 
+/// How many checks [`Store::audit_reporting`] reports.
+pub const AUDIT_STEPS: u64 = 4;
+
 impl Store {
     /// Recomputes every balance from the postings and checks:
     /// each ledger transaction sums to zero; all postings sum to zero; every stored wallet and
@@ -44,6 +47,16 @@ impl Store {
     /// wrote with a sub-sat part (routing fees) what counts is what a client adds up. The
     /// upgrade sweep (`sats.rs`) booked the difference as a visible correction entry.
     pub async fn audit(&self) -> Result<AuditReport, StoreError> {
+        self.audit_reporting(&|_, _| {}).await
+    }
+
+    /// [`Store::audit`], calling `step(done, what)` as each of its [`AUDIT_STEPS`] checks
+    /// starts (for a progress display: on a large database each is a scan of a big table).
+    pub async fn audit_reporting(
+        &self,
+        step: &(dyn Fn(u64, &'static str) + Sync),
+    ) -> Result<AuditReport, StoreError> {
+        step(0, "counting");
         let mut tx = self.begin_read().await?;
         let mut rep = AuditReport::default();
         let counts = tx
@@ -53,6 +66,7 @@ impl Store {
         rep.postings = u64::try_from(counts.i64(1)?).unwrap_or(0);
         rep.wallets = u64::try_from(counts.i64(2)?).unwrap_or(0);
 
+        step(1, "ledger transactions balance");
         for r in tx
             .fetch_all("SELECT txn_id, CAST(SUM(amount_msat) AS BIGINT) FROM postings GROUP BY txn_id HAVING SUM(amount_msat) <> 0", args![])
             .await?
@@ -71,6 +85,7 @@ impl Store {
                 .push(format!("all postings sum to {total} msat, not 0"));
         }
 
+        step(2, "wallets against their postings and history");
         let wallets = tx
             .fetch_all(
                 &format!(
@@ -120,6 +135,7 @@ impl Store {
                 ));
             }
         }
+        step(3, "system accounts and orphan postings");
         for r in tx
             .fetch_all(
                 "SELECT s.code, s.balance_msat, CAST(COALESCE((SELECT SUM(p.amount_msat) FROM postings p WHERE p.account = s.code), 0) AS BIGINT) FROM system_accounts s",

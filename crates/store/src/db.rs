@@ -152,12 +152,13 @@ impl Row {
 /// [`Conn::commit`] rolls it back (SQLite: at once, synchronously; Postgres: sqlx queues the
 /// ROLLBACK), so `?` is always safe.
 pub enum Conn {
-    /// SQLite write operation inside a group-commit batch (its own savepoint).
-    SqliteBatch(crate::group_commit::BatchOp),
+    /// SQLite write operation inside a group-commit batch (its own savepoint), with the
+    /// wallets it wrote events for (rung after commit).
+    SqliteBatch(crate::group_commit::BatchOp, crate::events::Pending),
     /// SQLite read connection: a read transaction (one snapshot) or autocommit.
     SqliteRead(ReadConn),
-    /// Postgres transaction.
-    PgTx(Transaction<'static, Postgres>),
+    /// Postgres transaction, with the wallets it wrote events for (rung after commit).
+    PgTx(Transaction<'static, Postgres>, crate::events::Pending),
     /// Postgres connection in autocommit mode.
     Pg(PoolConnection<Postgres>),
 }
@@ -181,8 +182,8 @@ impl Conn {
     /// The database kind.
     pub fn dialect(&self) -> Dialect {
         match self {
-            Conn::SqliteBatch(_) | Conn::SqliteRead(_) => Dialect::Sqlite,
-            Conn::PgTx(_) | Conn::Pg(_) => Dialect::Postgres,
+            Conn::SqliteBatch(..) | Conn::SqliteRead(_) => Dialect::Sqlite,
+            Conn::PgTx(..) | Conn::Pg(_) => Dialect::Postgres,
         }
     }
 
@@ -190,9 +191,9 @@ impl Conn {
     /// bound arguments), which is what `AssertSqlSafe` asserts.
     pub async fn exec(&mut self, sql: &str, args: Vec<Arg>) -> Result<u64, StoreError> {
         Ok(match self {
-            Conn::SqliteBatch(op) => sqlite::exec(op.conn()?, sql, &args)?,
+            Conn::SqliteBatch(op, _) => sqlite::exec(op.conn()?, sql, &args)?,
             Conn::SqliteRead(c) => sqlite::exec(c.conn()?, sql, &args)?,
-            Conn::PgTx(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+            Conn::PgTx(c, _) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
                 .execute(&mut **c)
                 .await?
                 .rows_affected(),
@@ -208,9 +209,9 @@ impl Conn {
         for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             match self {
                 // Run once: not worth a place in the statement cache.
-                Conn::SqliteBatch(op) => sqlite::exec_uncached(op.conn()?, stmt)?,
+                Conn::SqliteBatch(op, _) => sqlite::exec_uncached(op.conn()?, stmt)?,
                 Conn::SqliteRead(c) => sqlite::exec_uncached(c.conn()?, stmt)?,
-                Conn::PgTx(_) | Conn::Pg(_) => {
+                Conn::PgTx(..) | Conn::Pg(_) => {
                     self.exec(stmt, Vec::new()).await?;
                 }
             }
@@ -225,13 +226,13 @@ impl Conn {
         args: Vec<Arg>,
     ) -> Result<Option<Row>, StoreError> {
         Ok(match self {
-            Conn::SqliteBatch(op) => sqlite::fetch(op.conn()?, sql, &args, Some(1))?
+            Conn::SqliteBatch(op, _) => sqlite::fetch(op.conn()?, sql, &args, Some(1))?
                 .pop()
                 .map(Row::Sqlite),
             Conn::SqliteRead(c) => sqlite::fetch(c.conn()?, sql, &args, Some(1))?
                 .pop()
                 .map(Row::Sqlite),
-            Conn::PgTx(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+            Conn::PgTx(c, _) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
                 .fetch_optional(&mut **c)
                 .await?
                 .map(Row::Pg),
@@ -250,7 +251,7 @@ impl Conn {
     /// All rows.
     pub async fn fetch_all(&mut self, sql: &str, args: Vec<Arg>) -> Result<Vec<Row>, StoreError> {
         Ok(match self {
-            Conn::SqliteBatch(op) => sqlite::fetch(op.conn()?, sql, &args, None)?
+            Conn::SqliteBatch(op, _) => sqlite::fetch(op.conn()?, sql, &args, None)?
                 .into_iter()
                 .map(Row::Sqlite)
                 .collect(),
@@ -258,7 +259,7 @@ impl Conn {
                 .into_iter()
                 .map(Row::Sqlite)
                 .collect(),
-            Conn::PgTx(c) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+            Conn::PgTx(c, _) => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
                 .fetch_all(&mut **c)
                 .await?
                 .into_iter()
@@ -277,11 +278,26 @@ impl Conn {
     /// returns once a durable `COMMIT` covers it.
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
-            Conn::SqliteBatch(op) => op.commit().await?,
+            Conn::SqliteBatch(op, pending) => {
+                op.commit().await?;
+                pending.committed();
+            }
             Conn::SqliteRead(c) => c.commit()?,
-            Conn::PgTx(t) => t.commit().await?,
+            Conn::PgTx(t, pending) => {
+                t.commit().await?;
+                pending.committed();
+            }
             Conn::Pg(_) => {}
         }
         Ok(())
+    }
+
+    /// Notes that this write transaction wrote an event for `wallet`: the store's
+    /// [`crate::events::EventBell`] rings for it once the transaction commits.
+    pub(crate) fn note_event(&mut self, wallet: &str) {
+        match self {
+            Conn::SqliteBatch(_, p) | Conn::PgTx(_, p) => p.note(wallet),
+            Conn::SqliteRead(_) | Conn::Pg(_) => {}
+        }
     }
 }

@@ -449,7 +449,7 @@ mod tests {
     }
 
     async fn insert(w: &Writer, id: &str, n: i64) -> Result<(), StoreError> {
-        let mut c = Conn::SqliteBatch(w.begin().await?);
+        let mut c = Conn::SqliteBatch(w.begin().await?, Default::default());
         c.exec("INSERT INTO t (id, n) VALUES ($1, $2)", args![id, n])
             .await?;
         c.commit().await
@@ -473,7 +473,7 @@ mod tests {
         let e = insert(&w, "a", 2).await.unwrap_err();
         assert!(matches!(e, StoreError::Constraint(_)), "{e:?}");
         {
-            let mut c = Conn::SqliteBatch(w.begin().await.unwrap());
+            let mut c = Conn::SqliteBatch(w.begin().await.unwrap(), Default::default());
             c.exec("INSERT INTO t (id, n) VALUES ('b', 1)", args![])
                 .await
                 .unwrap();

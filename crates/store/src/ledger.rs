@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use satchel_domain::{EventName, LnTxId, Msat, WalletId, WtxId, WtxType};
 
-use crate::outbox::{Emit, WebhookRecord, active_hooks, emit_to};
+use crate::outbox::{Emit, WebhookRecord, active_hooks, emit_all};
 
 use crate::db::Conn;
 use crate::records::{WALLET_COLS, WalletRecord};
@@ -376,8 +376,8 @@ fn event_of(t: WtxType) -> Option<EventName> {
     })
 }
 
-/// Every user-visible entry is also an event, in this same transaction (the outbox), for the
-/// webhooks [`insert_wtxs`] found. Runs after the balance updates: an event carries the
+/// Every user-visible entry is also an event, in this same transaction (the outbox), delivered
+/// to the webhooks [`insert_wtxs`] found (if any) and read by live event streams. Runs after the balance updates: an event carries the
 /// wallet's balance as this transaction leaves it.
 async fn emit_entries(
     conn: &mut Conn,
@@ -385,17 +385,20 @@ async fn emit_entries(
     hooks: &Hooks<'_>,
     after: &Posted,
 ) -> Result<(), StoreError> {
-    for w in entries {
+    let lntx: Vec<Option<LnTxId>> = entries
+        .iter()
+        .map(|w| w.lntx_id.map(|l| LnTxId::from_db(l.to_owned())))
+        .collect();
+    let mut items = Vec::with_capacity(entries.len());
+    for (w, lntx) in entries.iter().zip(&lntx) {
         let Some(name) = event_of(w.wtx_type) else {
             continue;
         };
-        let Some((_, subscribed)) = hooks.iter().find(|(a, _)| *a == w.account_id) else {
-            continue;
-        };
-        let lntx = w.lntx_id.map(|l| LnTxId::from_db(l.to_owned()));
-        emit_to(
-            conn,
-            subscribed,
+        let subscribed: &[WebhookRecord] = hooks
+            .iter()
+            .find(|(a, _)| *a == w.account_id)
+            .map_or(&[], |(_, h)| h.as_slice());
+        items.push((
             Emit {
                 name,
                 account_id: w.account_id,
@@ -405,8 +408,8 @@ async fn emit_entries(
                 now: w.now,
                 balance_msat: after.after(w.wallet_id.as_str()).map(|a| a.balance_msat),
             },
-        )
-        .await?;
+            subscribed,
+        ));
     }
-    Ok(())
+    emit_all(conn, &items).await
 }

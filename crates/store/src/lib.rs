@@ -22,6 +22,7 @@ pub mod accounts;
 pub mod audit;
 pub mod crash;
 pub mod db;
+pub mod events;
 mod gauges;
 #[doc(hidden)]
 pub mod group_commit;
@@ -183,6 +184,8 @@ enum Pools {
 #[derive(Clone)]
 pub struct Store {
     pools: Arc<Pools>,
+    /// Rings after commits that wrote events (see [`events::EventBell`]).
+    bell: Arc<events::EventBell>,
 }
 
 impl std::fmt::Debug for Store {
@@ -257,6 +260,7 @@ impl Store {
         };
         let store = Store {
             pools: Arc::new(pools),
+            bell: Arc::default(),
         };
         let mut tx = store.begin_write().await?;
         schema::migrate_to(&mut tx, up_to).await?;
@@ -272,11 +276,15 @@ impl Store {
         }
     }
 
+    fn pending(&self) -> events::Pending {
+        events::Pending::new(Some(self.bell.clone()))
+    }
+
     /// Starts a write transaction holding the write lock (SQLite: `BEGIN IMMEDIATE`).
     pub(crate) async fn begin_write(&self) -> Result<Conn, StoreError> {
         Ok(match &*self.pools {
-            Pools::Sqlite { write, .. } => Conn::SqliteBatch(write.begin().await?),
-            Pools::Postgres(p) => Conn::PgTx(p.begin().await?),
+            Pools::Sqlite { write, .. } => Conn::SqliteBatch(write.begin().await?, self.pending()),
+            Pools::Postgres(p) => Conn::PgTx(p.begin().await?, self.pending()),
         })
     }
 
@@ -286,7 +294,7 @@ impl Store {
     /// group commit like any write. The caller must issue exactly one statement.
     pub(crate) async fn begin_one_statement_write(&self) -> Result<Conn, StoreError> {
         Ok(match &*self.pools {
-            Pools::Sqlite { write, .. } => Conn::SqliteBatch(write.begin().await?),
+            Pools::Sqlite { write, .. } => Conn::SqliteBatch(write.begin().await?, self.pending()),
             Pools::Postgres(p) => Conn::Pg(p.acquire().await?),
         })
     }
@@ -304,6 +312,7 @@ impl Store {
             Pools::Postgres(p) => Conn::PgTx(
                 p.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     .await?,
+                events::Pending::default(),
             ),
         })
     }

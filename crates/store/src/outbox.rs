@@ -88,10 +88,10 @@ pub struct EventRecord {
     pub request_id: Option<RequestId>,
 }
 
-const EVENT_COLS: &str =
+pub(crate) const EVENT_COLS: &str =
     "id, account_id, name, created_at, wallet_id, wtx_id, lntx_id, balance_msat, body, request_id";
 
-fn event_row(r: &Row, o: usize) -> Result<EventRecord, StoreError> {
+pub(crate) fn event_row(r: &Row, o: usize) -> Result<EventRecord, StoreError> {
     let name = r.text(o + 2)?;
     Ok(EventRecord {
         id: EventId::from_db(r.text(o)?),
@@ -240,8 +240,8 @@ pub(crate) struct Emit<'a> {
     pub balance_msat: Option<i64>,
 }
 
-/// Writes an event and its deliveries inside the caller's write transaction, if any active
-/// webhook of the account wants it.
+/// Writes an event, and a delivery for each active webhook of the account that wants it,
+/// inside the caller's write transaction.
 pub(crate) async fn emit(conn: &mut Conn, e: Emit<'_>) -> Result<(), StoreError> {
     let hooks = active_hooks(conn, e.account_id).await?;
     emit_to(conn, &hooks, e).await
@@ -266,28 +266,53 @@ pub(crate) async fn emit_to(
     hooks: &[WebhookRecord],
     e: Emit<'_>,
 ) -> Result<(), StoreError> {
-    let hooks: Vec<&WebhookRecord> = hooks.iter().filter(|h| h.wants(e.name)).collect();
-    // Nobody to tell: no event row (it would only ever be read through a delivery).
-    if hooks.is_empty() {
+    emit_all(conn, &[(e, hooks)]).await
+}
+
+/// Writes several events (each with the subscriptions of its account) in one statement, and
+/// their deliveries. Every event is recorded, whether or not a webhook wants it: the wallet's
+/// live event stream (SSE) reads and resumes from the outbox. One multi-row insert keeps that
+/// to one round trip per ledger transaction on Postgres.
+pub(crate) async fn emit_all(
+    conn: &mut Conn,
+    items: &[(Emit<'_>, &[WebhookRecord])],
+) -> Result<(), StoreError> {
+    if items.is_empty() {
         return Ok(());
     }
-    let balance = match e.balance_msat {
-        Some(b) => Some(b),
-        None => conn
-            .fetch_opt(
-                "SELECT balance_msat FROM wallets WHERE id = $1",
-                args![e.wallet_id.as_str()],
-            )
-            .await?
-            .map(|r| r.i64(0))
-            .transpose()?,
-    };
-    let id = EventId::generate();
     let request_id = crate::request_id::current();
-    conn.exec(
-        "INSERT INTO events (id, account_id, name, created_at, wallet_id, wtx_id, lntx_id, balance_msat, request_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        args![
+    let mut sql = String::from(
+        "INSERT INTO events (id, account_id, name, created_at, wallet_id, wtx_id, lntx_id, \
+         balance_msat, request_id) VALUES ",
+    );
+    let mut values = Vec::with_capacity(items.len() * 9);
+    let mut ids = Vec::with_capacity(items.len());
+    for (i, (e, _)) in items.iter().enumerate() {
+        let balance = match e.balance_msat {
+            Some(b) => Some(b),
+            None => conn
+                .fetch_opt(
+                    "SELECT balance_msat FROM wallets WHERE id = $1",
+                    args![e.wallet_id.as_str()],
+                )
+                .await?
+                .map(|r| r.i64(0))
+                .transpose()?,
+        };
+        let id = EventId::generate();
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let n = values.len();
+        sql.push('(');
+        for c in 1..=9 {
+            if c > 1 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", n + c));
+        }
+        sql.push(')');
+        values.extend(args![
             id.as_str(),
             e.account_id,
             e.name.name(),
@@ -297,11 +322,15 @@ pub(crate) async fn emit_to(
             e.lntx_id.map(LnTxId::as_str),
             balance,
             request_id.as_ref().map(RequestId::as_str)
-        ],
-    )
-    .await?;
-    for h in hooks {
-        insert_delivery(conn, &id, &h.id, e.now).await?;
+        ]);
+        ids.push(id);
+    }
+    conn.exec(&sql, values).await?;
+    for ((e, hooks), id) in items.iter().zip(&ids) {
+        crate::events::note(conn, e.wallet_id.as_str());
+        for h in hooks.iter().filter(|h| h.wants(e.name)) {
+            insert_delivery(conn, id, &h.id, e.now).await?;
+        }
     }
     Ok(())
 }
@@ -673,32 +702,5 @@ impl Store {
         .await?
         .map(|r| event_row(&r, 0))
         .transpose()
-    }
-
-    /// Events of an account after `after_seq` (oldest first), with their sequence numbers. Only
-    /// events some webhook subscribed to are recorded.
-    pub async fn events_after(
-        &self,
-        account: &AccountId,
-        after_seq: i64,
-        limit: u64,
-    ) -> Result<Vec<(i64, EventRecord)>, StoreError> {
-        let mut c = self.read_conn().await?;
-        let sql = format!(
-            "SELECT seq, {EVENT_COLS} FROM events WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-        );
-        let rows = c
-            .fetch_all(
-                &sql,
-                args![
-                    account.as_str(),
-                    after_seq,
-                    i64::try_from(limit).unwrap_or(i64::MAX)
-                ],
-            )
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.i64(0)?, event_row(r, 1)?)))
-            .collect()
     }
 }

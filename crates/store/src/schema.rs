@@ -301,6 +301,13 @@ ALTER TABLE ln_txs ADD COLUMN deposit_wtx_type INTEGER
     r#"
 ALTER TABLE ln_txs ADD COLUMN wtx_type INTEGER
 "#,
+    // Live events (SSE, `events.rs`): every wallet's events are now recorded, webhook or not,
+    // and a reader reads its wallet's events after its cursor. Nothing reads them per account,
+    // so that index goes: each event row keeps the same number of index entries.
+    r#"
+CREATE INDEX events_wallet ON events(wallet_id, seq);
+DROP INDEX events_account
+"#,
 ];
 
 fn render(sql: &str, dialect: Dialect) -> String {

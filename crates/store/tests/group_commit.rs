@@ -6,8 +6,8 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use satchel_testkit::db::TestDb;
 use satchel_store::{Store, TransferError};
+use satchel_testkit::db::TestDb;
 use sqlx::{Connection, Row};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -13,11 +13,11 @@ use satchel_domain::{
     AccountId, JobId, KeyHash, KeyRole, LnTxId, Msat, PaymentStatus, Preimage, WalletId, WtxId,
     WtxType,
 };
-use satchel_testkit::db::TestDb;
 use satchel_store::{
     CreditOutcome, Direction, InternalPayError, JobRecord, JobStatus, KeysendCredit,
     PaymentStateError, ReserveError, TransferError,
 };
+use satchel_testkit::db::TestDb;
 use sqlx::Connection as _;
 
 const LIMIT: Duration = Duration::from_secs(60);

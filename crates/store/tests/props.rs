@@ -25,10 +25,10 @@ use satchel_domain::{
     AccountId, LnTxId, Msat, PaymentHash, PaymentStatus, WalletId, WtxId, WtxType, payment_charge,
     payment_reserve, sats_floor,
 };
-use satchel_testkit::db::TestDb;
 use satchel_store::{
     CreditOutcome, InternalPayError, PaymentStateError, ReserveError, Store, TransferError,
 };
+use satchel_testkit::db::TestDb;
 
 const WALLETS: usize = 3;
 

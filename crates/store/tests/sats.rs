@@ -13,8 +13,8 @@ use satchel_domain::{
     AccountId, LnTxId, PaymentStatus, Preimage, WalletId, WtxId, WtxType, sats_floor,
 };
 use satchel_store::schema::SATS_VERSION;
-use satchel_testkit::db::TestDb;
 use satchel_store::{CreditOutcome, KeysendCredit, Store, TransferError};
+use satchel_testkit::db::TestDb;
 use sqlx::Connection as _;
 
 /// Runs raw SQL against the test database, bypassing the store (as an older version wrote).

@@ -10,8 +10,8 @@ use satchel_cln::fake::{FakeChannel, FakeCln, FakeOptions, FakeRest, FakeRestCon
 use satchel_cln::{ClnBackend, ClnConfig};
 use satchel_domain::{Bolt11, CustomRecords, Msat, Network, NodePubkey, Preimage};
 use satchel_ldk::{Devnet, DevnetOptions};
-use satchel_testkit::conformance::SwitchPolicy;
 use satchel_lightning::{LightningBackend, NewInvoice, PayRequest, PayTarget};
+use satchel_testkit::conformance::SwitchPolicy;
 
 pub const RUNE: &str = "tu7mO0nBBx0NOu9lSOw0-7ibAz_kcVeKeCbZIBdi1lY9MCZtZXRob2Q9Z2V0aW5mbw==";
 

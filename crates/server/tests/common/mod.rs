@@ -224,6 +224,11 @@ impl TestServer {
         Self::into_resp(rb.send().await.unwrap()).await
     }
 
+    /// A response already received, read whole.
+    pub async fn send_response(&self, r: reqwest::Response) -> Resp {
+        Self::into_resp(r).await
+    }
+
     /// Any request built by the caller.
     pub async fn send(&self, rb: reqwest::RequestBuilder) -> Resp {
         Self::into_resp(rb.send().await.unwrap()).await

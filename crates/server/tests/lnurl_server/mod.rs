@@ -18,8 +18,8 @@ use bitcoin::hashes::{Hash as _, sha256};
 use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use lightning_invoice::{Currency, InvoiceBuilder, PaymentSecret};
 use satchel_domain::Msat;
-use satchel_scripted::ScriptedBackend;
 use satchel_lightning::{Invoices, NewInvoice};
+use satchel_scripted::ScriptedBackend;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 

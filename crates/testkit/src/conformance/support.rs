@@ -5,7 +5,6 @@
 
 use super::*;
 
-
 macro_rules! ensure {
     ($cond:expr, $($msg:tt)+) => {
         if !$cond {
@@ -146,7 +145,10 @@ pub(super) async fn our_pubkey<H: Harness + ?Sized>(h: &H) -> Result<NodePubkey,
         .pubkey)
 }
 
-pub(super) async fn peer_pubkey<H: Harness + ?Sized>(h: &H, name: &str) -> Result<NodePubkey, String> {
+pub(super) async fn peer_pubkey<H: Harness + ?Sized>(
+    h: &H,
+    name: &str,
+) -> Result<NodePubkey, String> {
     h.devnet()
         .peers()
         .await

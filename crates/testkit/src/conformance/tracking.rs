@@ -3,7 +3,6 @@
 
 use super::*;
 
-
 /// The hashes scenarios touched: invoices they created, cancelled or looked up, payments they
 /// sent or looked up.
 #[derive(Debug, Default)]
@@ -42,6 +41,9 @@ impl NodeInfo for Recorder {
     }
     async fn list_channels(&self) -> Result<Vec<satchel_lightning::ChannelInfo>, LnError> {
         self.inner.list_channels().await
+    }
+    async fn node_stats(&self) -> Result<satchel_lightning::NodeStats, LnError> {
+        self.inner.node_stats().await
     }
 }
 
@@ -186,7 +188,10 @@ pub(super) struct Snapshot {
     balances: Balances,
 }
 
-pub(super) async fn snapshot<H: Harness + ?Sized>(h: &H, seen: &Mutex<Seen>) -> Result<Snapshot, String> {
+pub(super) async fn snapshot<H: Harness + ?Sized>(
+    h: &H,
+    seen: &Mutex<Seen>,
+) -> Result<Snapshot, String> {
     let (invoice_hashes, payment_hashes) = {
         let seen = lock_seen(seen);
         (seen.invoices.clone(), seen.payments.clone())
@@ -226,7 +231,9 @@ pub(super) async fn snapshot<H: Harness + ?Sized>(h: &H, seen: &Mutex<Seen>) -> 
 /// received payments with their custom records, channel balances). The state is taken once it
 /// stopped moving (HTLCs of the last scenario resolved), and compared until it matches or
 /// [`WAIT`] passes (channels take a moment to come back after a restart).
-pub(super) async fn restart_keeps_state<H: Harness + ?Sized>(h: &mut Tracked<'_, H>) -> Result<(), String> {
+pub(super) async fn restart_keeps_state<H: Harness + ?Sized>(
+    h: &mut Tracked<'_, H>,
+) -> Result<(), String> {
     let seen = Arc::clone(&h.seen);
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut before = snapshot(&*h.inner, &seen).await?;
