@@ -204,7 +204,7 @@ fn case(ep: Ep, api: Api, path: Path, expect: Outcome) -> Case {
 
 /// §3.5: the wallet keys a **pak** may use on each wallet route, and the permission named in the
 /// refusal for all the others. (A sak may use any key or the `wal_` id.)
-const PAK_MATRIX: [(Ep, &str, &[Role]); 7] = [
+const PAK_MATRIX: [(Ep, &str, &[Role]); 8] = [
     (
         GetWallet,
         "wallet_read",
