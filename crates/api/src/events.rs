@@ -425,6 +425,42 @@ pub async fn events(
         .map_err(|e| crate::routes::api_error(ServiceError::from(e)))
 }
 
+/// `GET /ui/wallet/{key}/events`: the wallet page's live events (the same stream as
+/// [`events`]). `EventSource` cannot send headers, so the page's own wallet key, which is
+/// already the page's address, is in the path; it acts with the permissions a public key
+/// presenting that wallet key would have (`AuthService::wallet_page_caller`). An unknown key is
+/// counted by the failed-auth throttle like any other.
+pub async fn page_events(
+    State(s): State<Services>,
+    State(hub): State<Arc<EventHub>>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if key.len() > crate::ui::MAX_KEY_LEN {
+        return Err(ApiError::invalid_credentials());
+    }
+    let last = last_event_id(&headers)?;
+    let caller = match s.auth.wallet_page_caller(&key).await {
+        Ok((caller, _role)) => caller,
+        Err(e) => {
+            let guess = e.class() == satchel_service::ErrorClass::InvalidCredentials;
+            let err = crate::routes::api_error(e);
+            return Err(if guess {
+                err.rejected_credential()
+            } else {
+                err
+            });
+        }
+    };
+    let ticket = match s.events.open(&caller, &key, last).await {
+        Ok(t) => t,
+        Err(e) => return Ok(error_response(e)),
+    };
+    hub.stream(ticket)
+        .await
+        .map_err(|e| crate::routes::api_error(ServiceError::from(e)))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

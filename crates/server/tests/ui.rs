@@ -345,6 +345,9 @@ async fn scenario(s: &Server, c: &Client, kind: &str) {
         .unwrap();
     assert_eq!(marker, 1);
     wait_text(c, "#balance", "balance 50000", |t| t == "50000").await;
+    // It came over the live stream: polling never started (it would have replaced this text).
+    let live = el(c, "#live").await.text().await.unwrap();
+    assert_eq!(live, "(live)", "the page fell back to polling");
     let still: serde_json::Value = c
         .execute("return window.__noReload === 1;", vec![])
         .await

@@ -1,6 +1,7 @@
 // The wallet page. Its address is /wallet/<wallet key>; every call sends that key as X-Api-Key
-// to /ui/wallet/*. Live updates: Server-Sent Events from /v1/wallet/<key>/events when the
-// server offers them, otherwise a poll of the balance every few seconds.
+// to /ui/wallet/*. Live updates: Server-Sent Events from /ui/wallet/<key>/events (the stream of
+// GET /v1/wallet/:key/events; EventSource cannot send headers, so the key is in the path, as it
+// is in the page's own address), otherwise a poll of the balance every few seconds.
 "use strict";
 (function () {
   var key = decodeURIComponent(location.pathname.split("/").pop() || "");
@@ -74,11 +75,16 @@
     if (!window.EventSource) { startPolling(); return; }
     var es;
     try {
-      es = new EventSource("/v1/wallet/" + encodeURIComponent(key) + "/events?access-token=" + encodeURIComponent(key));
+      es = new EventSource("/ui/wallet/" + encodeURIComponent(key) + "/events");
     } catch (e) { startPolling(); return; }
     var opened = false;
     es.onopen = function () { opened = true; $("live").textContent = "(live)"; };
-    es.onmessage = function () { refresh(); };
+    // Every event is named (`event: wallet_receive`, …), so `onmessage` never fires: listen to
+    // each name the server sends (README, "Live events"); `reset` means "re-read everything".
+    ["wallet_created", "wallet_receive", "wallet_send", "wallet_transfer_in", "wallet_transfer_out",
+      "network_fee_incurred", "wallet_send_failure", "reset"].forEach(function (name) {
+      es.addEventListener(name, function () { refresh(); });
+    });
     es.onerror = function () {
       // Refused, missing or dropped: fall back to polling (and keep polling).
       if (!opened || es.readyState === EventSource.CLOSED) { es.close(); }
