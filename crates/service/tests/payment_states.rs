@@ -1,0 +1,796 @@
+//! The outgoing payment state machine of `PaymentService`, driven directly (no HTTP) over a real
+//! store (SQLite and Postgres, `TestDb::all()`) and the scripted node, whose outcomes each test
+//! chooses: success, definite failure, hang, transport error, late completion.
+//!
+//! Every test checks the wallet balance, `sys:in_flight`, the payment's status, how many times
+//! the node actually sent the hash (`pay_count`), and that `Store::audit` is clean at the end.
+//!
+//! The node is wrapped in a [`Spy`] that records what the service asked of it, looks at the
+//! books at the moment `pay` is called (to prove the reserve was committed first), can answer
+//! lookups differently from the node (a lookup that disagrees with `pay`'s failure) and can play
+//! a node whose internal-payment take is provisional (the embedded node's kind), which is what
+//! exercises the cancel batcher.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use satchel_domain::{
+    Bolt11, Bolt11Error, FailureReason, KEYSEND_PREIMAGE_TLV, KeyRole, LnTxId, Msat, Network,
+    NodePubkey, PaymentHash, PaymentStatus, WalletId, WtxType, now_secs,
+};
+use satchel_lightning::{
+    IncomingEvent, InternalTake, InvoiceEvents, InvoiceState, Invoices, LnError, NewInvoice, NodeInfo,
+    NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments, Route, Routes,
+    TakeKind,
+};
+use satchel_scripted::{Completion, Script, ScriptedBackend};
+use satchel_service::auth::Caller;
+use satchel_service::idempotency::Rebuilt;
+use satchel_service::payments::{KeysendRequest, PaymentResult, WithdrawRequest};
+use satchel_service::wallets::{ImportWallet, InvoiceRequest};
+use satchel_service::{ServiceConfig, ServiceError, Services};
+use satchel_store::{LnTxRecord, ReserveCmd, Store};
+use satchel_testkit::db::TestDb;
+
+const SEED: [u8; 32] = [11u8; 32];
+
+fn sats(n: u64) -> Msat {
+    Msat::from_sats(n).unwrap()
+}
+
+fn msat(n: u64) -> Msat {
+    Msat::from_msat(n).unwrap()
+}
+
+/// Short waits so the pending paths are quick to reach; the node may hang longer than a
+/// request waits.
+fn cfg() -> ServiceConfig {
+    ServiceConfig {
+        payment_wait: Duration::from_secs(5),
+        node_pay_timeout: Duration::from_secs(20),
+        backend_name: "scripted",
+        ..ServiceConfig::default()
+    }
+}
+
+/// A request wait short enough to answer "pending" while the node still has the payment.
+fn short_wait() -> ServiceConfig {
+    ServiceConfig {
+        payment_wait: Duration::from_millis(300),
+        ..cfg()
+    }
+}
+
+// ------------------------------------------------------------------------------------ the spy
+
+/// What [`Spy`] saw at the moment `pay` was called.
+#[derive(Debug, Clone)]
+struct AtPay {
+    /// The payment's status in our books.
+    status: Option<PaymentStatus>,
+    /// `sys:in_flight` (msat).
+    in_flight_msat: i64,
+}
+
+#[derive(Default)]
+struct SpyLog {
+    pays: Vec<PayTarget>,
+    at_pay: HashMap<PaymentHash, AtPay>,
+    /// Lookups answered by the spy instead of the node: `None` is a transport error.
+    lookups: HashMap<PaymentHash, Option<PaymentLookup>>,
+    /// `pay` of these is refused before anything is sent.
+    reject: HashSet<PaymentHash>,
+    /// Provisional takes held (for [`TakeKind::Provisional`]).
+    taken: HashSet<PaymentHash>,
+    released: Vec<PaymentHash>,
+    cancel_batches: Vec<Vec<PaymentHash>>,
+}
+
+/// The scripted node, observed (see the module docs).
+struct Spy {
+    node: Arc<ScriptedBackend>,
+    provisional: bool,
+    store: Mutex<Option<Store>>,
+    log: Mutex<SpyLog>,
+}
+
+impl Spy {
+    fn new(node: Arc<ScriptedBackend>, provisional: bool) -> Arc<Spy> {
+        Arc::new(Spy {
+            node,
+            provisional,
+            store: Mutex::new(None),
+            log: Mutex::new(SpyLog::default()),
+        })
+    }
+    fn log(&self) -> std::sync::MutexGuard<'_, SpyLog> {
+        self.log.lock().unwrap()
+    }
+    fn at_pay(&self, hash: PaymentHash) -> AtPay {
+        self.log().at_pay.get(&hash).cloned().expect("pay was called")
+    }
+}
+
+#[async_trait]
+impl NodeInfo for Spy {
+    async fn node_info(&self) -> Result<NodeInfoData, LnError> {
+        self.node.node_info().await
+    }
+}
+
+#[async_trait]
+impl Invoices for Spy {
+    async fn create_invoice(&self, req: NewInvoice) -> Result<Bolt11, LnError> {
+        self.node.create_invoice(req).await
+    }
+    async fn cancel_invoice(&self, hash: PaymentHash) -> Result<(), LnError> {
+        self.node.cancel_invoice(hash).await
+    }
+    async fn cancel_invoices(&self, hashes: &[PaymentHash]) -> Result<(), LnError> {
+        {
+            let mut log = self.log();
+            log.cancel_batches.push(hashes.to_vec());
+            for h in hashes {
+                log.taken.remove(h);
+            }
+        }
+        self.node.cancel_invoices(hashes).await
+    }
+    async fn lookup_invoice(&self, hash: PaymentHash) -> Result<Option<InvoiceState>, LnError> {
+        self.node.lookup_invoice(hash).await
+    }
+    async fn take_for_internal(&self, hash: PaymentHash) -> Result<InternalTake, LnError> {
+        if !self.provisional {
+            return self.node.take_for_internal(hash).await;
+        }
+        // A mark in memory, as the embedded node keeps it: the invoice stays open on the node.
+        if let Some(InvoiceState::Settled { .. }) = self.node.lookup_invoice(hash).await? {
+            return Ok(InternalTake::NodePaid);
+        }
+        self.log().taken.insert(hash);
+        Ok(InternalTake::Taken)
+    }
+    async fn release_internal(&self, hash: PaymentHash) {
+        let mut log = self.log();
+        log.taken.remove(&hash);
+        log.released.push(hash);
+    }
+    fn take_kind(&self) -> TakeKind {
+        if self.provisional {
+            TakeKind::Provisional
+        } else {
+            TakeKind::Final
+        }
+    }
+}
+
+#[async_trait]
+impl Payments for Spy {
+    async fn pay(&self, req: PayRequest) -> Result<PayOutcome, LnError> {
+        let hash = req.target.payment_hash();
+        let store = self.store.lock().unwrap().clone();
+        if let Some(store) = store {
+            let status = store
+                .latest_outgoing(&hash)
+                .await
+                .unwrap()
+                .and_then(|l| l.status);
+            let in_flight_msat = store.gauges().await.unwrap().in_flight_msat;
+            self.log().at_pay.insert(
+                hash,
+                AtPay {
+                    status,
+                    in_flight_msat,
+                },
+            );
+        }
+        {
+            let mut log = self.log();
+            log.pays.push(req.target.clone());
+            if log.reject.contains(&hash) {
+                return Err(LnError::Rejected("refused by the test".into()));
+            }
+        }
+        self.node.pay(req).await
+    }
+    async fn lookup_payment(&self, hash: PaymentHash) -> Result<PaymentLookup, LnError> {
+        if let Some(answer) = self.log().lookups.get(&hash).cloned() {
+            return answer.ok_or_else(|| LnError::Transport("lookup refused by the test".into()));
+        }
+        self.node.lookup_payment(hash).await
+    }
+}
+
+#[async_trait]
+impl InvoiceEvents for Spy {
+    async fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<Vec<IncomingEvent>, LnError> {
+        self.node.events_after(after, limit, wait).await
+    }
+}
+
+#[async_trait]
+impl Routes for Spy {
+    async fn query_routes(&self, dest: NodePubkey, amount: Msat) -> Result<Vec<Route>, LnError> {
+        self.node.query_routes(dest, amount).await
+    }
+}
+
+// ------------------------------------------------------------------------------- environment
+
+/// One "process": services over a store and the (spied) node, with a funded wallet.
+struct Env {
+    kind: &'static str,
+    store: Store,
+    node: Arc<ScriptedBackend>,
+    spy: Arc<Spy>,
+    svc: Services,
+    caller: Caller,
+    wallet: WalletId,
+}
+
+impl Env {
+    /// A fresh node and a wallet holding `funds_sats`.
+    async fn start(db: &TestDb, cfg: ServiceConfig, funds_sats: u64) -> Env {
+        let node = Arc::new(ScriptedBackend::new(Network::Regtest, SEED));
+        Env::start_on(db, cfg, Spy::new(node, false), funds_sats).await
+    }
+
+    async fn start_on(db: &TestDb, cfg: ServiceConfig, spy: Arc<Spy>, funds_sats: u64) -> Env {
+        let store = Store::connect(&db.url).await.unwrap();
+        let account = satchel_service::wallets::create_account(&store, "t")
+            .await
+            .unwrap();
+        let caller = Caller {
+            account_id: account.id,
+            role: KeyRole::Secret,
+        };
+        let mut env = Env::attach(db, cfg, spy, caller, WalletId::generate()).await;
+        env.wallet = env.new_wallet(funds_sats).await;
+        env
+    }
+
+    /// Services over the database `db` (a new connection) for an existing caller and wallet:
+    /// what a restarted process sees.
+    async fn attach(
+        db: &TestDb,
+        cfg: ServiceConfig,
+        spy: Arc<Spy>,
+        caller: Caller,
+        wallet: WalletId,
+    ) -> Env {
+        let store = Store::connect(&db.url).await.unwrap();
+        *spy.store.lock().unwrap() = Some(store.clone());
+        let svc = Services::new(store.clone(), spy.clone(), cfg).await.unwrap();
+        Env {
+            kind: db.kind(),
+            store,
+            node: spy.node.clone(),
+            spy,
+            svc,
+            caller,
+            wallet,
+        }
+    }
+
+    /// A wallet of the caller's account holding `funds_sats` (booked as an imported balance).
+    async fn new_wallet(&self, funds_sats: u64) -> WalletId {
+        let id = WalletId::generate();
+        satchel_service::wallets::import_wallet(
+            &self.store,
+            ImportWallet {
+                account_id: self.caller.account_id.clone(),
+                id: id.to_string(),
+                user_label: "w".into(),
+                keys: Vec::new(),
+                opening_balance: sats(funds_sats),
+                node_id: self.svc.ctx.cfg.node_id.clone(),
+            },
+        )
+        .await
+        .unwrap();
+        id
+    }
+
+    async fn balance_of(&self, w: &WalletId) -> Msat {
+        self.store.wallet(w).await.unwrap().unwrap().balance
+    }
+
+    async fn balance(&self) -> Msat {
+        self.balance_of(&self.wallet).await
+    }
+
+    async fn in_flight_msat(&self) -> i64 {
+        self.store.gauges().await.unwrap().in_flight_msat
+    }
+
+    async fn lntx(&self, id: &LnTxId) -> LnTxRecord {
+        self.store.lntx(id).await.unwrap().unwrap()
+    }
+
+    async fn status(&self, id: &LnTxId) -> Option<PaymentStatus> {
+        self.lntx(id).await.status
+    }
+
+    /// The latest outgoing payment of `hash`.
+    async fn payment(&self, hash: PaymentHash) -> LnTxRecord {
+        self.store.latest_outgoing(&hash).await.unwrap().unwrap()
+    }
+
+    /// Waits (bounded) until the payment is succeeded or failed in our books.
+    async fn wait_final(&self, id: &LnTxId) -> LnTxRecord {
+        for _ in 0..300 {
+            let l = self.lntx(id).await;
+            if matches!(
+                l.status,
+                Some(PaymentStatus::Succeeded) | Some(PaymentStatus::Failed)
+            ) {
+                return l;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("[{}] payment {id} never became final", self.kind);
+    }
+
+    async fn assert_clean(&self) {
+        let audit = self.store.audit().await.unwrap();
+        assert!(
+            audit.is_clean(),
+            "[{}] audit problems: {:?}",
+            self.kind,
+            audit.problems
+        );
+    }
+
+    async fn withdraw_from(
+        &self,
+        w: &WalletId,
+        invoice: &str,
+        fee_limit_msat: Option<i64>,
+    ) -> Result<PaymentResult, ServiceError> {
+        self.svc
+            .payments
+            .withdraw(
+                &self.caller,
+                w.as_str(),
+                WithdrawRequest {
+                    payment_request: invoice.to_owned(),
+                    fee_limit_msat,
+                    pass_thru: None,
+                },
+            )
+            .await
+    }
+
+    async fn withdraw(
+        &self,
+        invoice: &Bolt11,
+        fee_limit_msat: Option<i64>,
+    ) -> Result<PaymentResult, ServiceError> {
+        self.withdraw_from(&self.wallet, invoice.as_str(), fee_limit_msat)
+            .await
+    }
+
+    /// An invoice of carol's (the scripted node's outside peer) for `amount_sats`.
+    fn carol_invoice(&self, amount_sats: u64) -> Bolt11 {
+        self.node
+            .external_invoice(Some(sats(amount_sats)), "carol", 3600)
+            .0
+    }
+
+    /// One of our own invoices, issued to wallet `w`.
+    async fn our_invoice(&self, w: &WalletId, amount_sats: u64, expiry_secs: u64) -> LnTxRecord {
+        self.svc
+            .wallets
+            .create_invoice(
+                &self.caller,
+                w.as_str(),
+                InvoiceRequest {
+                    amount: sats(amount_sats),
+                    expiry_secs: Some(expiry_secs),
+                    ..InvoiceRequest::default()
+                },
+            )
+            .await
+            .unwrap()
+    }
+}
+
+fn pending(r: Result<PaymentResult, ServiceError>) -> LnTxRecord {
+    match r {
+        Ok(PaymentResult::Pending(l)) => l,
+        other => panic!("expected a pending payment, got {other:?}"),
+    }
+}
+
+fn done(r: Result<PaymentResult, ServiceError>) -> (satchel_store::WtxRecord, Option<satchel_store::WtxRecord>) {
+    match r {
+        Ok(PaymentResult::Done { wtx, fee_wtx }) => (wtx, fee_wtx),
+        other => panic!("expected a settled payment, got {other:?}"),
+    }
+}
+
+fn failed(r: Result<PaymentResult, ServiceError>) -> FailureReason {
+    match r {
+        Err(ServiceError::PaymentFailed(reason)) => reason,
+        other => panic!("expected a definite failure, got {other:?}"),
+    }
+}
+
+/// The lnTx a settled payment's withdrawal entry belongs to.
+fn lntx_of(w: &satchel_store::WtxRecord) -> LnTxRecord {
+    w.lntx.clone().expect("withdrawal entry names its lnTx")
+}
+
+/// Amount + fee limit as reserved: rounded up to the sat (ARCHITECTURE.md, ledger).
+fn reserve_of(amount: Msat, fee_limit: Msat) -> Msat {
+    satchel_domain::payment_reserve(amount, fee_limit).unwrap()
+}
+
+fn minus(a: Msat, b: Msat) -> Msat {
+    a.checked_sub(b).unwrap()
+}
+
+// ------------------------------------------------------------------ reserve, settle, refund
+
+/// The intent is committed before the node hears of the payment: when `pay` is called the
+/// payment is already `dispatched` in our books and `sys:in_flight` holds its reserve; while the
+/// node hangs, the reserve stays, the request answers "pending", and nothing is refunded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserve_is_committed_before_the_node_is_called_and_held_while_it_hangs() {
+    for (_, db) in TestDb::all().await {
+        let e = Env::start(&db, short_wait(), 10_000).await;
+        let inv = e.carol_invoice(1_000);
+        let hash = inv.payment_hash();
+        let fee_limit = msat(10_000);
+        e.node.script(
+            hash,
+            Script::Hang {
+                then: Box::new(Script::Succeed { fee: msat(3_000) }),
+            },
+        );
+        let l = pending(e.withdraw(&inv, Some(10_000)).await);
+        let reserve = reserve_of(sats(1_000), fee_limit);
+
+        let seen = e.spy.at_pay(hash);
+        assert_eq!(seen.status, Some(PaymentStatus::Dispatched), "[{}]", e.kind);
+        assert_eq!(seen.in_flight_msat, reserve.as_i64(), "[{}]", e.kind);
+
+        // Hanging: reserved, not refunded, sent once.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(e.status(&l.id).await, Some(PaymentStatus::Dispatched));
+        assert_eq!(e.balance().await, minus(sats(10_000), reserve));
+        assert_eq!(e.in_flight_msat().await, reserve.as_i64());
+        assert_eq!(e.node.pay_count(hash), 1);
+        e.assert_clean().await;
+
+        // The node finishes: the detached driver books it.
+        assert!(e.node.release(hash));
+        let l = e.wait_final(&l.id).await;
+        assert_eq!(l.status, Some(PaymentStatus::Succeeded));
+        assert_eq!(l.fee, msat(3_000));
+        assert_eq!(e.balance().await, minus(sats(10_000), sats(1_003)));
+        assert_eq!(e.in_flight_msat().await, 0);
+        assert_eq!(e.node.pay_count(hash), 1);
+        e.assert_clean().await;
+    }
+}
+
+/// Success books the actual fee (≤ the limit), charged to the wallet rounded up to the whole
+/// sat (C = ⌈a+f⌉); the rest of the reserve comes back; the lnTx keeps the exact fee in msat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_settles_with_the_actual_fee_rounded_up_to_the_sat() {
+    for (_, db) in TestDb::all().await {
+        let e = Env::start(&db, cfg(), 10_000).await;
+        let inv = e.carol_invoice(1_000);
+        let hash = inv.payment_hash();
+        e.node.script(hash, Script::Succeed { fee: msat(1_500) });
+        let revenue_before = e.store.audit().await.unwrap().revenue_msat;
+
+        let (wtx, fee_wtx) = done(e.withdraw(&inv, Some(5_000)).await);
+        assert_eq!(wtx.amount_msat, -1_000_000);
+        assert_eq!(wtx.wtx_type, WtxType::LnWithdrawal);
+        // ⌈1,001,500⌉ − ⌈1,000,000⌉ = 2,000 msat shown as the fee entry.
+        let fee_wtx = fee_wtx.expect("a fee entry");
+        assert_eq!(fee_wtx.amount_msat, -2_000);
+        let l = lntx_of(&wtx);
+        assert_eq!(l.status, Some(PaymentStatus::Succeeded));
+        assert_eq!(l.fee, msat(1_500));
+        assert_eq!(l.fee_limit, msat(5_000));
+        assert!(l.settled);
+        assert_eq!(e.balance().await, sats(10_000 - 1_002));
+        assert_eq!(e.in_flight_msat().await, 0);
+        assert_eq!(e.node.pay_count(hash), 1);
+        let audit = e.store.audit().await.unwrap();
+        assert_eq!(audit.revenue_msat - revenue_before, 500);
+        e.assert_clean().await;
+    }
+}
+
+/// Without an explicit limit the reserve is LNPay's default (5%, rounded up to the sat); a
+/// zero fee charges exactly the amount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_with_the_default_fee_limit_and_no_fee_charges_the_amount() {
+    for (_, db) in TestDb::all().await {
+        let e = Env::start(&db, short_wait(), 10_000).await;
+        let inv = e.carol_invoice(2_001);
+        let hash = inv.payment_hash();
+        e.node.script(hash, Script::Unknown);
+        let l = pending(e.withdraw(&inv, None).await);
+        // 5% of 2,001 sats is 100.05: 101 sats.
+        assert_eq!(l.fee_limit, sats(101));
+        assert_eq!(e.balance().await, sats(10_000 - 2_001 - 101));
+        assert_eq!(e.in_flight_msat().await, sats(2_102).as_i64());
+        e.node.complete(hash, Completion::Succeed { fee: Msat::ZERO });
+        let l = e.wait_final(&l.id).await;
+        assert_eq!(l.status, Some(PaymentStatus::Succeeded));
+        assert_eq!(e.balance().await, sats(10_000 - 2_001));
+        assert_eq!(e.in_flight_msat().await, 0);
+        assert_eq!(e.node.pay_count(hash), 1);
+        e.assert_clean().await;
+    }
+}
+
+/// A definite failure (confirmed by a fresh lookup) refunds exactly the reserve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definite_failure_refunds_exactly_the_reserve() {
+    for (_, db) in TestDb::all().await {
+        let e = Env::start(&db, cfg(), 10_000).await;
+        let inv = e.carol_invoice(1_000);
+        let hash = inv.payment_hash();
+        e.node.script(hash, Script::Fail(FailureReason::NoRoute));
+        let reason = failed(e.withdraw(&inv, Some(7_500)).await);
+        assert_eq!(reason, FailureReason::NoRoute);
+        let l = e.payment(hash).await;
+        assert_eq!(l.status, Some(PaymentStatus::Failed));
+        assert_eq!(l.failure_reason.as_deref(), Some("FAILURE_REASON_NO_ROUTE"));
+        assert!(!l.settled);
+        assert_eq!(e.balance().await, sats(10_000));
+        assert_eq!(e.in_flight_msat().await, 0);
+        assert_eq!(e.node.pay_count(hash), 1);
+        // A failed payment leaves no history entry.
+        assert!(e.store.wtxs_of_lntx(&l.id).await.unwrap().is_empty());
+        e.assert_clean().await;
+    }
+}
+
+/// A fee above the limit is never paid: the node fails the payment (no route within the
+/// limit), and the reserve comes back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fee_above_the_limit_is_a_refunded_failure() {
+    for (_, db) in TestDb::all().await {
+        let e = Env::start(&db, cfg(), 10_000).await;
+        let inv = e.carol_invoice(1_000);
+        let hash = inv.payment_hash();
+        e.node.script(hash, Script::Succeed { fee: msat(5_001) });
+        assert_eq!(
+            failed(e.withdraw(&inv, Some(5_000)).await),
+            FailureReason::NoRoute
+        );
+        assert_eq!(e.balance().await, sats(10_000));
+        assert_eq!(e.in_flight_msat().await, 0);
+        assert_eq!(e.node.pay_count(hash), 1);
+        e.assert_clean().await;
+    }
+}
+
+/// `pay` says failed but a fresh lookup cannot confirm it (transport error, then in flight):
+/// no refund; the payment is `unknown` until a lookup says how it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_not_confirmed_by_a_fresh_lookup_is_not_refunded() {
+    for (_, db) in TestDb::all().await {
+        let e = Env::start(&db, short_wait(), 10_000).await;
+        let inv = e.carol_invoice(1_000);
+        let hash = inv.payment_hash();
+        e.node.script(hash, Script::Fail(FailureReason::NoRoute));
+        e.spy.log().lookups.insert(hash, None);
+        let l = pending(e.withdraw(&inv, Some(0)).await);
+        assert_eq!(e.status(&l.id).await, Some(PaymentStatus::Unknown));
+        e.spy
+            .log()
+            .lookups
+            .insert(hash, Some(PaymentLookup::InFlight));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(e.status(&l.id).await, Some(PaymentStatus::Unknown));
+        assert_eq!(e.balance().await, sats(9_000));
+        assert_eq!(e.in_flight_msat().await, sats(1_000).as_i64());
+        e.assert_clean().await;
+
+        // Now the node's own record answers: failed.
+        e.spy.log().lookups.remove(&hash);
+        let l = e.wait_final(&l.id).await;
+        assert_eq!(l.status, Some(PaymentStatus::Failed));
+        assert_eq!(e.balance().await, sats(10_000));
+        assert_eq!(e.in_flight_msat().await, 0);
+        assert_eq!(e.node.pay_count(hash), 1);
+        e.assert_clean().await;
+    }
+}
+
+/// `pay` says failed, the fresh lookup says it succeeded after all: settled, never refunded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_contradicted_by_the_lookup_settles() {
+    for (_, db) in TestDb::all().await {
+        let e = Env::start(&db, cfg(), 10_000).await;
+        let (inv, preimage) = e.node.external_invoice(Some(sats(1_000)), "carol", 3600);
+        let hash = inv.payment_hash();
+        e.node.script(hash, Script::Fail(FailureReason::NoRoute));
+        e.spy.log().lookups.insert(
+            hash,
+            Some(PaymentLookup::Succeeded {
+                preimage,
+                fee: msat(1_000),
+            }),
+        );
+        let (wtx, _) = done(e.withdraw(&inv, Some(2_000)).await);
+        let l = lntx_of(&wtx);
+        assert_eq!(l.status, Some(PaymentStatus::Succeeded));
+        assert_eq!(l.preimage, Some(preimage));
+        assert_eq!(e.balance().await, sats(10_000 - 1_001));
+        assert_eq!(e.in_flight_msat().await, 0);
+        e.assert_clean().await;
+    }
+}
+
+/// The node refuses the payment before sending (`Rejected`) and does not know the hash: a
+/// definite failure, refunded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_rejection_of_an_unknown_payment_is_refunded() {
+    for (_, db) in TestDb::all().await {
+        let e = Env::start(&db, cfg(), 10_000).await;
+        let inv = e.carol_invoice(1_000);
+        let hash = inv.payment_hash();
+        e.spy.log().reject.insert(hash);
+        assert_eq!(
+            failed(e.withdraw(&inv, Some(0)).await),
+            FailureReason::Error
+        );
+        assert_eq!(e.payment(hash).await.status, Some(PaymentStatus::Failed));
+        assert_eq!(e.balance().await, sats(10_000));
+        assert_eq!(e.in_flight_msat().await, 0);
+        assert_eq!(e.node.pay_count(hash), 0);
+        e.assert_clean().await;
+    }
+}
+
+// ------------------------------------------------------- timeouts and unknown outcomes
+
+/// The node's `pay` times out (a hang longer than its timeout answers "in flight"): the payment
+/// stays pending and reserved; a later lookup that says failed refunds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_timeout_stays_pending_then_a_failed_lookup_refunds() {
+    for (_, db) in TestDb::all().await {
+        let cfg = ServiceConfig {
+            node_pay_timeout: Duration::from_millis(100),
+            ..short_wait()
+        };
+        let e = Env::start(&db, cfg, 10_000).await;
+        let inv = e.carol_invoice(1_000);
+        let hash = inv.payment_hash();
+        e.node.script(
+            hash,
+            Script::Hang {
+                then: Box::new(Script::Unknown),
+            },
+        );
+        let l = pending(e.withdraw(&inv, Some(1_000)).await);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The node's timeout is no outcome.
+        let now = e.lntx(&l.id).await;
+        assert!(now.status.is_some_and(|s| s.is_live()), "{:?}", now.status);
+        assert_eq!(e.balance().await, sats(10_000 - 1_001));
+        assert_eq!(e.in_flight_msat().await, sats(1_001).as_i64());
+        e.assert_clean().await;
+
+        e.node
+            .complete(hash, Completion::Fail(FailureReason::Timeout));
+        let l = e.wait_final(&l.id).await;
+        assert_eq!(l.status, Some(PaymentStatus::Failed));
+        assert_eq!(l.failure_reason.as_deref(), Some("FAILURE_REASON_TIMEOUT"));
+        assert_eq!(e.balance().await, sats(10_000));
+        assert_eq!(e.in_flight_msat().await, 0);
+        assert_eq!(e.node.pay_count(hash), 1);
+        e.assert_clean().await;
+    }
+}
+
+/// A transport error on `pay` is no outcome: `unknown`, reserved. Lookups that say "in flight"
+/// keep it so; the lookup that says succeeded settles it, without a second send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_error_stays_unknown_then_a_succeeded_lookup_settles() {
+    for (_, db) in TestDb::all().await {
+        let e = Env::start(&db, short_wait(), 10_000).await;
+        let inv = e.carol_invoice(1_000);
+        let hash = inv.payment_hash();
+        e.node.script(
+            hash,
+            Script::TransportError {
+                then: Box::new(Script::Unknown),
+            },
+        );
+        let l = pending(e.withdraw(&inv, Some(2_000)).await);
+        assert_eq!(e.status(&l.id).await, Some(PaymentStatus::Unknown));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(e.status(&l.id).await, Some(PaymentStatus::Unknown));
+        assert_eq!(e.balance().await, sats(10_000 - 1_002));
+        assert_eq!(e.in_flight_msat().await, sats(1_002).as_i64());
+        e.assert_clean().await;
+
+        e.node.complete(hash, Completion::Succeed { fee: msat(999) });
+        let l = e.wait_final(&l.id).await;
+        assert_eq!(l.status, Some(PaymentStatus::Succeeded));
+        assert_eq!(l.fee, msat(999));
+        assert_eq!(e.balance().await, sats(10_000 - 1_001));
+        assert_eq!(e.in_flight_msat().await, 0);
+        assert_eq!(e.node.pay_count(hash), 1);
+        e.assert_clean().await;
+    }
+}
+
+/// A transport error where the node in fact failed the payment: the next lookup says failed,
+/// and only then is it refunded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_error_then_a_failed_lookup_refunds() {
+    for (_, db) in TestDb::all().await {
+        let e = Env::start(&db, short_wait(), 10_000).await;
+        let inv = e.carol_invoice(1_000);
+        let hash = inv.payment_hash();
+        e.node.script(
+            hash,
+            Script::TransportError {
+                then: Box::new(Script::Fail(FailureReason::InsufficientBalance)),
+            },
+        );
+        // The request waits for the driver; the first lookup (200 ms later) settles it.
+        let r = e.withdraw(&inv, Some(0)).await;
+        let l = match r {
+            Err(ServiceError::PaymentFailed(FailureReason::InsufficientBalance)) => {
+                e.payment(hash).await
+            }
+            other => e.wait_final(&pending(other).id).await,
+        };
+        assert_eq!(l.status, Some(PaymentStatus::Failed));
+        assert_eq!(e.balance().await, sats(10_000));
+        assert_eq!(e.in_flight_msat().await, 0);
+        assert_eq!(e.node.pay_count(hash), 1);
+        e.assert_clean().await;
+    }
+}
+
+/// A transport error whose payment the lookups cannot reach either: it stays `unknown` and
+/// reserved for as long as that lasts (nothing is released on a timer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_node_keeps_the_payment_reserved() {
+    for (_, db) in TestDb::all().await {
+        let e = Env::start(&db, short_wait(), 10_000).await;
+        let inv = e.carol_invoice(1_000);
+        let hash = inv.payment_hash();
+        e.node.script(
+            hash,
+            Script::TransportError {
+                then: Box::new(Script::Fail(FailureReason::NoRoute)),
+            },
+        );
+        e.spy.log().lookups.insert(hash, None);
+        let l = pending(e.withdraw(&inv, Some(0)).await);
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        assert_eq!(e.status(&l.id).await, Some(PaymentStatus::Unknown));
+        assert_eq!(e.balance().await, sats(9_000));
+        assert_eq!(e.in_flight_msat().await, sats(1_000).as_i64());
+        assert_eq!(e.node.pay_count(hash), 1);
+        e.assert_clean().await;
+        // Reachable again: the node's failure is confirmed, the reserve returns.
+        e.spy.log().lookups.remove(&hash);
+        let l = e.wait_final(&l.id).await;
+        assert_eq!(l.status, Some(PaymentStatus::Failed));
+        assert_eq!(e.balance().await, sats(10_000));
+        assert_eq!(e.in_flight_msat().await, 0);
+        e.assert_clean().await;
+    }
+}
