@@ -794,3 +794,283 @@ async fn unreachable_node_keeps_the_payment_reserved() {
         e.assert_clean().await;
     }
 }
+
+// ------------------------------------------------------------- idempotent per payment hash
+
+/// A second withdraw of an invoice whose payment is still pending is refused ("in flight"):
+/// nothing more is reserved and the node is not asked again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_withdraw_while_pending_is_refused() {
+    for (_, db) in TestDb::all().await {
+        let e = Env::start(&db, short_wait(), 10_000).await;
+        let inv = e.carol_invoice(1_000);
+        let hash = inv.payment_hash();
+        e.node.script(hash, Script::Unknown);
+        let l = pending(e.withdraw(&inv, Some(0)).await);
+        let r = e.withdraw(&inv, Some(0)).await;
+        assert!(
+            matches!(r, Err(ServiceError::PaymentInFlight)),
+            "[{}] {r:?}",
+            e.kind
+        );
+        // Also from another wallet of the account.
+        let other = e.new_wallet(5_000).await;
+        let r = e.withdraw_from(&other, inv.as_str(), Some(0)).await;
+        assert!(matches!(r, Err(ServiceError::PaymentInFlight)), "{r:?}");
+        assert_eq!(e.balance_of(&other).await, sats(5_000));
+        assert_eq!(e.balance().await, sats(9_000));
+        assert_eq!(e.in_flight_msat().await, sats(1_000).as_i64());
+        assert_eq!(e.node.pay_count(hash), 1);
+        e.assert_clean().await;
+
+        e.node.complete(hash, Completion::Succeed { fee: Msat::ZERO });
+        assert_eq!(
+            e.wait_final(&l.id).await.status,
+            Some(PaymentStatus::Succeeded)
+        );
+        assert_eq!(e.node.pay_count(hash), 1);
+        e.assert_clean().await;
+    }
+}
+
+/// After success the invoice is paid: a second withdraw is refused and charges nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_withdraw_after_success_is_refused() {
+    for (_, db) in TestDb::all().await {
+        let e = Env::start(&db, cfg(), 10_000).await;
+        let inv = e.carol_invoice(1_000);
+        let hash = inv.payment_hash();
+        done(e.withdraw(&inv, Some(0)).await);
+        let r = e.withdraw(&inv, Some(0)).await;
+        assert!(
+            matches!(r, Err(ServiceError::AlreadyPaid)),
+            "[{}] {r:?}",
+            e.kind
+        );
+        assert_eq!(e.balance().await, sats(9_000));
+        assert_eq!(e.in_flight_msat().await, 0);
+        assert_eq!(e.node.pay_count(hash), 1);
+        e.assert_clean().await;
+    }
+}
+
+/// After a definite failure the invoice may be paid again (ARCHITECTURE.md: one *live or
+/// succeeded* payment per hash; the node contract: a hash may be re-sent only after a definite
+/// failure). The retry is a new payment with its own reserve; the failed one stays failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdraw_after_a_definite_failure_is_a_new_attempt() {
+    for (_, db) in TestDb::all().await {
+        let e = Env::start(&db, cfg(), 10_000).await;
+        let inv = e.carol_invoice(1_000);
+        let hash = inv.payment_hash();
+        e.node
+            .script(hash, Script::Fail(FailureReason::IncorrectPaymentDetails));
+        failed(e.withdraw(&inv, Some(0)).await);
+        let first = e.payment(hash).await;
+        assert_eq!(e.balance().await, sats(10_000));
+
+        let (wtx, _) = done(e.withdraw(&inv, Some(0)).await);
+        let second = lntx_of(&wtx);
+        assert_ne!(first.id, second.id);
+        assert_eq!(e.status(&first.id).await, Some(PaymentStatus::Failed));
+        assert_eq!(second.status, Some(PaymentStatus::Succeeded));
+        assert_eq!(e.balance().await, sats(9_000));
+        assert_eq!(e.in_flight_msat().await, 0);
+        assert_eq!(e.node.pay_count(hash), 2);
+        e.assert_clean().await;
+    }
+}
+
+/// An `Idempotency-Key` on a withdraw: the key names the payment in the reserve's transaction;
+/// its answer is rebuilt from the payment as it is now; the same key on another request moves
+/// no money and reaches no node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_names_the_payment_and_refuses_a_second_operation() {
+    for (_, db) in TestDb::all().await {
+        let e = Env::start(&db, short_wait(), 10_000).await;
+        let inv = e.carol_invoice(1_000);
+        let hash = inv.payment_hash();
+        e.node.script(hash, Script::Unknown);
+        let claim = e.svc.idempotency.claim(&e.caller, "key-1", "fp-1".into());
+        let l = pending(
+            satchel_store::idempotency::with_claim(claim.clone(), e.withdraw(&inv, Some(0))).await,
+        );
+        let rec = e
+            .svc
+            .idempotency
+            .record(&e.caller, "key-1")
+            .await
+            .unwrap()
+            .expect("key recorded with the reserve");
+        assert_eq!(rec.effect, format!("payment:{}", l.id));
+        assert_eq!(rec.token, claim.token);
+        match e.svc.idempotency.rebuild(&e.caller, &rec.effect).await.unwrap() {
+            Rebuilt::Payment(PaymentResult::Pending(p)) => assert_eq!(p.id, l.id),
+            other => panic!("{other:?}"),
+        }
+
+        // Same key, another invoice: refused inside the reserve's transaction.
+        let inv2 = e.carol_invoice(500);
+        let claim2 = e.svc.idempotency.claim(&e.caller, "key-1", "fp-2".into());
+        let r = satchel_store::idempotency::with_claim(claim2, e.withdraw(&inv2, Some(0))).await;
+        assert!(r.is_err(), "[{}] {r:?}", e.kind);
+        assert!(
+            e.store
+                .latest_outgoing(&inv2.payment_hash())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(e.node.pay_count(inv2.payment_hash()), 0);
+        assert_eq!(e.balance().await, sats(9_000));
+
+        // Once it ends, the rebuilt answer follows.
+        e.node.complete(hash, Completion::Fail(FailureReason::NoRoute));
+        e.wait_final(&l.id).await;
+        match e.svc.idempotency.rebuild(&e.caller, &rec.effect).await.unwrap() {
+            Rebuilt::PaymentFailed(FailureReason::NoRoute) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(e.balance().await, sats(10_000));
+        assert_eq!(e.in_flight_msat().await, 0);
+        assert_eq!(e.node.pay_count(hash), 1);
+        e.assert_clean().await;
+    }
+}
+
+// ---------------------------------------------------------------------- internal payments
+
+/// One of our own invoices settles inside the ledger: payer −a, payee +a, no node payment, no
+/// fee, nothing in flight; the node's invoice is taken away (cancelled) so nobody outside can
+/// pay it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_payment_settles_inside_without_the_node() {
+    for (_, db) in TestDb::all().await {
+        let e = Env::start(&db, cfg(), 10_000).await;
+        let payee = e.new_wallet(0).await;
+        let inv = e.our_invoice(&payee, 1_234, 3600).await;
+        let (wtx, fee_wtx) = done(e.withdraw_from(&e.wallet, &inv.payment_request, Some(0)).await);
+        assert!(fee_wtx.is_none());
+        assert_eq!(wtx.amount_msat, -1_234_000);
+        assert_eq!(e.balance().await, sats(10_000 - 1_234));
+        assert_eq!(e.balance_of(&payee).await, sats(1_234));
+        assert_eq!(e.in_flight_msat().await, 0);
+        let out = e.payment(inv.payment_hash).await;
+        assert_eq!(out.status, Some(PaymentStatus::Succeeded));
+        assert_eq!(out.fee, Msat::ZERO);
+        let paid = e.lntx(&inv.id).await;
+        assert!(paid.settled);
+        assert_eq!(e.node.pay_count(inv.payment_hash), 0);
+        assert!(e.spy.log().pays.is_empty());
+        assert_eq!(
+            e.node.lookup_invoice(inv.payment_hash).await.unwrap(),
+            Some(InvoiceState::Canceled)
+        );
+        // Paid once: a second attempt is refused.
+        let r = e.withdraw_from(&e.wallet, &inv.payment_request, Some(0)).await;
+        assert!(matches!(r, Err(ServiceError::AlreadyPaid)), "{r:?}");
+        assert_eq!(e.balance().await, sats(10_000 - 1_234));
+        e.assert_clean().await;
+    }
+}
+
+/// What an internal payment refuses moves no money, reaches no node, and leaves the invoice
+/// open on the node (the take is final on this node kind, so it is made only after the
+/// ledger's checks pass).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_payment_refusals_move_nothing() {
+    for (_, db) in TestDb::all().await {
+        let cfg = ServiceConfig {
+            max_send: Some(sats(5_000)),
+            ..cfg()
+        };
+        let e = Env::start(&db, cfg, 2_000).await;
+        let payee = e.new_wallet(0).await;
+
+        // Zero amount (an amountless invoice).
+        let zero = e.our_invoice(&payee, 0, 3600).await;
+        let r = e.withdraw_from(&e.wallet, &zero.payment_request, Some(0)).await;
+        assert!(
+            matches!(r, Err(ServiceError::Invoice(Bolt11Error::ZeroAmount))),
+            "[{}] {r:?}",
+            e.kind
+        );
+        // Over the send limit.
+        let big = e.our_invoice(&payee, 5_001, 3600).await;
+        let r = e.withdraw_from(&e.wallet, &big.payment_request, Some(0)).await;
+        match &r {
+            Err(ServiceError::Invalid(m)) => assert!(m.contains("5000 satoshi"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // More than the balance.
+        let dear = e.our_invoice(&payee, 2_001, 3600).await;
+        let r = e.withdraw_from(&e.wallet, &dear.payment_request, Some(0)).await;
+        assert!(
+            matches!(r, Err(ServiceError::InsufficientBalance(2_000))),
+            "{r:?}"
+        );
+        // Expired.
+        let old = e.our_invoice(&payee, 100, 1).await;
+        let expires_at = old.expires_at.unwrap();
+        while now_secs() < expires_at {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let r = e.withdraw_from(&e.wallet, &old.payment_request, Some(0)).await;
+        assert!(
+            matches!(r, Err(ServiceError::Invoice(Bolt11Error::Expired))),
+            "{r:?}"
+        );
+
+        for inv in [&zero, &big, &dear] {
+            assert!(!e.lntx(&inv.id).await.settled);
+            assert!(
+                e.store
+                    .latest_outgoing(&inv.payment_hash)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            assert_eq!(e.node.pay_count(inv.payment_hash), 0);
+            assert_eq!(
+                e.node.lookup_invoice(inv.payment_hash).await.unwrap(),
+                Some(InvoiceState::Open),
+                "refused invoice still payable from outside"
+            );
+        }
+        assert_eq!(e.node.pay_count(old.payment_hash), 0);
+        assert!(e.spy.log().pays.is_empty());
+        assert_eq!(e.balance().await, sats(2_000));
+        assert_eq!(e.balance_of(&payee).await, Msat::ZERO);
+        assert_eq!(e.in_flight_msat().await, 0);
+        e.assert_clean().await;
+    }
+}
+
+/// An invoice of ours already paid from outside through the node: the wallet is refused and
+/// not debited (the payee is credited from the incoming stream, once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_payment_of_an_invoice_the_node_was_paid_is_refused() {
+    for (_, db) in TestDb::all().await {
+        let e = Env::start(&db, cfg(), 10_000).await;
+        let payee = e.new_wallet(0).await;
+        let inv = e.our_invoice(&payee, 700, 3600).await;
+        let bolt11 = Bolt11::parse(&inv.payment_request).unwrap();
+        e.node.pay_our_invoice(&bolt11, None).unwrap();
+        let r = e.withdraw_from(&e.wallet, &inv.payment_request, Some(0)).await;
+        assert!(
+            matches!(r, Err(ServiceError::AlreadyPaid)),
+            "[{}] {r:?}",
+            e.kind
+        );
+        assert_eq!(e.balance().await, sats(10_000));
+        assert_eq!(e.node.pay_count(inv.payment_hash), 0);
+        e.svc
+            .incoming
+            .process_batch(Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(e.balance_of(&payee).await, sats(700));
+        assert_eq!(e.in_flight_msat().await, 0);
+        e.assert_clean().await;
+    }
+}
