@@ -11,6 +11,9 @@
 //! a node whose internal-payment take is provisional (the embedded node's kind), which is what
 //! exercises the cancel batcher.
 
+// Test code: panicking on an unexpected error is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,12 +21,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use satchel_domain::{
     Bolt11, Bolt11Error, FailureReason, KEYSEND_PREIMAGE_TLV, KeyRole, LnTxId, Msat, Network,
-    NodePubkey, PaymentHash, PaymentStatus, WalletId, WtxType, now_secs,
+    NodePubkey, PaymentHash, PaymentStatus, Preimage, WalletId, WtxType, now_secs,
 };
 use satchel_lightning::{
-    IncomingEvent, InternalTake, InvoiceEvents, InvoiceState, Invoices, LnError, NewInvoice, NodeInfo,
-    NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments, Route, Routes,
-    TakeKind,
+    IncomingEvent, InternalTake, InvoiceEvents, InvoiceState, Invoices, LnError, NewInvoice,
+    NodeInfo, NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments, Route,
+    Routes, TakeKind,
 };
 use satchel_scripted::{Completion, Script, ScriptedBackend};
 use satchel_service::auth::Caller;
@@ -109,7 +112,11 @@ impl Spy {
         self.log.lock().unwrap()
     }
     fn at_pay(&self, hash: PaymentHash) -> AtPay {
-        self.log().at_pay.get(&hash).cloned().expect("pay was called")
+        self.log()
+            .at_pay
+            .get(&hash)
+            .cloned()
+            .expect("pay was called")
     }
 }
 
@@ -267,7 +274,9 @@ impl Env {
     ) -> Env {
         let store = Store::connect(&db.url).await.unwrap();
         *spy.store.lock().unwrap() = Some(store.clone());
-        let svc = Services::new(store.clone(), spy.clone(), cfg).await.unwrap();
+        let svc = Services::new(store.clone(), spy.clone(), cfg)
+            .await
+            .unwrap();
         Env {
             kind: db.kind(),
             store,
@@ -409,7 +418,9 @@ fn pending(r: Result<PaymentResult, ServiceError>) -> LnTxRecord {
     }
 }
 
-fn done(r: Result<PaymentResult, ServiceError>) -> (satchel_store::WtxRecord, Option<satchel_store::WtxRecord>) {
+fn done(
+    r: Result<PaymentResult, ServiceError>,
+) -> (satchel_store::WtxRecord, Option<satchel_store::WtxRecord>) {
     match r {
         Ok(PaymentResult::Done { wtx, fee_wtx }) => (wtx, fee_wtx),
         other => panic!("expected a settled payment, got {other:?}"),
@@ -527,10 +538,11 @@ async fn success_with_the_default_fee_limit_and_no_fee_charges_the_amount() {
         assert_eq!(l.fee_limit, sats(101));
         assert_eq!(e.balance().await, sats(10_000 - 2_001 - 101));
         assert_eq!(e.in_flight_msat().await, sats(2_102).as_i64());
-        e.node.complete(hash, Completion::Succeed { fee: Msat::ZERO });
+        e.node
+            .complete(hash, Completion::Succeed { fee: Msat::ZERO });
         let l = e.wait_final(&l.id).await;
         assert_eq!(l.status, Some(PaymentStatus::Succeeded));
-        assert_eq!(e.balance().await, sats(10_000 - 2_001));
+        assert_eq!(e.balance().await, sats(10_000 - 2_000));
         assert_eq!(e.in_flight_msat().await, 0);
         assert_eq!(e.node.pay_count(hash), 1);
         e.assert_clean().await;
@@ -722,7 +734,8 @@ async fn transport_error_stays_unknown_then_a_succeeded_lookup_settles() {
         assert_eq!(e.in_flight_msat().await, sats(1_002).as_i64());
         e.assert_clean().await;
 
-        e.node.complete(hash, Completion::Succeed { fee: msat(999) });
+        e.node
+            .complete(hash, Completion::Succeed { fee: msat(999) });
         let l = e.wait_final(&l.id).await;
         assert_eq!(l.status, Some(PaymentStatus::Succeeded));
         assert_eq!(l.fee, msat(999));
@@ -823,7 +836,8 @@ async fn second_withdraw_while_pending_is_refused() {
         assert_eq!(e.node.pay_count(hash), 1);
         e.assert_clean().await;
 
-        e.node.complete(hash, Completion::Succeed { fee: Msat::ZERO });
+        e.node
+            .complete(hash, Completion::Succeed { fee: Msat::ZERO });
         assert_eq!(
             e.wait_final(&l.id).await.status,
             Some(PaymentStatus::Succeeded)
@@ -904,7 +918,13 @@ async fn idempotency_key_names_the_payment_and_refuses_a_second_operation() {
             .expect("key recorded with the reserve");
         assert_eq!(rec.effect, format!("payment:{}", l.id));
         assert_eq!(rec.token, claim.token);
-        match e.svc.idempotency.rebuild(&e.caller, &rec.effect).await.unwrap() {
+        match e
+            .svc
+            .idempotency
+            .rebuild(&e.caller, &rec.effect)
+            .await
+            .unwrap()
+        {
             Rebuilt::Payment(PaymentResult::Pending(p)) => assert_eq!(p.id, l.id),
             other => panic!("{other:?}"),
         }
@@ -925,9 +945,16 @@ async fn idempotency_key_names_the_payment_and_refuses_a_second_operation() {
         assert_eq!(e.balance().await, sats(9_000));
 
         // Once it ends, the rebuilt answer follows.
-        e.node.complete(hash, Completion::Fail(FailureReason::NoRoute));
+        e.node
+            .complete(hash, Completion::Fail(FailureReason::NoRoute));
         e.wait_final(&l.id).await;
-        match e.svc.idempotency.rebuild(&e.caller, &rec.effect).await.unwrap() {
+        match e
+            .svc
+            .idempotency
+            .rebuild(&e.caller, &rec.effect)
+            .await
+            .unwrap()
+        {
             Rebuilt::PaymentFailed(FailureReason::NoRoute) => {}
             other => panic!("{other:?}"),
         }
@@ -949,7 +976,10 @@ async fn internal_payment_settles_inside_without_the_node() {
         let e = Env::start(&db, cfg(), 10_000).await;
         let payee = e.new_wallet(0).await;
         let inv = e.our_invoice(&payee, 1_234, 3600).await;
-        let (wtx, fee_wtx) = done(e.withdraw_from(&e.wallet, &inv.payment_request, Some(0)).await);
+        let (wtx, fee_wtx) = done(
+            e.withdraw_from(&e.wallet, &inv.payment_request, Some(0))
+                .await,
+        );
         assert!(fee_wtx.is_none());
         assert_eq!(wtx.amount_msat, -1_234_000);
         assert_eq!(e.balance().await, sats(10_000 - 1_234));
@@ -967,7 +997,9 @@ async fn internal_payment_settles_inside_without_the_node() {
             Some(InvoiceState::Canceled)
         );
         // Paid once: a second attempt is refused.
-        let r = e.withdraw_from(&e.wallet, &inv.payment_request, Some(0)).await;
+        let r = e
+            .withdraw_from(&e.wallet, &inv.payment_request, Some(0))
+            .await;
         assert!(matches!(r, Err(ServiceError::AlreadyPaid)), "{r:?}");
         assert_eq!(e.balance().await, sats(10_000 - 1_234));
         e.assert_clean().await;
@@ -989,7 +1021,9 @@ async fn internal_payment_refusals_move_nothing() {
 
         // Zero amount (an amountless invoice).
         let zero = e.our_invoice(&payee, 0, 3600).await;
-        let r = e.withdraw_from(&e.wallet, &zero.payment_request, Some(0)).await;
+        let r = e
+            .withdraw_from(&e.wallet, &zero.payment_request, Some(0))
+            .await;
         assert!(
             matches!(r, Err(ServiceError::Invoice(Bolt11Error::ZeroAmount))),
             "[{}] {r:?}",
@@ -997,14 +1031,18 @@ async fn internal_payment_refusals_move_nothing() {
         );
         // Over the send limit.
         let big = e.our_invoice(&payee, 5_001, 3600).await;
-        let r = e.withdraw_from(&e.wallet, &big.payment_request, Some(0)).await;
+        let r = e
+            .withdraw_from(&e.wallet, &big.payment_request, Some(0))
+            .await;
         match &r {
             Err(ServiceError::Invalid(m)) => assert!(m.contains("5000 satoshi"), "{m}"),
             other => panic!("{other:?}"),
         }
         // More than the balance.
         let dear = e.our_invoice(&payee, 2_001, 3600).await;
-        let r = e.withdraw_from(&e.wallet, &dear.payment_request, Some(0)).await;
+        let r = e
+            .withdraw_from(&e.wallet, &dear.payment_request, Some(0))
+            .await;
         assert!(
             matches!(r, Err(ServiceError::InsufficientBalance(2_000))),
             "{r:?}"
@@ -1015,7 +1053,9 @@ async fn internal_payment_refusals_move_nothing() {
         while now_secs() < expires_at {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let r = e.withdraw_from(&e.wallet, &old.payment_request, Some(0)).await;
+        let r = e
+            .withdraw_from(&e.wallet, &old.payment_request, Some(0))
+            .await;
         assert!(
             matches!(r, Err(ServiceError::Invoice(Bolt11Error::Expired))),
             "{r:?}"
@@ -1056,7 +1096,9 @@ async fn internal_payment_of_an_invoice_the_node_was_paid_is_refused() {
         let inv = e.our_invoice(&payee, 700, 3600).await;
         let bolt11 = Bolt11::parse(&inv.payment_request).unwrap();
         e.node.pay_our_invoice(&bolt11, None).unwrap();
-        let r = e.withdraw_from(&e.wallet, &inv.payment_request, Some(0)).await;
+        let r = e
+            .withdraw_from(&e.wallet, &inv.payment_request, Some(0))
+            .await;
         assert!(
             matches!(r, Err(ServiceError::AlreadyPaid)),
             "[{}] {r:?}",
@@ -1064,12 +1106,515 @@ async fn internal_payment_of_an_invoice_the_node_was_paid_is_refused() {
         );
         assert_eq!(e.balance().await, sats(10_000));
         assert_eq!(e.node.pay_count(inv.payment_hash), 0);
-        e.svc
-            .incoming
-            .process_batch(Duration::ZERO)
-            .await
-            .unwrap();
+        e.svc.incoming.process_batch(Duration::ZERO).await.unwrap();
         assert_eq!(e.balance_of(&payee).await, sats(700));
+        assert_eq!(e.in_flight_msat().await, 0);
+        e.assert_clean().await;
+    }
+}
+
+// -------------------------------------------------------------------------------- keysend
+
+fn keysend_to(dest: NodePubkey, amount_sats: u64, records: &[(&str, &str)]) -> KeysendRequest {
+    let mut custom = serde_json::Map::new();
+    for (k, v) in records {
+        custom.insert((*k).to_owned(), serde_json::Value::String((*v).to_owned()));
+    }
+    KeysendRequest {
+        dest_pubkey: dest.to_hex(),
+        amount: sats(amount_sats),
+        fee_limit_msat: None,
+        custom_records: Some(custom),
+        pass_thru: None,
+    }
+}
+
+/// The keysend the spy saw last.
+fn last_keysend(spy: &Spy) -> (PaymentHash, satchel_domain::CustomRecords, Preimage) {
+    match spy.log().pays.last().cloned() {
+        Some(PayTarget::Keysend {
+            preimage,
+            custom_records,
+            ..
+        }) => (preimage.hash(), custom_records, preimage),
+        other => panic!("expected a keysend, got {other:?}"),
+    }
+}
+
+/// A keysend carries the caller's custom records to the node (the preimage record is the
+/// backend's to add), stores them with the preimage record for display, and settles like any
+/// payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keysend_passes_custom_records_and_settles() {
+    for (_, db) in TestDb::all().await {
+        let e = Env::start(&db, cfg(), 10_000).await;
+        e.node
+            .set_default_script(Script::Succeed { fee: msat(2_500) });
+        let req = keysend_to(
+            e.node.external_pubkey(),
+            500,
+            &[("696969", "hello"), ("65536", "x")],
+        );
+        let (wtx, fee_wtx) = done(
+            e.svc
+                .payments
+                .keysend(&e.caller, e.wallet.as_str(), req)
+                .await,
+        );
+        let (hash, records, preimage) = last_keysend(&e.spy);
+        assert_eq!(
+            records.0.get(&696_969).map(Vec::as_slice),
+            Some(&b"hello"[..])
+        );
+        assert_eq!(records.0.get(&65_536).map(Vec::as_slice), Some(&b"x"[..]));
+        assert!(!records.0.contains_key(&KEYSEND_PREIMAGE_TLV));
+        let l = lntx_of(&wtx);
+        assert!(l.is_keysend);
+        assert_eq!(l.payment_hash, hash);
+        assert_eq!(l.preimage, Some(preimage));
+        let shown: serde_json::Value =
+            serde_json::from_str(l.custom_records.as_deref().unwrap()).unwrap();
+        assert_eq!(shown["696969"], "hello");
+        assert_eq!(shown[KEYSEND_PREIMAGE_TLV.to_string()], preimage.to_hex());
+        assert_eq!(fee_wtx.unwrap().amount_msat, -3_000);
+        assert_eq!(e.balance().await, sats(10_000 - 503));
+        assert_eq!(e.in_flight_msat().await, 0);
+        assert_eq!(e.node.pay_count(hash), 1);
+        e.assert_clean().await;
+    }
+}
+
+/// A keysend that definitely fails is refunded; running the same validated keysend again (an
+/// async job resumed) reports that failure and never sends the hash again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keysend_failure_refunds_and_a_rerun_does_not_resend() {
+    for (_, db) in TestDb::all().await {
+        let e = Env::start(&db, cfg(), 10_000).await;
+        let k = e
+            .svc
+            .payments
+            .validate_keysend(keysend_to(e.node.external_pubkey(), 500, &[]))
+            .unwrap();
+        let hash = Preimage::from_hex(&k.preimage).unwrap().hash();
+        e.node.script(hash, Script::Fail(FailureReason::NoRoute));
+        let wallet = e.store.wallet(&e.wallet).await.unwrap().unwrap();
+        let wait = Some(Duration::from_secs(5));
+        let r = e
+            .svc
+            .payments
+            .execute_keysend(&e.caller, &wallet, &k, wait)
+            .await;
+        assert_eq!(failed(r), FailureReason::NoRoute);
+        assert_eq!(e.balance().await, sats(10_000));
+        assert_eq!(e.in_flight_msat().await, 0);
+
+        let r = e
+            .svc
+            .payments
+            .execute_keysend(&e.caller, &wallet, &k, wait)
+            .await;
+        assert_eq!(failed(r), FailureReason::NoRoute);
+        assert_eq!(e.node.pay_count(hash), 1);
+        assert_eq!(e.balance().await, sats(10_000));
+        assert_eq!(e.payment(hash).await.status, Some(PaymentStatus::Failed));
+        e.assert_clean().await;
+    }
+}
+
+/// Re-running a keysend that is still pending reports the same payment: one reserve, one send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keysend_rerun_while_pending_reports_the_same_payment() {
+    for (_, db) in TestDb::all().await {
+        let e = Env::start(&db, cfg(), 10_000).await;
+        let k = e
+            .svc
+            .payments
+            .validate_keysend(keysend_to(e.node.external_pubkey(), 500, &[]))
+            .unwrap();
+        let hash = Preimage::from_hex(&k.preimage).unwrap().hash();
+        e.node.script(hash, Script::Unknown);
+        let wallet = e.store.wallet(&e.wallet).await.unwrap().unwrap();
+        let wait = Some(Duration::from_millis(300));
+        let first = pending(
+            e.svc
+                .payments
+                .execute_keysend(&e.caller, &wallet, &k, wait)
+                .await,
+        );
+        let again = pending(
+            e.svc
+                .payments
+                .execute_keysend(&e.caller, &wallet, &k, wait)
+                .await,
+        );
+        assert_eq!(first.id, again.id);
+        assert_eq!(e.node.pay_count(hash), 1);
+        // 500 sats + the default 5% limit (25 sats).
+        assert_eq!(e.balance().await, sats(10_000 - 525));
+        assert_eq!(e.in_flight_msat().await, sats(525).as_i64());
+        e.assert_clean().await;
+        e.node
+            .complete(hash, Completion::Fail(FailureReason::NoRoute));
+        assert_eq!(
+            e.wait_final(&first.id).await.status,
+            Some(PaymentStatus::Failed)
+        );
+        assert_eq!(e.balance().await, sats(10_000));
+        assert_eq!(e.in_flight_msat().await, 0);
+        e.assert_clean().await;
+    }
+}
+
+// ------------------------------------------------------------------- recovery on restart
+
+/// Runs `phase` on a runtime of its own, then drops that runtime with everything it still runs
+/// (the payment drivers): a process that died. Only what `phase` committed remains.
+fn run_then_die<T: Send, F: std::future::Future<Output = T> + Send>(phase: F) -> T {
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let out = rt.block_on(phase);
+                rt.shutdown_background();
+                out
+            })
+            .join()
+            .unwrap()
+        })
+    })
+}
+
+/// What a process that died right after `reserve_payment` committed leaves: a `reserved`
+/// payment the node never heard of.
+async fn reserve_only(e: &Env, target: &PayTarget, fee_limit: Msat) -> LnTxRecord {
+    let (dest, request, preimage, is_keysend, custom_records, memo) = match target {
+        PayTarget::Bolt11 { invoice, .. } => (
+            invoice.payee().to_hex(),
+            invoice.as_str().to_owned(),
+            None,
+            false,
+            None,
+            "carol".to_owned(),
+        ),
+        PayTarget::Keysend {
+            dest,
+            amount,
+            preimage,
+            custom_records,
+        } => {
+            let mut shown = serde_json::Map::new();
+            for (t, v) in &custom_records.0 {
+                shown.insert(
+                    t.to_string(),
+                    serde_json::Value::String(String::from_utf8(v.clone()).unwrap()),
+                );
+            }
+            shown.insert(
+                KEYSEND_PREIMAGE_TLV.to_string(),
+                serde_json::Value::String(preimage.to_hex()),
+            );
+            (
+                dest.to_hex(),
+                format!("{}:{}", dest.to_hex(), amount.sats_floor()),
+                Some(*preimage),
+                true,
+                Some(serde_json::Value::Object(shown).to_string()),
+                "keysend".to_owned(),
+            )
+        }
+    };
+    e.store
+        .reserve_payment(&ReserveCmd {
+            lntx_id: LnTxId::generate(),
+            account_id: e.caller.account_id.clone(),
+            wallet_id: e.wallet.clone(),
+            now: now_secs(),
+            node_id: e.svc.ctx.cfg.node_id.clone(),
+            dest_pubkey: dest,
+            payment_request: request,
+            payment_hash: target.payment_hash(),
+            memo,
+            description_hash: None,
+            payment_addr: None,
+            amount: target.amount(),
+            fee_limit,
+            expiry_secs: None,
+            expires_at: None,
+            preimage,
+            is_keysend,
+            custom_records,
+            pass_thru: "{}".into(),
+            wtx_type: WtxType::LnWithdrawal,
+        })
+        .await
+        .unwrap()
+}
+
+/// Restart after a crash between the reserve and the dispatch: recovery sends it (once), from
+/// our records alone: a BOLT11 payment and a keysend whose custom records are rebuilt from the
+/// stored JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_sends_a_payment_reserved_before_a_crash() {
+    for (_, db) in TestDb::all().await {
+        let spy = Spy::new(
+            Arc::new(ScriptedBackend::new(Network::Regtest, SEED)),
+            false,
+        );
+        let e = Env::start_on(&db, cfg(), spy.clone(), 10_000).await;
+        let inv = e.carol_invoice(1_000);
+        let bolt11 = reserve_only(
+            &e,
+            &PayTarget::Bolt11 {
+                invoice: inv.clone(),
+                amount: sats(1_000),
+            },
+            sats(10),
+        )
+        .await;
+        let mut records = satchel_domain::CustomRecords::default();
+        records.0.insert(696_969, b"hi".to_vec());
+        let keysend = reserve_only(
+            &e,
+            &PayTarget::Keysend {
+                dest: e.node.external_pubkey(),
+                amount: sats(200),
+                preimage: Preimage::random(),
+                custom_records: records.clone(),
+            },
+            sats(5),
+        )
+        .await;
+        assert_eq!(e.balance().await, sats(10_000 - 1_010 - 205));
+        let (caller, wallet) = (e.caller.clone(), e.wallet.clone());
+        drop(e);
+
+        let e = Env::attach(&db, cfg(), spy, caller, wallet).await;
+        assert_eq!(e.svc.payments.recover().await.unwrap(), 2);
+        for l in [&bolt11, &keysend] {
+            let l = e.wait_final(&l.id).await;
+            assert_eq!(l.status, Some(PaymentStatus::Succeeded), "[{}]", e.kind);
+            assert_eq!(e.node.pay_count(l.payment_hash), 1);
+            assert_eq!(
+                e.spy.at_pay(l.payment_hash).status,
+                Some(PaymentStatus::Dispatched)
+            );
+        }
+        let sent = e
+            .spy
+            .log()
+            .pays
+            .iter()
+            .find(|t| t.payment_hash() == keysend.payment_hash)
+            .cloned();
+        match sent {
+            Some(PayTarget::Keysend {
+                custom_records,
+                amount,
+                ..
+            }) => {
+                assert_eq!(custom_records, records);
+                assert_eq!(amount, sats(200));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(e.balance().await, sats(10_000 - 1_200));
+        assert_eq!(e.in_flight_msat().await, 0);
+        // A second recovery finds nothing live.
+        assert_eq!(e.svc.payments.recover().await.unwrap(), 0);
+        e.assert_clean().await;
+    }
+}
+
+/// Restart after a crash between the dispatch mark and the node call: the node does not know
+/// the hash, so recovery (which asks first) sends it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_sends_a_dispatched_payment_the_node_never_got() {
+    for (_, db) in TestDb::all().await {
+        let spy = Spy::new(
+            Arc::new(ScriptedBackend::new(Network::Regtest, SEED)),
+            false,
+        );
+        let e = Env::start_on(&db, cfg(), spy.clone(), 10_000).await;
+        let inv = e.carol_invoice(1_000);
+        let target = PayTarget::Bolt11 {
+            invoice: inv.clone(),
+            amount: sats(1_000),
+        };
+        let l = reserve_only(&e, &target, Msat::ZERO).await;
+        assert!(
+            e.store
+                .mark_payment(
+                    &l.id,
+                    &[PaymentStatus::Reserved],
+                    PaymentStatus::Dispatched,
+                    now_secs()
+                )
+                .await
+                .unwrap()
+        );
+        let (caller, wallet) = (e.caller.clone(), e.wallet.clone());
+        drop(e);
+
+        let e = Env::attach(&db, cfg(), spy, caller, wallet).await;
+        assert_eq!(e.svc.payments.recover().await.unwrap(), 1);
+        let l = e.wait_final(&l.id).await;
+        assert_eq!(l.status, Some(PaymentStatus::Succeeded), "[{}]", e.kind);
+        assert_eq!(e.node.pay_count(inv.payment_hash()), 1);
+        assert_eq!(e.balance().await, sats(9_000));
+        assert_eq!(e.in_flight_msat().await, 0);
+        e.assert_clean().await;
+    }
+}
+
+/// A process dies while the node has three payments in flight. While it is down one succeeds
+/// and one fails; the third is still in flight. The restarted process's recovery looks each up
+/// again (never re-sending): the first is settled, the second refunded, the third stays
+/// reserved until the node says how it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_after_a_crash_books_what_the_node_decided_meanwhile() {
+    for (_, db) in TestDb::all().await {
+        let spy = Spy::new(
+            Arc::new(ScriptedBackend::new(Network::Regtest, SEED)),
+            false,
+        );
+        let invoices: Vec<Bolt11> = (0..3)
+            .map(|_| spy.node.external_invoice(Some(sats(1_000)), "c", 3600).0)
+            .collect();
+        for inv in &invoices {
+            spy.node.script(inv.payment_hash(), Script::Unknown);
+        }
+        let (caller, wallet, ids) = run_then_die(async {
+            let e = Env::start_on(&db, short_wait(), spy.clone(), 10_000).await;
+            let mut ids = Vec::new();
+            for inv in &invoices {
+                ids.push(pending(e.withdraw(inv, Some(0)).await).id);
+            }
+            (e.caller.clone(), e.wallet.clone(), ids)
+        });
+        let [ok, bad, open] = [0, 1, 2].map(|i| invoices[i].payment_hash());
+        spy.node
+            .complete(ok, Completion::Succeed { fee: Msat::ZERO });
+        spy.node.complete(
+            bad,
+            Completion::Fail(FailureReason::IncorrectPaymentDetails),
+        );
+
+        let e = Env::attach(&db, short_wait(), spy, caller, wallet).await;
+        assert_eq!(e.balance().await, sats(7_000));
+        assert_eq!(e.svc.payments.recover().await.unwrap(), 3);
+        assert_eq!(
+            e.wait_final(&ids[0]).await.status,
+            Some(PaymentStatus::Succeeded)
+        );
+        assert_eq!(
+            e.wait_final(&ids[1]).await.status,
+            Some(PaymentStatus::Failed)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            e.status(&ids[2]).await.is_some_and(|s| s.is_live()),
+            "[{}]",
+            e.kind
+        );
+        // 1,000 paid by the first, 1,000 still reserved for the third.
+        assert_eq!(e.balance().await, sats(10_000 - 1_000 - 1_000));
+        assert_eq!(e.in_flight_msat().await, sats(1_000).as_i64());
+        e.assert_clean().await;
+
+        e.node
+            .complete(open, Completion::Succeed { fee: Msat::ZERO });
+        assert_eq!(
+            e.wait_final(&ids[2]).await.status,
+            Some(PaymentStatus::Succeeded)
+        );
+        for h in [ok, bad, open] {
+            assert_eq!(e.node.pay_count(h), 1);
+        }
+        assert_eq!(e.balance().await, sats(10_000 - 2_000));
+        assert_eq!(e.in_flight_msat().await, 0);
+        e.assert_clean().await;
+    }
+}
+
+// ------------------------------------------------------------ the cancel batcher
+
+/// On a node whose take is provisional (the embedded node), internally settled invoices are
+/// cancelled on the node afterwards, gathered into batches; each is cancelled exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_batcher_cancels_internally_settled_invoices_in_batches() {
+    for (_, db) in TestDb::all().await {
+        let spy = Spy::new(Arc::new(ScriptedBackend::new(Network::Regtest, SEED)), true);
+        let e = Env::start_on(&db, cfg(), spy, 10_000).await;
+        let payee = e.new_wallet(0).await;
+        let mut invoices = Vec::new();
+        for _ in 0..6 {
+            invoices.push(e.our_invoice(&payee, 100, 3600).await);
+        }
+        let pays = invoices
+            .iter()
+            .map(|inv| e.withdraw_from(&e.wallet, &inv.payment_request, Some(0)));
+        for r in futures::future::join_all(pays).await {
+            done(r);
+        }
+        let mut cancelled = Vec::new();
+        for _ in 0..100 {
+            cancelled = e.spy.log().cancel_batches.concat();
+            if cancelled.len() >= invoices.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let batches = e.spy.log().cancel_batches.len();
+        assert!(batches >= 1 && batches <= invoices.len(), "{batches}");
+        assert_eq!(cancelled.len(), invoices.len(), "[{}] each once", e.kind);
+        for inv in &invoices {
+            assert!(cancelled.contains(&inv.payment_hash));
+            assert_eq!(
+                e.node.lookup_invoice(inv.payment_hash).await.unwrap(),
+                Some(InvoiceState::Canceled)
+            );
+            assert_eq!(e.node.pay_count(inv.payment_hash), 0);
+        }
+        assert!(e.spy.log().taken.is_empty());
+        assert!(e.spy.log().released.is_empty());
+        assert_eq!(e.balance().await, sats(10_000 - 600));
+        assert_eq!(e.balance_of(&payee).await, sats(600));
+        assert_eq!(e.in_flight_msat().await, 0);
+        e.assert_clean().await;
+    }
+}
+
+/// With a provisional take, an internal payment the ledger refuses gives the invoice back to
+/// the node (released, not cancelled): it stays payable from outside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_internal_payment_releases_a_provisional_take() {
+    for (_, db) in TestDb::all().await {
+        let spy = Spy::new(Arc::new(ScriptedBackend::new(Network::Regtest, SEED)), true);
+        let e = Env::start_on(&db, cfg(), spy, 100).await;
+        let payee = e.new_wallet(0).await;
+        let inv = e.our_invoice(&payee, 101, 3600).await;
+        let r = e
+            .withdraw_from(&e.wallet, &inv.payment_request, Some(0))
+            .await;
+        assert!(
+            matches!(r, Err(ServiceError::InsufficientBalance(100))),
+            "[{}] {r:?}",
+            e.kind
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(e.spy.log().released, vec![inv.payment_hash]);
+        assert!(e.spy.log().taken.is_empty());
+        assert!(e.spy.log().cancel_batches.is_empty());
+        assert_eq!(
+            e.node.lookup_invoice(inv.payment_hash).await.unwrap(),
+            Some(InvoiceState::Open)
+        );
+        assert_eq!(e.balance().await, sats(100));
+        assert_eq!(e.balance_of(&payee).await, Msat::ZERO);
         assert_eq!(e.in_flight_msat().await, 0);
         e.assert_clean().await;
     }
