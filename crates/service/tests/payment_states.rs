@@ -542,7 +542,7 @@ async fn success_with_the_default_fee_limit_and_no_fee_charges_the_amount() {
             .complete(hash, Completion::Succeed { fee: Msat::ZERO });
         let l = e.wait_final(&l.id).await;
         assert_eq!(l.status, Some(PaymentStatus::Succeeded));
-        assert_eq!(e.balance().await, sats(10_000 - 2_000));
+        assert_eq!(e.balance().await, sats(10_000 - 2_001));
         assert_eq!(e.in_flight_msat().await, 0);
         assert_eq!(e.node.pay_count(hash), 1);
         e.assert_clean().await;
