@@ -140,10 +140,7 @@ pub fn router(ui: Arc<Ui>) -> Router<AppState> {
         .route("/ui/wallet/invoice", post(wallet::invoice))
         .route("/ui/wallet/pay", post(wallet::pay))
         .route("/ui/wallet/lnurlw", post(wallet::lnurlw))
-        .route(
-            "/ui/wallet/{key}/events",
-            get(crate::events::page_events),
-        )
+        .route("/ui/wallet/{key}/events", get(crate::events::page_events))
         .route("/account", get(account::page))
         .route("/account/login", post(account::login))
         .route("/account/logout", post(account::logout))
