@@ -18,7 +18,6 @@
 //! - `sys:unclaimed`: money the node received that belongs to no wallet;
 //! - `sys:revenue`: the operator's sub-sat rounding revenue (wallets move in whole sats only).
 
-pub mod accounts;
 pub mod audit;
 pub mod crash;
 pub mod db;
@@ -30,9 +29,9 @@ pub mod idempotency;
 mod ledger;
 pub mod lnurlp;
 pub mod lnurlw;
-mod ops;
 pub mod outbox;
 mod records;
+mod repo;
 pub mod request_id;
 mod sats;
 pub mod schema;
@@ -55,7 +54,6 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 /// Postgres restart, is still tested first.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
-pub use accounts::AccountSummary;
 pub use audit::AuditReport;
 use db::Conn;
 pub use db::Dialect;
@@ -63,12 +61,12 @@ pub use gauges::Gauges;
 pub use idempotency::{IdemClaim, IdemRecord, StoredResponse};
 pub use lnurlp::{LnurlpInvoice, LnurlpLink, LnurlpWriteError};
 pub use lnurlw::{LinkClaim, LnurlwKind, LnurlwLink};
-pub use ops::*;
 pub use outbox::{
     AttemptOutcome, AttemptRecord, DEFAULT_ALL, DeliveryRecord, DeliveryStatus, DueDelivery,
     EventRecord, WebhookRecord,
 };
 pub use records::*;
+pub use repo::*;
 
 /// Failures of the storage layer itself (not business rule violations).
 #[derive(Debug, thiserror::Error)]

@@ -11,8 +11,8 @@
 use satchel_domain::{AccountId, Msat, Username, WalletId, WtxType};
 
 use crate::db::{Conn, Row};
-use crate::ops::{NewInvoiceRecord, insert_invoice_in, invoice_record};
 use crate::records::{LNTX_COLS, LnTxRecord};
+use crate::repo::{NewInvoiceRecord, insert_invoice_in, invoice_record};
 use crate::{Store, StoreError, args};
 
 /// A stored LNURL-pay link.

@@ -1,7 +1,10 @@
-//! The operator's list of accounts (the console and `/operator/v1/accounts`).
+//! Accounts: creating one with its account-level keys, counting them, and the operator's list
+//! of accounts (the console and `/operator/v1/accounts`).
 
 use satchel_domain::AccountId;
 
+use super::keys::{NewKey, insert_key};
+use super::to_u64;
 use crate::{Store, StoreError, args};
 
 /// One account as the operator sees it.
@@ -20,6 +23,36 @@ pub struct AccountSummary {
 }
 
 impl Store {
+    /// Creates an account with its account-level keys.
+    pub async fn create_account(
+        &self,
+        id: &AccountId,
+        label: &str,
+        now: i64,
+        keys: &[NewKey],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        tx.exec(
+            "INSERT INTO accounts (id, label, created_at) VALUES ($1, $2, $3)",
+            args![id.as_str(), label, now],
+        )
+        .await?;
+        for k in keys {
+            insert_key(&mut tx, id, None, k, now).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Number of accounts.
+    pub async fn account_count(&self) -> Result<u64, StoreError> {
+        let mut c = self.read_conn().await?;
+        Ok(to_u64(
+            c.fetch_one("SELECT COUNT(*) FROM accounts", args![])
+                .await?
+                .i64(0)?,
+        ))
+    }
+
     /// Accounts, oldest first, `limit` from `offset`, with the total count.
     pub async fn list_accounts(
         &self,
