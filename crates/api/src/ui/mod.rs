@@ -34,6 +34,7 @@ pub(crate) mod operator;
 mod qr;
 mod session;
 mod wallet;
+pub(crate) use wallet::MAX_KEY_LEN;
 
 pub(crate) use session::same as same_secret;
 

@@ -25,7 +25,7 @@ use crate::http::{ApiError, Lnpay, Params, extract_api_key};
 use crate::routes::{api_error, payment_response};
 
 /// Longest key accepted in a page address (real keys are far shorter).
-const MAX_KEY_LEN: usize = 128;
+pub(crate) const MAX_KEY_LEN: usize = 128;
 /// Entries of history the page shows.
 const HISTORY_LEN: u64 = 25;
 
@@ -103,7 +103,7 @@ const RECEIVE_HTML: &str = r#"<section id="receive"><h2>Receive</h2>
 <label>Memo <input id="invoice-memo" name="memo" maxlength="200"></label>
 <button id="invoice-button" type="submit">Create invoice</button></form>
 <div id="invoice-out" hidden><img id="invoice-qr" alt="Invoice QR code" width="320" height="320"><code id="invoice-text"></code></div>
-<div id="address-slot" hidden><h3>Lightning Address</h3><p id="address-text"></p><img id="address-qr" alt="Lightning Address QR code" width="256" height="256"></div>
+<div id="address-slot" hidden><h3 id="address-title">Lightning Address</h3><p><code id="address-text"></code></p><img id="address-qr" alt="LNURL-pay QR code" width="256" height="256"></div>
 </section>"#;
 
 const SEND_HTML: &str = r#"<section id="send"><h2>Send</h2>
@@ -159,6 +159,17 @@ struct InfoDto {
     can_read: bool,
     can_receive: bool,
     can_send: bool,
+    /// The wallet's default LNURL-pay link, for keys that may receive.
+    pay_link: Option<PayLinkDto>,
+}
+
+/// What the page shows to be paid without an invoice: the Lightning Address if the default link
+/// has a username, and its LNURL-pay as a QR code (a wallet scanning it gets the same payRequest).
+#[derive(Serialize)]
+struct PayLinkDto {
+    lightning_address: Option<String>,
+    lnurl: String,
+    qr: Option<String>,
 }
 
 type UiResult = Result<Response, UiError>;
@@ -184,6 +195,21 @@ pub async fn info(State(s): State<Services>, k: PageKey) -> UiResult {
         .await
         .map_err(|e| fail(api_error(e)))?;
     let (can_read, can_receive, can_send) = can(k.role);
+    let pay_link = match (&w.default_lnurlp_id, can_receive) {
+        (Some(id), true) => match s.lnurlp.get(&k.caller, id).await {
+            Ok(v) => Some(PayLinkDto {
+                qr: qr::svg_data_url(&v.lnurl_encoded),
+                lightning_address: v.lightning_address,
+                lnurl: v.lnurl_encoded,
+            }),
+            // E.g. `public_url` unset since the link was made: the page just shows no link.
+            Err(e) => {
+                tracing::debug!(wallet = %w.id, error = %e, "wallet page: no pay link to show");
+                None
+            }
+        },
+        _ => None,
+    };
     Ok(secure(
         Lnpay::ok(InfoDto {
             wallet: WalletDto::from(&w),
@@ -191,6 +217,7 @@ pub async fn info(State(s): State<Services>, k: PageKey) -> UiResult {
             can_read,
             can_receive,
             can_send,
+            pay_link,
         })
         .into_response(),
     ))

@@ -57,12 +57,24 @@
       var w = r.body.wallet;
       $("wallet-label").textContent = w.user_label || w.id;
       $("balance").textContent = String(w.balance);
+      showPayLink(r.body.pay_link);
       var changed = lastBalance !== w.balance;
       lastBalance = w.balance;
       if (changed) {
         return call("GET", "/ui/wallet/transactions").then(function (h) { renderHistory(h.body); });
       }
     }).then(function () { showError(""); }, function (e) { showError(e.message); });
+  }
+
+  // The default LNURL-pay link: the Lightning Address (or, without a username, the LNURL) and a
+  // QR code of the LNURL, which any LNURL wallet can scan.
+  function showPayLink(link) {
+    var slot = $("address-slot");
+    if (!slot || !link) { return; }
+    slot.hidden = false;
+    $("address-title").textContent = link.lightning_address ? "Lightning Address" : "LNURL-pay";
+    $("address-text").textContent = link.lightning_address || link.lnurl;
+    if (link.qr && $("address-qr").src !== link.qr) { $("address-qr").src = link.qr; }
   }
 
   function startPolling() {
