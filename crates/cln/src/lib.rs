@@ -75,6 +75,17 @@
 //!
 //! # How Satchel's contracts map onto CLN
 //!
+//! * **Node status and channels** (operator API, `/metrics`): `node_status` is `getinfo`'s
+//!   `blockheight`, synced unless it carries `warning_bitcoind_sync` or
+//!   `warning_lightningd_sync`. `list_channels` is `listpeerchannels`: `CHANNELD_NORMAL` (or
+//!   `CHANNELD_AWAITING_SPLICE`) is active, inactive when `peer_connected` is false; the
+//!   `OPENINGD`/`…AWAITING_LOCKIN`/`DUALOPEND_OPEN_…` states are pending;
+//!   `CHANNELD_SHUTTING_DOWN`, `CLOSINGD_SIGEXCHANGE` and `CLOSINGD_COMPLETE` are closing;
+//!   closed channels (`AWAITING_UNILATERAL`, `FUNDING_SPEND_SEEN`, `ONCHAIN`) and entries with
+//!   no `channel_id` yet are left out. Balances are `spendable_msat`/`receivable_msat` (reserve
+//!   and in-flight HTLCs already excluded), capacity `total_msat`. `node_stats` counts active
+//!   channels, and as inactive the inactive and pending ones (closing ones are neither, and
+//!   their balances are not summed). Sync lag is not reported: `getinfo` names no block time.
 //! * **Invoices** are created with Satchel's preimage (`invoice preimage=…`) and the label
 //!   `satchel-<payment hash hex>`, so a retry finds the first invoice (CLN refuses the duplicate
 //!   label/preimage with 900/901 and the backend returns the existing one). `cancel_invoice`

@@ -88,6 +88,12 @@ pub struct GetInfo {
     /// The release, `v24.11.1` and the like (see [`crate::ClnVersion::parse`]).
     #[serde(default)]
     pub version: Option<String>,
+    /// Present while bitcoind is still syncing with the network.
+    #[serde(default)]
+    pub warning_bitcoind_sync: Option<String>,
+    /// Present while lightningd is still catching up with bitcoind.
+    #[serde(default)]
+    pub warning_lightningd_sync: Option<String>,
 }
 
 /// `invoice`.
@@ -303,14 +309,29 @@ pub struct ListPeerChannels {
 /// One of our channels.
 #[derive(Debug, Deserialize)]
 pub struct PeerChannel {
+    /// The peer.
+    #[serde(default)]
+    pub peer_id: String,
     /// Whether the peer is connected.
     #[serde(default)]
     pub peer_connected: Option<bool>,
     /// `CHANNELD_NORMAL` when usable.
     pub state: String,
+    /// `BLOCKxTXxOUT`, once the funding is locked in.
+    #[serde(default)]
+    pub short_channel_id: Option<String>,
+    /// The channel id (hex), once the funding transaction is known.
+    #[serde(default)]
+    pub channel_id: Option<String>,
+    /// Channel size.
+    #[serde(default)]
+    pub total_msat: Option<ClnMsat>,
     /// What we can send over it now.
     #[serde(default)]
     pub spendable_msat: Option<ClnMsat>,
+    /// What we can receive over it now.
+    #[serde(default)]
+    pub receivable_msat: Option<ClnMsat>,
 }
 
 #[cfg(test)]

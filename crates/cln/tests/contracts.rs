@@ -25,7 +25,9 @@ use async_trait::async_trait;
 use satchel_cln::fake::{Call, FakeChannel, FakeCln, FakeOptions};
 use satchel_cln::{ClnBackend, ClnConfig, ClnVersion};
 use satchel_domain::{FailureReason, Msat, Network, PaymentHash};
-use satchel_lightning::{DevnetControl, LightningBackend};
+use satchel_lightning::{
+    ChannelInfo, ChannelState, DevnetControl, LightningBackend, LnError, NodeInfo,
+};
 use satchel_scripted::{Script, ScriptedBackend};
 use satchel_testkit::conformance::{self, Harness, SendPath};
 use serde_json::Value;
@@ -594,6 +596,9 @@ async fn check_release(release: (u32, u32), deprecated_apis: bool) -> Result<(),
         Ok(r) => eprintln!("{r}"),
         Err(e) => eprintln!("{e}"),
     }
+    // The operator's calls: over the channel set above, then over the node's own channels in
+    // every state `listpeerchannels` shows.
+    let operator_errors = operator_calls(&h.backend, &fake, &h.node).await;
     let calls: Vec<Call> = fake.captures();
     let mut error_answers = BTreeSet::new();
     for c in &calls {
@@ -712,11 +717,66 @@ async fn check_release(release: (u32, u32), deprecated_apis: bool) -> Result<(),
     if let Err(e) = report {
         problems.push(format!("{label}: {e}"));
     }
+    if let Err(e) = operator_errors {
+        problems.push(format!("{label}: operator calls: {e}"));
+    }
     if problems.is_empty() {
         Ok(())
     } else {
         Err(problems.join("\n"))
     }
+}
+
+/// `node_status`, `list_channels` and `node_stats` through the recorded fake: first over the
+/// channels the test set, then over the node's own in each state.
+async fn operator_calls(
+    cln: &ClnBackend,
+    fake: &FakeCln,
+    node: &ScriptedBackend,
+) -> Result<(), String> {
+    let err = |e: LnError| e.to_string();
+    let status = cln.node_status().await.map_err(err)?;
+    if status.synced != Some(true) || status.block_height.is_none() {
+        return Err(format!("node_status: {status:?}"));
+    }
+    let listed = cln.list_channels().await.map_err(err)?;
+    if listed.len() != 1 || listed[0].state != ChannelState::Active {
+        return Err(format!("list_channels (set by the test): {listed:?}"));
+    }
+    fake.clear_channels();
+    let states = [
+        ChannelState::Active,
+        ChannelState::Inactive,
+        ChannelState::Pending,
+        ChannelState::Closing,
+    ];
+    node.set_channels(
+        states
+            .iter()
+            .enumerate()
+            .map(|(i, state)| ChannelInfo {
+                channel_id: hex::encode([u8::try_from(i).unwrap() + 1; 32]),
+                short_channel_id: (*state != ChannelState::Pending)
+                    .then_some((103 << 40) | (u64::try_from(i).unwrap() << 16)),
+                peer: node.external_pubkey(),
+                capacity_sats: 1_000_000,
+                local_balance_msat: 400_000_000,
+                remote_balance_msat: 590_000_000,
+                state: *state,
+                confirmations: None,
+            })
+            .collect(),
+    );
+    let listed = cln.list_channels().await.map_err(err)?;
+    let got: Vec<ChannelState> = listed.iter().map(|c| c.state).collect();
+    if got != states {
+        return Err(format!("list_channels (the node's): {listed:?}"));
+    }
+    let stats = cln.node_stats().await.map_err(err)?;
+    if (stats.channels_active, stats.channels_inactive) != (Some(1), Some(2)) {
+        return Err(format!("node_stats: {stats:?}"));
+    }
+    Ok(())
 }
 
 /// The checker itself: each rule catches what it is for.

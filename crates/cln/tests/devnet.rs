@@ -528,3 +528,110 @@ async fn transport_faults(options: FakeOptions, pay_method: &str) {
     ));
     env.devnet.stop().await.unwrap();
 }
+
+/// The operator's view through CLN (`getinfo`, `listpeerchannels`) matches the devnet node:
+/// on a fake that answers from the node itself (socket and CLNRest), and on the usual test
+/// fake whose channels the harness set from the node. Checked again after money moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_status_channels_and_stats() {
+    use satchel_lightning::{ChannelInfo, ChannelState};
+    let env = Env::start().await;
+    let node = env.devnet.node();
+    // A second fake on the same node, with no channels set: it lists the node's own.
+    let direct = satchel_cln::fake::FakeCln::start(node.clone());
+    let direct_socket = direct
+        .serve_socket(env.dir.path().join("direct-rpc"))
+        .await
+        .unwrap();
+    let direct_cln = satchel_cln::ClnBackend::connect(&satchel_cln::ClnConfig::socket(
+        direct_socket.path(),
+        satchel_domain::Network::Regtest,
+    ))
+    .await
+    .unwrap();
+    let ldk_status = NodeInfo::node_status(&*node).await.unwrap();
+
+    let check = |ldk: &[ChannelInfo], ours: &[ChannelInfo], same_ids: bool| {
+        assert_eq!(ours.len(), ldk.len());
+        assert!(!ours.is_empty());
+        for l in ldk {
+            let o = ours
+                .iter()
+                .find(|o| o.peer == l.peer)
+                .unwrap_or_else(|| panic!("channel {l:?} not listed: {ours:?}"));
+            // The harness's fake is given the node's SCIDs for sending (aliases) and makes
+            // up channel ids; the direct one reports the node's own.
+            if same_ids {
+                assert_eq!(o.channel_id, l.channel_id);
+                assert_eq!(o.short_channel_id, l.short_channel_id);
+            }
+            assert_eq!(o.peer, l.peer);
+            assert_eq!(o.capacity_sats, l.capacity_sats);
+            assert_eq!(o.state, l.state);
+            assert_eq!(o.local_balance_msat, l.local_balance_msat);
+            assert_eq!(o.remote_balance_msat, l.remote_balance_msat);
+        }
+    };
+    let mut before = None;
+    for (name, cln, same_ids) in [
+        ("direct", direct_cln, true),
+        ("socket", env.backend("socket").await, false),
+        ("rest", env.backend("rest").await, false),
+    ] {
+        let status = cln.node_status().await.unwrap();
+        assert_eq!(status.block_height, ldk_status.block_height, "{name}");
+        assert_eq!(status.synced, Some(true), "{name}");
+        let ldk = NodeInfo::list_channels(&*node).await.unwrap();
+        let ours = cln.list_channels().await.unwrap();
+        check(&ldk, &ours, same_ids);
+        assert!(ours.iter().all(|c| c.state == ChannelState::Active));
+        let stats = cln.node_stats().await.unwrap();
+        let sum = |f: fn(&ChannelInfo) -> u64| ldk.iter().map(f).sum::<u64>();
+        assert_eq!(stats.channels_active, Some(ldk.len() as u64), "{name}");
+        assert_eq!(stats.channels_inactive, Some(0), "{name}");
+        assert_eq!(
+            stats.local_balance_msat,
+            Some(sum(|c| c.local_balance_msat))
+        );
+        assert_eq!(
+            stats.remote_balance_msat,
+            Some(sum(|c| c.remote_balance_msat))
+        );
+        assert_eq!(stats.block_height, ldk_status.block_height.map(u64::from));
+        // CLN's getinfo names no block time: no lag figure.
+        assert_eq!(stats.sync_lag_secs, None, "{name}");
+        before.get_or_insert(stats);
+    }
+
+    // Alice pays us 20,000 sats: the direct fake's figures follow the node's.
+    let cln = env.backend("socket").await;
+    let inv = cln
+        .create_invoice(new_invoice(Some(sats(20_000)), "balance"))
+        .await
+        .unwrap();
+    let out = env.devnet.outside_pay("alice", &inv, None).await.unwrap();
+    assert!(matches!(out, PayOutcome::Succeeded { .. }), "{out:?}");
+    let direct_cln = satchel_cln::ClnBackend::connect(&satchel_cln::ClnConfig::socket(
+        direct_socket.path(),
+        satchel_domain::Network::Regtest,
+    ))
+    .await
+    .unwrap();
+    let before = before.unwrap().local_balance_msat.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let s = direct_cln.node_stats().await.unwrap();
+        if s.local_balance_msat != Some(before) || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let grew = after.local_balance_msat.unwrap() - before;
+    assert!(grew.abs_diff(20_000_000) <= 1000, "grew by {grew} msat");
+    check(
+        &NodeInfo::list_channels(&*node).await.unwrap(),
+        &direct_cln.list_channels().await.unwrap(),
+        true,
+    );
+    env.stop().await;
+}

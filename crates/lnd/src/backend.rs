@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use reqwest::Method;
 use satchel_domain::{Bolt11, KEYSEND_PREIMAGE_TLV, Msat, NodePubkey, PaymentHash, now_secs};
 use satchel_lightning::{
-    IncomingEvent, InternalTake, InvoiceEvents, InvoiceState, Invoices, LnError, NewInvoice,
-    NodeInfo, NodeInfoData, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments, Route,
-    RouteHop, Routes,
+    ChannelInfo, ChannelState, IncomingEvent, InternalTake, InvoiceEvents, InvoiceState, Invoices,
+    LnError, NewInvoice, NodeInfo, NodeInfoData, NodeStats, NodeStatus, PayOutcome, PayRequest,
+    PayTarget, PaymentLookup, Payments, Route, RouteHop, Routes,
 };
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -16,7 +16,8 @@ use tokio::time::Instant;
 use crate::LndRest;
 use crate::rest::{CallError, LndStatus, UNARY_TIMEOUT, code};
 use crate::wire::{
-    AddInvoiceResponse, Invoice, Payment, QueryRoutesResponse, b64, b64url, payment_state,
+    AddInvoiceResponse, Channel, Invoice, ListChannelsResponse, Payment, PendingChannel,
+    PendingChannelsResponse, QueryRoutesResponse, b64, b64url, payment_state,
 };
 
 /// Final CLTV delta of our keysends (LND's default for invoices is 80; keysend senders commonly
@@ -292,6 +293,91 @@ fn bolt11_of(payment_request: &str, hash: PaymentHash) -> Result<Bolt11, LnError
     Ok(bolt11)
 }
 
+/// Whole sats less a reserve, as msat (what can move over the channel now; LND reports no
+/// finer figure).
+fn spendable_msat(balance_sat: u64, reserve_sat: u64) -> u64 {
+    balance_sat.saturating_sub(reserve_sat).saturating_mul(1000)
+}
+
+fn peer_of(hex: &str) -> Result<NodePubkey, LnError> {
+    NodePubkey::from_hex(hex)
+        .ok_or_else(|| LnError::Transport(format!("LND channel: bad peer pubkey {hex:?}")))
+}
+
+/// An open channel (`lnrpc.Channel`) for the operator.
+pub(crate) fn open_channel_info(c: &Channel) -> Result<ChannelInfo, LnError> {
+    let reserve =
+        |x: &Option<crate::wire::ChannelConstraints>| x.as_ref().map_or(0, |k| k.chan_reserve_sat);
+    Ok(ChannelInfo {
+        channel_id: c.channel_point.clone(),
+        short_channel_id: (c.chan_id != 0).then_some(c.chan_id),
+        peer: peer_of(&c.remote_pubkey)?,
+        capacity_sats: c.capacity,
+        local_balance_msat: spendable_msat(c.local_balance, reserve(&c.local_constraints)),
+        remote_balance_msat: spendable_msat(c.remote_balance, reserve(&c.remote_constraints)),
+        state: if c.active {
+            ChannelState::Active
+        } else {
+            ChannelState::Inactive
+        },
+        confirmations: None,
+    })
+}
+
+/// A channel of `GET /v1/channels/pending` (opening or waiting for its close to confirm).
+pub(crate) fn pending_channel_info(
+    c: &PendingChannel,
+    state: ChannelState,
+) -> Result<ChannelInfo, LnError> {
+    Ok(ChannelInfo {
+        channel_id: c.channel_point.clone(),
+        short_channel_id: None,
+        peer: peer_of(&c.remote_node_pub)?,
+        capacity_sats: c.capacity,
+        local_balance_msat: spendable_msat(c.local_balance, c.local_chan_reserve_sat),
+        remote_balance_msat: spendable_msat(c.remote_balance, c.remote_chan_reserve_sat),
+        state,
+        confirmations: None,
+    })
+}
+
+/// How far LND's view of the chain is behind, from what `getinfo` says: 0 while LND says it is
+/// synced; otherwise the age of the best header it knows; `None` when it names no header.
+pub(crate) fn sync_lag_secs(synced: bool, best_header_timestamp: i64, now: i64) -> Option<u64> {
+    if synced {
+        Some(0)
+    } else if best_header_timestamp <= 0 {
+        None
+    } else {
+        Some(u64::try_from(now.saturating_sub(best_header_timestamp)).unwrap_or(0))
+    }
+}
+
+/// Channel counts and balances for metrics: active; inactive = open but inactive, or still
+/// opening; closing channels are neither, and their balances are not counted.
+pub(crate) fn channel_stats(channels: &[ChannelInfo]) -> NodeStats {
+    let live = || channels.iter().filter(|c| c.state != ChannelState::Closing);
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let active = live().filter(|c| c.state == ChannelState::Active).count();
+    let all = live().count();
+    NodeStats {
+        channels_active: Some(count(active)),
+        channels_inactive: Some(count(all - active)),
+        local_balance_msat: Some(
+            live()
+                .map(|c| c.local_balance_msat)
+                .fold(0, u64::saturating_add),
+        ),
+        remote_balance_msat: Some(
+            live()
+                .map(|c| c.remote_balance_msat)
+                .fold(0, u64::saturating_add),
+        ),
+        block_height: None,
+        sync_lag_secs: None,
+    }
+}
+
 #[async_trait]
 impl NodeInfo for LndRest {
     async fn node_info(&self) -> Result<NodeInfoData, LnError> {
@@ -299,6 +385,57 @@ impl NodeInfo for LndRest {
             .get_or_try_init(|| async { self.fetch_info().await.map(|(info, _)| info) })
             .await
             .cloned()
+    }
+
+    async fn node_status(&self) -> Result<NodeStatus, LnError> {
+        let gi = self.get_info().await?;
+        Ok(NodeStatus {
+            block_height: Some(gi.block_height),
+            synced: Some(gi.synced_to_chain),
+        })
+    }
+
+    async fn list_channels(&self) -> Result<Vec<ChannelInfo>, LnError> {
+        let (open, pending) = tokio::try_join!(
+            self.rest
+                .call::<ListChannelsResponse>(Method::GET, "/v1/channels", None),
+            self.rest
+                .call::<PendingChannelsResponse>(Method::GET, "/v1/channels/pending", None),
+        )
+        .map_err(CallError::into_ln)?;
+        let mut out = Vec::with_capacity(
+            open.channels.len()
+                + pending.pending_open_channels.len()
+                + pending.waiting_close_channels.len(),
+        );
+        for c in &open.channels {
+            out.push(open_channel_info(c)?);
+        }
+        for c in pending
+            .pending_open_channels
+            .iter()
+            .filter_map(|p| p.channel.as_ref())
+        {
+            out.push(pending_channel_info(c, ChannelState::Pending)?);
+        }
+        for c in pending
+            .waiting_close_channels
+            .iter()
+            .filter_map(|p| p.channel.as_ref())
+        {
+            out.push(pending_channel_info(c, ChannelState::Closing)?);
+        }
+        Ok(out)
+    }
+
+    /// Three requests (`getinfo`, `channels`, `channels/pending`), made together.
+    async fn node_stats(&self) -> Result<NodeStats, LnError> {
+        let (gi, channels) = tokio::try_join!(self.get_info(), self.list_channels())?;
+        Ok(NodeStats {
+            block_height: Some(u64::from(gi.block_height)),
+            sync_lag_secs: sync_lag_secs(gi.synced_to_chain, gi.best_header_timestamp, now_secs()),
+            ..channel_stats(&channels)
+        })
     }
 }
 
@@ -529,5 +666,75 @@ impl Routes for LndRest {
             });
         }
         Ok(routes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn sync_lag_from_getinfo() {
+        assert_eq!(sync_lag_secs(true, 1_000, 5_000), Some(0));
+        assert_eq!(sync_lag_secs(true, 0, 5_000), Some(0));
+        assert_eq!(sync_lag_secs(false, 1_000, 5_000), Some(4_000));
+        assert_eq!(sync_lag_secs(false, 0, 5_000), None);
+        // A header "from the future" (clock skew) is no lag.
+        assert_eq!(sync_lag_secs(false, 6_000, 5_000), Some(0));
+    }
+
+    #[test]
+    fn channels_from_lnds_wire() {
+        let peer = "02".to_owned() + &"11".repeat(32);
+        let open: ListChannelsResponse = serde_json::from_value(json!({"channels": [{
+            "active": true, "remote_pubkey": peer, "channel_point": "ab:1", "chan_id": "123",
+            "capacity": "100000", "local_balance": "60000", "remote_balance": "39000",
+            "local_constraints": {"chan_reserve_sat": "1000"},
+            "remote_constraints": {"chan_reserve_sat": "1500"},
+        }, {
+            "active": false, "remote_pubkey": peer, "channel_point": "cd:0", "chan_id": "0",
+            "capacity": "5000", "local_balance": "100", "remote_balance": "0",
+            "local_constraints": null, "remote_constraints": null,
+        }]}))
+        .unwrap();
+        let a = open_channel_info(&open.channels[0]).unwrap();
+        assert_eq!(a.channel_id, "ab:1");
+        assert_eq!(a.short_channel_id, Some(123));
+        assert_eq!(a.local_balance_msat, 59_000_000);
+        assert_eq!(a.remote_balance_msat, 37_500_000);
+        assert_eq!(a.state, ChannelState::Active);
+        let b = open_channel_info(&open.channels[1]).unwrap();
+        assert_eq!(
+            (b.short_channel_id, b.state),
+            (None, ChannelState::Inactive)
+        );
+        assert_eq!(b.local_balance_msat, 100_000);
+        let pending: PendingChannelsResponse = serde_json::from_value(json!({
+            "pending_open_channels": [{"channel": {"remote_node_pub": peer,
+                "channel_point": "ef:0", "capacity": "2000", "local_balance": "1000",
+                "remote_balance": "0", "local_chan_reserve_sat": "354"}}],
+            "waiting_close_channels": [{"channel": {"remote_node_pub": peer,
+                "channel_point": "01:0", "capacity": "9000", "local_balance": "9000"}}],
+        }))
+        .unwrap();
+        let p = pending.pending_open_channels[0].channel.as_ref().unwrap();
+        let p = pending_channel_info(p, ChannelState::Pending).unwrap();
+        assert_eq!(p.local_balance_msat, 646_000);
+        let w = pending.waiting_close_channels[0].channel.as_ref().unwrap();
+        let w = pending_channel_info(w, ChannelState::Closing).unwrap();
+        let stats = channel_stats(&[a, b, p, w]);
+        assert_eq!(stats.channels_active, Some(1));
+        assert_eq!(stats.channels_inactive, Some(2));
+        assert_eq!(
+            stats.local_balance_msat,
+            Some(59_000_000 + 100_000 + 646_000)
+        );
+        assert_eq!(stats.remote_balance_msat, Some(37_500_000));
+        let bad: Channel = serde_json::from_value(json!({"remote_pubkey": "zz"})).unwrap();
+        assert!(matches!(
+            open_channel_info(&bad),
+            Err(LnError::Transport(_))
+        ));
     }
 }

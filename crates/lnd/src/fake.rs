@@ -25,6 +25,10 @@
 //! devnet's node), and the node's incoming events become LND invoice settlements (received
 //! keysends become `is_keysend` invoices).
 //!
+//! `getinfo`'s block height, sync state and channel counts, and the channels of
+//! `GET /v1/channels` and `GET /v1/channels/pending`, are the backend's
+//! ([`satchel_lightning::NodeInfo::node_status`] and `list_channels`).
+//!
 //! Faults can be injected per path prefix ([`FakeLnd::inject`]).
 
 use std::collections::{BTreeMap, HashMap};
@@ -48,8 +52,8 @@ use satchel_domain::{
     PaymentHash, Preimage, now_secs,
 };
 use satchel_lightning::{
-    IncomingKind, LightningBackend, LnError, NewInvoice, PayOutcome, PayRequest, PayTarget,
-    PaymentLookup,
+    ChannelInfo, ChannelState, IncomingKind, LightningBackend, LnError, NewInvoice, PayOutcome,
+    PayRequest, PayTarget, PaymentLookup,
 };
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
@@ -350,6 +354,8 @@ impl FakeLnd {
             .route("/v2/router/send", post(send_payment))
             .route("/v2/router/track/{payment_hash}", get(track_payment))
             .route("/v1/graph/routes/{pub_key}/{amt}", get(query_routes))
+            .route("/v1/channels", get(list_channels))
+            .route("/v1/channels/pending", get(pending_channels))
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(inner.clone(), recorder))
             .with_state(inner.clone());
@@ -943,7 +949,31 @@ fn payment_json(p: &FPayment) -> Value {
 
 // --- handlers ---
 
+/// The node's channels (none if the backend cannot list them).
+async fn backend_channels(inner: &Inner) -> Result<Vec<ChannelInfo>, LnError> {
+    match inner.backend.list_channels().await {
+        Err(LnError::NotSupported) => Ok(Vec::new()),
+        other => other,
+    }
+}
+
+/// The regtest genesis block: the devnet's chain has no other (its nodes fund channels
+/// synthetically), so its hash and time are what an LND at height 0 reports.
+const GENESIS_HASH: &str = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206";
+const GENESIS_TIME: &str = "1296688602";
+
 async fn getinfo(State(inner): State<Arc<Inner>>) -> Response {
+    let status = match inner.backend.node_status().await {
+        Ok(s) => s,
+        Err(e) => return unary_error(2, &e.to_string()),
+    };
+    let channels = match backend_channels(&inner).await {
+        Ok(c) => c,
+        Err(e) => return unary_error(2, &e.to_string()),
+    };
+    let count = |st: &[ChannelState]| channels.iter().filter(|c| st.contains(&c.state)).count();
+    let peers: std::collections::BTreeSet<String> =
+        channels.iter().map(|c| c.peer.to_hex()).collect();
     match inner.backend.node_info().await {
         Ok(info) => ok(&json!({
             "version": inner.version,
@@ -951,14 +981,16 @@ async fn getinfo(State(inner): State<Arc<Inner>>) -> Response {
             "identity_pubkey": info.pubkey.to_hex(),
             "alias": info.alias,
             "color": "#3399ff",
-            "num_pending_channels": 0,
-            "num_active_channels": 2,
-            "num_inactive_channels": 0,
-            "num_peers": 2,
-            "block_height": 0,
-            "block_hash": "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206",
-            "best_header_timestamp": "1296688602",
-            "synced_to_chain": true,
+            "num_pending_channels": count(&[ChannelState::Pending]),
+            "num_active_channels": count(&[ChannelState::Active]),
+            "num_inactive_channels": count(&[ChannelState::Inactive]),
+            "num_peers": peers.len(),
+            "block_height": status.block_height.unwrap_or(0),
+            "block_hash": GENESIS_HASH,
+            "best_header_timestamp": GENESIS_TIME,
+            // LND always says yes or no; a node without a chain source has nothing to catch
+            // up with.
+            "synced_to_chain": status.synced.unwrap_or(true),
             "synced_to_graph": true,
             "testnet": false,
             "chains": [{"chain": "bitcoin", "network": network_name(info.network)}],
@@ -1635,6 +1667,162 @@ async fn query_routes(
             "custom_channel_data": "",
         }],
         "success_prob": 1.0,
+    }))
+}
+
+fn reserve_json() -> Value {
+    json!({
+        "csv_delay": 144,
+        "chan_reserve_sat": "0",
+        "dust_limit_sat": "354",
+        "max_pending_amt_msat": "0",
+        "min_htlc_msat": "1",
+        "max_accepted_htlcs": 483,
+    })
+}
+
+/// An open channel as `lnrpc.Channel`. The node's balances already exclude the reserves, so
+/// they are reported as the balances with a reserve of 0 (in whole sats, as LND does).
+fn channel_json(c: &ChannelInfo) -> Value {
+    json!({
+        "active": c.state == ChannelState::Active,
+        "remote_pubkey": c.peer.to_hex(),
+        "channel_point": format!("{}:0", c.channel_id),
+        "chan_id": c.short_channel_id.unwrap_or(0).to_string(),
+        "capacity": c.capacity_sats.to_string(),
+        "local_balance": (c.local_balance_msat / 1000).to_string(),
+        "remote_balance": (c.remote_balance_msat / 1000).to_string(),
+        "commit_fee": "0",
+        "commit_weight": "0",
+        "fee_per_kw": "0",
+        "unsettled_balance": "0",
+        "total_satoshis_sent": "0",
+        "total_satoshis_received": "0",
+        "num_updates": "0",
+        "pending_htlcs": [],
+        "csv_delay": 144,
+        "private": true,
+        "initiator": true,
+        "chan_status_flags": "ChanStatusDefault",
+        "local_chan_reserve_sat": "0",
+        "remote_chan_reserve_sat": "0",
+        "static_remote_key": false,
+        "commitment_type": "ANCHORS",
+        "lifetime": "0",
+        "uptime": "0",
+        "close_address": "",
+        "push_amount_sat": "0",
+        "thaw_height": 0,
+        "local_constraints": reserve_json(),
+        "remote_constraints": reserve_json(),
+        "alias_scids": [],
+        "zero_conf": true,
+        "zero_conf_confirmed_scid": "0",
+        "peer_alias": "",
+        "peer_scid_alias": "0",
+        "memo": "",
+        "custom_channel_data": "",
+    })
+}
+
+fn pending_channel_json(c: &ChannelInfo) -> Value {
+    json!({
+        "remote_node_pub": c.peer.to_hex(),
+        "channel_point": format!("{}:0", c.channel_id),
+        "capacity": c.capacity_sats.to_string(),
+        "local_balance": (c.local_balance_msat / 1000).to_string(),
+        "remote_balance": (c.remote_balance_msat / 1000).to_string(),
+        "local_chan_reserve_sat": "0",
+        "remote_chan_reserve_sat": "0",
+        "initiator": "INITIATOR_LOCAL",
+        "commitment_type": "ANCHORS",
+        "num_forwarding_packages": "0",
+        "chan_status_flags": "",
+        "private": true,
+        "memo": "",
+        "custom_channel_data": "",
+    })
+}
+
+/// `GET /v1/channels`: the node's open channels (ready, with the peer connected or not).
+async fn list_channels(
+    State(inner): State<Arc<Inner>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let channels = match backend_channels(&inner).await {
+        Ok(c) => c,
+        Err(e) => return unary_error(2, &e.to_string()),
+    };
+    let (active_only, inactive_only) = (
+        query_bool(&q, "active_only"),
+        query_bool(&q, "inactive_only"),
+    );
+    if active_only && inactive_only {
+        return unary_error(
+            2,
+            "either activeOnly or inactiveOnly can be set, but not both",
+        );
+    }
+    let out: Vec<Value> = channels
+        .iter()
+        .filter(|c| match c.state {
+            ChannelState::Active => !inactive_only,
+            ChannelState::Inactive => !active_only,
+            ChannelState::Pending | ChannelState::Closing => false,
+        })
+        .map(channel_json)
+        .collect();
+    ok(&json!({ "channels": out }))
+}
+
+/// `GET /v1/channels/pending`: opening channels, and closing ones (waiting for the closing
+/// transaction to confirm).
+async fn pending_channels(State(inner): State<Arc<Inner>>) -> Response {
+    let channels = match backend_channels(&inner).await {
+        Ok(c) => c,
+        Err(e) => return unary_error(2, &e.to_string()),
+    };
+    let opening: Vec<Value> = channels
+        .iter()
+        .filter(|c| c.state == ChannelState::Pending)
+        .map(|c| {
+            json!({
+                "channel": pending_channel_json(c),
+                "commit_fee": "0",
+                "commit_weight": "0",
+                "fee_per_kw": "0",
+                "funding_expiry_blocks": 2016,
+                "confirmations_until_active": 0,
+                "confirmation_height": 0,
+            })
+        })
+        .collect();
+    let closing: Vec<Value> = channels
+        .iter()
+        .filter(|c| c.state == ChannelState::Closing)
+        .map(|c| {
+            json!({
+                "channel": pending_channel_json(c),
+                "limbo_balance": (c.local_balance_msat / 1000).to_string(),
+                "commitments": null,
+                "closing_txid": "",
+                "closing_tx_hex": "",
+                "blocks_til_close_confirmed": 0,
+                "close_height": 0,
+            })
+        })
+        .collect();
+    let limbo: u64 = channels
+        .iter()
+        .filter(|c| c.state == ChannelState::Closing)
+        .map(|c| c.local_balance_msat / 1000)
+        .fold(0, u64::saturating_add);
+    ok(&json!({
+        "total_limbo_balance": limbo.to_string(),
+        "pending_open_channels": opening,
+        "pending_closing_channels": [],
+        "pending_force_closing_channels": [],
+        "waiting_close_channels": closing,
     }))
 }
 

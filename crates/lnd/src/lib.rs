@@ -38,6 +38,9 @@
 //! | `events_after` | `settle_index` as `seq`; `GET /v1/invoices` scan + `GET /v1/invoices/subscribe?settle_index=` (see `events` below) |
 //! | `pay` | `POST /v2/router/send` (`no_inflight_updates`, `allow_self_payment`, `fee_limit_msat`, `timeout_seconds`; keysend: `dest`, `amt_msat`, `payment_hash`, `dest_custom_records` with 5482373484 = preimage, `final_cltv_delta` 40) |
 //! | `lookup_payment` | first message of `GET /v2/router/track/{hash base64url}`; "payment isn't initiated" (code 5) → not found |
+//! | `node_status` | `GET /v1/getinfo`: `block_height`, `synced_to_chain` |
+//! | `list_channels` | `GET /v1/channels` (open: `active` → active, else inactive) and `GET /v1/channels/pending` (`pending_open_channels` → pending, `waiting_close_channels` → closing); the channel id is LND's `channel_point`, the short channel id `chan_id`; balances are LND's whole-sat `local_balance`/`remote_balance` less each side's reserve (`local_constraints`/`remote_constraints.chan_reserve_sat`) |
+//! | `node_stats` | the two above: active channels; inactive = open but inactive + opening (closing ones are not counted, nor their balances); sync lag 0 while `synced_to_chain`, else now − `best_header_timestamp` |
 //! | `query_routes` | `GET /v1/graph/routes/{pubkey}/{sats}` (or `/0?amt_msat=` for sub-sat amounts) with `fee_limit.fixed_msat` = max(amount, 100 sat); "unable to find a path" → no routes |
 //!
 //! # Errors
@@ -225,12 +228,16 @@ impl LndRest {
         self.network
     }
 
-    async fn fetch_info(&self) -> Result<(NodeInfoData, LndInfo), LnError> {
-        let gi: wire::GetInfo = self
-            .rest
+    /// `GET /v1/getinfo` as LND sends it.
+    async fn get_info(&self) -> Result<wire::GetInfo, LnError> {
+        self.rest
             .call(Method::GET, "/v1/getinfo", None)
             .await
-            .map_err(rest::CallError::into_ln)?;
+            .map_err(rest::CallError::into_ln)
+    }
+
+    async fn fetch_info(&self) -> Result<(NodeInfoData, LndInfo), LnError> {
+        let gi = self.get_info().await?;
         let pubkey = NodePubkey::from_hex(&gi.identity_pubkey).ok_or_else(|| {
             LnError::Transport(format!(
                 "LND getinfo: bad identity_pubkey {:?}",

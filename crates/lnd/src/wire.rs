@@ -154,6 +154,10 @@ pub(crate) struct GetInfo {
     pub chains: Vec<Chain>,
     #[serde(deserialize_with = "de_u32")]
     pub block_height: u32,
+    /// Unix time of the best block header the wallet knows (0 if unknown).
+    #[serde(deserialize_with = "de_i64")]
+    pub best_header_timestamp: i64,
+    pub synced_to_chain: bool,
 }
 
 /// `lnrpc.Chain`. Only `network`: `chain` is deprecated (always bitcoin).
@@ -162,6 +166,92 @@ pub(crate) struct GetInfo {
 pub(crate) struct Chain {
     #[serde(deserialize_with = "de_string")]
     pub network: String,
+}
+
+/// `lnrpc.ListChannelsResponse`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct ListChannelsResponse {
+    #[serde(deserialize_with = "de_vec")]
+    pub channels: Vec<Channel>,
+}
+
+/// `lnrpc.Channel` (the fields we use). Balances are whole sats; `local_balance` includes the
+/// reserve we must keep (`local_constraints.chan_reserve_sat`; the flat `local_chan_reserve_sat`
+/// is deprecated).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct Channel {
+    pub active: bool,
+    #[serde(deserialize_with = "de_string")]
+    pub remote_pubkey: String,
+    /// `txid:output`: how LND names a channel.
+    #[serde(deserialize_with = "de_string")]
+    pub channel_point: String,
+    /// The short channel id as a number (an alias until a zero-conf channel confirms).
+    #[serde(deserialize_with = "de_u64")]
+    pub chan_id: u64,
+    #[serde(deserialize_with = "de_u64")]
+    pub capacity: u64,
+    #[serde(deserialize_with = "de_u64")]
+    pub local_balance: u64,
+    #[serde(deserialize_with = "de_u64")]
+    pub remote_balance: u64,
+    pub local_constraints: Option<ChannelConstraints>,
+    pub remote_constraints: Option<ChannelConstraints>,
+}
+
+/// `lnrpc.ChannelConstraints` (the fields we use).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct ChannelConstraints {
+    #[serde(deserialize_with = "de_u64")]
+    pub chan_reserve_sat: u64,
+}
+
+/// `lnrpc.PendingChannelsResponse` (the fields we use: channels still opening, and channels
+/// whose closing transaction is not confirmed yet).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct PendingChannelsResponse {
+    #[serde(deserialize_with = "de_vec")]
+    pub pending_open_channels: Vec<PendingOpenChannel>,
+    #[serde(deserialize_with = "de_vec")]
+    pub waiting_close_channels: Vec<WaitingCloseChannel>,
+}
+
+/// `lnrpc.PendingChannelsResponse.PendingOpenChannel` (the fields we use).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct PendingOpenChannel {
+    pub channel: Option<PendingChannel>,
+}
+
+/// `lnrpc.PendingChannelsResponse.WaitingCloseChannel` (the fields we use).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct WaitingCloseChannel {
+    pub channel: Option<PendingChannel>,
+}
+
+/// `lnrpc.PendingChannelsResponse.PendingChannel` (the fields we use).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct PendingChannel {
+    #[serde(deserialize_with = "de_string")]
+    pub remote_node_pub: String,
+    #[serde(deserialize_with = "de_string")]
+    pub channel_point: String,
+    #[serde(deserialize_with = "de_u64")]
+    pub capacity: u64,
+    #[serde(deserialize_with = "de_u64")]
+    pub local_balance: u64,
+    #[serde(deserialize_with = "de_u64")]
+    pub remote_balance: u64,
+    #[serde(deserialize_with = "de_u64")]
+    pub local_chan_reserve_sat: u64,
+    #[serde(deserialize_with = "de_u64")]
+    pub remote_chan_reserve_sat: u64,
 }
 
 /// `lnrpc.AddInvoiceResponse`.

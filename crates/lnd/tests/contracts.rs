@@ -23,7 +23,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine as _;
 use satchel_domain::{FailureReason, Msat, Network, PaymentHash};
-use satchel_lightning::{DevnetControl, Invoices, LightningBackend, Routes};
+use satchel_lightning::{
+    ChannelInfo, ChannelState, DevnetControl, Invoices, LightningBackend, NodeInfo, Routes,
+};
 use satchel_lnd::LndRest;
 use satchel_lnd::fake::{Exchange, FakeLnd};
 use satchel_scripted::{Script, ScriptedBackend};
@@ -37,8 +39,10 @@ const SWAGGER_FILES: [&str; 3] = [
 ];
 
 /// The endpoints the adapter uses (method, swagger path).
-const USED: [(&str, &str); 9] = [
+const USED: [(&str, &str); 11] = [
     ("GET", "/v1/getinfo"),
+    ("GET", "/v1/channels"),
+    ("GET", "/v1/channels/pending"),
     ("POST", "/v1/invoices"),
     ("GET", "/v1/invoices"),
     ("GET", "/v2/invoices/lookup"),
@@ -478,7 +482,13 @@ fn wire_structs() -> Vec<(String, Vec<String>)> {
                     if let Some((pkg, msg)) = name.split_once('.')
                         && ["lnrpc", "routerrpc", "invoicesrpc"].contains(&pkg)
                     {
-                        message = Some(format!("{pkg}{msg}"));
+                        // A nested message (`lnrpc.PendingChannelsResponse.PendingChannel`)
+                        // is defined without its package (`PendingChannelsResponsePendingChannel`).
+                        message = Some(if msg.contains('.') {
+                            msg.replace('.', "")
+                        } else {
+                            format!("{pkg}{msg}")
+                        });
                     }
                 }
             }
@@ -576,6 +586,13 @@ fn fields_the_adapter_reads_are_defined_and_current() {
         "lnrpcQueryRoutesResponse",
         "lnrpcRoute",
         "lnrpcHop",
+        "lnrpcListChannelsResponse",
+        "lnrpcChannel",
+        "lnrpcChannelConstraints",
+        "lnrpcPendingChannelsResponse",
+        "PendingChannelsResponsePendingOpenChannel",
+        "PendingChannelsResponseWaitingCloseChannel",
+        "PendingChannelsResponsePendingChannel",
     ] {
         assert!(
             names.contains(&expected),
@@ -634,6 +651,39 @@ async fn requests_and_answers_match_lnds_definitions() {
         .query_routes(dest, Msat::from_msat(1_500).unwrap())
         .await
         .unwrap();
+    // The operator's calls, over a channel in each state the two channel endpoints list.
+    let states = [
+        ChannelState::Active,
+        ChannelState::Inactive,
+        ChannelState::Pending,
+        ChannelState::Closing,
+    ];
+    h.node.set_channels(
+        states
+            .iter()
+            .enumerate()
+            .map(|(i, state)| ChannelInfo {
+                channel_id: hex::encode([u8::try_from(i).unwrap() + 1; 32]),
+                short_channel_id: Some((103 << 40) | (u64::try_from(i).unwrap() << 16)),
+                peer: dest,
+                capacity_sats: 1_000_000,
+                local_balance_msat: 400_000_000,
+                remote_balance_msat: 590_000_000,
+                state: *state,
+                confirmations: None,
+            })
+            .collect(),
+    );
+    let status = h.lnd.node_status().await.unwrap();
+    assert_eq!(status.synced, Some(true));
+    let listed = h.lnd.list_channels().await.unwrap();
+    let listed_states: Vec<ChannelState> = listed.iter().map(|c| c.state).collect();
+    assert_eq!(listed_states, states);
+    let stats = h.lnd.node_stats().await.unwrap();
+    assert_eq!(
+        (stats.channels_active, stats.channels_inactive),
+        (Some(1), Some(2))
+    );
     let captures = h.fake.captures();
 
     let mut check = Check::default();

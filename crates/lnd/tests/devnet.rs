@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use satchel_domain::{FailureReason, KEYSEND_PREIMAGE_TLV, Msat, NodePubkey, Preimage};
 use satchel_lightning::{
-    DevnetControl, IncomingKind, InvoiceEvents, InvoiceState, Invoices, LnError, NodeInfo,
-    PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments, Routes,
+    ChannelInfo, ChannelState, DevnetControl, IncomingKind, InvoiceEvents, InvoiceState, Invoices,
+    LnError, NodeInfo, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments, Routes,
 };
 use satchel_lnd::fake::Fault;
 
@@ -659,5 +659,78 @@ async fn lnd_refusals_are_rejections() {
             .await;
         assert!(matches!(res, Err(LnError::Rejected(_))), "{res:?}");
     }
+    env.stop().await;
+}
+
+/// The operator's view through LND (`getinfo`, `channels`, `channels/pending`) matches the
+/// devnet node behind the fake: height, channel count, peers, and balances (LND reports whole
+/// sats), before and after money moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_status_channels_and_stats() {
+    let env = Env::start().await;
+    let lnd = &env.lnd;
+    let node = env.devnet.node();
+
+    let status = lnd.node_status().await.unwrap();
+    let ldk_status = NodeInfo::node_status(&*node).await.unwrap();
+    assert_eq!(status.block_height, ldk_status.block_height);
+    assert_eq!(status.synced, Some(true));
+
+    let check = |ldk: &[ChannelInfo], ours: &[ChannelInfo]| {
+        assert_eq!(ours.len(), ldk.len());
+        assert!(!ours.is_empty());
+        for l in ldk {
+            let o = ours
+                .iter()
+                .find(|o| o.channel_id == format!("{}:0", l.channel_id))
+                .unwrap_or_else(|| panic!("channel {} not listed: {ours:?}", l.channel_id));
+            assert_eq!(o.peer, l.peer);
+            assert_eq!(o.short_channel_id, l.short_channel_id);
+            assert_eq!(o.capacity_sats, l.capacity_sats);
+            assert_eq!(o.state, l.state);
+            assert_eq!(o.local_balance_msat, l.local_balance_msat / 1000 * 1000);
+            assert_eq!(o.remote_balance_msat, l.remote_balance_msat / 1000 * 1000);
+        }
+    };
+    let ldk = NodeInfo::list_channels(&*node).await.unwrap();
+    let ours = lnd.list_channels().await.unwrap();
+    check(&ldk, &ours);
+    assert!(ours.iter().all(|c| c.state == ChannelState::Active));
+
+    let stats = lnd.node_stats().await.unwrap();
+    let sum = |f: fn(&ChannelInfo) -> u64| ours.iter().map(f).sum::<u64>();
+    assert_eq!(stats.channels_active, Some(ours.len() as u64));
+    assert_eq!(stats.channels_inactive, Some(0));
+    assert_eq!(
+        stats.local_balance_msat,
+        Some(sum(|c| c.local_balance_msat))
+    );
+    assert_eq!(
+        stats.remote_balance_msat,
+        Some(sum(|c| c.remote_balance_msat))
+    );
+    assert_eq!(stats.block_height, ldk_status.block_height.map(u64::from));
+    assert_eq!(stats.sync_lag_secs, Some(0));
+
+    // Alice pays us 20,000 sats: our side grows by that much.
+    let inv = lnd
+        .create_invoice(new_invoice(Some(sats(20_000)), "balance"))
+        .await
+        .unwrap();
+    let out = env.devnet.outside_pay("alice", &inv, None).await.unwrap();
+    assert!(matches!(out, PayOutcome::Succeeded { .. }), "{out:?}");
+    let after = eventually(Duration::from_secs(10), || async {
+        let s = lnd.node_stats().await.unwrap();
+        (s.local_balance_msat != stats.local_balance_msat).then_some(s)
+    })
+    .await;
+    // Whole sats per channel: each may round the other way.
+    let grew = after.local_balance_msat.unwrap() - stats.local_balance_msat.unwrap();
+    let slack = 1000 * ours.len() as u64;
+    assert!(grew.abs_diff(20_000_000) <= slack, "grew by {grew} msat");
+    check(
+        &NodeInfo::list_channels(&*node).await.unwrap(),
+        &lnd.list_channels().await.unwrap(),
+    );
     env.stop().await;
 }

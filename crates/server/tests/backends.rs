@@ -181,10 +181,86 @@ async fn serve_over_lnd_rest() {
         ],
     )
     .await;
+    lnd_node_metrics(&p, &dn).await;
     lnpay_flow(&p, &dn).await;
     drop(p);
     audit_clean(&dir);
     dn.stop().await.unwrap();
+}
+
+/// `/metrics` of a server on LND shows the node's figures, read through the LND adapter
+/// (`getinfo`, `channels`, `channels/pending`): the devnet node's height, its channels and
+/// their balances (whole sats, as LND reports them), and no lag (LND says it is synced).
+async fn lnd_node_metrics(p: &Server, dn: &Devnet) {
+    use satchel_lightning::NodeInfo;
+    let url = p
+        ._proc
+        .line(true, "serving Prometheus metrics")
+        .or_else(|| p._proc.line(false, "serving Prometheus metrics"))
+        .and_then(|l| {
+            let start = l.find("http://")?;
+            let rest = &l[start..];
+            Some(rest[..rest.find("/metrics")? + "/metrics".len()].to_owned())
+        })
+        .expect("the server logs its metrics address");
+    let value = |text: &str, series: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    };
+    let node = dn.node();
+    let height = NodeInfo::node_status(&*node)
+        .await
+        .unwrap()
+        .block_height
+        .unwrap();
+    let channels = NodeInfo::list_channels(&*node).await.unwrap();
+    let local: u64 = channels
+        .iter()
+        .map(|c| c.local_balance_msat / 1000 * 1000)
+        .sum();
+    // The refresher reads the node at start (nothing has moved since) and every 15 s.
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        if value(&text, "satchel_node_channel_balance_msat{side=\"local\"}")
+            .is_some_and(|v| v.abs_diff_u64(local) <= 1000 * channels.len() as u64)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        value(&text, "satchel_node_block_height"),
+        Some(f64::from(height)),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "satchel_node_channels{state=\"active\"}"),
+        Some(channels.len() as f64),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "satchel_node_channels{state=\"inactive\"}"),
+        Some(0.0)
+    );
+    assert!(
+        value(&text, "satchel_node_channel_balance_msat{side=\"local\"}")
+            .is_some_and(|v| v.abs_diff_u64(local) <= 1000 * channels.len() as u64),
+        "local balance: node {local} msat\n{text}"
+    );
+    assert_eq!(value(&text, "satchel_node_sync_lag_seconds"), Some(0.0));
+}
+
+/// |a − b| for a gauge reading and an msat figure.
+trait AbsDiff {
+    fn abs_diff_u64(self, b: u64) -> u64;
+}
+
+impl AbsDiff for f64 {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    fn abs_diff_u64(self, b: u64) -> u64 {
+        (self as u64).abs_diff(b)
+    }
 }
 
 fn cln_channels(fake: &satchel_cln::fake::FakeCln, dn: &Devnet) {

@@ -44,8 +44,12 @@
 //! `createonion` returns an opaque blob only this fake can read (not a Sphinx onion),
 //! `sendonion` forwards only keysend onions (it reads the final hop's payload and has the
 //! backend send that keysend, so the backend picks the actual route and fee), `getroute` asks
-//! the backend for its route, the block height is fixed ([`FAKE_BLOCKHEIGHT`]), and `pay` makes
-//! one part per attempt.
+//! the backend for its route and counts delays from [`FAKE_BLOCKHEIGHT`], and `pay` makes
+//! one part per attempt. `getinfo`'s height and sync warning and `listpeerchannels` are the
+//! backend's (`node_status`, `list_channels`; a ready channel whose peer is away shows as
+//! `CHANNELD_NORMAL` with `peer_connected: false`, an opening one as
+//! `CHANNELD_AWAITING_LOCKIN`, a closing one as `CHANNELD_SHUTTING_DOWN`), unless the test
+//! set channels ([`FakeCln::set_channels`]).
 //!
 //! `getroutes` returns one path: the first of the backend's routes (`query_routes`) that no
 //! applied layer rules out (a channel direction disabled with `askrene-update-channel
@@ -91,8 +95,8 @@ use satchel_domain::{
     Preimage, now_secs,
 };
 use satchel_lightning::{
-    IncomingEvent, IncomingKind, LightningBackend, LnError, NewInvoice, PayOutcome, PayRequest,
-    PayTarget, PaymentLookup, Route,
+    ChannelInfo, ChannelState, IncomingEvent, IncomingKind, LightningBackend, LnError, NewInvoice,
+    PayOutcome, PayRequest, PayTarget, PaymentLookup, Route,
 };
 
 use crate::backend::{KEYSEND_LABEL_PREFIX, KEYSEND_MESSAGE_TLV};
@@ -661,6 +665,11 @@ impl FakeCln {
         *lock(&self.inner.channels) = Some(channels);
     }
 
+    /// Drops the channels a test set: `listpeerchannels` lists the backend's again.
+    pub fn clear_channels(&self) {
+        *lock(&self.inner.channels) = None;
+    }
+
     /// Makes the next call of `method` fail with `fault` (each injection applies once).
     pub fn inject_fault(&self, method: &str, fault: Fault) {
         lock(&self.inner.faults)
@@ -939,6 +948,35 @@ impl FakeCln {
         }
     }
 
+    /// Our channels: the test's ([`FakeCln::set_channels`], all ready and connected) if it set
+    /// some, else the backend's (none if it cannot list them).
+    async fn our_channels(&self) -> Result<Vec<ChannelInfo>, RpcFailure> {
+        let scripted = lock(&self.inner.channels).as_ref().map(|f| f());
+        if let Some(chans) = scripted {
+            return Ok(chans
+                .into_iter()
+                .map(|c| ChannelInfo {
+                    // A stand-in id, stable per channel.
+                    channel_id: hex::encode(Sha256::digest(c.short_channel_id.to_be_bytes())),
+                    short_channel_id: Some(c.short_channel_id),
+                    peer: c.peer_id,
+                    capacity_sats: c.total_msat / 1000,
+                    local_balance_msat: c.spendable_msat,
+                    remote_balance_msat: c.receivable_msat,
+                    state: ChannelState::Active,
+                    confirmations: None,
+                })
+                .collect());
+        }
+        match self.inner.backend.list_channels().await {
+            Ok(c) => Ok(c),
+            Err(LnError::NotSupported) => Ok(Vec::new()),
+            Err(e) => Err(backend_failure(&e)),
+        }
+    }
+
+    /// The node's identity, its height (the backend's, else [`FAKE_BLOCKHEIGHT`]), a sync
+    /// warning when the backend says it is not synced, and channel counts.
     async fn getinfo(&self, _p: Params) -> RpcResult {
         let info = self
             .inner
@@ -946,20 +984,28 @@ impl FakeCln {
             .node_info()
             .await
             .map_err(|e| backend_failure(&e))?;
-        let channels = lock(&self.inner.channels).as_ref().map(|f| f());
-        let active = channels.as_ref().map_or(0, Vec::len);
-        Ok(json!({
+        let status = self
+            .inner
+            .backend
+            .node_status()
+            .await
+            .map_err(|e| backend_failure(&e))?;
+        let channels = self.our_channels().await?;
+        let count = |st: ChannelState| channels.iter().filter(|c| c.state == st).count();
+        let peers: std::collections::BTreeSet<String> =
+            channels.iter().map(|c| c.peer.to_hex()).collect();
+        let mut out = json!({
             "id": info.pubkey.to_hex(),
             "alias": info.alias,
             "color": "5a7c4e",
-            "num_peers": active,
-            "num_pending_channels": 0,
-            "num_active_channels": active,
-            "num_inactive_channels": 0,
+            "num_peers": peers.len(),
+            "num_pending_channels": count(ChannelState::Pending),
+            "num_active_channels": count(ChannelState::Active),
+            "num_inactive_channels": count(ChannelState::Inactive),
             "address": [],
             "binding": [],
             "version": self.options().version.to_string(),
-            "blockheight": FAKE_BLOCKHEIGHT,
+            "blockheight": status.block_height.unwrap_or(FAKE_BLOCKHEIGHT),
             "network": info.network.name(),
             "fees_collected_msat": 0,
             "lightning-dir": format!("/satchel-fake/{}", info.network.name()),
@@ -969,7 +1015,11 @@ impl FakeCln {
                 "channel": "",
                 "invoice": "02000002024100",
             },
-        }))
+        });
+        if status.synced == Some(false) {
+            out["warning_lightningd_sync"] = json!("Still loading latest blocks from bitcoind.");
+        }
+        Ok(out)
     }
 
     async fn invoice(&self, p: Params) -> RpcResult {
@@ -1844,28 +1894,34 @@ impl FakeCln {
             .map_err(|e| backend_failure(&e))?
             .pubkey
             .to_hex();
-        let channels = lock(&self.inner.channels)
-            .as_ref()
-            .map(|f| f())
-            .unwrap_or_default();
+        let channels = self.our_channels().await?;
         let out: Vec<Value> = channels
             .iter()
-            .filter(|c| peer.is_none_or(|id| c.peer_id == id))
+            .filter(|c| peer.is_none_or(|id| c.peer == id))
             .map(|c| {
-                json!({
-                    "peer_id": c.peer_id.to_hex(),
-                    "peer_connected": true,
-                    "state": "CHANNELD_NORMAL",
-                    "short_channel_id": format_scid(c.short_channel_id),
-                    "direction": u32::from(ours > c.peer_id.to_hex()),
+                let state = match c.state {
+                    ChannelState::Active | ChannelState::Inactive => "CHANNELD_NORMAL",
+                    ChannelState::Pending => "CHANNELD_AWAITING_LOCKIN",
+                    ChannelState::Closing => "CHANNELD_SHUTTING_DOWN",
+                };
+                let mut o = json!({
+                    "peer_id": c.peer.to_hex(),
+                    "peer_connected": c.state != ChannelState::Inactive,
+                    "state": state,
+                    "channel_id": c.channel_id,
                     "private": true,
                     "opener": "local",
                     "features": ["option_static_remotekey", "option_anchors"],
-                    "total_msat": c.total_msat,
-                    "to_us_msat": c.spendable_msat,
-                    "spendable_msat": c.spendable_msat,
-                    "receivable_msat": c.receivable_msat,
-                })
+                    "total_msat": c.capacity_sats.saturating_mul(1000),
+                    "to_us_msat": c.local_balance_msat,
+                    "spendable_msat": c.local_balance_msat,
+                    "receivable_msat": c.remote_balance_msat,
+                });
+                if let Some(scid) = c.short_channel_id {
+                    o["short_channel_id"] = json!(format_scid(scid));
+                    o["direction"] = json!(u32::from(ours > c.peer.to_hex()));
+                }
+                o
             })
             .collect();
         Ok(json!({ "channels": out }))
