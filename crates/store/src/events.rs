@@ -11,6 +11,14 @@
 //! [`EventBell`] tells this process's event hub, after commit, which wallets got events, so
 //! readers need no polling for events written here. Another process's events are found by the
 //! hub's low-frequency poll.
+//!
+//! Storage differs by database. Postgres indexes events by `(wallet_id, seq)`. SQLite does not:
+//! with group commit every dirty page costs a WAL frame per batch, and that index put each
+//! event of a batch on its own leaf page. There the wallet's row keeps `last_event_seq` (its
+//! page is already dirty from the balance update) for [`Store::wallet_event_head`], and reads
+//! after a cursor scan the `seq` range from the lowest cursor: cheap for readers near the head,
+//! proportional to the events since the cursor for one resuming from far back (retention
+//! bounds that).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -159,8 +167,13 @@ impl Store {
             a.push(Arg::I64(*after));
         }
         a.push(Arg::I64(i64::try_from(limit).unwrap_or(i64::MAX)));
+        // The lowest cursor bounds a `seq` range scan: SQLite has no per-wallet index (see
+        // the module docs), and readers read after recent cursors, so that is the tail.
+        let lowest = cursors.iter().map(|(_, s)| *s).min().unwrap_or(0);
+        a.push(Arg::I64(lowest));
         let sql = format!(
-            "SELECT seq, {EVENT_COLS} FROM events WHERE {cond} ORDER BY seq LIMIT ${}",
+            "SELECT seq, {EVENT_COLS} FROM events WHERE seq > ${} AND ({cond}) ORDER BY seq LIMIT ${}",
+            cursors.len() * 2 + 2,
             cursors.len() * 2 + 1
         );
         let mut c = self.read_conn().await?;
@@ -174,15 +187,24 @@ impl Store {
     /// The `seq` of a wallet's latest event (0: none).
     pub async fn wallet_event_head(&self, wallet: &WalletId) -> Result<i64, StoreError> {
         let mut c = self.read_conn().await?;
-        Ok(c.fetch_opt(
-            "SELECT MAX(seq) FROM events WHERE wallet_id = $1",
-            args![wallet.as_str()],
-        )
-        .await?
-        .map(|r| r.opt_i64(0))
-        .transpose()?
-        .flatten()
-        .unwrap_or(0))
+        let sql = match c.dialect() {
+            crate::Dialect::Postgres => "SELECT MAX(seq) FROM events WHERE wallet_id = $1",
+            // The wallet's row names its latest event. If retention deleted that one, older
+            // events of the wallet can remain only where a delivery still needed them, so the
+            // backward scan below it meets few rows.
+            crate::Dialect::Sqlite => {
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM events WHERE seq = w.last_event_seq) \
+                 THEN w.last_event_seq ELSE (SELECT seq FROM events e WHERE e.wallet_id = w.id \
+                 AND e.seq < w.last_event_seq ORDER BY e.seq DESC LIMIT 1) END \
+                 FROM wallets w WHERE w.id = $1"
+            }
+        };
+        Ok(c.fetch_opt(sql, args![wallet.as_str()])
+            .await?
+            .map(|r| r.opt_i64(0))
+            .transpose()?
+            .flatten()
+            .unwrap_or(0))
     }
 
     /// The highest event `seq` retention has deleted (0: none).
