@@ -10,14 +10,13 @@
 //! Needs Debian's `chromium` and `chromium-driver` (fails without them when `CI=true`, skips
 //! loudly otherwise). Screenshots go to `target/ui-screenshots/`.
 mod common;
+mod webdriver;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{TestServer, test_dispatcher_config, test_http_options, test_service_config};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Client;
 use reqwest::StatusCode;
 use satchel::app::{OPERATOR_COOKIE_FILE, OperatorSettings};
 use satchel_domain::{Msat, Network};
@@ -25,99 +24,7 @@ use satchel_lightning::{ChannelInfo, ChannelState};
 use satchel_scripted::{Script, ScriptedBackend};
 use satchel_testkit::db::TestDb;
 use serde_json::json;
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-fn screenshots_dir() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// `chromedriver`, stopped (by its own handle) when dropped.
-struct Driver {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_driver() -> Driver {
-    let port = free_port();
-    let child = Command::new(CHROMEDRIVER)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "chromedriver did not listen");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Driver {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-async fn browser(driver: &Driver) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": CHROMIUM,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1000,2400",
-                     "--force-device-scale-factor=1"],
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .expect("a Chromium session")
-}
-
-fn tools_present() -> bool {
-    let present =
-        std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
-    if !present {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{CHROMIUM} and {CHROMEDRIVER} are required in CI (Debian packages chromium, chromium-driver)"
-        );
-        eprintln!(
-            "\n!!!!!!!! SKIPPED: the operator console test needs {CHROMIUM} and {CHROMEDRIVER} !!!!!!!!\n"
-        );
-    }
-    present
-}
-
-async fn el(c: &Client, css: &str) -> fantoccini::elements::Element {
-    c.wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no {css}: {e}"))
-}
+use webdriver::{browser, el, screenshots_dir, start_driver, tools_present};
 
 async fn text(c: &Client, css: &str) -> String {
     el(c, css).await.text().await.unwrap()
@@ -304,13 +211,13 @@ async fn scenario(kind: &str, db: TestDb, c: &Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn operator_console_in_headless_chromium() {
-    if !tools_present() {
+    if !tools_present("the operator console test") {
         return;
     }
     let driver = start_driver().await;
     for (kind, db) in TestDb::all().await {
         eprintln!("--- running on {kind}");
-        let c = browser(&driver).await;
+        let c = browser(&driver, 2400).await;
         scenario(kind, db, &c).await;
         c.close().await.unwrap();
     }

@@ -10,105 +10,19 @@
 //! Needs Debian's `chromium` and `chromium-driver`. Without them the test fails when `CI=true`
 //! and is skipped (loudly) otherwise. Screenshots go to `target/ui-screenshots/`.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod webdriver;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use satchel::app::{Running, StartOptions, start};
 use satchel_domain::{Bolt11, Msat};
 use satchel_ldk::Devnet;
 use satchel_lightning::{DevnetControl, InvoiceState, Invoices, LightningBackend, PayOutcome};
 use satchel_service::ServiceConfig;
 use satchel_testkit::db::TestDb;
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-fn screenshots_dir() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// `chromedriver`, stopped (by its own handle) when dropped.
-struct Driver {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_driver() -> Driver {
-    let port = free_port();
-    let child = Command::new(CHROMEDRIVER)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "chromedriver did not listen");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Driver {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-async fn browser(driver: &Driver) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": CHROMIUM,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1000,1800",
-                     "--force-device-scale-factor=1"],
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .expect("a Chromium session")
-}
-
-/// The test's tools, or `None` (skip) outside CI.
-fn tools_present() -> bool {
-    let present =
-        std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
-    if !present {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{CHROMIUM} and {CHROMEDRIVER} are required in CI (Debian packages chromium, chromium-driver)"
-        );
-        eprintln!(
-            "\n!!!!!!!! SKIPPED: the web UI test needs {CHROMIUM} and {CHROMEDRIVER} \
-             (apt-get install chromium chromium-driver) !!!!!!!!\n"
-        );
-    }
-    present
-}
+use webdriver::{browser, el, screenshots_dir, start_driver, tools_present};
 
 struct Server {
     devnet: Arc<Devnet>,
@@ -156,15 +70,6 @@ impl Server {
         }
         self.devnet.stop().await.unwrap();
     }
-}
-
-/// The element, once it exists (up to 30 s: a click may still be navigating).
-async fn el(c: &Client, css: &str) -> fantoccini::elements::Element {
-    c.wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no {css}: {e}"))
 }
 
 /// Waits (up to 30 s) until the element's text satisfies `ok`; returns it.
@@ -439,7 +344,7 @@ async fn scenario(s: &Server, c: &Client, kind: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn web_ui_in_headless_chromium() {
-    if !tools_present() {
+    if !tools_present("the web UI test") {
         return;
     }
     let driver = start_driver().await;
@@ -447,7 +352,7 @@ async fn web_ui_in_headless_chromium() {
         eprintln!("--- running on {kind}");
         let t = Instant::now();
         let s = Server::start(&db).await;
-        let c = browser(&driver).await;
+        let c = browser(&driver, 1800).await;
         scenario(&s, &c, kind).await;
         c.close().await.unwrap();
         s.stop().await;
