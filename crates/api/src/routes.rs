@@ -195,6 +195,35 @@ fn clamp(page: &mut crate::http::Page, total: u64) -> bool {
     changed
 }
 
+/// One page of a listing, as LNPay's serializer serves it: `fetch(offset, per_page)` gives a page
+/// and the total; a page past the end is clamped to the last one and fetched again. Returns the
+/// items and the pagination headers (`X-Pagination-*`, `Link`).
+async fn paged<T, F, Fut>(
+    q: &HashMap<String, String>,
+    uri: &OriginalUri,
+    default_per_page: u64,
+    max_per_page: u64,
+    fetch: F,
+) -> Result<(Vec<T>, HeaderMap), ApiError>
+where
+    F: Fn(u64, u64) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, u64), ServiceError>>,
+{
+    let mut page = parse_page(q, default_per_page, max_per_page);
+    let (mut list, total) = fetch(page.offset(), page.per_page)
+        .await
+        .map_err(api_error)?;
+    if clamp(&mut page, total) {
+        list = fetch(page.offset(), page.per_page)
+            .await
+            .map_err(api_error)?
+            .0;
+    }
+    let mut h = HeaderMap::new();
+    pagination_headers(&mut h, &link_uri(uri), &page, total);
+    Ok((list, h))
+}
+
 pub(crate) fn payment_response(r: PaymentResult) -> Response {
     match r {
         PaymentResult::Done { wtx, .. } => Lnpay::created(WtxDto::from(&wtx)).into_response(),
@@ -267,22 +296,7 @@ async fn list_wallets(
     Query(q): Q,
 ) -> ApiResult {
     s.auth.require_secret(&c).map_err(api_error)?;
-    let mut page = parse_page(&q, 50, 50);
-    let (mut list, total) = s
-        .wallets
-        .list(&c, page.offset(), page.per_page)
-        .await
-        .map_err(api_error)?;
-    if clamp(&mut page, total) {
-        list = s
-            .wallets
-            .list(&c, page.offset(), page.per_page)
-            .await
-            .map_err(api_error)?
-            .0;
-    }
-    let mut h = HeaderMap::new();
-    pagination_headers(&mut h, &link_uri(&uri), &page, total);
+    let (list, h) = paged(&q, &uri, 50, 50, |off, n| s.wallets.list(&c, off, n)).await?;
     let body: Vec<WalletDto> = list.iter().map(WalletDto::from).collect();
     Ok(Lnpay::ok(body)
         .with_fields(Fields::from_query(&q))
@@ -303,22 +317,10 @@ async fn wallet_transactions(
     uri: OriginalUri,
     Query(q): Q,
 ) -> ApiResult {
-    let mut page = parse_page(&q, 100, 500);
-    let (mut list, total) = s
-        .wallets
-        .transactions(&c, &key, page.offset(), page.per_page)
-        .await
-        .map_err(api_error)?;
-    if clamp(&mut page, total) {
-        list = s
-            .wallets
-            .transactions(&c, &key, page.offset(), page.per_page)
-            .await
-            .map_err(api_error)?
-            .0;
-    }
-    let mut h = HeaderMap::new();
-    pagination_headers(&mut h, &link_uri(&uri), &page, total);
+    let (list, h) = paged(&q, &uri, 100, 500, |off, n| {
+        s.wallets.transactions(&c, &key, off, n)
+    })
+    .await?;
     let body: Vec<WtxDto> = list.iter().map(WtxDto::from).collect();
     Ok(Lnpay::ok(body)
         .with_fields(Fields::from_query(&q))
@@ -339,23 +341,11 @@ async fn account_transactions(
     Query(q): Q,
 ) -> ApiResult {
     s.auth.require_secret(&c).map_err(api_error)?;
-    let mut page = parse_page(&q, 20, 50);
     let wallet = q.get("wallet_id").map(String::as_str);
-    let (mut list, total) = s
-        .wallets
-        .account_transactions(&c, wallet, page.offset(), page.per_page)
-        .await
-        .map_err(api_error)?;
-    if clamp(&mut page, total) {
-        list = s
-            .wallets
-            .account_transactions(&c, wallet, page.offset(), page.per_page)
-            .await
-            .map_err(api_error)?
-            .0;
-    }
-    let mut h = HeaderMap::new();
-    pagination_headers(&mut h, &link_uri(&uri), &page, total);
+    let (list, h) = paged(&q, &uri, 20, 50, |off, n| {
+        s.wallets.account_transactions(&c, wallet, off, n)
+    })
+    .await?;
     let body: Vec<WtxDto> = list.iter().map(WtxDto::from).collect();
     Ok(Lnpay::ok(body)
         .with_fields(Fields::from_query(&q))
@@ -706,22 +696,10 @@ async fn webhook_deliveries(
     uri: OriginalUri,
     Query(q): Q,
 ) -> ApiResult {
-    let mut page = parse_page(&q, 50, 100);
-    let (mut list, total) = s
-        .webhooks
-        .deliveries(&c, &id, page.offset(), page.per_page)
-        .await
-        .map_err(api_error)?;
-    if clamp(&mut page, total) {
-        list = s
-            .webhooks
-            .deliveries(&c, &id, page.offset(), page.per_page)
-            .await
-            .map_err(api_error)?
-            .0;
-    }
-    let mut h = HeaderMap::new();
-    pagination_headers(&mut h, &link_uri(&uri), &page, total);
+    let (list, h) = paged(&q, &uri, 50, 100, |off, n| {
+        s.webhooks.deliveries(&c, &id, off, n)
+    })
+    .await?;
     Ok(
         Lnpay::ok(list.iter().map(DeliveryDto::from).collect::<Vec<_>>())
             .with_headers(h)
