@@ -60,9 +60,14 @@ mod journal;
 mod node;
 mod records;
 mod support;
+mod wallet;
 
 pub use devnet::{DEVNET_PEERS, Devnet, DevnetOptions};
 pub use node::{ChannelSummary, GraphEdge, LdkConfig, LdkNode};
+pub use wallet::{
+    OnchainWallet, StoreError as WalletStoreError, TxSummary, UtxoSummary, WalletBalance,
+    WalletChainSource, WalletError,
+};
 
 /// Errors starting, stopping or driving an [`LdkNode`] or a [`Devnet`].
 #[derive(Debug, thiserror::Error)]
