@@ -564,3 +564,25 @@ async fn a_transaction_never_broadcast_frees_its_coins_at_the_next_sync() {
         );
     }
 }
+
+#[tokio::test]
+async fn ldk_sweeps_get_fresh_change_scripts_that_the_wallet_watches() {
+    use lightning::sign::ChangeDestinationSource;
+    let net = net().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wallet = net.wallet(dir.path(), 16, Kind::Rpc).await;
+    let first = wallet.get_change_destination_script().await.unwrap();
+    let second = wallet.get_change_destination_script().await.unwrap();
+    assert_ne!(first, second);
+    assert_eq!(first, bip84_address(&[16; 32], 1, 0).script_pubkey());
+    assert_eq!(second, bip84_address(&[16; 32], 1, 1).script_pubkey());
+
+    // A sweep paying the second one shows up as ours.
+    let swept = Address::from_script(&second, Network::Regtest).unwrap();
+    net.chain.fund(&swept, 70_000).unwrap();
+    net.chain.mine(1, None).unwrap();
+    wallet.sync().await.unwrap();
+    assert_eq!(wallet.balance().await.confirmed, Amount::from_sat(70_000));
+    let utxos = wallet.list_unspent().await;
+    assert!(utxos[0].is_change);
+}
