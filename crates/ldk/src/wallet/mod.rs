@@ -40,7 +40,7 @@ mod store;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bdk_esplora::EsploraAsyncExt;
 use bdk_esplora::esplora_client;
@@ -218,6 +218,27 @@ impl std::fmt::Debug for OnchainWallet {
     }
 }
 
+/// How long one Esplora request may take.
+const ESPLORA_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The HTTP client for Esplora: HTTPS on the workspace's rustls provider (aws-lc-rs) with the
+/// platform's trust store, or plain HTTP (a local Esplora).
+fn esplora_http_client() -> Result<reqwest_esplora::Client, WalletError> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let failed = |e: String| WalletError::ChainSource(format!("Esplora client: {e}"));
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_platform_verifier())
+        .map_err(|e| failed(e.to_string()))?
+        .with_no_client_auth();
+    reqwest_esplora::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(ESPLORA_TIMEOUT)
+        .build()
+        .map_err(|e| failed(e.to_string()))
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -265,11 +286,12 @@ impl OnchainWallet {
             })
         })?;
         let source = match source {
-            WalletChainSource::Esplora { url } => Source::Esplora(
-                esplora_client::Builder::new(url.trim_end_matches('/'))
-                    .build_async()
-                    .map_err(|e| WalletError::ChainSource(format!("Esplora client: {e}")))?,
-            ),
+            WalletChainSource::Esplora { url } => {
+                Source::Esplora(esplora_client::AsyncClient::from_client(
+                    url.trim_end_matches('/').to_owned(),
+                    esplora_http_client()?,
+                ))
+            }
             WalletChainSource::BitcoindRpc {
                 url,
                 user,
@@ -642,5 +664,17 @@ impl ChangeDestinationSource for OnchainWallet {
                 tracing::error!(error = %e, "on-chain wallet: no change script for a sweep");
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_esplora_client_builds_with_the_platform_trust_store() {
+        // No `ring` beside aws-lc-rs and a loadable trust store: building must not fail or
+        // panic for want of a process-wide rustls provider.
+        assert!(esplora_http_client().is_ok());
     }
 }
