@@ -586,3 +586,31 @@ async fn ldk_sweeps_get_fresh_change_scripts_that_the_wallet_watches() {
     let utxos = wallet.list_unspent().await;
     assert!(utxos[0].is_change);
 }
+
+#[tokio::test]
+async fn bitcoind_sync_walks_a_long_chain_in_batches() {
+    let net = net().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wallet = net.wallet(dir.path(), 17, Kind::Rpc).await;
+    let (a, b) = (
+        wallet.new_address().await.unwrap(),
+        wallet.new_address().await.unwrap(),
+    );
+    // One payment early in the chain, one past the walk's first batch (500 blocks): the
+    // wallet's first walk finds both.
+    net.chain.fund(&a, 40_000).unwrap();
+    net.chain.mine(450, None).unwrap();
+    net.chain.fund(&b, 60_000).unwrap();
+    net.chain.mine(200, None).unwrap();
+    let tip = net.chain.tip().height;
+    wallet.sync().await.unwrap();
+    assert_eq!(wallet.synced_height().await, tip);
+    assert_eq!(wallet.balance().await.confirmed, Amount::from_sat(100_000));
+    let heights: Vec<_> = wallet
+        .list_unspent()
+        .await
+        .iter()
+        .map(|u| u.confirmation_height)
+        .collect();
+    assert_eq!(heights, vec![Some(102), Some(552)]);
+}

@@ -37,20 +37,22 @@
 mod rpc;
 mod store;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bdk_esplora::EsploraAsyncExt;
 use bdk_esplora::esplora_client;
-use bdk_wallet::chain::{BlockId, ChainPosition};
+use bdk_wallet::chain::{BlockId, ChainPosition, CheckPoint, ConfirmationBlockTime, TxUpdate};
 use bdk_wallet::error::CreateTxError;
 use bdk_wallet::template::Bip84;
 use bdk_wallet::{KeychainKind, PersistedWallet, SignOptions, Wallet};
 use bitcoin::address::NetworkUnchecked;
 use bitcoin::bip32::Xpriv;
-use bitcoin::{Address, Amount, FeeRate, Network, OutPoint, ScriptBuf, Transaction, Txid};
+use bitcoin::{
+    Address, Amount, Block, BlockHash, FeeRate, Network, OutPoint, ScriptBuf, Transaction, Txid,
+};
 use lightning::sign::ChangeDestinationSource;
 use lightning::util::async_poll::AsyncResult;
 
@@ -62,8 +64,8 @@ use store::WalletFile;
 const STOP_GAP: usize = 20;
 /// Esplora requests a sync keeps in flight.
 const PARALLEL_REQUESTS: usize = 4;
-/// Blocks the bitcoind walk applies between two writes of the wallet file.
-const BLOCKS_PER_PERSIST: u32 = 500;
+/// Blocks the bitcoind walk looks at between two updates (and writes) of the wallet.
+const BLOCKS_PER_BATCH: u32 = 500;
 /// Times the bitcoind walk starts again when the chain changes under it.
 const WALK_ATTEMPTS: u32 = 3;
 
@@ -566,8 +568,12 @@ impl OnchainWallet {
         Ok(())
     }
 
+    /// One bitcoind walk: from the newest checkpoint bitcoind still has to its tip, handing
+    /// BDK only the blocks that matter (sparse checkpoints, like an Esplora update): the start,
+    /// bitcoind's hashes at our other checkpoint heights (which invalidates what a reorg
+    /// replaced), the blocks with our transactions, and the end of each batch.
     async fn sync_rpc(&self, rpc: &RpcClient) -> Result<Walk, WalletError> {
-        // Where our checkpoints and bitcoind's chain agree, newest first.
+        // Newest first.
         let local: Vec<BlockId> = {
             let st = self.state.lock().await;
             st.wallet.checkpoints().map(|cp| cp.block_id()).collect()
@@ -580,34 +586,73 @@ impl OnchainWallet {
                 break;
             }
         }
-        let Some(mut prev) = agreed else {
+        let Some(agreed) = agreed else {
             return Err(WalletError::ChainMismatch(
                 "bitcoind has none of the wallet's blocks, not even its genesis".into(),
             ));
         };
-        let mut since_persist = 0u32;
-        for height in prev.height.saturating_add(1)..=tip {
+        let replaced: HashSet<u32> = local
+            .iter()
+            .map(|cp| cp.height)
+            .filter(|h| *h > agreed.height)
+            .collect();
+        let mut ours = {
+            let st = self.state.lock().await;
+            Ours::of(&st.wallet)
+        };
+        let mut batch = Batch::new(agreed);
+        let mut prev = agreed;
+        for height in agreed.height.saturating_add(1)..=tip {
             let hash = rpc.block_hash(height).await?;
             let block = rpc.block(&hash).await?;
             if block.header.prev_blockhash != prev.hash || block.block_hash() != hash {
-                // A reorg under the walk: keep what is applied, start again from agreement.
-                let mut st = self.state.lock().await;
-                Self::persist(&mut st).await?;
+                // A reorg under the walk: keep what connects, start again from agreement.
+                self.apply_batch(batch, prev).await?;
                 return Ok(Walk::ChainMoved);
             }
-            let mut st = self.state.lock().await;
-            st.wallet
-                .apply_block_connected_to(&block, height, prev)
-                .map_err(|e| WalletError::ChainMismatch(e.to_string()))?;
-            since_persist += 1;
-            if since_persist >= BLOCKS_PER_PERSIST {
-                Self::persist(&mut st).await?;
-                since_persist = 0;
+            let id = BlockId { height, hash };
+            if replaced.contains(&height) {
+                batch.blocks.insert(height, hash);
             }
-            prev = BlockId { height, hash };
+            {
+                let st = self.state.lock().await;
+                ours.scan(&st.wallet, &block, id, &mut batch);
+            }
+            prev = id;
+            if height == tip || height - batch.base_height >= BLOCKS_PER_BATCH {
+                self.apply_batch(std::mem::replace(&mut batch, Batch::new(id)), id)
+                    .await?;
+            }
         }
         self.sync_rpc_mempool(rpc).await?;
         Ok(Walk::Done)
+    }
+
+    /// Applies a batch of the walk, ending at `end`, and persists it.
+    async fn apply_batch(&self, mut batch: Batch, end: BlockId) -> Result<(), WalletError> {
+        if end.height == batch.base_height {
+            return Ok(());
+        }
+        batch.blocks.insert(end.height, end.hash);
+        let chain = CheckPoint::from_block_ids(
+            batch
+                .blocks
+                .into_iter()
+                .map(|(height, hash)| BlockId { height, hash }),
+        )
+        .map_err(|_| WalletError::ChainSource("bitcoind walk: blocks out of order".into()))?;
+        let mut tx_update = TxUpdate::default();
+        tx_update.txs = batch.txs;
+        tx_update.anchors = batch.anchors;
+        let mut st = self.state.lock().await;
+        st.wallet
+            .apply_update(bdk_wallet::Update {
+                last_active_indices: batch.last_active,
+                tx_update,
+                chain: Some(chain),
+            })
+            .map_err(|e| WalletError::ChainMismatch(e.to_string()))?;
+        Self::persist(&mut st).await
     }
 
     async fn sync_rpc_mempool(&self, rpc: &RpcClient) -> Result<(), WalletError> {
@@ -645,6 +690,85 @@ impl OnchainWallet {
             .apply_evicted_txs(ours_gone.into_iter().map(|(txid, _)| (txid, now)));
         st.mempool_seen = in_mempool;
         Self::persist(&mut st).await
+    }
+}
+
+/// What one batch of the bitcoind walk hands BDK.
+struct Batch {
+    base_height: u32,
+    /// The checkpoints of the update (height → hash), the batch's base included.
+    blocks: BTreeMap<u32, BlockHash>,
+    txs: Vec<Arc<Transaction>>,
+    anchors: BTreeSet<(ConfirmationBlockTime, Txid)>,
+    last_active: BTreeMap<KeychainKind, u32>,
+}
+
+impl Batch {
+    fn new(base: BlockId) -> Batch {
+        Batch {
+            base_height: base.height,
+            blocks: [(base.height, base.hash)].into(),
+            txs: Vec::new(),
+            anchors: BTreeSet::new(),
+            last_active: BTreeMap::new(),
+        }
+    }
+}
+
+/// The outputs the walk knows to be ours: the wallet's, plus those it finds on the way (a
+/// block may pay us and spend that output again).
+struct Ours {
+    outpoints: HashSet<OutPoint>,
+}
+
+impl Ours {
+    fn of(wallet: &Wallet) -> Ours {
+        Ours {
+            outpoints: wallet
+                .spk_index()
+                .outpoints()
+                .iter()
+                .map(|(_, op)| *op)
+                .collect(),
+        }
+    }
+
+    /// Adds `block`'s transactions that pay one of our scripts (revealed or within the
+    /// lookahead) or spend one of our outputs to `batch`.
+    fn scan(&mut self, wallet: &Wallet, block: &Block, id: BlockId, batch: &mut Batch) {
+        let mut any = false;
+        for tx in &block.txdata {
+            let txid = tx.compute_txid();
+            let mut relevant = tx
+                .input
+                .iter()
+                .any(|i| self.outpoints.contains(&i.previous_output));
+            for (vout, out) in tx.output.iter().enumerate() {
+                if let Some(&(keychain, index)) =
+                    wallet.spk_index().index_of_spk(out.script_pubkey.clone())
+                {
+                    relevant = true;
+                    let vout = u32::try_from(vout).unwrap_or(u32::MAX);
+                    self.outpoints.insert(OutPoint { txid, vout });
+                    let last = batch.last_active.entry(keychain).or_insert(index);
+                    *last = (*last).max(index);
+                }
+            }
+            if relevant {
+                any = true;
+                batch.txs.push(Arc::new(tx.clone()));
+                batch.anchors.insert((
+                    ConfirmationBlockTime {
+                        block_id: id,
+                        confirmation_time: u64::from(block.header.time),
+                    },
+                    txid,
+                ));
+            }
+        }
+        if any {
+            batch.blocks.insert(id.height, id.hash);
+        }
     }
 }
 
