@@ -433,11 +433,33 @@ async fn insufficient_funds_dust_and_foreign_addresses_are_refused() {
         "{err}"
     );
 
+    // Someone else's unconfirmed payment is not spendable yet.
     net.chain
         .fund(&wallet.new_address().await.unwrap(), 100_000)
         .unwrap();
-    net.chain.mine(1, None).unwrap();
     wallet.sync().await.unwrap();
+    assert_eq!(
+        wallet.balance().await.untrusted_pending,
+        Amount::from_sat(100_000)
+    );
+    let err = wallet
+        .send_to_address(&to, Amount::from_sat(10_000), rate)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, WalletError::InsufficientFunds { available, .. } if available == Amount::ZERO),
+        "{err}"
+    );
+    net.chain.mine(1, None).unwrap();
+    // And another one, unconfirmed: still not counted nor selected below.
+    net.chain
+        .fund(&wallet.new_address().await.unwrap(), 50_000)
+        .unwrap();
+    wallet.sync().await.unwrap();
+    assert_eq!(
+        wallet.balance().await.untrusted_pending,
+        Amount::from_sat(50_000)
+    );
 
     // More than the balance.
     let err = wallet
@@ -449,7 +471,8 @@ async fn insufficient_funds_dust_and_foreign_addresses_are_refused() {
             if needed == Amount::from_sat(100_001) && available == Amount::from_sat(100_000)),
         "{err}"
     );
-    // The whole balance: the fee does not fit (coin selection says so).
+    // The whole confirmed balance: the fee does not fit (coin selection says so, without
+    // reaching for the unconfirmed coin).
     let err = wallet
         .send_to_address(&to, Amount::from_sat(100_000), rate)
         .await
@@ -484,7 +507,7 @@ async fn insufficient_funds_dust_and_foreign_addresses_are_refused() {
     assert!(matches!(err, WalletError::WrongNetwork { .. }), "{err}");
     // None of the refusals touched the coins.
     assert_eq!(wallet.balance().await.confirmed, Amount::from_sat(100_000));
-    assert_eq!(wallet.list_unspent().await.len(), 1);
+    assert_eq!(wallet.list_unspent().await.len(), 2);
 }
 
 #[tokio::test]

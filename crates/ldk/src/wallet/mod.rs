@@ -488,8 +488,20 @@ impl OnchainWallet {
                 available,
             });
         }
+        // Others' unconfirmed payments stay out of coin selection (they may never confirm, and
+        // a channel funded from them would hang), as they stay out of `available`. Our own
+        // unconfirmed change may be spent.
+        let untrusted: Vec<OutPoint> = st
+            .wallet
+            .list_unspent()
+            .filter(|u| !u.chain_position.is_confirmed() && u.keychain == KeychainKind::External)
+            .map(|u| u.outpoint)
+            .collect();
         let mut builder = st.wallet.build_tx();
-        builder.add_recipient(script, amount).fee_rate(fee_rate);
+        builder
+            .add_recipient(script, amount)
+            .fee_rate(fee_rate)
+            .unspendable(untrusted);
         let mut psbt = builder.finish().map_err(|e| match e {
             CreateTxError::CoinSelection(e) => WalletError::InsufficientFunds {
                 needed: e.needed,
