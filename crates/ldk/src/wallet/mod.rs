@@ -23,8 +23,13 @@
 //!
 //! [`WalletChainSource::Esplora`] syncs with `bdk_esplora` (a full scan with a stop gap on the
 //! first sync after opening, which also finds coins of a restored seed, then the revealed
-//! scripts only). [`WalletChainSource::BitcoindRpc`] walks blocks from the wallet's last
-//! checkpoint that bitcoind still has (`rpc.rs`), then looks at the mempool.
+//! scripts only). [`WalletChainSource::BitcoindRpc`] walks every block from the newest
+//! checkpoint that bitcoind still has to its tip (`rpc.rs` for the calls), keeps the
+//! transactions paying our scripts (revealed or within BDK's lookahead) or spending our
+//! outputs, and hands BDK one update per 500 blocks with sparse checkpoints; then it looks at
+//! the mempool (new transactions fetched once; ours no longer there count as evicted). A new
+//! wallet's first walk starts at genesis: quick on regtest, long on mainnet until a wallet
+//! birthday exists.
 //!
 //! # Transactions the wallet builds
 //!
@@ -210,6 +215,8 @@ pub struct OnchainWallet {
     network: Network,
     source: Source,
     state: tokio::sync::Mutex<State>,
+    /// One sync at a time (a sync releases `state` during its requests).
+    syncing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for OnchainWallet {
@@ -248,9 +255,7 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-fn confirmation_height(
-    pos: &ChainPosition<bdk_wallet::chain::ConfirmationBlockTime>,
-) -> Option<u32> {
+fn confirmation_height(pos: &ChainPosition<ConfirmationBlockTime>) -> Option<u32> {
     match pos {
         ChainPosition::Confirmed { anchor, .. } => Some(anchor.block_id.height),
         ChainPosition::Unconfirmed { .. } => None,
@@ -343,6 +348,7 @@ impl OnchainWallet {
                 scanned: false,
                 mempool_seen: HashSet::new(),
             }),
+            syncing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -529,6 +535,7 @@ impl OnchainWallet {
 
     /// Brings the wallet up to the chain source's tip (blocks and mempool) and persists it.
     pub async fn sync(&self) -> Result<(), WalletError> {
+        let _one_at_a_time = self.syncing.lock().await;
         match &self.source {
             Source::Esplora(client) => self.sync_esplora(client).await,
             Source::Rpc(rpc) => {
