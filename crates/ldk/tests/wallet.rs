@@ -637,3 +637,53 @@ async fn bitcoind_sync_walks_a_long_chain_in_batches() {
         .collect();
     assert_eq!(heights, vec![Some(102), Some(552)]);
 }
+
+/// Copies a wallet directory as a crash would leave it: the wallet that wrote it still open.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn what_a_call_returned_is_on_disk_when_it_returns() {
+    let net = net().await;
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    let wallet = net.wallet(&live, 18, Kind::Esplora).await;
+    net.chain
+        .fund(&wallet.new_address().await.unwrap(), 100_000)
+        .unwrap();
+    net.chain.mine(1, None).unwrap();
+    wallet.sync().await.unwrap();
+    let handed_out = wallet.new_address().await.unwrap();
+    let tx = wallet
+        .send_to_address(
+            &unchecked(&bip84_address(&[19; 32], 0, 0)),
+            Amount::from_sat(30_000),
+            FeeRate::from_sat_per_vb_u32(2),
+        )
+        .await
+        .unwrap();
+
+    let crashed = dir.path().join("crashed");
+    copy_dir(&live, &crashed);
+    let reopened = net.wallet(&crashed, 18, Kind::Esplora).await;
+    let next = reopened.new_address().await.unwrap();
+    assert_ne!(next, handed_out);
+    assert_eq!(next, bip84_address(&[18; 32], 0, 2));
+    // The payment is there, its coin spent: nothing to spend twice.
+    assert!(
+        reopened
+            .transactions()
+            .await
+            .iter()
+            .any(|t| t.txid == tx.compute_txid() && t.confirmation_height.is_none())
+    );
+    let utxos = reopened.list_unspent().await;
+    assert_eq!(utxos.len(), 1);
+    assert_eq!(utxos[0].outpoint.txid, tx.compute_txid());
+    assert!(utxos[0].is_change);
+}
