@@ -19,6 +19,33 @@ use super::WalletError;
 /// How long one RPC call may take.
 const RPC_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// bitcoind's error code for "no such mempool or blockchain transaction".
+const RPC_INVALID_ADDRESS_OR_KEY: i64 = -5;
+
+/// How one call failed.
+#[derive(Debug, thiserror::Error)]
+enum RpcError {
+    /// No answer, or not a JSON-RPC answer.
+    #[error("{0}")]
+    Transport(String),
+    /// bitcoind's own error.
+    #[error("error {code}: {message}")]
+    Rpc { code: i64, message: String },
+}
+
+/// A JSON-RPC reply: `result` or `error`.
+#[derive(Debug, serde::Deserialize)]
+struct Reply {
+    result: Option<Value>,
+    error: Option<ReplyError>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ReplyError {
+    code: i64,
+    message: String,
+}
+
 /// A bitcoind JSON-RPC endpoint with basic auth.
 #[derive(Debug, Clone)]
 pub(crate) struct RpcClient {
@@ -42,12 +69,7 @@ impl RpcClient {
         })
     }
 
-    async fn call<T: DeserializeOwned>(
-        &self,
-        method: &str,
-        params: Value,
-    ) -> Result<T, WalletError> {
-        let failed = |what: String| WalletError::ChainSource(format!("bitcoind {method}: {what}"));
+    async fn call<T: DeserializeOwned>(&self, method: &str, params: Value) -> Result<T, RpcError> {
         let resp = self
             .http
             .post(&self.url)
@@ -55,37 +77,50 @@ impl RpcClient {
             .json(&json!({ "jsonrpc": "1.0", "id": "satchel-wallet", "method": method, "params": params }))
             .send()
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| RpcError::Transport(e.to_string()))?;
         let status = resp.status();
         // bitcoind answers RPC errors with a 4xx/5xx status and a JSON body; other statuses
         // (401 on bad credentials) come with no JSON.
-        let body: Value = resp
+        let reply: Reply = resp
             .json()
             .await
-            .map_err(|e| failed(format!("HTTP {status}: {e}")))?;
-        if let Some(err) = body.get("error").filter(|e| !e.is_null()) {
-            return Err(failed(err.to_string()));
+            .map_err(|e| RpcError::Transport(format!("HTTP {status}: {e}")))?;
+        if let Some(err) = reply.error {
+            return Err(RpcError::Rpc {
+                code: err.code,
+                message: err.message,
+            });
         }
-        let result = body.get("result").cloned().unwrap_or(Value::Null);
-        serde_json::from_value(result).map_err(|e| failed(format!("unexpected answer: {e}")))
+        serde_json::from_value(reply.result.unwrap_or(Value::Null))
+            .map_err(|e| RpcError::Transport(format!("unexpected answer: {e}")))
+    }
+
+    async fn call_or_fail<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: Value,
+    ) -> Result<T, WalletError> {
+        self.call(method, params)
+            .await
+            .map_err(|e| WalletError::ChainSource(format!("bitcoind {method}: {e}")))
     }
 
     pub(crate) async fn block_count(&self) -> Result<u32, WalletError> {
-        self.call("getblockcount", json!([])).await
+        self.call_or_fail("getblockcount", json!([])).await
     }
 
     pub(crate) async fn block_hash(&self, height: u32) -> Result<BlockHash, WalletError> {
-        self.call("getblockhash", json!([height])).await
+        self.call_or_fail("getblockhash", json!([height])).await
     }
 
     pub(crate) async fn block(&self, hash: &BlockHash) -> Result<Block, WalletError> {
-        let hex: String = self.call("getblock", json!([hash, 0])).await?;
+        let hex: String = self.call_or_fail("getblock", json!([hash, 0])).await?;
         deserialize_hex(&hex)
             .map_err(|e| WalletError::ChainSource(format!("bitcoind getblock: bad block: {e}")))
     }
 
     pub(crate) async fn mempool_txids(&self) -> Result<HashSet<Txid>, WalletError> {
-        let txids: Vec<Txid> = self.call("getrawmempool", json!([])).await?;
+        let txids: Vec<Txid> = self.call_or_fail("getrawmempool", json!([])).await?;
         Ok(txids.into_iter().collect())
     }
 
@@ -102,9 +137,38 @@ impl RpcClient {
             Ok(hex) => deserialize_hex(&hex).map(Some).map_err(|e| {
                 WalletError::ChainSource(format!("bitcoind getrawtransaction: bad tx: {e}"))
             }),
-            // -5: no such mempool or blockchain transaction.
-            Err(WalletError::ChainSource(msg)) if msg.contains("\"code\":-5") => Ok(None),
-            Err(e) => Err(e),
+            Err(RpcError::Rpc {
+                code: RPC_INVALID_ADDRESS_OR_KEY,
+                ..
+            }) => Ok(None),
+            Err(e) => Err(WalletError::ChainSource(format!(
+                "bitcoind getrawtransaction: {e}"
+            ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn replies_carry_a_result_or_an_error() {
+        let ok: Reply = serde_json::from_str(r#"{"result":7,"error":null,"id":"x"}"#).unwrap();
+        assert_eq!(ok.result, Some(json!(7)));
+        assert!(ok.error.is_none());
+        let err: Reply = serde_json::from_str(
+            r#"{"result":null,"error":{"code":-5,"message":"No such mempool or blockchain transaction"},"id":"x"}"#,
+        )
+        .unwrap();
+        let e = err.error.unwrap();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                RPC_INVALID_ADDRESS_OR_KEY,
+                "No such mempool or blockchain transaction"
+            )
+        );
     }
 }
