@@ -6,9 +6,11 @@
 #![allow(non_snake_case)]
 
 use satchel_domain::{KEYSEND_PREIMAGE_TLV, PaymentStatus, sats_floor};
-use satchel_lightning::Route;
+use satchel_service::records::{
+    DeliveryStatus, Direction, JobRecord, JobStatus, LnTxRecord, Route, WalletRecord,
+    WebhookRecord, WtxRecord,
+};
 use satchel_service::wallets::CreatedWallet;
-use satchel_store::{Direction, JobRecord, JobStatus, LnTxRecord, WalletRecord, WtxRecord};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -455,8 +457,8 @@ pub struct WebhookDto {
     status: &'static str,
 }
 
-impl From<&satchel_store::WebhookRecord> for WebhookDto {
-    fn from(w: &satchel_store::WebhookRecord) -> Self {
+impl From<&WebhookRecord> for WebhookDto {
+    fn from(w: &WebhookRecord) -> Self {
         WebhookDto {
             id: w.id.to_string(),
             created_at: w.created_at,
@@ -510,8 +512,7 @@ impl From<&satchel_service::webhooks::DeliveryLog> for DeliveryDto {
             event: l.event.name(),
             status: d.status.name(),
             attempts: d.attempts,
-            next_attempt_at: (d.status == satchel_store::DeliveryStatus::Pending)
-                .then_some(d.next_attempt_at),
+            next_attempt_at: (d.status == DeliveryStatus::Pending).then_some(d.next_attempt_at),
             created_at: d.created_at,
             updated_at: d.updated_at,
             last_status: d.last_status,

@@ -13,7 +13,7 @@
 //!
 //! **How events reach readers.** The [`EventHub`] keeps, for each wallet someone is watching,
 //! one broadcast channel and the `seq` last published on it. A transaction that wrote events
-//! rings the store's [`EventBell`](satchel_store::events::EventBell) after commit with the
+//! rings the store's [`EventBell`] after commit with the
 //! wallets concerned; the hub reads those wallets' new events once (one statement), renders
 //! each once, and broadcasts it: readers never touch the database while they keep up, and
 //! payments never wait for readers (the ring is an atomic load when nobody watches, and a
@@ -34,9 +34,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use satchel_domain::WalletId;
 use satchel_service::events::{EventsConfig, StreamStart, StreamTicket};
+use satchel_service::outbox::{BellListener, EventBell, Outbox};
+use satchel_service::records::EventRecord;
 use satchel_service::{ServiceError, Services};
-use satchel_store::events::{BellListener, EventBell};
-use satchel_store::{EventRecord, Store, StoreError};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::http::ApiError;
@@ -76,7 +76,7 @@ struct Slot {
 
 /// Feeds live events to the streams of this process (see the module docs).
 pub struct EventHub {
-    store: Store,
+    outbox: Outbox,
     cfg: EventsConfig,
     bell: Arc<EventBell>,
     slots: Mutex<HashMap<WalletId, Slot>>,
@@ -94,18 +94,18 @@ impl std::fmt::Debug for EventHub {
 }
 
 /// Renders an event as its webhook body: the frozen body if a delivery already froze it.
-async fn body_of(store: &Store, e: &EventRecord) -> Result<String, StoreError> {
+async fn body_of(outbox: &Outbox, e: &EventRecord) -> Result<String, ServiceError> {
     match &e.body {
         Some(b) => Ok(b.clone()),
-        None => crate::webhooks::render(store, e).await,
+        None => crate::webhooks::render(outbox, e).await,
     }
 }
 
 impl EventHub {
-    /// A hub over `store`; streams end when `shutdown` flips (never, if `None`).
+    /// A hub over the `outbox`; streams end when `shutdown` flips (never, if `None`).
     /// [`EventHub::run`] must be spawned for live delivery.
     pub fn new(
-        store: Store,
+        outbox: Outbox,
         cfg: EventsConfig,
         shutdown: Option<watch::Receiver<bool>>,
     ) -> Arc<EventHub> {
@@ -116,10 +116,10 @@ impl EventHub {
                 (rx, Some(tx))
             }
         };
-        let bell = store.event_bell();
+        let bell = outbox.bell();
         let listening = bell.listen();
         Arc::new(EventHub {
-            store,
+            outbox,
             cfg,
             bell,
             slots: Mutex::new(HashMap::new()),
@@ -153,7 +153,7 @@ impl EventHub {
     async fn publish(
         &self,
         only: Option<&std::collections::HashSet<String>>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), ServiceError> {
         let cursors: Vec<(WalletId, i64)> = self
             .slots()
             .iter()
@@ -163,7 +163,7 @@ impl EventHub {
         for chunk in cursors.chunks(WALLETS_PER_READ) {
             let mut chunk = chunk.to_vec();
             loop {
-                let page = self.store.wallets_events_after(&chunk, PAGE).await?;
+                let page = self.outbox.wallets_events_after(&chunk, PAGE).await?;
                 let full = u64::try_from(page.len()).unwrap_or(0) >= PAGE;
                 for (seq, e) in page {
                     let Some(wallet) = e.wallet_id.clone() else {
@@ -172,7 +172,7 @@ impl EventHub {
                     if let Some(c) = chunk.iter_mut().find(|(w, _)| *w == wallet) {
                         c.1 = c.1.max(seq);
                     }
-                    let body = match body_of(&self.store, &e).await {
+                    let body = match body_of(&self.outbox, &e).await {
                         Ok(b) => b,
                         Err(err) => {
                             tracing::error!(error = %err, event = %e.id, "rendering an event for live streams failed");
@@ -202,7 +202,7 @@ impl EventHub {
     }
 
     /// Joins `wallet`'s channel (creating it, at the wallet's latest event, for its first reader).
-    async fn subscribe(self: &Arc<Self>, wallet: &WalletId) -> Result<Subscription, StoreError> {
+    async fn subscribe(self: &Arc<Self>, wallet: &WalletId) -> Result<Subscription, ServiceError> {
         if let Some(s) = self.slots().get_mut(wallet) {
             s.readers += 1;
             return Ok(Subscription {
@@ -211,7 +211,7 @@ impl EventHub {
                 wallet: wallet.clone(),
             });
         }
-        let head = self.store.wallet_event_head(wallet).await?;
+        let head = self.outbox.wallet_event_head(wallet).await?;
         let mut slots = self.slots();
         let s = slots.entry(wallet.clone()).or_insert_with(|| Slot {
             tx: broadcast::channel(self.cfg.channel_capacity.max(1)).0,
@@ -227,7 +227,7 @@ impl EventHub {
     }
 
     /// The SSE response of an admitted stream.
-    pub async fn stream(self: &Arc<Self>, ticket: StreamTicket) -> Result<Response, StoreError> {
+    pub async fn stream(self: &Arc<Self>, ticket: StreamTicket) -> Result<Response, ServiceError> {
         let sub = self.subscribe(&ticket.wallet_id).await?;
         let (tx, rx) = mpsc::channel::<Event>(CONNECTION_BUFFER);
         let hub = self.clone();
@@ -240,7 +240,7 @@ impl EventHub {
             let _open = OpenStream;
             tokio::select! {
                 _ = closing.changed() => {}
-                r = forward(&hub.store, ticket, sub, &tx) => {
+                r = forward(&hub.outbox, ticket, sub, &tx) => {
                     if let Err(e) = r {
                         tracing::warn!(error = %e, "live event stream ended");
                     }
@@ -298,16 +298,16 @@ fn sse_event(e: &LiveEvent) -> Event {
 
 /// Outbox events of `wallet` after `*cursor`, sent in order; moves the cursor.
 async fn catch_up(
-    store: &Store,
+    outbox: &Outbox,
     wallet: &WalletId,
     cursor: &mut i64,
     tx: &mpsc::Sender<Event>,
-) -> Result<bool, StoreError> {
+) -> Result<bool, ServiceError> {
     loop {
-        let page = store.wallet_events_after(wallet, *cursor, PAGE).await?;
+        let page = outbox.wallet_events_after(wallet, *cursor, PAGE).await?;
         let full = u64::try_from(page.len()).unwrap_or(0) >= PAGE;
         for (seq, e) in page {
-            let body = body_of(store, &e).await?;
+            let body = body_of(outbox, &e).await?;
             let ev = LiveEvent {
                 seq,
                 name: e.name.name(),
@@ -327,11 +327,11 @@ async fn catch_up(
 /// One connection: replay from the start point, then live events; catch up from the outbox
 /// after falling behind. Returns when the client goes away.
 async fn forward(
-    store: &Store,
+    outbox: &Outbox,
     ticket: StreamTicket,
     mut sub: Subscription,
     tx: &mpsc::Sender<Event>,
-) -> Result<(), StoreError> {
+) -> Result<(), ServiceError> {
     let wallet = ticket.wallet_id.clone();
     let mut cursor = match ticket.start {
         StreamStart::After(seq) => seq,
@@ -351,7 +351,7 @@ async fn forward(
         }
     };
     // Subscribed before this read: whatever the channel misses, the outbox has.
-    if !catch_up(store, &wallet, &mut cursor, tx).await? {
+    if !catch_up(outbox, &wallet, &mut cursor, tx).await? {
         return Ok(());
     }
     loop {
@@ -373,7 +373,7 @@ async fn forward(
             }
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 metrics::counter!(CATCH_UPS_TOTAL).increment(1);
-                if !catch_up(store, &wallet, &mut cursor, tx).await? {
+                if !catch_up(outbox, &wallet, &mut cursor, tx).await? {
                     return Ok(());
                 }
             }
@@ -420,9 +420,7 @@ pub async fn events(
         Ok(t) => t,
         Err(e) => return Ok(error_response(e)),
     };
-    hub.stream(ticket)
-        .await
-        .map_err(|e| crate::routes::api_error(ServiceError::from(e)))
+    hub.stream(ticket).await.map_err(crate::routes::api_error)
 }
 
 /// `GET /ui/wallet/{key}/events`: the wallet page's live events (the same stream as
@@ -456,9 +454,7 @@ pub async fn page_events(
         Ok(t) => t,
         Err(e) => return Ok(error_response(e)),
     };
-    hub.stream(ticket)
-        .await
-        .map_err(|e| crate::routes::api_error(ServiceError::from(e)))
+    hub.stream(ticket).await.map_err(crate::routes::api_error)
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use satchel_service::Services;
 use satchel_service::auth::Caller;
 use satchel_service::idempotency::Rebuilt;
-use satchel_store::{IdemRecord, StoredResponse};
+use satchel_service::records::{IdemRecord, StoredResponse};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -157,8 +157,7 @@ impl Idem {
             return answer(s, caller, &fingerprint, rec).await;
         }
         let claim = idem.claim(caller, key, fingerprint.clone());
-        let outcome = satchel_store::idempotency::with_claim(claim.clone(), op).await;
-        satchel_store::crash::crash_point("before_idempotent_answer");
+        let outcome = idem.run_claimed(claim.clone(), op).await;
         let response = match outcome {
             Ok(r) => r,
             Err(e) => {

@@ -261,61 +261,27 @@ pub(crate) async fn get_link(
     Ok(Lnpay::ok(LnurlpDto::from(v)).into_response())
 }
 
-async fn update(s: Services, c: satchel_service::auth::Caller, id: String, p: Params) -> Response {
+/// `POST`, `PUT` and `PATCH` of a link: LNPay answers all three alike (fields left out keep
+/// their value, so every method is a partial update), hence one handler mounted three times.
+#[utoipa::path(
+    method(post, put, patch), path = "/v1/lnurlp/{id}", tag = "lnurl",
+    description = "Changes a link (secret key); `POST`, `PUT` and `PATCH` are the same. Fields left out keep their value; an empty `lnurlp_identifier` removes the username; `status` is `lnurl_active` or `lnurl_inactive`. The metadata is recomputed.",
+    params(("id" = String, Path, description = "The link id (`lnurlp_…`)")),
+    request_body(content((crate::openapi::LnurlpUpdateBody = "application/json"), (crate::openapi::LnurlpUpdateBody = "application/x-www-form-urlencoded"))),
+    responses((status = 200, description = "The link", body = LnurlpDto, content_type = "application/json")),
+)]
+pub(crate) async fn update(
+    State(s): State<Services>,
+    Authed(c): Authed,
+    Seg(id): Seg,
+    p: Params,
+) -> Response {
     let run = async {
         let fields = link_fields(&p)?;
         let v = s.lnurlp.update(&c, &id, fields).await.map_err(api_error)?;
         Ok::<_, ApiError>(Lnpay::ok(LnurlpDto::from(v)).into_response())
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
-}
-
-#[utoipa::path(
-    post, path = "/v1/lnurlp/{id}", tag = "lnurl",
-    description = "Changes a link (secret key). Fields left out keep their value; an empty `lnurlp_identifier` removes the username; `status` is `lnurl_active` or `lnurl_inactive`. The metadata is recomputed.",
-    params(("id" = String, Path, description = "The link id (`lnurlp_…`)")),
-    request_body(content((crate::openapi::LnurlpUpdateBody = "application/json"), (crate::openapi::LnurlpUpdateBody = "application/x-www-form-urlencoded"))),
-    responses((status = 200, description = "The link", body = LnurlpDto, content_type = "application/json")),
-)]
-pub(crate) async fn update_post(
-    State(s): State<Services>,
-    Authed(c): Authed,
-    Seg(id): Seg,
-    p: Params,
-) -> Response {
-    update(s, c, id, p).await
-}
-
-#[utoipa::path(
-    put, path = "/v1/lnurlp/{id}", tag = "lnurl",
-    description = "Same as POST.",
-    params(("id" = String, Path, description = "The link id (`lnurlp_…`)")),
-    request_body(content((crate::openapi::LnurlpUpdateBody = "application/json"), (crate::openapi::LnurlpUpdateBody = "application/x-www-form-urlencoded"))),
-    responses((status = 200, description = "The link", body = LnurlpDto, content_type = "application/json")),
-)]
-pub(crate) async fn update_put(
-    State(s): State<Services>,
-    Authed(c): Authed,
-    Seg(id): Seg,
-    p: Params,
-) -> Response {
-    update(s, c, id, p).await
-}
-
-#[utoipa::path(
-    patch, path = "/v1/lnurlp/{id}", tag = "lnurl",
-    description = "Same as POST.",
-    params(("id" = String, Path, description = "The link id (`lnurlp_…`)")),
-    request_body(content((crate::openapi::LnurlpUpdateBody = "application/json"), (crate::openapi::LnurlpUpdateBody = "application/x-www-form-urlencoded"))),
-    responses((status = 200, description = "The link", body = LnurlpDto, content_type = "application/json")),
-)]
-pub(crate) async fn update_patch(
-    State(s): State<Services>,
-    Authed(c): Authed,
-    Seg(id): Seg,
-    p: Params,
-) -> Response {
-    update(s, c, id, p).await
 }
 
 fn lud_error(reason: String) -> Response {
@@ -464,10 +430,7 @@ pub fn routes() -> Router<AppState> {
         .route("/lnurlp/verify/{verify_id}", get(verify))
         .route(
             "/lnurlp/{id}",
-            get(get_link)
-                .post(update_post)
-                .put(update_put)
-                .patch(update_patch),
+            get(get_link).post(update).put(update).patch(update),
         )
 }
 

@@ -15,7 +15,7 @@ use base64::Engine as _;
 use satchel_domain::Msat;
 use satchel_service::Services;
 use satchel_service::lnurlw::{NewLinkRequest, ProcessAnswer, ProcessQuery};
-use satchel_store::LnurlwKind;
+use satchel_service::records::LnurlwKind;
 use serde::Serialize;
 use serde_json::{Map, Value};
 

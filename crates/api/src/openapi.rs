@@ -53,9 +53,7 @@ use crate::http::error::JSON_CONTENT_TYPE;
         crate::lnurlw::process,
         crate::lnurlp::create,
         crate::lnurlp::get_link,
-        crate::lnurlp::update_post,
-        crate::lnurlp::update_put,
-        crate::lnurlp::update_patch,
+        crate::lnurlp::update,
         crate::lnurlp::pay_request,
         crate::lnurlp::verify,
         crate::lnurlp::well_known_lnurlp,
@@ -717,6 +715,7 @@ fn decorate(doc: &mut Value) {
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return;
     };
+    unique_operation_ids(paths);
     for (path, item) in paths.iter_mut() {
         let Some(item) = item.as_object_mut() else {
             continue;
@@ -773,6 +772,32 @@ fn decorate(doc: &mut Value) {
     }
 }
 
+/// A handler mounted for several methods (`method(post, put, patch)`) gives each the same
+/// `operationId` (the function's name), but OpenAPI wants them unique: each such id gets its
+/// method appended (`update` becomes `update_post`, `update_put`, `update_patch`).
+fn unique_operation_ids(paths: &mut Map<String, Value>) {
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for op in paths
+        .values()
+        .filter_map(Value::as_object)
+        .flat_map(|i| i.values())
+    {
+        if let Some(id) = op.get("operationId").and_then(Value::as_str) {
+            *seen.entry(id.to_owned()).or_default() += 1;
+        }
+    }
+    for item in paths.values_mut().filter_map(Value::as_object_mut) {
+        for (method, op) in item.iter_mut() {
+            let Some(id) = op.get("operationId").and_then(Value::as_str) else {
+                continue;
+            };
+            if seen.get(id).is_some_and(|n| *n > 1) {
+                op["operationId"] = Value::String(format!("{id}_{method}"));
+            }
+        }
+    }
+}
+
 fn pagination_headers() -> Value {
     let int = json!({"type": "integer", "minimum": 0});
     json!({
@@ -782,4 +807,32 @@ fn pagination_headers() -> Value {
         "X-Pagination-Per-Page": {"description": "Items per page", "schema": int},
         "Link": {"description": "RFC 8288 links: self, first, last, next, prev", "schema": {"type": "string"}},
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn one_handler_for_three_methods_is_three_operations_with_unique_ids() {
+        let doc = document();
+        let item = doc["paths"]["/v1/lnurlp/{id}"].as_object().unwrap();
+        for method in ["post", "put", "patch"] {
+            let op = &item[method];
+            assert_eq!(op["operationId"], format!("update_{method}"));
+            assert!(op["requestBody"].is_object(), "{method} has a body");
+        }
+        assert_eq!(item["get"]["operationId"], "get_link");
+        let mut ids = std::collections::HashSet::new();
+        for op in doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|i| i.as_object().unwrap().values())
+        {
+            let id = op["operationId"].as_str().unwrap();
+            assert!(ids.insert(id.to_owned()), "operationId {id} is repeated");
+        }
+    }
 }

@@ -31,10 +31,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use satchel_lightning::ChannelInfo;
 use satchel_service::Services;
 use satchel_service::operator::{NodeOverview, ResolveRequest};
-use satchel_store::{AccountSummary, AuditReport, LnTxRecord, OperatorAction};
+use satchel_service::records::{
+    AccountSummary, AuditReport, ChannelInfo, LnTxRecord, OperatorAction,
+};
 use serde::Serialize;
 
 use crate::http::{ApiError, Params};

@@ -14,9 +14,9 @@ use satchel_domain::Msat;
 use satchel_service::auth::Caller;
 use satchel_service::idempotency::Rebuilt;
 use satchel_service::payments::{KeysendRequest, PaymentResult, WithdrawRequest};
+use satchel_service::records::TransferDone;
 use satchel_service::wallets::{InvoiceRequest, TransferRequest};
 use satchel_service::{ErrorClass, ServiceError, Services};
-use satchel_store::TransferDone;
 
 use crate::dto::*;
 use crate::http::{
@@ -778,7 +778,7 @@ pub struct ApiOptions {
 /// they replay the outbox but receive nothing live (the server uses [`app_with_events`]).
 pub fn app_with(services: Services, opts: ApiOptions) -> Router {
     let events =
-        crate::events::EventHub::new(services.ctx.store.clone(), services.events.config(), None);
+        crate::events::EventHub::new(services.outbox.clone(), services.events.config(), None);
     app_with_events(services, opts, events)
 }
 

@@ -15,10 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
-use satchel_domain::{AttemptId, EventName, Msat, WebhookId, now_secs};
+use satchel_domain::{AttemptId, WebhookId, now_secs};
 use satchel_outbound::{AddressPolicy, Limits, OutboundClient, OutboundError, Target};
+use satchel_service::ServiceError;
+use satchel_service::outbox::{EventSubject, Outbox};
+use satchel_service::records::{AttemptOutcome, AttemptRecord, DueDelivery, EventRecord};
 use satchel_service::webhooks::RetryPolicy;
-use satchel_store::{AttemptOutcome, AttemptRecord, DueDelivery, EventRecord, Store, StoreError};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use sha2::Sha256;
@@ -69,18 +71,12 @@ struct SendFailureData {
     lnTx: LnTxDto,
 }
 
-fn missing(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("event refers to a missing {what}"))
+fn unrenderable(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Internal(e.to_string())
 }
 
 /// Renders an event's JSON body. `wal.balance` is the balance right after the change.
-pub async fn render(store: &Store, e: &EventRecord) -> Result<String, StoreError> {
-    let snapshot = |mut w: satchel_store::WalletRecord| {
-        if let Some(b) = e.balance_msat.and_then(|b| Msat::from_i64(b).ok()) {
-            w.balance = b;
-        }
-        w
-    };
+pub async fn render(outbox: &Outbox, e: &EventRecord) -> Result<String, ServiceError> {
     let meta = EventMeta {
         r#type: e.name.kind(),
         name: e.name.name(),
@@ -88,32 +84,17 @@ pub async fn render(store: &Store, e: &EventRecord) -> Result<String, StoreError
     };
     let id = e.id.to_string();
     let created_at = e.created_at;
-    let text = match e.name {
-        EventName::WalletCreated => {
-            let w = store
-                .wallet(e.wallet_id.as_ref().ok_or_else(|| missing("wallet"))?)
-                .await?;
-            let w = snapshot(w.ok_or_else(|| missing("wallet"))?);
-            serde_json::to_string(&Envelope {
-                id,
-                created_at,
-                event: meta,
-                data: WalData {
-                    wal: WalletDto::from(&w),
-                },
-            })
-        }
-        EventName::WalletSendFailure => {
-            let l = store
-                .lntx(e.lntx_id.as_ref().ok_or_else(|| missing("lntx"))?)
-                .await?
-                .ok_or_else(|| missing("lntx"))?;
-            let w = store
-                .wallet(e.wallet_id.as_ref().ok_or_else(|| missing("wallet"))?)
-                .await?;
-            let w = snapshot(w.ok_or_else(|| missing("wallet"))?);
-            let pass_thru = RawValue::from_string(l.pass_thru.clone())
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let text = match outbox.subject(e).await? {
+        EventSubject::Wallet(w) => serde_json::to_string(&Envelope {
+            id,
+            created_at,
+            event: meta,
+            data: WalData {
+                wal: WalletDto::from(&w),
+            },
+        }),
+        EventSubject::SendFailure { lntx: l, wallet: w } => {
+            let pass_thru = RawValue::from_string(l.pass_thru.clone()).map_err(unrenderable)?;
             serde_json::to_string(&Envelope {
                 id,
                 created_at,
@@ -127,23 +108,16 @@ pub async fn render(store: &Store, e: &EventRecord) -> Result<String, StoreError
                 },
             })
         }
-        _ => {
-            let mut wtx = store
-                .wtx(e.wtx_id.as_ref().ok_or_else(|| missing("wtx"))?)
-                .await?
-                .ok_or_else(|| missing("wtx"))?;
-            wtx.wallet = snapshot(wtx.wallet);
-            serde_json::to_string(&Envelope {
-                id,
-                created_at,
-                event: meta,
-                data: WtxData {
-                    wtx: WtxDto::from(&wtx),
-                },
-            })
-        }
+        EventSubject::Wtx(wtx) => serde_json::to_string(&Envelope {
+            id,
+            created_at,
+            event: meta,
+            data: WtxData {
+                wtx: WtxDto::from(&wtx),
+            },
+        }),
     };
-    text.map_err(|e| StoreError::Corrupt(e.to_string()))
+    text.map_err(unrenderable)
 }
 
 /// What a delivery sends as `X-Request-Id`: the API request that caused the event, else the
@@ -208,7 +182,7 @@ impl Default for DispatcherConfig {
 
 /// The webhook delivery worker.
 pub struct Dispatcher {
-    store: Store,
+    outbox: Outbox,
     http: OutboundClient,
     cfg: DispatcherConfig,
     permits: Arc<Semaphore>,
@@ -219,8 +193,8 @@ pub struct Dispatcher {
 const LEASE_SECS: i64 = 120;
 
 impl Dispatcher {
-    /// A dispatcher over `store`.
-    pub fn new(store: Store, cfg: DispatcherConfig) -> Result<Arc<Dispatcher>, OutboundError> {
+    /// A dispatcher over the `outbox`.
+    pub fn new(outbox: Outbox, cfg: DispatcherConfig) -> Result<Arc<Dispatcher>, OutboundError> {
         let http = OutboundClient::new(
             AddressPolicy::new(cfg.allow_private),
             Limits {
@@ -232,7 +206,7 @@ impl Dispatcher {
         )?;
         let permits = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
         Ok(Arc::new(Dispatcher {
-            store,
+            outbox,
             http,
             cfg,
             permits,
@@ -243,7 +217,7 @@ impl Dispatcher {
     /// Claims due deliveries and starts them; returns how many were started. Deliveries of one
     /// webhook run one after another in event order (one task per webhook); different webhooks
     /// run in parallel, so a slow receiver only delays itself.
-    pub async fn tick(self: &Arc<Self>) -> Result<usize, StoreError> {
+    pub async fn tick(self: &Arc<Self>) -> Result<usize, ServiceError> {
         let available = self.permits.available_permits();
         if available == 0 {
             return Ok(0);
@@ -253,7 +227,7 @@ impl Dispatcher {
             b.keys().cloned().collect()
         };
         let due = self
-            .store
+            .outbox
             .claim_due_deliveries(
                 now_secs(),
                 u64::try_from(available).unwrap_or(1),
@@ -322,8 +296,8 @@ impl Dispatcher {
     async fn deliver(&self, d: DueDelivery) {
         let body = match &d.event.body {
             Some(b) => Ok(b.clone()),
-            None => match render(&self.store, &d.event).await {
-                Ok(b) => self.store.set_event_body(&d.event.id, &b).await,
+            None => match render(&self.outbox, &d.event).await {
+                Ok(b) => self.outbox.freeze_body(&d.event.id, &b).await,
                 Err(e) => Err(e),
             },
         };
@@ -366,7 +340,7 @@ impl Dispatcher {
             error,
             response_excerpt: excerpt,
         };
-        if let Err(e) = self.store.finish_attempt(&rec, outcome).await {
+        if let Err(e) = self.outbox.finish_attempt(&rec, outcome).await {
             tracing::error!(delivery = %d.delivery.id, error = %e, "could not record webhook attempt; it will be retried");
         }
     }

@@ -199,7 +199,7 @@ pub async fn start_with_http(opts: StartOptions, http: HttpOptions) -> anyhow::R
 
     // Webhook deliveries (the outbox is filled by the store, in the ledger's transactions).
     if let Some(cfg) = opts.webhooks.clone() {
-        let dispatcher = satchel_api::webhooks::Dispatcher::new(store.clone(), cfg)
+        let dispatcher = satchel_api::webhooks::Dispatcher::new(services.outbox.clone(), cfg)
             .context("building the webhook HTTP client")?;
         tasks.push(tokio::spawn(dispatcher.run(rx.clone())));
     }
@@ -219,7 +219,7 @@ pub async fn start_with_http(opts: StartOptions, http: HttpOptions) -> anyhow::R
     }
     // Live events (SSE): the hub publishes after commit; streams end on shutdown.
     let hub = satchel_api::events::EventHub::new(
-        store.clone(),
+        services.outbox.clone(),
         services.events.config(),
         Some(rx.clone()),
     );

@@ -5,6 +5,7 @@
 //! across processes and crashes. This service looks keys up, stores answers, and rebuilds an
 //! answer from what the operation created when the process died before storing it.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,6 +85,15 @@ impl IdempotencyService {
             now,
             expires_at: now.saturating_add(keep),
         }
+    }
+
+    /// Runs `op` (one keyed request's work) with `claim` visible to the store operations it
+    /// makes, so the key's row is written in the transaction of its money movement. Passes the
+    /// `before_idempotent_answer` kill point once `op` has returned (see `satchel_store::crash`).
+    pub async fn run_claimed<F: Future>(&self, claim: IdemClaim, op: F) -> F::Output {
+        let out = satchel_store::idempotency::with_claim(claim, op).await;
+        satchel_store::crash::crash_point("before_idempotent_answer");
+        out
     }
 
     /// Stores the answer of the attempt that wrote the key's row; false if it was not this

@@ -14,8 +14,10 @@ pub mod lnurlp_pay;
 pub mod lnurlw;
 pub mod nodes;
 pub mod operator;
+pub mod outbox;
 pub mod passthru;
 pub mod payments;
+pub mod records;
 pub mod wallets;
 pub mod webhooks;
 
@@ -27,6 +29,10 @@ use satchel_lightning::{LightningBackend, NodeInfoData};
 use satchel_store::Store;
 
 pub use error::{ErrorClass, ServiceError};
+/// The id of the HTTP request being served, as a task-local the store's outbox reads when it
+/// writes an event. Re-exported because the API sets it around each request and reads it into
+/// error bodies; it lives in the store since that is where events are written.
+pub use satchel_store::request_id;
 
 /// Operator settings the services need.
 #[derive(Debug, Clone)]
@@ -185,6 +191,8 @@ pub struct Services {
     pub operator: operator::OperatorService,
     /// Live event streams.
     pub events: events::EventService,
+    /// The event outbox, for the webhook dispatcher and the live event hub.
+    pub outbox: outbox::Outbox,
     /// The shared context.
     pub ctx: Arc<Ctx>,
 }
@@ -224,6 +232,7 @@ impl Services {
             nodes: nodes::NodeService::new(ctx.clone()),
             operator: operator::OperatorService::new(ctx.clone()),
             events: events::EventService::new(ctx.clone()),
+            outbox: outbox::Outbox::new(ctx.store.clone()),
             payments,
             ctx,
         })

@@ -214,7 +214,7 @@ impl ApiError {
             request_id: Option<&'a str>,
         }
         // Rendered inside the request (see `super::observe`); outside one there is no id.
-        let request_id = satchel_store::request_id::current();
+        let request_id = satchel_service::request_id::current();
         let envelope = Envelope {
             name: self.name(),
             message: &self.message,
@@ -331,7 +331,7 @@ mod tests {
     async fn request_id_is_the_last_member_inside_a_request() {
         let id = satchel_domain::RequestId::parse("req-1").unwrap();
         let (_, _, body) =
-            satchel_store::request_id::scope(id, render(ApiError::bad_request("x"))).await;
+            satchel_service::request_id::scope(id, render(ApiError::bad_request("x"))).await;
         assert_eq!(
             body,
             r#"{"name":"Bad Request","message":"x","code":0,"status":400,"request_id":"req-1"}"#

@@ -4,7 +4,7 @@
 //! safe, else a fresh one. The id is
 //! - the `request_id` field of a tracing span around the request, so every log line of the
 //!   request (JSON or human format) carries it;
-//! - the current request id of the store (`satchel_store::request_id`), so events the request
+//! - the current request id of the store (`satchel_service::request_id`), so events the request
 //!   causes remember it and their webhooks send it;
 //! - echoed in the `X-Request-Id` response header and in error bodies (`request_id`).
 //!
@@ -77,7 +77,7 @@ pub async fn observe(req: Request, next: Next) -> Response {
     let method = method_label(req.method());
     // No path in the span: it carries wallet keys.
     let span = tracing::info_span!("request", request_id = %id, method);
-    let mut resp = satchel_store::request_id::scope(id.clone(), next.run(req))
+    let mut resp = satchel_service::request_id::scope(id.clone(), next.run(req))
         .instrument(span.clone())
         .await;
     let route: String = resp

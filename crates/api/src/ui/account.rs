@@ -8,100 +8,43 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::header::{LOCATION, SET_COOKIE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use satchel_domain::KeyRole;
+use satchel_domain::{AccountId, KeyRole};
 use satchel_service::auth::Caller;
 use satchel_service::wallets::CreatedWallet;
 use satchel_service::{ErrorClass, Services};
 
-use super::session::{
-    LOGIN_COOKIE, LOGIN_FORM_TTL_SECS, SESSION_COOKIE, SESSION_TTL, Session, cookie, random_token,
-    same, set_cookie,
-};
+use super::session::{Session, login_error};
 use super::{Ui, esc, html, page as frame};
 use crate::http::Params;
 
+/// Session cookie name.
+pub const SESSION_COOKIE: &str = "satchel_session";
+/// The login form's double-submit cookie.
+pub const LOGIN_COOKIE: &str = "satchel_login_csrf";
 /// Deliveries shown per webhook.
 const DELIVERIES_SHOWN: u64 = 10;
 /// Wallets shown.
 const WALLETS_SHOWN: u64 = 50;
 
-fn with_cookie(mut r: Response, value: &str) -> Response {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        r.headers_mut().append(SET_COOKIE, v);
-    }
-    r
-}
-
-fn see_other(to: &'static str) -> Response {
-    let mut r = html(StatusCode::SEE_OTHER, String::new());
-    r.headers_mut()
-        .insert(LOCATION, HeaderValue::from_static(to));
-    r
-}
-
 fn login_form(ui: &Ui, status: StatusCode, message: Option<&str>) -> Response {
-    let token = random_token();
-    let msg = message
-        .map(|m| format!("<p class=\"error\" id=\"login-error\">{}</p>", esc(m)))
-        .unwrap_or_default();
-    let body = format!(
-        "<h1>Account</h1>{msg}<section><form id=\"login-form\" method=\"post\" action=\"/account/login\">\
+    ui.gate.login_page(|token| {
+        let msg = login_error(message);
+        let body = format!(
+            "<h1>Account</h1>{msg}<section><form id=\"login-form\" method=\"post\" action=\"/account/login\">\
 <input type=\"hidden\" name=\"csrf\" value=\"{token}\">\
 <label>Secret key (<code class=\"inline\">sak_…</code>) <input id=\"sak\" name=\"sak\" type=\"password\" autocomplete=\"off\" required></label>\
 <button id=\"login-button\" type=\"submit\">Log in</button></form></section>"
-    );
-    with_cookie(
-        html(status, frame("Account", &body, None)),
-        &set_cookie(LOGIN_COOKIE, &token, LOGIN_FORM_TTL_SECS, ui.secure_cookies),
-    )
+        );
+        html(status, frame("Account", &body, None))
+    })
 }
 
-fn forbidden() -> Response {
-    html(
-        StatusCode::FORBIDDEN,
-        frame(
-            "Refused",
-            "<p class=\"error\" id=\"csrf-error\">Refused: the form's CSRF token is missing or wrong. Reload the page and try again.</p>",
-            None,
-        ),
-    )
-}
-
-fn caller(session: &Session) -> Caller {
+fn caller(session: &Session<AccountId>) -> Caller {
     Caller {
-        account_id: session.account_id.clone(),
+        account_id: session.who.clone(),
         role: KeyRole::Secret,
-    }
-}
-
-/// Why a form POST was not accepted.
-enum Refused {
-    /// No live session: back to the login form.
-    NoSession,
-    /// The CSRF token is missing or wrong.
-    Csrf,
-}
-
-impl Refused {
-    fn response(self) -> Response {
-        match self {
-            Refused::NoSession => see_other("/account"),
-            Refused::Csrf => forbidden(),
-        }
-    }
-}
-
-/// The session of a form POST whose CSRF token matches, or the refusal.
-fn checked(ui: &Ui, headers: &HeaderMap, p: &Params) -> Result<Session, Refused> {
-    let session = ui.sessions.get(headers).ok_or(Refused::NoSession)?;
-    let token = p.string("csrf", "csrf").ok().flatten().unwrap_or_default();
-    if same(&token, &session.csrf) {
-        Ok(session)
-    } else {
-        Err(Refused::Csrf)
     }
 }
 
@@ -111,7 +54,7 @@ pub async fn page(
     State(s): State<Services>,
     headers: HeaderMap,
 ) -> Response {
-    match ui.sessions.get(&headers) {
+    match ui.gate.session(&headers) {
         Some(session) => render(&ui, &s, &session, "").await,
         None => login_form(&ui, StatusCode::OK, None),
     }
@@ -124,10 +67,8 @@ pub async fn login(
     headers: HeaderMap,
     p: Params,
 ) -> Response {
-    let token = p.string("csrf", "csrf").ok().flatten().unwrap_or_default();
-    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
-    if expected.is_empty() || !same(&token, &expected) {
-        return forbidden();
+    if let Err(r) = ui.gate.check_login_form(&headers, &p) {
+        return r.response();
     }
     let sak = p.string("sak", "sak").ok().flatten().unwrap_or_default();
     let authed = s
@@ -136,19 +77,7 @@ pub async fn login(
         .await
         .and_then(|c| s.auth.require_secret(&c).map(|()| c));
     match authed {
-        Ok(c) => {
-            let id = ui.sessions.create(c.account_id);
-            let r = with_cookie(
-                see_other("/account"),
-                &set_cookie(
-                    SESSION_COOKIE,
-                    &id,
-                    SESSION_TTL.as_secs(),
-                    ui.secure_cookies,
-                ),
-            );
-            with_cookie(r, &set_cookie(LOGIN_COOKIE, "", 0, ui.secure_cookies))
-        }
+        Ok(c) => ui.gate.logged_in(c.account_id),
         Err(e) => {
             let mut r = login_form(
                 &ui,
@@ -166,14 +95,7 @@ pub async fn login(
 
 /// `POST /account/logout`.
 pub async fn logout(Extension(ui): Extension<Arc<Ui>>, headers: HeaderMap, p: Params) -> Response {
-    if let Err(r) = checked(&ui, &headers, &p) {
-        return r.response();
-    }
-    ui.sessions.end(&headers);
-    with_cookie(
-        see_other("/account"),
-        &set_cookie(SESSION_COOKIE, "", 0, ui.secure_cookies),
-    )
+    ui.gate.logout(&headers, &p)
 }
 
 /// `POST /account/wallet`: `user_label`.
@@ -183,7 +105,7 @@ pub async fn create_wallet(
     headers: HeaderMap,
     p: Params,
 ) -> Response {
-    let session = match checked(&ui, &headers, &p) {
+    let session = match ui.gate.checked(&headers, &p) {
         Ok(x) => x,
         Err(r) => return r.response(),
     };
@@ -206,7 +128,7 @@ pub async fn suspend_key(
     headers: HeaderMap,
     p: Params,
 ) -> Response {
-    let session = match checked(&ui, &headers, &p) {
+    let session = match ui.gate.checked(&headers, &p) {
         Ok(x) => x,
         Err(r) => return r.response(),
     };
@@ -235,7 +157,7 @@ pub async fn redeliver(
     headers: HeaderMap,
     p: Params,
 ) -> Response {
-    let session = match checked(&ui, &headers, &p) {
+    let session = match ui.gate.checked(&headers, &p) {
         Ok(x) => x,
         Err(r) => return r.response(),
     };
@@ -280,16 +202,9 @@ fn created_html(c: &CreatedWallet) -> String {
     )
 }
 
-fn csrf_field(session: &Session) -> String {
-    format!(
-        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-        esc(&session.csrf)
-    )
-}
-
-async fn render(ui: &Ui, s: &Services, session: &Session, notice: &str) -> Response {
+async fn render(ui: &Ui, s: &Services, session: &Session<AccountId>, notice: &str) -> Response {
     let c = caller(session);
-    let csrf = csrf_field(session);
+    let csrf = session.csrf_field();
     let mut body = format!(
         "<h1>Account</h1><form method=\"post\" action=\"/account/logout\">{csrf}<button id=\"logout\" type=\"submit\">Log out</button></form>{notice}"
     );
@@ -368,7 +283,7 @@ async fn render(ui: &Ui, s: &Services, session: &Session, notice: &str) -> Respo
 
     // Recent API errors.
     body.push_str("<section id=\"errors\"><h2>Recent API errors</h2><p class=\"muted\">The last answers with status 4xx or 5xx to requests made with this account's keys, kept in memory since the server started.</p><table><thead><tr><th>When</th><th>Request</th><th>Status</th><th>Message</th><th>Request id</th></tr></thead><tbody>");
-    for e in ui.errors.recent(&session.account_id) {
+    for e in ui.errors.recent(&session.who) {
         body.push_str(&format!(
             "<tr><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td><code class=\"inline\">{}</code></td></tr>",
             e.at_secs,

@@ -48,28 +48,38 @@ const WALLET_HTML: &str = include_str!("assets/wallet.html");
 const WALLET_JS: &str = include_str!("assets/wallet.js");
 const UI_CSS: &str = include_str!("assets/ui.css");
 
-/// State of the UI: sessions and the recent-errors ring.
+/// Account sessions kept at most.
+const MAX_ACCOUNT_SESSIONS: usize = 10_000;
+
+/// State of the UI: the account page's login and the recent-errors ring.
 pub struct Ui {
-    sessions: session::Sessions,
+    gate: session::Gate<satchel_domain::AccountId>,
     /// Recent 4xx/5xx answers per account (fed by [`errors::record`]).
     pub errors: errors::RecentErrors,
-    /// `Secure` on cookies: set when `public_url` is https.
-    secure_cookies: bool,
+}
+
+/// Whether cookies get `Secure`: when the server's public address is https.
+fn secure_cookies(services: &Services) -> bool {
+    services
+        .ctx
+        .cfg
+        .public_url
+        .as_ref()
+        .is_some_and(|u| u.as_str().starts_with("https://"))
 }
 
 impl Ui {
     /// The UI state of a server.
     pub fn new(services: &Services) -> Arc<Ui> {
-        let secure_cookies = services
-            .ctx
-            .cfg
-            .public_url
-            .as_ref()
-            .is_some_and(|u| u.as_str().starts_with("https://"));
         Arc::new(Ui {
-            sessions: session::Sessions::default(),
+            gate: session::Gate {
+                home: "/account",
+                session_cookie: account::SESSION_COOKIE,
+                login_cookie: account::LOGIN_COOKIE,
+                secure_cookies: secure_cookies(services),
+                sessions: session::Sessions::new(MAX_ACCOUNT_SESSIONS),
+            },
             errors: errors::RecentErrors::default(),
-            secure_cookies,
         })
     }
 }

@@ -11,20 +11,16 @@
 //! The address rule (loopback only by default) is applied by `crate::operator` to every route
 //! here.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::header::{LOCATION, SET_COOKIE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use satchel_service::{ErrorClass, ServiceError, Services};
-use sha2::{Digest, Sha256};
 
-use super::session::{cookie, random_token, same, set_cookie};
+use super::session::{Gate, Session, Sessions, login_error};
 use super::{esc, html, page as frame};
 use crate::http::Params;
 use crate::operator::{ACTIONS_SHOWN, OperatorAccess};
@@ -34,10 +30,6 @@ use crate::routes::AppState;
 pub const OPERATOR_SESSION_COOKIE: &str = "satchel_operator_session";
 /// The login form's double-submit cookie.
 pub const OPERATOR_LOGIN_COOKIE: &str = "satchel_operator_login";
-/// How long a console session lasts (no sliding renewal).
-const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
-/// How long the login form may wait.
-const LOGIN_FORM_TTL_SECS: u64 = 3600;
 /// Sessions kept at most (an operator has few browsers); past this the oldest is dropped.
 const MAX_SESSIONS: usize = 64;
 /// Accounts shown.
@@ -45,160 +37,50 @@ const ACCOUNTS_SHOWN: u64 = 200;
 /// Audit-trail entries shown.
 const ACTIONS_ON_PAGE: u64 = 20;
 
-#[derive(Clone)]
-struct OpSession {
-    csrf: String,
-    expires: Instant,
-}
+/// A console session: it proves only that the operator secret was presented.
+type OpSession = Session<()>;
 
 struct Inner {
     access: OperatorAccess,
-    sessions: Mutex<HashMap<[u8; 32], OpSession>>,
-    secure_cookies: bool,
+    gate: Gate<()>,
 }
 
 /// The console's state: the secret it checks logins against and its sessions.
 #[derive(Clone)]
 pub struct Console(Arc<Inner>);
 
-fn digest(id: &str) -> [u8; 32] {
-    Sha256::digest(id.as_bytes()).into()
-}
-
 impl Console {
     /// The console of a server.
     pub fn new(access: OperatorAccess, services: &Services) -> Console {
-        let secure_cookies = services
-            .ctx
-            .cfg
-            .public_url
-            .as_ref()
-            .is_some_and(|u| u.as_str().starts_with("https://"));
         Console(Arc::new(Inner {
             access,
-            sessions: Mutex::new(HashMap::new()),
-            secure_cookies,
+            gate: Gate {
+                home: "/operator",
+                session_cookie: OPERATOR_SESSION_COOKIE,
+                login_cookie: OPERATOR_LOGIN_COOKIE,
+                secure_cookies: super::secure_cookies(services),
+                sessions: Sessions::new(MAX_SESSIONS),
+            },
         }))
     }
 
-    fn create(&self) -> String {
-        let id = random_token();
-        let now = Instant::now();
-        let mut m = self.0.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        m.retain(|_, s| s.expires > now);
-        if m.len() >= MAX_SESSIONS
-            && let Some(oldest) = m.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k)
-        {
-            m.remove(&oldest);
-        }
-        m.insert(
-            digest(&id),
-            OpSession {
-                csrf: random_token(),
-                expires: now + SESSION_TTL,
-            },
-        );
-        id
+    fn gate(&self) -> &Gate<()> {
+        &self.0.gate
     }
-
-    fn get(&self, headers: &HeaderMap) -> Option<OpSession> {
-        let id = cookie(headers, OPERATOR_SESSION_COOKIE)?;
-        let key = digest(&id);
-        let mut m = self.0.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        match m.get(&key) {
-            Some(s) if s.expires > Instant::now() => Some(s.clone()),
-            Some(_) => {
-                m.remove(&key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn end(&self, headers: &HeaderMap) {
-        if let Some(id) = cookie(headers, OPERATOR_SESSION_COOKIE) {
-            self.0
-                .sessions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&digest(&id));
-        }
-    }
-
-    fn cookie(&self, name: &str, value: &str, max_age_secs: u64) -> String {
-        set_cookie(name, value, max_age_secs, self.0.secure_cookies)
-    }
-}
-
-fn with_cookie(mut r: Response, value: &str) -> Response {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        r.headers_mut().append(SET_COOKIE, v);
-    }
-    r
-}
-
-fn see_other() -> Response {
-    let mut r = html(StatusCode::SEE_OTHER, String::new());
-    r.headers_mut()
-        .insert(LOCATION, HeaderValue::from_static("/operator"));
-    r
 }
 
 fn login_form(c: &Console, status: StatusCode, message: Option<&str>) -> Response {
-    let token = random_token();
-    let msg = message
-        .map(|m| format!("<p class=\"error\" id=\"login-error\">{}</p>", esc(m)))
-        .unwrap_or_default();
-    let body = format!(
-        "<h1>Operator console</h1>{msg}<section><form id=\"operator-login\" method=\"post\" action=\"/operator/login\">\
+    c.gate().login_page(|token| {
+        let msg = login_error(message);
+        let body = format!(
+            "<h1>Operator console</h1>{msg}<section><form id=\"operator-login\" method=\"post\" action=\"/operator/login\">\
 <input type=\"hidden\" name=\"csrf\" value=\"{token}\">\
 <label>Operator secret (the content of <code class=\"inline\">&lt;data_dir&gt;/.operator_cookie</code>) \
 <input id=\"secret\" name=\"secret\" type=\"password\" autocomplete=\"off\" required></label>\
 <button id=\"operator-login-button\" type=\"submit\">Log in</button></form></section>"
-    );
-    with_cookie(
-        html(status, frame("Operator", &body, None)),
-        &c.cookie(OPERATOR_LOGIN_COOKIE, &token, LOGIN_FORM_TTL_SECS),
-    )
-}
-
-fn forbidden() -> Response {
-    html(
-        StatusCode::FORBIDDEN,
-        frame(
-            "Refused",
-            "<p class=\"error\" id=\"csrf-error\">Refused: the form's CSRF token is missing or wrong. Reload the page and try again.</p>",
-            None,
-        ),
-    )
-}
-
-/// Why a form POST was not accepted.
-enum Refused {
-    /// No live session: back to the login form.
-    NoSession,
-    /// The CSRF token is missing or wrong.
-    Csrf,
-}
-
-impl Refused {
-    fn response(self) -> Response {
-        match self {
-            Refused::NoSession => see_other(),
-            Refused::Csrf => forbidden(),
-        }
-    }
-}
-
-/// The session of a form POST whose CSRF token matches, or the refusal.
-fn checked(c: &Console, headers: &HeaderMap, p: &Params) -> Result<OpSession, Refused> {
-    let session = c.get(headers).ok_or(Refused::NoSession)?;
-    let token = p.string("csrf", "csrf").ok().flatten().unwrap_or_default();
-    if same(&token, &session.csrf) {
-        Ok(session)
-    } else {
-        Err(Refused::Csrf)
-    }
+        );
+        html(status, frame("Operator", &body, None))
+    })
 }
 
 fn error_html(e: &ServiceError) -> String {
@@ -218,7 +100,7 @@ pub async fn page(
     State(s): State<Services>,
     headers: HeaderMap,
 ) -> Response {
-    match c.get(&headers) {
+    match c.gate().session(&headers) {
         Some(session) => render(&s, &session, "").await,
         None => login_form(&c, StatusCode::OK, None),
     }
@@ -226,10 +108,8 @@ pub async fn page(
 
 /// `POST /operator/login`: `secret`, `csrf`.
 pub async fn login(Extension(c): Extension<Console>, headers: HeaderMap, p: Params) -> Response {
-    let token = p.string("csrf", "csrf").ok().flatten().unwrap_or_default();
-    let expected = cookie(&headers, OPERATOR_LOGIN_COOKIE).unwrap_or_default();
-    if expected.is_empty() || !same(&token, &expected) {
-        return forbidden();
+    if let Err(r) = c.gate().check_login_form(&headers, &p) {
+        return r.response();
     }
     let secret = p
         .string("secret", "secret")
@@ -248,21 +128,12 @@ pub async fn login(Extension(c): Extension<Console>, headers: HeaderMap, p: Para
         }
         return r;
     }
-    let id = c.create();
-    let r = with_cookie(
-        see_other(),
-        &c.cookie(OPERATOR_SESSION_COOKIE, &id, SESSION_TTL.as_secs()),
-    );
-    with_cookie(r, &c.cookie(OPERATOR_LOGIN_COOKIE, "", 0))
+    c.gate().logged_in(())
 }
 
 /// `POST /operator/logout`.
 pub async fn logout(Extension(c): Extension<Console>, headers: HeaderMap, p: Params) -> Response {
-    if let Err(r) = checked(&c, &headers, &p) {
-        return r.response();
-    }
-    c.end(&headers);
-    with_cookie(see_other(), &c.cookie(OPERATOR_SESSION_COOKIE, "", 0))
+    c.gate().logout(&headers, &p)
 }
 
 /// `POST /operator/resolve`: `lntx_id`, `outcome`, `preimage`, `fee_msat`, `reason`,
@@ -273,7 +144,7 @@ pub async fn resolve(
     headers: HeaderMap,
     p: Params,
 ) -> Response {
-    let session = match checked(&c, &headers, &p) {
+    let session = match c.gate().checked(&headers, &p) {
         Ok(x) => x,
         Err(r) => return r.response(),
     };
@@ -303,7 +174,7 @@ pub async fn create_account(
     headers: HeaderMap,
     p: Params,
 ) -> Response {
-    let session = match checked(&c, &headers, &p) {
+    let session = match c.gate().checked(&headers, &p) {
         Ok(x) => x,
         Err(r) => return r.response(),
     };
@@ -330,10 +201,7 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 }
 
 async fn render(s: &Services, session: &OpSession, notice: &str) -> Response {
-    let csrf = format!(
-        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-        esc(&session.csrf)
-    );
+    let csrf = session.csrf_field();
     let mut body = format!(
         "<h1>Operator console</h1><form method=\"post\" action=\"/operator/logout\">{csrf}<button id=\"logout\" type=\"submit\">Log out</button></form>{notice}"
     );

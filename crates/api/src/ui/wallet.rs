@@ -14,9 +14,9 @@ use satchel_service::auth::Caller;
 use satchel_service::lnurlp_pay::{LnurlPayRequest, PayTo};
 use satchel_service::lnurlw::NewLinkRequest;
 use satchel_service::payments::WithdrawRequest;
+use satchel_service::records::LnurlwKind;
 use satchel_service::wallets::InvoiceRequest;
 use satchel_service::{ErrorClass, Services};
-use satchel_store::LnurlwKind;
 use serde::Serialize;
 
 use super::{WALLET_HTML, esc, html, page as frame, qr, secure};
