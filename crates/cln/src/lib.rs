@@ -163,12 +163,13 @@
 //! * `pay` cannot overpay an invoice (CLN pays the invoice amount exactly).
 //! * One `datastore` entry per cancelled invoice is kept forever.
 //!
-//! The `fake` module (feature `fake`) is a fake `lightningd` for tests; see there.
+//! A fake `lightningd` for tests lives in the dev-only crate `satchel-fakes`
+//! (`satchel_fakes::cln`). What it shares with this backend is public here on purpose, so that
+//! it is not copied: CLN's error codes and result shapes ([`rpc`]), hop payloads ([`onion`]),
+//! the release table ([`version`]) and the socket framing ([`transport::ObjectReader`]).
 #![deny(missing_docs)]
 
 mod backend;
-#[cfg(feature = "fake")]
-pub mod fake;
 pub mod onion;
 pub mod rpc;
 pub mod transport;

@@ -5,6 +5,9 @@
 //! `outgoing_cltv_value` (4) and `short_channel_id` (6); the final hop gets the amount, the
 //! CLTV, the keysend preimage (5482373484) and the sender's custom records, all in ascending
 //! type order.
+//!
+//! Public so that the fake `lightningd` of Satchel's tests (`satchel-fakes`) reads the payloads
+//! this module writes with this module's own parsers.
 
 use std::collections::BTreeMap;
 

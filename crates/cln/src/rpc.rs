@@ -2,6 +2,9 @@
 //!
 //! Field names follow CLN's JSON schemas (`doc/schemas/*.json`). Amount fields (`*_msat`) are
 //! JSON integers since CLN 23.x; the older `"1234msat"` string form is accepted as well.
+//!
+//! Public so that the fake `lightningd` of Satchel's tests (`satchel-fakes`) answers with the
+//! very codes and field names this backend reads.
 
 use serde::{Deserialize, Deserializer};
 

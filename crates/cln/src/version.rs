@@ -4,6 +4,9 @@
 //! `getroute` and `keysend` in v26.06 and removes them in v27.03 (and a node started with
 //! `allow-deprecated-apis=false` refuses them already), while their successors only exist from
 //! v24.11 on. Releases are `vYY.MM` (`v24.11`, `v24.11.1`, `v25.02rc1`, `v24.11-modded`).
+//!
+//! Public so that the fake `lightningd` of Satchel's tests (`satchel-fakes`) plays a release
+//! with the same table of which release offers what.
 
 use std::fmt;
 

@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use common::Env;
-use satchel_cln::fake::FakeOptions;
 use satchel_cln::{ClnBackend, ClnVersion};
 use satchel_domain::PaymentHash;
+use satchel_fakes::cln::FakeOptions;
 use satchel_lightning::{DevnetControl, InvoiceEvents, LightningBackend};
 use satchel_testkit::conformance::{self, Harness};
 

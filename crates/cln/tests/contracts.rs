@@ -22,9 +22,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use satchel_cln::fake::{Call, FakeChannel, FakeCln, FakeOptions};
 use satchel_cln::{ClnBackend, ClnConfig, ClnVersion};
 use satchel_domain::{FailureReason, Msat, Network, PaymentHash};
+use satchel_fakes::cln::{Call, FakeChannel, FakeCln, FakeOptions};
 use satchel_lightning::{
     ChannelInfo, ChannelState, DevnetControl, LightningBackend, LnError, NodeInfo,
 };

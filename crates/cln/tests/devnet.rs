@@ -8,9 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use satchel_cln::fake::{FakeOptions, Fault};
 use satchel_cln::{ClnVersion, KEYSEND_MESSAGE_TLV};
 use satchel_domain::{FailureReason, Preimage};
+use satchel_fakes::cln::{FakeOptions, Fault};
 use satchel_lightning::{
     DevnetControl, IncomingKind, InvoiceEvents, InvoiceState, Invoices, LnError, NodeInfo,
     PayOutcome, PaymentLookup, Payments, Routes,
@@ -538,7 +538,7 @@ async fn node_status_channels_and_stats() {
     let env = Env::start().await;
     let node = env.devnet.node();
     // A second fake on the same node, with no channels set: it lists the node's own.
-    let direct = satchel_cln::fake::FakeCln::start(node.clone());
+    let direct = satchel_fakes::cln::FakeCln::start(node.clone());
     let direct_socket = direct
         .serve_socket(env.dir.path().join("direct-rpc"))
         .await

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use satchel_cln::ClnVersion;
-use satchel_cln::fake::{FakeChannel, FakeCln, FakeOptions, RpcFailure};
 use satchel_cln::rpc;
 use satchel_domain::{Bolt11, FailureReason, Msat, Network, NodePubkey, PaymentHash, now_secs};
+use satchel_fakes::cln::{FakeChannel, FakeCln, FakeOptions, RpcFailure};
 use satchel_lightning::{
     IncomingEvent, InvoiceEvents, InvoiceState, Invoices, LightningBackend, LnError, NewInvoice,
     NodeInfo, NodeInfoData, PayOutcome, PayRequest, PaymentLookup, Payments, Route, RouteHop,

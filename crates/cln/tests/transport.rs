@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use satchel_cln::fake::{FakeCln, FakeRestConfig};
 use satchel_cln::{
     ClnBackend, ClnConfig, ClnError, ClnTransport, RestTransport, RpcError, SocketTransport,
 };
 use satchel_domain::Network;
+use satchel_fakes::cln::{FakeCln, FakeRestConfig};
 use satchel_lightning::{Invoices, LnError, NodeInfo};
 use satchel_scripted::ScriptedBackend;
 use serde_json::{Value, json};

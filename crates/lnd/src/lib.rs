@@ -90,6 +90,9 @@
 //! LND claims every keysend it accepts (`--accept-keysend`): Satchel's
 //! [`satchel_lightning::IncomingPolicy`] cannot be consulted before claiming, so keysends that
 //! name no wallet end up in `sys:unclaimed`.
+//!
+//! A fake LND for tests (LND's REST API over HTTPS on top of any Satchel backend) lives in the
+//! dev-only crate `satchel-fakes` (`satchel_fakes::lnd`), so this crate carries no server code.
 #![deny(missing_docs)]
 
 mod backend;
@@ -98,9 +101,6 @@ mod events;
 mod rest;
 mod tls;
 mod wire;
-
-#[cfg(feature = "fake")]
-pub mod fake;
 
 use std::sync::Arc;
 

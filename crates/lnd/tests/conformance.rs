@@ -14,10 +14,10 @@ use std::time::Instant;
 use async_trait::async_trait;
 use common::{AcceptAll, init_tracing};
 use satchel_domain::{Network, PaymentHash};
+use satchel_fakes::lnd::FakeLnd;
 use satchel_ldk::{Devnet, DevnetOptions};
 use satchel_lightning::{DevnetControl, InvoiceEvents, LightningBackend};
 use satchel_lnd::LndRest;
-use satchel_lnd::fake::FakeLnd;
 use satchel_testkit::conformance::{self, Harness};
 
 struct Lnd {

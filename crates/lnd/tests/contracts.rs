@@ -23,11 +23,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine as _;
 use satchel_domain::{FailureReason, Msat, Network, PaymentHash};
+use satchel_fakes::lnd::{Exchange, FakeLnd};
 use satchel_lightning::{
     ChannelInfo, ChannelState, DevnetControl, Invoices, LightningBackend, NodeInfo, Routes,
 };
 use satchel_lnd::LndRest;
-use satchel_lnd::fake::{Exchange, FakeLnd};
 use satchel_scripted::{Script, ScriptedBackend};
 use satchel_testkit::conformance::{self, Harness, SendPath};
 use serde_json::Value;

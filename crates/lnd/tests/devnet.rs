@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use satchel_domain::{FailureReason, KEYSEND_PREIMAGE_TLV, Msat, NodePubkey, Preimage};
+use satchel_fakes::lnd::Fault;
 use satchel_lightning::{
     ChannelInfo, ChannelState, DevnetControl, IncomingKind, InvoiceEvents, InvoiceState, Invoices,
     LnError, NodeInfo, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments, Routes,
 };
-use satchel_lnd::fake::Fault;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invoices_and_the_incoming_stream() {

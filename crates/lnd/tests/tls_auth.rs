@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use satchel_domain::Network;
+use satchel_fakes::lnd::{FakeLnd, FakeOptions, Fault, self_signed_cert};
 use satchel_lightning::{LightningBackend, LnError, NodeInfo};
-use satchel_lnd::fake::{FakeLnd, FakeOptions, Fault, self_signed_cert};
 use satchel_lnd::{LndConfig, LndError, LndRest, load_macaroon, macaroon_hex};
 use satchel_scripted::ScriptedBackend;
 

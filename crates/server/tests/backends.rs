@@ -160,7 +160,7 @@ async fn serve_over_lnd_rest() {
     let tmp = tempfile::tempdir().unwrap();
     let dn = devnet(&tmp.path().join("devnet")).await;
     let node: Arc<dyn LightningBackend> = dn.node();
-    let lnd = satchel_lnd::fake::FakeLnd::start(node).await.unwrap();
+    let lnd = satchel_fakes::lnd::FakeLnd::start(node).await.unwrap();
     let cert = tmp.path().join("tls.cert");
     std::fs::write(&cert, lnd.cert_pem()).unwrap();
     let mac = tmp.path().join("admin.macaroon");
@@ -263,13 +263,13 @@ impl AbsDiff for f64 {
     }
 }
 
-fn cln_channels(fake: &satchel_cln::fake::FakeCln, dn: &Devnet) {
+fn cln_channels(fake: &satchel_fakes::cln::FakeCln, dn: &Devnet) {
     let node = dn.node();
     fake.set_channels(Arc::new(move || {
         node.list_channels()
             .into_iter()
             .filter(|c| c.usable)
-            .map(|c| satchel_cln::fake::FakeChannel {
+            .map(|c| satchel_fakes::cln::FakeChannel {
                 peer_id: c.counterparty,
                 short_channel_id: c.outbound_scid.unwrap_or(0),
                 spendable_msat: c.outbound_msat,
@@ -286,14 +286,14 @@ async fn serve_over_core_lightning_socket_and_rest() {
         let tmp = tempfile::tempdir().unwrap();
         let dn = devnet(&tmp.path().join("devnet")).await;
         let node: Arc<dyn LightningBackend> = dn.node();
-        let fake = satchel_cln::fake::FakeCln::start(node);
+        let fake = satchel_fakes::cln::FakeCln::start(node);
         cln_channels(&fake, &dn);
         let dir = tmp.path().join("satchel");
         std::fs::create_dir_all(&dir).unwrap();
         let (_socket, _rest, args) = if via_rest {
-            let (cert_pem, key_pem) = satchel_lnd::fake::self_signed_cert().unwrap();
+            let (cert_pem, key_pem) = satchel_fakes::lnd::self_signed_cert().unwrap();
             let rest = fake
-                .serve_rest(satchel_cln::fake::FakeRestConfig {
+                .serve_rest(satchel_fakes::cln::FakeRestConfig {
                     rune: "test-rune".into(),
                     cert_pem: cert_pem.clone(),
                     key_pem,

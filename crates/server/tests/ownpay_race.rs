@@ -35,8 +35,8 @@ struct Env {
     http: reqwest::Client,
     base: String,
     sak: String,
-    _lnd: Option<satchel_lnd::fake::FakeLnd>,
-    _cln: Option<(satchel_cln::fake::FakeCln, satchel_cln::fake::FakeSocket)>,
+    _lnd: Option<satchel_fakes::lnd::FakeLnd>,
+    _cln: Option<(satchel_fakes::cln::FakeCln, satchel_fakes::cln::FakeSocket)>,
     _dir: tempfile::TempDir,
 }
 
@@ -53,14 +53,14 @@ impl Env {
         let (backend, lnd, cln): (Arc<dyn LightningBackend>, _, _) = match kind {
             Kind::Ldk => (node, None, None),
             Kind::Lnd => {
-                let fake = satchel_lnd::fake::FakeLnd::start(node).await.unwrap();
+                let fake = satchel_fakes::lnd::FakeLnd::start(node).await.unwrap();
                 let lnd = satchel_lnd::LndRest::connect(fake.config(Network::Regtest))
                     .await
                     .unwrap();
                 (Arc::new(lnd), Some(fake), None)
             }
             Kind::Cln => {
-                let fake = satchel_cln::fake::FakeCln::start(node);
+                let fake = satchel_fakes::cln::FakeCln::start(node);
                 let path = dir.path().join("lightning-rpc");
                 let socket = fake.serve_socket(path.clone()).await.unwrap();
                 let cln = satchel_cln::ClnBackend::connect(&satchel_cln::ClnConfig::socket(

@@ -12,9 +12,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 pub use rest::{RestTransport, pinned_tls_config};
-#[cfg(feature = "fake")]
-pub(crate) use socket::ObjectReader;
-pub use socket::SocketTransport;
+pub use socket::{ObjectReader, SocketTransport};
 
 /// What a call to `lightningd` can end in, besides a result.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -99,15 +99,19 @@ impl ClnTransport for SocketTransport {
     }
 }
 
-/// Splits a byte stream into JSON values as they complete.
-#[derive(Default)]
-pub(crate) struct ObjectReader {
+/// Splits a byte stream into JSON values as they complete: how [`SocketTransport`] reads
+/// `lightningd`'s answers.
+///
+/// Public so that the fake `lightningd` in Satchel's test support (`satchel-fakes`) reads
+/// requests with exactly this framing rather than a copy of it.
+#[derive(Debug, Default)]
+pub struct ObjectReader {
     buf: Vec<u8>,
 }
 
 impl ObjectReader {
     /// The next complete JSON value from `stream`.
-    pub(crate) async fn next<R>(&mut self, stream: &mut R) -> Result<Value, RpcError>
+    pub async fn next<R>(&mut self, stream: &mut R) -> Result<Value, RpcError>
     where
         R: tokio::io::AsyncRead + Unpin,
     {

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use satchel_cln::fake::{FakeChannel, FakeCln, FakeOptions, FakeRest, FakeRestConfig, FakeSocket};
 use satchel_cln::{ClnBackend, ClnConfig};
 use satchel_domain::{Bolt11, CustomRecords, Msat, Network, NodePubkey, Preimage};
+use satchel_fakes::cln::{FakeChannel, FakeCln, FakeOptions, FakeRest, FakeRestConfig, FakeSocket};
 use satchel_ldk::{Devnet, DevnetOptions};
 use satchel_lightning::{LightningBackend, NewInvoice, PayRequest, PayTarget};
 use satchel_testkit::conformance::SwitchPolicy;

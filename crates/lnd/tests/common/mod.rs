@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use satchel_domain::{Bolt11, CustomRecords, Msat, Network, NodePubkey, Preimage};
+use satchel_fakes::lnd::FakeLnd;
 use satchel_ldk::{Devnet, DevnetOptions};
 use satchel_lightning::{
     IncomingEvent, IncomingPolicy, InvoiceEvents, LightningBackend, NewInvoice, PayRequest,
     PayTarget,
 };
 use satchel_lnd::LndRest;
-use satchel_lnd::fake::FakeLnd;
 
 pub fn sats(n: u64) -> Msat {
     Msat::from_sats(n).unwrap()

@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::{FakeCln, Fault, RpcFailure};
-use crate::transport::ObjectReader;
+use satchel_cln::transport::ObjectReader;
 
 /// The fake's unix socket; stops accepting (and removes the socket file) when dropped.
 #[derive(Debug)]

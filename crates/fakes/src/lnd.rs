@@ -1,8 +1,8 @@
-//! A fake LND REST server for tests (feature `fake`).
+//! A fake LND REST server for tests.
 //!
-//! [`FakeLnd`] serves the part of LND's REST API that [`crate::LndRest`] uses, over HTTPS with
-//! a self-signed `CA:TRUE` certificate like LND's `tls.cert`, in LND's wire format: proto field
-//! names, `bytes` as base64, `(u)int64` as strings, streams as newline-delimited
+//! [`FakeLnd`] serves the part of LND's REST API that [`satchel_lnd::LndRest`] uses, over HTTPS
+//! with a self-signed `CA:TRUE` certificate like LND's `tls.cert`, in LND's wire format: proto
+//! field names, `bytes` as base64, `(u)int64` as strings, streams as newline-delimited
 //! `{"result": …}` lines, errors as `{"code", "message", "details"}` (wrapped in `{"error": …}`
 //! in streams) with the gateway's HTTP status for the gRPC code, and the macaroon checked from
 //! the `Grpc-Metadata-macaroon` header (a wrong one gets LND's HTTP 500 / code 2
@@ -60,7 +60,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::LndConfig;
+use satchel_lnd::LndConfig;
 
 /// Errors starting a [`FakeLnd`].
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::RpcFailure;
-use crate::{ClnVersion, rpc};
+use satchel_cln::{ClnVersion, rpc};
 
 /// The release the fake emulates ([`super::FakeCln::start_with`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

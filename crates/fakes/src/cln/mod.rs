@@ -1,7 +1,7 @@
-//! A fake Core Lightning for tests (feature `fake`).
+//! A fake Core Lightning for tests.
 //!
-//! [`FakeCln`] answers the JSON-RPC methods [`crate::ClnBackend`] uses with CLN's method names,
-//! parameter names (unknown or missing parameters are refused as `lightningd` does, with
+//! [`FakeCln`] answers the JSON-RPC methods [`satchel_cln::ClnBackend`] uses with CLN's method
+//! names, parameter names (unknown or missing parameters are refused as `lightningd` does, with
 //! `-32602`), result field names and error objects (codes from CLN's `jsonrpc_errors.h`). It is
 //! served on a unix socket ([`FakeCln::serve_socket`]) and as CLNRest over HTTPS with a rune
 //! check ([`FakeCln::serve_rest`]).
@@ -99,11 +99,11 @@ use satchel_lightning::{
     PayOutcome, PayRequest, PayTarget, PaymentLookup, Route,
 };
 
-use crate::backend::{KEYSEND_LABEL_PREFIX, KEYSEND_MESSAGE_TLV};
-use crate::onion::{
+use satchel_cln::onion::{
     TLV_AMT_TO_FORWARD, format_scid, parse_payload, parse_scid, read_bigsize, read_truncated,
 };
-use crate::rpc;
+use satchel_cln::rpc;
+use satchel_cln::{KEYSEND_LABEL_PREFIX, KEYSEND_MESSAGE_TLV};
 
 pub use server::{FakeRest, FakeRestConfig, FakeSocket};
 pub use versions::FakeOptions;

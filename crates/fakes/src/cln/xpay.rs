@@ -8,7 +8,7 @@ use satchel_lightning::LnError;
 
 use super::askrene::{FoundRoute, MAX_DELAY, PAY_USER_ERROR, RouteQuery};
 use super::{FakeCln, Params, Part, PartFate, PartStatus, RpcFailure, backend_failure};
-use crate::rpc;
+use satchel_cln::rpc;
 
 /// xpay's default `retry_for`, seconds.
 const DEFAULT_RETRY_FOR: u64 = 60;

@@ -8,8 +8,8 @@ use satchel_domain::NodePubkey;
 use satchel_lightning::Route;
 
 use super::{FakeCln, Params, RpcFailure, backend_failure, lock};
-use crate::onion::{format_scid, parse_scid};
-use crate::rpc;
+use satchel_cln::onion::{format_scid, parse_scid};
+use satchel_cln::rpc;
 
 /// The most blocks of delay `getroutes` allows (its default `maxdelay`).
 pub(super) const MAX_DELAY: u32 = 2016;
