@@ -54,7 +54,10 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod broadcast;
+mod chain_source;
 mod devnet;
+mod fees;
 mod invoice;
 mod journal;
 mod node;
@@ -62,6 +65,9 @@ mod records;
 mod support;
 
 pub use devnet::{DEVNET_PEERS, Devnet, DevnetOptions};
+pub use broadcast::ChainBroadcaster;
+pub use chain_source::ChainSource;
+pub use fees::{ChainFeeEstimator, FEERATE_FLOOR_SAT_PER_KW, fallback_sat_per_kw};
 pub use node::{ChannelSummary, GraphEdge, LdkConfig, LdkNode};
 
 /// Errors starting, stopping or driving an [`LdkNode`] or a [`Devnet`].
@@ -79,6 +85,9 @@ pub enum LdkError {
     /// A peer could not be reached.
     #[error("could not connect to peer: {0}")]
     Connect(String),
+    /// The chain source failed or answered something unusable.
+    #[error("chain source: {0}")]
+    Chain(String),
     /// Something did not happen in time.
     #[error("timed out: {0}")]
     Timeout(String),
