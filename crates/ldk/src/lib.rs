@@ -64,7 +64,7 @@ mod node;
 mod records;
 mod support;
 
-pub use devnet::{DEVNET_PEERS, Devnet, DevnetOptions};
+pub use devnet::{DEVNET_PEERS, Devnet, DevnetChain, DevnetOptions, MAX_BLOCKS_PER_CALL};
 pub use broadcast::ChainBroadcaster;
 pub use chain_source::ChainSource;
 pub use fees::{ChainFeeEstimator, FEERATE_FLOOR_SAT_PER_KW, fallback_sat_per_kw};
