@@ -7,10 +7,18 @@
 //!   backend traits ([`satchel_lightning::LightningBackend`]). Everything it needs to resume is
 //!   persisted under its data directory: stopping and starting again keeps channels, balances,
 //!   invoices, the incoming event log and payments in flight.
+//! * A node follows a chain through a [`ChainSource`] (bitcoind JSON-RPC with
+//!   `lightning-block-sync`, or Esplora with `lightning-transaction-sync`): blocks and reorgs,
+//!   fee estimates ([`ChainFeeEstimator`], cached and refreshed in the background) and
+//!   broadcasts ([`ChainBroadcaster`], queued to a background task). Without one (a
+//!   development-only mode) its best block is the regtest genesis block forever.
 //! * [`Devnet`] runs our node plus three peers (`alice`, `hub`, `carol`) in the same process,
-//!   connected over loopback with zero-conf channels funded by synthetic transactions. There is
-//!   no blockchain at all: the best block is the regtest genesis block forever, so nothing ever
-//!   confirms, expires by height or closes on chain. It implements
+//!   connected over loopback with zero-conf channels funded by synthetic transactions, all on
+//!   one in-process regtest chain (`satchel-chain`, persisted in the devnet's `chain/`
+//!   directory, served on loopback as bitcoind RPC and Esplora). Blocks are mined on demand
+//!   ([`Devnet::mine`], [`Devnet::reorg`]) and shortly after a transaction arrives (the
+//!   faucet: [`Devnet::fund`]). The channels' funding is still synthetic (never confirmed,
+//!   so they do not close on chain); payments use the chain's real heights. It implements
 //!   [`satchel_lightning::DevnetControl`].
 //!
 //! # Running the devnet as the server's backend
