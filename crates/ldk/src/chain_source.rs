@@ -137,7 +137,9 @@ fn rpc_endpoint(url: &str) -> Result<HttpEndpoint, LdkError> {
         None => (authority, 18443),
     };
     if host.is_empty() {
-        return Err(LdkError::Chain(format!("bitcoind RPC URL {url:?}: no host")));
+        return Err(LdkError::Chain(format!(
+            "bitcoind RPC URL {url:?}: no host"
+        )));
     }
     Ok(HttpEndpoint::for_host(host.to_owned())
         .with_port(port)
@@ -164,9 +166,9 @@ impl ChainClient {
                 let client = esplora_client::Builder::new(url.trim_end_matches('/'))
                     .build_async()
                     .map_err(|e| source_err("Esplora client", e))?;
-                Ok(ChainClient::Esplora(Arc::new(EsploraSyncClient::from_client(
-                    client, logger,
-                ))))
+                Ok(ChainClient::Esplora(Arc::new(
+                    EsploraSyncClient::from_client(client, logger),
+                )))
             }
         }
     }
@@ -213,10 +215,7 @@ impl ChainClient {
             ChainClient::Rpc(rpc) => {
                 for blocks in blocks_targets() {
                     let RpcValue(v) = rpc
-                        .call_method::<RpcValue>(
-                            "estimatesmartfee",
-                            &[serde_json::json!(blocks)],
-                        )
+                        .call_method::<RpcValue>("estimatesmartfee", &[serde_json::json!(blocks)])
                         .await
                         .map_err(|e| source_err("estimatesmartfee", e))?;
                     // BTC per 1000 vB; absent (with "errors") when bitcoind has no estimate.
@@ -261,17 +260,15 @@ impl ChainClient {
                         message: e.to_string(),
                     })
             }
-            ChainClient::Esplora(s) => {
-                s.client().broadcast(tx).await.map_err(|e| {
-                    let message = e.to_string();
-                    BroadcastError {
-                        already_known: message.contains("already")
-                            || message.contains("-27")
-                            || message.contains("txn-already-in-mempool"),
-                        message,
-                    }
-                })
-            }
+            ChainClient::Esplora(s) => s.client().broadcast(tx).await.map_err(|e| {
+                let message = e.to_string();
+                BroadcastError {
+                    already_known: message.contains("already")
+                        || message.contains("-27")
+                        || message.contains("txn-already-in-mempool"),
+                    message,
+                }
+            }),
         }
     }
 }

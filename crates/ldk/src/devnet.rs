@@ -173,11 +173,8 @@ impl Devnet {
         let chain_dir = data_dir.join("chain");
         satchel_lightning::fs_private::ensure_private_dir(&chain_dir)?;
         let chain = Chain::open(&chain_dir).map_err(chain_err)?;
-        let server = ChainServer::start(
-            chain.clone(),
-            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        )
-        .await?;
+        let server =
+            ChainServer::start(chain.clone(), SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
         let rpc = ChainSource::BitcoindRpc {
             url: server.rpc_url.clone(),
             user: server.credentials.user.clone(),

@@ -189,10 +189,16 @@ mod tests {
         assert_eq!(get(ConfirmationTarget::NonAnchorChannelFee), 500);
         assert_eq!(get(ConfirmationTarget::UrgentOnChainSweep), 5000);
         // 500 − 250 is at the floor's level; 1 sat/vB − 250 would be below it.
-        assert_eq!(get(ConfirmationTarget::MinAllowedNonAnchorChannelRemoteFee), 253);
+        assert_eq!(
+            get(ConfirmationTarget::MinAllowedNonAnchorChannelRemoteFee),
+            253
+        );
         est.update(HashMap::from([(1008, 250)]));
         assert_eq!(get(ConfirmationTarget::AnchorChannelFee), 253);
-        assert_eq!(get(ConfirmationTarget::MinAllowedAnchorChannelRemoteFee), 253);
+        assert_eq!(
+            get(ConfirmationTarget::MinAllowedAnchorChannelRemoteFee),
+            253
+        );
     }
 
     #[test]

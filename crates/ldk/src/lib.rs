@@ -72,9 +72,9 @@ mod node;
 mod records;
 mod support;
 
-pub use devnet::{DEVNET_PEERS, Devnet, DevnetChain, DevnetOptions, MAX_BLOCKS_PER_CALL};
 pub use broadcast::ChainBroadcaster;
 pub use chain_source::ChainSource;
+pub use devnet::{DEVNET_PEERS, Devnet, DevnetChain, DevnetOptions, MAX_BLOCKS_PER_CALL};
 pub use fees::{ChainFeeEstimator, FEERATE_FLOOR_SAT_PER_KW, fallback_sat_per_kw};
 pub use node::{ChannelSummary, GraphEdge, LdkConfig, LdkNode};
 

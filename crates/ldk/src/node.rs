@@ -53,13 +53,13 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::LdkError;
+use crate::broadcast::ChainBroadcaster;
+use crate::chain_source::{self, ChainClient, ChainSource, SyncParts};
+use crate::fees::{ChainFeeEstimator, FEERATE_FLOOR_SAT_PER_KW};
 use crate::records::{
     EVENTS, EventRec, HELD, HeldRec, INVOICES, InvState, Kv, PAYMENTS, PEERS, PayState, PeerRec,
     State, event_key,
 };
-use crate::broadcast::ChainBroadcaster;
-use crate::chain_source::{self, ChainClient, ChainSource, SyncParts};
-use crate::fees::{ChainFeeEstimator, FEERATE_FLOOR_SAT_PER_KW};
 use crate::support::{
     ChainMonitorT, ChannelManagerT, Graph, LdkLogger, PeerManagerT, RouterT, Scorer,
     load_or_create_seed, std_io, synthetic_funding_tx,
@@ -819,9 +819,7 @@ impl LdkNode {
     /// `None` without a chain source; else whether the last round of chain sync succeeded
     /// (the node had caught up with the source's tip as of that round).
     pub fn chain_synced(&self) -> Option<bool> {
-        self.chain_synced
-            .as_ref()
-            .map(|s| s.load(Ordering::SeqCst))
+        self.chain_synced.as_ref().map(|s| s.load(Ordering::SeqCst))
     }
 
     /// The fee estimator LDK uses (cached estimates from the chain source).
@@ -1280,7 +1278,10 @@ impl LdkNode {
             .await;
         self.chain_monitor
             .process_pending_events_async(|event| async move {
-                tracing::info!(?event, "chain monitor event (not handled: no on-chain wallet)");
+                tracing::info!(
+                    ?event,
+                    "chain monitor event (not handled: no on-chain wallet)"
+                );
                 Ok(())
             })
             .await;

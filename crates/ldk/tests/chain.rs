@@ -227,12 +227,7 @@ async fn broadcast_reaches_the_mempool(source: Source) {
         txid: funding,
         vout: 0,
     };
-    let tx = key.spend(
-        prev,
-        Amount::from_sat(50_000),
-        Key::new(42).script(),
-        1_000,
-    );
+    let tx = key.spend(prev, Amount::from_sat(50_000), Key::new(42).script(), 1_000);
     let txid = tx.compute_txid();
     node.broadcaster().broadcast_transactions(&[&tx]);
     wait_for("the transaction in the chain's mempool", || {
@@ -271,10 +266,10 @@ async fn broadcast_reaches_the_mempool(source: Source) {
         st.entry_by_hash(&mined)
             .is_some_and(|e| e.block.txdata.iter().any(|t| t.compute_txid() == txid))
     }));
-    assert!(!w.chain.with_state(|st| st
-        .mempool
-        .entries
-        .contains_key(&bogus.compute_txid())));
+    assert!(
+        !w.chain
+            .with_state(|st| st.mempool.entries.contains_key(&bogus.compute_txid()))
+    );
     node.stop().await.unwrap();
 }
 

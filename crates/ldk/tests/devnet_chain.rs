@@ -84,14 +84,23 @@ async fn mine_reorg_fund_and_pay(dialect: DevnetChain) {
     assert!(devnet.chain_tip().0 > 101);
     let tip = devnet.chain_tip();
     assert_eq!(
-        DevnetControl::chain_tip(&*devnet).await.unwrap().unwrap().height,
+        DevnetControl::chain_tip(&*devnet)
+            .await
+            .unwrap()
+            .unwrap()
+            .height,
         tip.0
     );
 
     // Refusals.
     assert!(devnet.fund("bc1qnotregtest", 1_000).await.is_err());
     assert!(devnet.mine(0).await.is_err());
-    assert!(devnet.mine(satchel_ldk::MAX_BLOCKS_PER_CALL + 1).await.is_err());
+    assert!(
+        devnet
+            .mine(satchel_ldk::MAX_BLOCKS_PER_CALL + 1)
+            .await
+            .is_err()
+    );
 
     // The chain is persisted: a restart finds it, the nodes catch up with blocks mined in
     // between, and channels still carry payments.

@@ -157,10 +157,14 @@ fn outcome_json(o: &PayOutcome) -> serde_json::Value {
 }
 
 async fn tip(s: &DevState) -> Result<Option<TipInfo>, ApiError> {
-    Ok(s.devnet.chain_tip().await.map_err(ln_err)?.map(|t| TipInfo {
-        height: t.height,
-        hash: t.hash,
-    }))
+    Ok(s.devnet
+        .chain_tip()
+        .await
+        .map_err(ln_err)?
+        .map(|t| TipInfo {
+            height: t.height,
+            hash: t.hash,
+        }))
 }
 
 async fn info(State(s): State<DevState>) -> Result<Json<DevInfo>, ApiError> {

@@ -601,7 +601,10 @@ async fn node_info_and_channels_on_the_devnet_and_the_cli() {
     );
     let (st, n) = op.get(&sec, "/node").await;
     assert_eq!(st, StatusCode::OK, "{n}");
-    assert_eq!(n["block_height"], height, "mine returns once the nodes have the blocks");
+    assert_eq!(
+        n["block_height"], height,
+        "mine returns once the nodes have the blocks"
+    );
     let (ok, out) = satchel_cli(&["devnet", "reorg", "2", "--json", "--server", &base]);
     assert!(ok, "{out}");
     let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{out}"));
@@ -618,14 +621,23 @@ async fn node_info_and_channels_on_the_devnet_and_the_cli() {
     let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{out}"));
     let txid: bitcoin::Txid = v["txid"].as_str().unwrap().parse().unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !devnet.chain().with_state(|st| st.tx_index.contains_key(&txid)) {
+    while !devnet
+        .chain()
+        .with_state(|st| st.tx_index.contains_key(&txid))
+    {
         assert!(tokio::time::Instant::now() < deadline, "never confirmed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (ok, out) = satchel_cli(&["devnet", "mine", "0", "--server", &base]);
     assert!(!ok && out.contains("block count"), "{out}");
     let (ok, out) = satchel_cli(&[
-        "devnet", "fund", "not-an-address", "--sats", "1000", "--server", &base,
+        "devnet",
+        "fund",
+        "not-an-address",
+        "--sats",
+        "1000",
+        "--server",
+        &base,
     ]);
     assert!(!ok && out.contains("invalid address"), "{out}");
     // The devnet info shows the chain's tip.
