@@ -5,6 +5,7 @@
 //! (`sendrawtransaction` or Esplora's `POST /tx`). A refusal is logged with the txid and
 //! dropped: LDK rebroadcasts what still matters (claims, commitment transactions) on its own
 //! timers, and a transaction the chain already has is not an error worth more than a debug line.
+//! The devnet's synthetic funding transactions (their input does not exist) are not sent.
 
 use bitcoin::Transaction;
 use lightning::chain::chaininterface::BroadcasterInterface;
@@ -60,6 +61,10 @@ impl BroadcasterInterface for ChainBroadcaster {
     fn broadcast_transactions(&self, txs: &[&Transaction]) {
         for tx in txs {
             let txid = tx.compute_txid();
+            if crate::support::is_synthetic_funding(tx) {
+                tracing::debug!(node = %self.node, %txid, "not broadcasting a synthetic funding transaction");
+                continue;
+            }
             match &self.queue {
                 Some(q) => {
                     if q.send((*tx).clone()).is_err() {

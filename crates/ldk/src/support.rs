@@ -127,6 +127,19 @@ pub(crate) fn load_or_create_seed(path: &Path) -> io::Result<[u8; 32]> {
     }
 }
 
+/// The witness of a synthetic funding transaction's input: a signature-sized and a
+/// pubkey-sized item of filler bytes, which no real signature or key is.
+fn synthetic_witness() -> Witness {
+    Witness::from_slice(&[vec![0x30u8; 72], vec![0x02u8; 33]])
+}
+
+/// Whether `tx` is a funding transaction made by [`synthetic_funding_tx`] (the broadcaster
+/// keeps those off the chain, which would refuse them: their input does not exist).
+pub(crate) fn is_synthetic_funding(tx: &Transaction) -> bool {
+    let filler = synthetic_witness();
+    tx.input.len() == 1 && tx.input[0].witness == filler
+}
+
 /// A funding transaction that spends a made-up output. It is never broadcast; LDK only needs
 /// it to look like a signed segwit transaction (a non-empty witness on every input).
 pub(crate) fn synthetic_funding_tx(value_sats: u64, output_script: ScriptBuf) -> Transaction {
@@ -138,11 +151,25 @@ pub(crate) fn synthetic_funding_tx(value_sats: u64, output_script: ScriptBuf) ->
             previous_output: OutPoint { txid, vout: 0 },
             script_sig: ScriptBuf::new(),
             sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-            witness: Witness::from_slice(&[vec![0x30u8; 72], vec![0x02u8; 33]]),
+            witness: synthetic_witness(),
         }],
         output: vec![TxOut {
             value: Amount::from_sat(value_sats),
             script_pubkey: output_script,
         }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_funding_is_recognised_and_a_signed_spend_is_not() {
+        let tx = synthetic_funding_tx(1000, ScriptBuf::new());
+        assert!(is_synthetic_funding(&tx));
+        let mut real = tx.clone();
+        real.input[0].witness = Witness::from_slice(&[vec![0x30u8; 71], vec![0x02u8; 33]]);
+        assert!(!is_synthetic_funding(&real));
     }
 }
