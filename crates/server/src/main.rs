@@ -485,10 +485,22 @@ async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
                 bail!("the devnet backend runs on regtest only");
             }
             let dir = cfg.data_dir.join("devnet");
-            let d =
-                Arc::new(satchel_ldk::Devnet::start(&dir).await.map_err(|e| {
-                    anyhow::anyhow!("starting the devnet in {}: {e}", dir.display())
-                })?);
+            let d = Arc::new(
+                satchel_ldk::Devnet::start_on(
+                    &dir,
+                    satchel_ldk::DevnetOptions::default(),
+                    match cfg.devnet_chain {
+                        satchel::config::DevnetChainKind::Rpc => {
+                            satchel_ldk::DevnetChain::BitcoindRpc
+                        }
+                        satchel::config::DevnetChainKind::Esplora => {
+                            satchel_ldk::DevnetChain::Esplora
+                        }
+                    },
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("starting the devnet in {}: {e}", dir.display()))?,
+            );
             tracing::info!(
                 "Lightning backend: embedded LDK node on an in-process devnet (alice, hub, carol) following an in-process regtest chain; real Lightning payments. Drive it with `satchel devnet` (mine, reorg, fund, pay, ...)."
             );
