@@ -106,7 +106,7 @@ pub struct LdkConfig {
     /// [`LdkNode::set_incoming_policy`]. Without one, keysends are refused.
     pub incoming_policy: Option<Arc<dyn IncomingPolicy>>,
     /// Where the node follows the chain, estimates fees and broadcasts (see
-    /// [`crate::chain_source`]). `None` is the chainless development mode, kept only so that
+    /// [`ChainSource`]). `None` is the chainless development mode, kept only so that
     /// setups without a chain keep working: the best block stays the regtest genesis, fees
     /// are a constant 253 sat/kw and nothing is broadcast. Development only: such a node
     /// cannot notice a channel closing on chain.
@@ -370,7 +370,8 @@ fn user_config(config: &LdkConfig) -> UserConfig {
     c.channel_config.forwarding_fee_proportional_millionths =
         config.forwarding_fee_proportional_millionths;
     c.channel_config.cltv_expiry_delta = config.cltv_expiry_delta;
-    // No chain: dust never matters on chain, so do not let it limit small payments.
+    // Synthetic funding: these channels never reach the chain, so dust never matters there;
+    // do not let it limit small payments.
     c.channel_config.max_dust_htlc_exposure = MaxDustHTLCExposure::FixedLimitMsat(1_000_000_000);
     c.accept_forwards_to_priv_channels = config.accept_forwards_to_priv_channels;
     c.manually_accept_inbound_channels = true;
@@ -879,7 +880,7 @@ impl LdkNode {
     }
 
     /// Opens a zero-conf channel of `capacity_sats` to a connected peer, pushing `push_msat` to
-    /// it. There is no wallet and no chain: the channel is funded by a synthetic transaction
+    /// it. There is no on-chain wallet yet: the channel is funded by a synthetic transaction
     /// that is never broadcast (development networks only). Returns when LDK accepted the
     /// request; the channel becomes usable once the peer accepts it (see
     /// [`LdkNode::list_channels`]).

@@ -10,7 +10,7 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
     /// The embedded LDK node plus an in-process development network (alice, hub, carol):
-    /// real Lightning payments, no blockchain. The default.
+    /// real Lightning payments over an in-process regtest chain. The default.
     Devnet,
     /// Deterministic simulation; no real payments.
     Scripted,
