@@ -425,12 +425,12 @@ impl NodeInfo for LdkNode {
         })
     }
 
-    /// The best block the channel manager has processed. Whether that is the chain's tip is
-    /// not known: the node has no chain source yet (the devnet funds channels synthetically).
+    /// The best block the channel manager has processed, and whether the last round of chain
+    /// sync succeeded (`None` without a chain source: the chainless development mode).
     async fn node_status(&self) -> Result<NodeStatus, LnError> {
         Ok(NodeStatus {
             block_height: Some(self.channel_manager.current_best_block().height),
-            synced: None,
+            synced: self.chain_synced(),
         })
     }
 
@@ -468,7 +468,7 @@ impl NodeInfo for LdkNode {
     }
 
     /// Channels and balances from the channel manager; the block height it has seen. Sync lag
-    /// is not known: the embedded node has no chain source of its own (blocks are given to it).
+    /// is 0 when the last chain sync round caught up with the source, unknown otherwise.
     async fn node_stats(&self) -> Result<NodeStats, LnError> {
         let chans = self.list_channels();
         let active = chans.iter().filter(|c| c.usable).count();
@@ -479,7 +479,7 @@ impl NodeInfo for LdkNode {
             local_balance_msat: Some(chans.iter().map(|c| c.outbound_msat).sum()),
             remote_balance_msat: Some(chans.iter().map(|c| c.inbound_msat).sum()),
             block_height: Some(u64::from(self.channel_manager.current_best_block().height)),
-            sync_lag_secs: None,
+            sync_lag_secs: (self.chain_synced() == Some(true)).then_some(0),
         })
     }
 }

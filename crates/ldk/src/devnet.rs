@@ -1,17 +1,23 @@
-//! [`Devnet`]: our node plus `alice`, `hub` and `carol`, all in this process.
+//! [`Devnet`]: our node plus `alice`, `hub` and `carol`, all in this process, on an
+//! in-process regtest chain.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bitcoin::address::NetworkUnchecked;
+use bitcoin::{Address, BlockHash, Txid};
+use satchel_chain::{AutoMiner, Chain, ChainError, ChainServer};
 use satchel_domain::{Bolt11, CustomRecords, Msat, NodePubkey, PaymentHash, Preimage};
 use satchel_lightning::{
-    DevnetControl, DevnetPeer, IncomingPolicy, Invoices, LnError, NewInvoice, PayOutcome,
-    PayRequest, PayTarget, Payments,
+    DevnetChainTip, DevnetControl, DevnetPeer, IncomingPolicy, Invoices, LnError, NewInvoice,
+    PayOutcome, PayRequest, PayTarget, Payments,
 };
 
 use crate::LdkError;
+use crate::chain_source::ChainSource;
 use crate::node::{GraphEdge, LdkConfig, LdkNode};
 
 /// Peer names of the devnet.
@@ -36,6 +42,27 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long existing channels get to become usable again before a replacement is opened.
 const REPLACE_AFTER: Duration = Duration::from_secs(5);
 
+/// How often the devnet's nodes poll the chain: short, so a mined block is seen at once.
+const CHAIN_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How often they refresh fee estimates (the devnet chain's rate is a constant).
+const FEE_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// The auto-miner mines a block this long after a transaction enters the mempool.
+const AUTO_MINE_DELAY: Duration = Duration::from_millis(500);
+/// Most blocks one `mine` or `reorg` call may add (each block is written and synced).
+pub const MAX_BLOCKS_PER_CALL: u32 = 1008;
+/// How long `mine`/`reorg` wait for the nodes to reach the new tip before answering anyway.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which dialect of the devnet chain our node speaks (the peers always use bitcoind RPC).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DevnetChain {
+    /// bitcoind JSON-RPC (`lightning-block-sync`).
+    #[default]
+    BitcoindRpc,
+    /// Esplora REST (`lightning-transaction-sync`).
+    Esplora,
+}
+
 /// Options of [`Devnet::start_with`].
 #[derive(Clone, Default)]
 pub struct DevnetOptions {
@@ -55,7 +82,10 @@ impl IncomingPolicy for AcceptAll {
 }
 
 /// The development network: our node (`satchel`) plus three LDK peers in this process, over
-/// loopback, with zero-conf channels funded by synthetic transactions (no chain):
+/// loopback, with zero-conf channels funded by synthetic transactions, all following one
+/// in-process regtest chain (`satchel-chain`, persisted in `data_dir/chain`, served on a
+/// loopback port as bitcoind RPC and Esplora, mined automatically shortly after a transaction
+/// arrives, and on demand with [`Devnet::mine`]):
 ///
 /// ```text
 ///  alice ──10M sat (5M pushed to us)──▶ satchel ──10M sat (1M pushed)──▶ hub ──10M sat (1M pushed)──▶ carol
@@ -67,6 +97,12 @@ impl IncomingPolicy for AcceptAll {
 /// injects the topology into every node's network graph so that our router can reach carol.
 pub struct Devnet {
     dir: PathBuf,
+    chain: Chain,
+    /// Dropped (stopped) by [`Devnet::stop`], so that a new devnet may open the chain.
+    chain_server: Mutex<Option<ChainServer>>,
+    auto_miner: Mutex<Option<AutoMiner>>,
+    /// Held while the devnet runs: one devnet (and so one writer of the chain) per directory.
+    lock_file: Mutex<Option<std::fs::File>>,
     node: Arc<LdkNode>,
     alice: Arc<LdkNode>,
     hub: Arc<LdkNode>,
@@ -82,10 +118,21 @@ impl std::fmt::Debug for Devnet {
     }
 }
 
-fn config(dir: &Path, name: &str) -> LdkConfig {
+fn config(dir: &Path, name: &str, source: ChainSource) -> LdkConfig {
     let mut c = LdkConfig::new(dir.join(name));
     c.alias = name.to_owned();
+    c.chain_source = Some(source);
+    c.chain_poll_interval = CHAIN_POLL_INTERVAL;
+    c.fee_refresh_interval = FEE_REFRESH_INTERVAL;
     c
+}
+
+fn chain_err(e: ChainError) -> LdkError {
+    LdkError::Chain(e.to_string())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Devnet {
@@ -98,31 +145,75 @@ impl Devnet {
 
     /// [`Devnet::start`] with options.
     pub async fn start_with(data_dir: &Path, opts: DevnetOptions) -> Result<Devnet, LdkError> {
+        Devnet::start_on(data_dir, opts, DevnetChain::default()).await
+    }
+
+    /// [`Devnet::start_with`], our node speaking `dialect` to the chain.
+    pub async fn start_on(
+        data_dir: &Path,
+        opts: DevnetOptions,
+        dialect: DevnetChain,
+    ) -> Result<Devnet, LdkError> {
         satchel_lightning::fs_private::ensure_private_dir(data_dir)?;
+        let lock_file = satchel_lightning::fs_private::private_open_options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data_dir.join("LOCK"))?;
+        match lock_file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LdkError::Ldk(format!(
+                    "{} is in use by another running devnet",
+                    data_dir.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+        let chain_dir = data_dir.join("chain");
+        satchel_lightning::fs_private::ensure_private_dir(&chain_dir)?;
+        let chain = Chain::open(&chain_dir).map_err(chain_err)?;
+        let server =
+            ChainServer::start(chain.clone(), SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+        let rpc = ChainSource::BitcoindRpc {
+            url: server.rpc_url.clone(),
+            user: server.credentials.user.clone(),
+            password: server.credentials.password.clone(),
+        };
+        let ours_source = match dialect {
+            DevnetChain::BitcoindRpc => rpc.clone(),
+            DevnetChain::Esplora => ChainSource::Esplora {
+                url: server.esplora_url.clone(),
+            },
+        };
         let accept_all: Arc<dyn IncomingPolicy> = Arc::new(AcceptAll);
         let mut started: Vec<Arc<LdkNode>> = Vec::new();
         let result = async {
-            let mut ours = config(data_dir, "satchel");
+            let mut ours = config(data_dir, "satchel", ours_source);
             ours.incoming_policy = opts.incoming_policy.clone();
             let node = LdkNode::start(ours).await?;
             started.push(Arc::clone(&node));
-            let mut c = config(data_dir, "alice");
+            let mut c = config(data_dir, "alice", rpc.clone());
             c.incoming_policy = Some(Arc::clone(&accept_all));
             let alice = LdkNode::start(c).await?;
             started.push(Arc::clone(&alice));
-            let mut c = config(data_dir, "hub");
+            let mut c = config(data_dir, "hub", rpc.clone());
             c.incoming_policy = Some(Arc::clone(&accept_all));
             c.forwarding_fee_base_msat = HUB_FEE_BASE_MSAT;
             c.forwarding_fee_proportional_millionths = HUB_FEE_PPM;
             c.accept_forwards_to_priv_channels = true;
             let hub = LdkNode::start(c).await?;
             started.push(Arc::clone(&hub));
-            let mut c = config(data_dir, "carol");
+            let mut c = config(data_dir, "carol", rpc.clone());
             c.incoming_policy = Some(Arc::clone(&accept_all));
             let carol = LdkNode::start(c).await?;
             started.push(Arc::clone(&carol));
             let devnet = Devnet {
                 dir: data_dir.to_path_buf(),
+                auto_miner: Mutex::new(Some(chain.spawn_auto_miner(AUTO_MINE_DELAY))),
+                chain: chain.clone(),
+                chain_server: Mutex::new(Some(server)),
+                lock_file: Mutex::new(Some(lock_file)),
                 node,
                 alice,
                 hub,
@@ -243,8 +334,8 @@ impl Devnet {
         &self.dir
     }
 
-    /// Stops all four nodes (persisting everything). A new devnet can then be started on the
-    /// same directory.
+    /// Stops all four nodes (persisting everything), then the chain's miner and server. A new
+    /// devnet can then be started on the same directory.
     pub async fn stop(&self) -> Result<(), LdkError> {
         let mut first_err = None;
         for n in [&self.carol, &self.hub, &self.alice, &self.node] {
@@ -254,9 +345,100 @@ impl Devnet {
                 first_err = Some(e);
             }
         }
+        drop(lock(&self.auto_miner).take());
+        drop(lock(&self.chain_server).take());
+        if let Some(f) = lock(&self.lock_file).take() {
+            let _ = f.unlock();
+        }
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// The devnet's chain (tests: inspect the mempool, build blocks).
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// The chain's best block: (height, hash).
+    pub fn chain_tip(&self) -> (u32, BlockHash) {
+        let t = self.chain.tip();
+        (t.height, t.hash)
+    }
+
+    /// Where the chain is served as bitcoind RPC and as Esplora: `(rpc_url, esplora_url)`;
+    /// `None` once stopped.
+    pub fn chain_urls(&self) -> Option<(String, String)> {
+        lock(&self.chain_server)
+            .as_ref()
+            .map(|s| (s.rpc_url.clone(), s.esplora_url.clone()))
+    }
+
+    fn check_chain_running(&self) -> Result<(), LdkError> {
+        if lock(&self.chain_server).is_none() {
+            return Err(LdkError::Stopped);
+        }
+        Ok(())
+    }
+
+    /// Mines `blocks` blocks (with the mempool's transactions, coinbases to the faucet), then
+    /// waits until all four nodes have processed the new tip (answering anyway after a while:
+    /// the blocks are mined either way). At most [`MAX_BLOCKS_PER_CALL`].
+    pub async fn mine(&self, blocks: u32) -> Result<Vec<BlockHash>, LdkError> {
+        self.check_chain_running()?;
+        check_count(blocks)?;
+        let hashes = self.chain.mine(blocks, None).map_err(chain_err)?;
+        self.wait_nodes_on_tip().await;
+        Ok(hashes)
+    }
+
+    /// Replaces the last `blocks` blocks with `blocks + 1` empty ones (their transactions go
+    /// back to the mempool), then waits as [`Devnet::mine`] does. Returns the new blocks.
+    pub async fn reorg(&self, blocks: u32) -> Result<Vec<BlockHash>, LdkError> {
+        self.check_chain_running()?;
+        check_count(blocks)?;
+        let hashes = self.chain.reorg(blocks).map_err(chain_err)?;
+        self.wait_nodes_on_tip().await;
+        Ok(hashes)
+    }
+
+    /// Pays `sats` to a regtest `address` from the faucet; the auto-miner confirms it shortly.
+    /// A young chain's faucet has no mature coins yet: then 101 blocks are mined first.
+    pub async fn fund(&self, address: &str, sats: u64) -> Result<Txid, LdkError> {
+        self.check_chain_running()?;
+        let address = address
+            .trim()
+            .parse::<Address<NetworkUnchecked>>()
+            .map_err(|e| LdkError::Chain(format!("invalid address: {e}")))?
+            .require_network(bitcoin::Network::Regtest)
+            .map_err(|e| LdkError::Chain(format!("not a regtest address: {e}")))?;
+        match self.chain.fund(&address, sats) {
+            Err(ChainError::InsufficientFunds { .. })
+                if self.chain.tip().height <= satchel_chain::params::COINBASE_MATURITY =>
+            {
+                self.chain
+                    .mine(satchel_chain::params::COINBASE_MATURITY + 1, None)
+                    .map_err(chain_err)?;
+                self.chain.fund(&address, sats).map_err(chain_err)
+            }
+            other => other.map_err(chain_err),
+        }
+    }
+
+    /// Waits until every node's best block is the chain's tip, up to [`FOLLOW_TIMEOUT`].
+    /// Returns whether they got there.
+    pub async fn wait_nodes_on_tip(&self) -> bool {
+        let deadline = tokio::time::Instant::now() + FOLLOW_TIMEOUT;
+        loop {
+            let tip = self.chain_tip();
+            if self.all_nodes().iter().all(|n| n.best_block() == tip) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -267,6 +449,25 @@ impl Devnet {
                 DEVNET_PEERS.join(", ")
             ))
         })
+    }
+}
+
+fn check_count(blocks: u32) -> Result<(), LdkError> {
+    if blocks == 0 || blocks > MAX_BLOCKS_PER_CALL {
+        return Err(LdkError::Chain(format!(
+            "block count must be 1 to {MAX_BLOCKS_PER_CALL}"
+        )));
+    }
+    Ok(())
+}
+
+/// An error of the chain controls in the trait's terms: what the caller asked wrong is a
+/// refusal, the rest a backend error.
+fn control_err(e: LdkError) -> LnError {
+    match e {
+        LdkError::Chain(m) => LnError::Rejected(m),
+        LdkError::Stopped => LnError::Transport("the devnet is stopped".into()),
+        other => LnError::Transport(other.to_string()),
     }
 }
 
@@ -337,6 +538,35 @@ impl DevnetControl for Devnet {
             timeout: OUTSIDE_PAY_TIMEOUT,
         })
         .await
+    }
+
+    async fn chain_tip(&self) -> Result<Option<DevnetChainTip>, LnError> {
+        let (height, hash) = self.chain_tip();
+        Ok(Some(DevnetChainTip {
+            height,
+            hash: hash.to_string(),
+        }))
+    }
+
+    async fn mine(&self, blocks: u32) -> Result<Vec<String>, LnError> {
+        Devnet::mine(self, blocks)
+            .await
+            .map(|h| h.iter().map(ToString::to_string).collect())
+            .map_err(control_err)
+    }
+
+    async fn reorg(&self, blocks: u32) -> Result<Vec<String>, LnError> {
+        Devnet::reorg(self, blocks)
+            .await
+            .map(|h| h.iter().map(ToString::to_string).collect())
+            .map_err(control_err)
+    }
+
+    async fn fund(&self, address: &str, sats: u64) -> Result<String, LnError> {
+        Devnet::fund(self, address, sats)
+            .await
+            .map(|t| t.to_string())
+            .map_err(control_err)
     }
 
     async fn outside_keysend(

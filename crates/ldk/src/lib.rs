@@ -7,10 +7,18 @@
 //!   backend traits ([`satchel_lightning::LightningBackend`]). Everything it needs to resume is
 //!   persisted under its data directory: stopping and starting again keeps channels, balances,
 //!   invoices, the incoming event log and payments in flight.
+//! * A node follows a chain through a [`ChainSource`] (bitcoind JSON-RPC with
+//!   `lightning-block-sync`, or Esplora with `lightning-transaction-sync`): blocks and reorgs,
+//!   fee estimates ([`ChainFeeEstimator`], cached and refreshed in the background) and
+//!   broadcasts ([`ChainBroadcaster`], queued to a background task). Without one (a
+//!   development-only mode) its best block is the regtest genesis block forever.
 //! * [`Devnet`] runs our node plus three peers (`alice`, `hub`, `carol`) in the same process,
-//!   connected over loopback with zero-conf channels funded by synthetic transactions. There is
-//!   no blockchain at all: the best block is the regtest genesis block forever, so nothing ever
-//!   confirms, expires by height or closes on chain. It implements
+//!   connected over loopback with zero-conf channels funded by synthetic transactions, all on
+//!   one in-process regtest chain (`satchel-chain`, persisted in the devnet's `chain/`
+//!   directory, served on loopback as bitcoind RPC and Esplora). Blocks are mined on demand
+//!   ([`Devnet::mine`], [`Devnet::reorg`]) and shortly after a transaction arrives (the
+//!   faucet: [`Devnet::fund`]). The channels' funding is still synthetic (never confirmed,
+//!   so they do not close on chain); payments use the chain's real heights. It implements
 //!   [`satchel_lightning::DevnetControl`].
 //!
 //! # Running the devnet as the server's backend
@@ -54,7 +62,10 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod broadcast;
+mod chain_source;
 mod devnet;
+mod fees;
 mod invoice;
 mod journal;
 mod node;
@@ -62,7 +73,10 @@ mod records;
 mod support;
 mod wallet;
 
-pub use devnet::{DEVNET_PEERS, Devnet, DevnetOptions};
+pub use broadcast::ChainBroadcaster;
+pub use chain_source::ChainSource;
+pub use devnet::{DEVNET_PEERS, Devnet, DevnetChain, DevnetOptions, MAX_BLOCKS_PER_CALL};
+pub use fees::{ChainFeeEstimator, FEERATE_FLOOR_SAT_PER_KW, fallback_sat_per_kw};
 pub use node::{ChannelSummary, GraphEdge, LdkConfig, LdkNode};
 pub use wallet::{
     OnchainWallet, StoreError as WalletStoreError, TxSummary, UtxoSummary, WalletBalance,
@@ -84,6 +98,9 @@ pub enum LdkError {
     /// A peer could not be reached.
     #[error("could not connect to peer: {0}")]
     Connect(String),
+    /// The chain source failed or answered something unusable.
+    #[error("chain source: {0}")]
+    Chain(String),
     /// Something did not happen in time.
     #[error("timed out: {0}")]
     Timeout(String),

@@ -53,13 +53,16 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::LdkError;
+use crate::broadcast::ChainBroadcaster;
+use crate::chain_source::{self, ChainClient, ChainSource, SyncParts};
+use crate::fees::{ChainFeeEstimator, FEERATE_FLOOR_SAT_PER_KW};
 use crate::records::{
     EVENTS, EventRec, HELD, HeldRec, INVOICES, InvState, Kv, PAYMENTS, PEERS, PayState, PeerRec,
     State, event_key,
 };
 use crate::support::{
-    ChainMonitorT, ChannelManagerT, FixedFeeEstimator, Graph, LdkLogger, NoChainBroadcaster,
-    PeerManagerT, RouterT, Scorer, load_or_create_seed, std_io, synthetic_funding_tx,
+    ChainMonitorT, ChannelManagerT, Graph, LdkLogger, PeerManagerT, RouterT, Scorer,
+    load_or_create_seed, std_io, synthetic_funding_tx,
 };
 
 /// How long an [`IncomingPolicy`] may take before an incoming keysend is refused.
@@ -75,7 +78,7 @@ const GRAPH_PERSIST_TIMER: Duration = Duration::from_secs(600);
 /// Reconnection attempts to known peers.
 const RECONNECT_TIMER: Duration = Duration::from_secs(2);
 
-/// The network the node runs on. There is no chain backend, so only regtest makes sense.
+/// The network the node runs on: regtest (the devnet, and the chain sources it runs against).
 pub(crate) const NETWORK: BtcNetwork = BtcNetwork::Regtest;
 
 /// Configuration of an [`LdkNode`].
@@ -102,6 +105,16 @@ pub struct LdkConfig {
     /// Policy asked before claiming incoming keysends; can also be set later with
     /// [`LdkNode::set_incoming_policy`]. Without one, keysends are refused.
     pub incoming_policy: Option<Arc<dyn IncomingPolicy>>,
+    /// Where the node follows the chain, estimates fees and broadcasts (see
+    /// [`ChainSource`]). `None` is the chainless development mode, kept only so that
+    /// setups without a chain keep working: the best block stays the regtest genesis, fees
+    /// are a constant 253 sat/kw and nothing is broadcast. Development only: such a node
+    /// cannot notice a channel closing on chain.
+    pub chain_source: Option<ChainSource>,
+    /// How often the chain source is polled for new blocks (bitcoind) or synced (Esplora).
+    pub chain_poll_interval: Duration,
+    /// How often fee estimates are refreshed from the chain source.
+    pub fee_refresh_interval: Duration,
 }
 
 impl LdkConfig {
@@ -119,6 +132,9 @@ impl LdkConfig {
             accept_forwards_to_priv_channels: false,
             accept_inbound_0conf: true,
             incoming_policy: None,
+            chain_source: None,
+            chain_poll_interval: Duration::from_secs(5),
+            fee_refresh_interval: Duration::from_secs(60),
         }
     }
 }
@@ -141,6 +157,9 @@ impl fmt::Debug for LdkConfig {
             )
             .field("accept_inbound_0conf", &self.accept_inbound_0conf)
             .field("incoming_policy", &self.incoming_policy.is_some())
+            .field("chain_source", &self.chain_source)
+            .field("chain_poll_interval", &self.chain_poll_interval)
+            .field("fee_refresh_interval", &self.fee_refresh_interval)
             .finish()
     }
 }
@@ -207,6 +226,10 @@ pub struct LdkNode {
     pub(crate) network_graph: Arc<Graph>,
     scorer: Arc<RwLock<Scorer>>,
     pub(crate) router: Arc<RouterT>,
+    fee_estimator: Arc<ChainFeeEstimator>,
+    broadcaster: Arc<ChainBroadcaster>,
+    /// `None` without a chain source; else whether the last sync round succeeded.
+    chain_synced: Option<Arc<AtomicBool>>,
     state: Mutex<State>,
     policy: RwLock<Option<Arc<dyn IncomingPolicy>>>,
     /// Woken when an incoming event is appended.
@@ -347,7 +370,8 @@ fn user_config(config: &LdkConfig) -> UserConfig {
     c.channel_config.forwarding_fee_proportional_millionths =
         config.forwarding_fee_proportional_millionths;
     c.channel_config.cltv_expiry_delta = config.cltv_expiry_delta;
-    // No chain: dust never matters on chain, so do not let it limit small payments.
+    // Synthetic funding: these channels never reach the chain, so dust never matters there;
+    // do not let it limit small payments.
     c.channel_config.max_dust_htlc_exposure = MaxDustHTLCExposure::FixedLimitMsat(1_000_000_000);
     c.accept_forwards_to_priv_channels = config.accept_forwards_to_priv_channels;
     c.manually_accept_inbound_channels = true;
@@ -402,10 +426,24 @@ impl LdkNode {
             node: config.alias.clone(),
         });
         let store = Arc::new(FilesystemStore::new(config.data_dir.join("kv")));
-        let fee_est = Arc::new(FixedFeeEstimator);
-        let broadcaster = Arc::new(NoChainBroadcaster {
-            node: config.alias.clone(),
-        });
+        let chain = match &config.chain_source {
+            Some(source) => Some(ChainClient::connect(source, Arc::clone(&logger))?),
+            None => None,
+        };
+        let (fee_est, broadcaster, broadcast_task) = match &chain {
+            Some(client) => {
+                let fees = Arc::new(ChainFeeEstimator::from_source());
+                // Before LDK asks anything (a channel manager read checks fee rates).
+                chain_source::refresh_fees(&config.alias, client, &fees).await;
+                let (b, task) = ChainBroadcaster::spawn(&config.alias, client.clone());
+                (fees, Arc::new(b), Some(task))
+            }
+            None => (
+                Arc::new(ChainFeeEstimator::fixed(FEERATE_FLOOR_SAT_PER_KW)),
+                Arc::new(ChainBroadcaster::none(&config.alias)),
+                None,
+            ),
+        };
 
         let graph = match read_optional(
             &store,
@@ -445,7 +483,7 @@ impl LdkNode {
             Arc::clone(&keys),
         ));
         let chain_monitor: Arc<ChainMonitorT> = Arc::new(ChainMonitor::new(
-            None,
+            chain.as_ref().and_then(ChainClient::filter),
             Arc::clone(&broadcaster),
             Arc::clone(&logger),
             Arc::clone(&fee_est),
@@ -464,6 +502,21 @@ impl LdkNode {
             CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE,
             CHANNEL_MANAGER_PERSISTENCE_KEY,
         )?;
+        // A new node starts at the chain's tip (bitcoind: the validated header the block
+        // poller will start from).
+        let mut rpc_start = None;
+        let new_best_block = match (&chain, &manager_bytes) {
+            (Some(ChainClient::Rpc(rpc)), None) => {
+                let tip = lightning_block_sync::init::validate_best_block_header(&**rpc)
+                    .await
+                    .map_err(|e| LdkError::Chain(format!("bitcoind tip: {}", e.into_inner())))?;
+                rpc_start = Some(tip);
+                BestBlock::new(tip.header.block_hash(), tip.height)
+            }
+            (Some(client), None) => client.tip().await?,
+            _ => BestBlock::from_network(NETWORK),
+        };
+        let mut manager_block = None;
         let channel_manager: Arc<ChannelManagerT> = match manager_bytes {
             Some(buf) => {
                 let monitor_refs = monitors.iter().map(|(_, m)| m).collect();
@@ -480,8 +533,9 @@ impl LdkNode {
                     ucfg,
                     monitor_refs,
                 );
-                let (_, cm) = <(BlockHash, Arc<ChannelManagerT>)>::read(&mut &buf[..], args)
+                let (hash, cm) = <(BlockHash, Arc<ChannelManagerT>)>::read(&mut &buf[..], args)
                     .map_err(|e| LdkError::Corrupt(format!("channel manager: {e:?}")))?;
+                manager_block = Some(hash);
                 cm
             }
             None if !monitors.is_empty() => {
@@ -502,12 +556,31 @@ impl LdkNode {
                 ucfg,
                 ChainParameters {
                     network: NETWORK,
-                    best_block: BestBlock::from_network(NETWORK),
+                    best_block: new_best_block,
                 },
                 u32::try_from(now.as_secs()).unwrap_or(u32::MAX),
             )),
         };
-        for (_, monitor) in monitors {
+        // bitcoind: replay the blocks each of them missed before the monitors are watched.
+        let mut header_cache = lightning_block_sync::UnboundedCache::new();
+        let monitors: Vec<_> = match (&chain, manager_block) {
+            (Some(ChainClient::Rpc(rpc)), Some(hash)) => {
+                let (tip, monitors) = chain_source::synchronize_rpc(
+                    rpc,
+                    &mut header_cache,
+                    (hash, &channel_manager),
+                    monitors,
+                    &broadcaster,
+                    &fee_est,
+                    &logger,
+                )
+                .await?;
+                rpc_start = Some(tip);
+                monitors
+            }
+            _ => monitors.into_iter().map(|(_, m)| m).collect(),
+        };
+        for monitor in monitors {
             let channel_id: ChannelId = monitor.channel_id();
             chain_monitor
                 .load_existing_monitor(channel_id, monitor)
@@ -558,6 +631,7 @@ impl LdkNode {
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let policy = config.incoming_policy.clone();
+        let chain_synced = chain.as_ref().map(|_| Arc::new(AtomicBool::new(false)));
         let node = Arc::new(LdkNode {
             node_pubkey: to_node_pubkey(&pubkey),
             pubkey,
@@ -571,6 +645,9 @@ impl LdkNode {
             network_graph: graph,
             scorer,
             router,
+            fee_estimator: Arc::clone(&fee_est),
+            broadcaster: Arc::clone(&broadcaster),
+            chain_synced: chain_synced.clone(),
             state: Mutex::new(state),
             policy: RwLock::new(policy),
             events_notify: Notify::new(),
@@ -632,9 +709,33 @@ impl LdkNode {
         };
         let event_loop = {
             let node = Arc::clone(&node);
+            let stop_rx = stop_rx.clone();
             tokio::spawn(async move { node.run_event_loop(stop_rx).await })
         };
         node.lock_tasks().extend([accept, reconnect]);
+        if let (Some(client), Some(synced)) = (chain, chain_synced) {
+            let sync = chain_source::spawn_sync(
+                SyncParts {
+                    alias: node.config.alias.clone(),
+                    client: client.clone(),
+                    channel_manager: Arc::clone(&node.channel_manager),
+                    chain_monitor: Arc::clone(&node.chain_monitor),
+                    interval: node.config.chain_poll_interval,
+                    synced,
+                },
+                rpc_start.map(|tip| (tip, header_cache)),
+                stop_rx.clone(),
+            );
+            let fees = chain_source::spawn_fee_refresh(
+                node.config.alias.clone(),
+                client,
+                Arc::clone(&node.fee_estimator),
+                node.config.fee_refresh_interval,
+                stop_rx.clone(),
+            );
+            node.lock_tasks().extend([sync, fees]);
+        }
+        node.lock_tasks().extend(broadcast_task);
         *node.event_loop.lock().await = Some(event_loop);
         tracing::info!(
             node = %node.config.alias,
@@ -710,6 +811,28 @@ impl LdkNode {
         self.stopped.load(Ordering::SeqCst)
     }
 
+    /// The best block the node has processed: (height, hash).
+    pub fn best_block(&self) -> (u32, BlockHash) {
+        let b = self.channel_manager.current_best_block();
+        (b.height, b.block_hash)
+    }
+
+    /// `None` without a chain source; else whether the last round of chain sync succeeded
+    /// (the node had caught up with the source's tip as of that round).
+    pub fn chain_synced(&self) -> Option<bool> {
+        self.chain_synced.as_ref().map(|s| s.load(Ordering::SeqCst))
+    }
+
+    /// The fee estimator LDK uses (cached estimates from the chain source).
+    pub fn fee_estimator(&self) -> &ChainFeeEstimator {
+        &self.fee_estimator
+    }
+
+    /// The broadcaster LDK uses (queues to the chain source).
+    pub fn broadcaster(&self) -> &ChainBroadcaster {
+        &self.broadcaster
+    }
+
     /// Sets (or replaces) the policy asked before claiming incoming keysends.
     pub fn set_incoming_policy(&self, policy: Arc<dyn IncomingPolicy>) {
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Some(policy);
@@ -757,7 +880,7 @@ impl LdkNode {
     }
 
     /// Opens a zero-conf channel of `capacity_sats` to a connected peer, pushing `push_msat` to
-    /// it. There is no wallet and no chain: the channel is funded by a synthetic transaction
+    /// it. There is no on-chain wallet yet: the channel is funded by a synthetic transaction
     /// that is never broadcast (development networks only). Returns when LDK accepted the
     /// request; the channel becomes usable once the peer accepts it (see
     /// [`LdkNode::list_channels`]).
@@ -1156,7 +1279,10 @@ impl LdkNode {
             .await;
         self.chain_monitor
             .process_pending_events_async(|event| async move {
-                tracing::debug!(?event, "chain monitor event (no chain: ignored)");
+                tracing::info!(
+                    ?event,
+                    "chain monitor event (not handled: no on-chain wallet)"
+                );
                 Ok(())
             })
             .await;

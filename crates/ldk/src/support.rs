@@ -1,4 +1,4 @@
-//! LDK plumbing: type aliases, logger, fee estimator, broadcaster, seed, synthetic funding.
+//! LDK plumbing: type aliases, logger, seed, synthetic funding.
 
 use std::io::{self, ErrorKind, Write as _};
 use std::path::Path;
@@ -9,7 +9,6 @@ use bitcoin::hashes::Hash as _;
 use bitcoin::transaction::Version;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
 use lightning::chain::Filter;
-use lightning::chain::chaininterface::{BroadcasterInterface, ConfirmationTarget, FeeEstimator};
 use lightning::chain::chainmonitor::ChainMonitor;
 use lightning::ln::channelmanager::ChannelManager;
 use lightning::ln::peer_handler::{IgnoringMessageHandler, PeerManager};
@@ -21,6 +20,9 @@ use lightning::sign::{InMemorySigner, KeysManager};
 use lightning::util::logger::{Level, Logger, Record};
 use lightning_net_tokio::SocketDescriptor;
 use lightning_persister::fs_store::FilesystemStore;
+
+use crate::broadcast::ChainBroadcaster;
+use crate::fees::ChainFeeEstimator;
 
 /// Forwards LDK's log records to `tracing`, tagged with the node's alias.
 pub(crate) struct LdkLogger {
@@ -45,30 +47,6 @@ impl Logger for LdkLogger {
     }
 }
 
-/// Constant fee rates: there is no chain to estimate from. Every node of the devnet uses the same
-/// numbers, so peers never disagree about commitment fees.
-pub(crate) struct FixedFeeEstimator;
-
-impl FeeEstimator for FixedFeeEstimator {
-    fn get_est_sat_per_1000_weight(&self, _target: ConfirmationTarget) -> u32 {
-        // The minimum relay fee (1 sat/vB); the smallest value LDK accepts.
-        253
-    }
-}
-
-/// Records what LDK asks to broadcast; nothing is ever published.
-pub(crate) struct NoChainBroadcaster {
-    pub(crate) node: String,
-}
-
-impl BroadcasterInterface for NoChainBroadcaster {
-    fn broadcast_transactions(&self, txs: &[&Transaction]) {
-        for tx in txs {
-            tracing::debug!(node = %self.node, txid = %tx.compute_txid(), "not broadcasting (no chain)");
-        }
-    }
-}
-
 pub(crate) type Logr = Arc<LdkLogger>;
 pub(crate) type Graph = NetworkGraph<Logr>;
 pub(crate) type Scorer = ProbabilisticScorer<Arc<Graph>, Logr>;
@@ -84,19 +62,19 @@ pub(crate) type MsgRouter = DefaultMessageRouter<Arc<Graph>, Logr, Arc<KeysManag
 pub(crate) type ChainMonitorT = ChainMonitor<
     InMemorySigner,
     Arc<dyn Filter + Send + Sync>,
-    Arc<NoChainBroadcaster>,
-    Arc<FixedFeeEstimator>,
+    Arc<ChainBroadcaster>,
+    Arc<ChainFeeEstimator>,
     Logr,
     Arc<FilesystemStore>,
     Arc<KeysManager>,
 >;
 pub(crate) type ChannelManagerT = ChannelManager<
     Arc<ChainMonitorT>,
-    Arc<NoChainBroadcaster>,
+    Arc<ChainBroadcaster>,
     Arc<KeysManager>,
     Arc<KeysManager>,
     Arc<KeysManager>,
-    Arc<FixedFeeEstimator>,
+    Arc<ChainFeeEstimator>,
     Arc<RouterT>,
     Arc<MsgRouter>,
     Logr,
@@ -149,6 +127,19 @@ pub(crate) fn load_or_create_seed(path: &Path) -> io::Result<[u8; 32]> {
     }
 }
 
+/// The witness of a synthetic funding transaction's input: a signature-sized and a
+/// pubkey-sized item of filler bytes, which no real signature or key is.
+fn synthetic_witness() -> Witness {
+    Witness::from_slice(&[vec![0x30u8; 72], vec![0x02u8; 33]])
+}
+
+/// Whether `tx` is a funding transaction made by [`synthetic_funding_tx`] (the broadcaster
+/// keeps those off the chain, which would refuse them: their input does not exist).
+pub(crate) fn is_synthetic_funding(tx: &Transaction) -> bool {
+    let filler = synthetic_witness();
+    tx.input.len() == 1 && tx.input[0].witness == filler
+}
+
 /// A funding transaction that spends a made-up output. It is never broadcast; LDK only needs
 /// it to look like a signed segwit transaction (a non-empty witness on every input).
 pub(crate) fn synthetic_funding_tx(value_sats: u64, output_script: ScriptBuf) -> Transaction {
@@ -160,11 +151,25 @@ pub(crate) fn synthetic_funding_tx(value_sats: u64, output_script: ScriptBuf) ->
             previous_output: OutPoint { txid, vout: 0 },
             script_sig: ScriptBuf::new(),
             sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-            witness: Witness::from_slice(&[vec![0x30u8; 72], vec![0x02u8; 33]]),
+            witness: synthetic_witness(),
         }],
         output: vec![TxOut {
             value: Amount::from_sat(value_sats),
             script_pubkey: output_script,
         }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_funding_is_recognised_and_a_signed_spend_is_not() {
+        let tx = synthetic_funding_tx(1000, ScriptBuf::new());
+        assert!(is_synthetic_funding(&tx));
+        let mut real = tx.clone();
+        real.input[0].witness = Witness::from_slice(&[vec![0x30u8; 71], vec![0x02u8; 33]]);
+        assert!(!is_synthetic_funding(&real));
     }
 }

@@ -487,8 +487,18 @@ pub struct DevnetPeer {
     pub inbound_msat: u64,
 }
 
+/// The best block of a development network's chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevnetChainTip {
+    /// Height.
+    pub height: u32,
+    /// Block hash (hex, as bitcoind shows it).
+    pub hash: String,
+}
+
 /// The development network's outside world: nodes other than ours that tests and the
-/// `satchel devnet` commands use to pay us, be paid by us and keysend to us.
+/// `satchel devnet` commands use to pay us, be paid by us and keysend to us; and, for a devnet
+/// with a chain, the chain's controls (the defaults answer that there is no chain).
 #[async_trait]
 pub trait DevnetControl: Send + Sync {
     /// Backend name (`scripted`, `ldk-devnet`).
@@ -521,6 +531,26 @@ pub trait DevnetControl: Send + Sync {
         amount: Msat,
         records: CustomRecords,
     ) -> Result<(PaymentHash, PayOutcome), LnError>;
+
+    /// The chain's best block; `None` for a devnet without a chain.
+    async fn chain_tip(&self) -> Result<Option<DevnetChainTip>, LnError> {
+        Ok(None)
+    }
+
+    /// Mines `blocks` blocks; returns their hashes.
+    async fn mine(&self, _blocks: u32) -> Result<Vec<String>, LnError> {
+        Err(LnError::NotSupported)
+    }
+
+    /// Replaces the last `blocks` blocks with `blocks + 1` new ones; returns the new hashes.
+    async fn reorg(&self, _blocks: u32) -> Result<Vec<String>, LnError> {
+        Err(LnError::NotSupported)
+    }
+
+    /// Pays `sats` on chain to `address` from the devnet's faucet; returns the txid.
+    async fn fund(&self, _address: &str, _sats: u64) -> Result<String, LnError> {
+        Err(LnError::NotSupported)
+    }
 }
 
 /// Everything Satchel needs from a node.

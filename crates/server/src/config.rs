@@ -10,7 +10,7 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
     /// The embedded LDK node plus an in-process development network (alice, hub, carol):
-    /// real Lightning payments, no blockchain. The default.
+    /// real Lightning payments over an in-process regtest chain. The default.
     Devnet,
     /// Deterministic simulation; no real payments.
     Scripted,
@@ -18,6 +18,16 @@ pub enum BackendKind {
     Lnd,
     /// A Core Lightning node over JSON-RPC (unix socket) or CLNRest.
     Cln,
+}
+
+/// How our devnet node reads the devnet's chain (the peers always use bitcoind RPC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DevnetChainKind {
+    /// bitcoind JSON-RPC.
+    #[default]
+    Rpc,
+    /// Esplora REST.
+    Esplora,
 }
 
 impl BackendKind {
@@ -59,6 +69,8 @@ pub struct FileConfig {
     pub backend: Option<String>,
     /// Network for the scripted backend.
     pub network: Option<String>,
+    /// How our devnet node reads the devnet chain: `rpc` or `esplora`.
+    pub devnet_chain: Option<String>,
     /// Seconds a payment request waits before answering "pending".
     pub payment_wait_secs: Option<u64>,
     /// Wallet receiving keysends without a routing TLV.
@@ -147,6 +159,10 @@ pub struct ConfigArgs {
     /// Lightning backend.
     #[arg(long, env = "SATCHEL_BACKEND")]
     pub backend: Option<String>,
+    /// How our devnet node reads the devnet's chain: `rpc` (bitcoind JSON-RPC, default) or
+    /// `esplora`.
+    #[arg(long, env = "SATCHEL_DEVNET_CHAIN")]
+    pub devnet_chain: Option<String>,
     /// Network (scripted backend): regtest, testnet, signet, bitcoin.
     #[arg(long, env = "SATCHEL_NETWORK")]
     pub network: Option<String>,
@@ -285,6 +301,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Backend.
     pub backend: BackendKind,
+    /// Our devnet node's chain dialect.
+    pub devnet_chain: DevnetChainKind,
     /// Network.
     pub network: satchel_domain::Network,
     /// Wait for payment outcomes.
@@ -429,6 +447,17 @@ impl ConfigArgs {
             .unwrap_or_else(|| "regtest".into())
             .parse()
             .map_err(|e: String| anyhow::anyhow!(e))?;
+        let devnet_chain = match self
+            .devnet_chain
+            .clone()
+            .or(file.devnet_chain)
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("rpc") => DevnetChainKind::Rpc,
+            Some("esplora") => DevnetChainKind::Esplora,
+            Some(other) => bail!("devnet_chain must be `rpc` or `esplora`, not {other:?}"),
+        };
         let listener_defaults = crate::listener::ListenerSettings::default();
         let throttle_defaults = satchel_api::http::throttle::AuthThrottleConfig::default();
         Ok(Config {
@@ -440,6 +469,7 @@ impl ConfigArgs {
             database_url,
             data_dir,
             backend,
+            devnet_chain,
             network,
             payment_wait: Duration::from_secs(
                 self.payment_wait_secs
@@ -733,6 +763,24 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(defaults.resolve().unwrap().min_fee_limit_msat, 0);
+    }
+
+    #[test]
+    fn devnet_chain_defaults_to_rpc_and_accepts_esplora_only_besides() {
+        let with = |v: Option<&str>| {
+            ConfigArgs {
+                data_dir: Some("/nonexistent-satchel".into()),
+                devnet_chain: v.map(str::to_owned),
+                ..Default::default()
+            }
+            .resolve()
+            .map(|c| c.devnet_chain)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(with(None), Ok(DevnetChainKind::Rpc));
+        assert_eq!(with(Some("rpc")), Ok(DevnetChainKind::Rpc));
+        assert_eq!(with(Some("esplora")), Ok(DevnetChainKind::Esplora));
+        assert!(with(Some("electrum")).is_err_and(|e| e.contains("devnet_chain")));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `/devnet/...`: drive the development network from outside (pay our invoices, make outside
-//! invoices, send keysends to us). Mounted only when a development backend runs, and answers only
-//! loopback clients.
+//! invoices, send keysends to us; mine, reorg and fund on its chain). Mounted only when a
+//! development backend runs, and answers only loopback clients.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -46,6 +46,52 @@ pub struct DevInfo {
     pub node_pubkey: String,
     /// Peers.
     pub peers: Vec<PeerInfo>,
+    /// The devnet chain's best block (absent for a devnet without a chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<TipInfo>,
+}
+
+/// A chain's best block.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TipInfo {
+    /// Height.
+    pub height: u32,
+    /// Block hash.
+    pub hash: String,
+}
+
+/// `POST /devnet/mine` and `POST /devnet/reorg`.
+#[derive(Deserialize, Serialize, Debug)]
+pub struct BlocksReq {
+    /// How many blocks to mine (reorg: to replace).
+    pub blocks: u32,
+}
+
+/// The answer to `POST /devnet/mine` and `POST /devnet/reorg`.
+#[derive(Deserialize, Serialize, Debug)]
+pub struct BlocksResp {
+    /// The new blocks' hashes, oldest first.
+    pub blocks: Vec<String>,
+    /// The best block afterwards.
+    pub tip: Option<TipInfo>,
+}
+
+/// `POST /devnet/fund`.
+#[derive(Deserialize, Serialize, Debug)]
+pub struct FundReq {
+    /// A regtest address.
+    pub address: String,
+    /// Amount in sats.
+    pub sats: u64,
+}
+
+/// The answer to `POST /devnet/fund`.
+#[derive(Deserialize, Serialize, Debug)]
+pub struct FundResp {
+    /// The faucet's transaction (in the mempool; the auto-miner confirms it shortly).
+    pub txid: String,
+    /// The best block when it was sent.
+    pub tip: Option<TipInfo>,
 }
 
 /// `POST /devnet/invoice`.
@@ -89,6 +135,7 @@ pub struct KeysendReq {
 fn ln_err(e: LnError) -> ApiError {
     match e {
         LnError::Rejected(m) => ApiError::bad_request(m),
+        LnError::NotSupported => ApiError::bad_request("this devnet backend has no chain"),
         other => ApiError::internal(other),
     }
 }
@@ -109,8 +156,20 @@ fn outcome_json(o: &PayOutcome) -> serde_json::Value {
     }
 }
 
+async fn tip(s: &DevState) -> Result<Option<TipInfo>, ApiError> {
+    Ok(s.devnet
+        .chain_tip()
+        .await
+        .map_err(ln_err)?
+        .map(|t| TipInfo {
+            height: t.height,
+            hash: t.hash,
+        }))
+}
+
 async fn info(State(s): State<DevState>) -> Result<Json<DevInfo>, ApiError> {
     let peers = s.devnet.peers().await.map_err(ln_err)?;
+    let chain = tip(&s).await?;
     Ok(Json(DevInfo {
         backend: s.devnet.kind().into(),
         network: s.node.network.name().into(),
@@ -124,6 +183,40 @@ async fn info(State(s): State<DevState>) -> Result<Json<DevInfo>, ApiError> {
                 inbound_msat: p.inbound_msat,
             })
             .collect(),
+        chain,
+    }))
+}
+
+async fn mine(
+    State(s): State<DevState>,
+    Json(r): Json<BlocksReq>,
+) -> Result<Json<BlocksResp>, ApiError> {
+    let blocks = s.devnet.mine(r.blocks).await.map_err(ln_err)?;
+    Ok(Json(BlocksResp {
+        blocks,
+        tip: tip(&s).await?,
+    }))
+}
+
+async fn reorg(
+    State(s): State<DevState>,
+    Json(r): Json<BlocksReq>,
+) -> Result<Json<BlocksResp>, ApiError> {
+    let blocks = s.devnet.reorg(r.blocks).await.map_err(ln_err)?;
+    Ok(Json(BlocksResp {
+        blocks,
+        tip: tip(&s).await?,
+    }))
+}
+
+async fn fund(
+    State(s): State<DevState>,
+    Json(r): Json<FundReq>,
+) -> Result<Json<FundResp>, ApiError> {
+    let txid = s.devnet.fund(&r.address, r.sats).await.map_err(ln_err)?;
+    Ok(Json(FundResp {
+        txid,
+        tip: tip(&s).await?,
     }))
 }
 
@@ -203,6 +296,9 @@ pub fn router(devnet: Arc<dyn DevnetControl>, node: NodeInfoData) -> Router {
         .route("/devnet/invoice", post(invoice))
         .route("/devnet/pay", post(pay))
         .route("/devnet/keysend", post(keysend))
+        .route("/devnet/mine", post(mine))
+        .route("/devnet/reorg", post(reorg))
+        .route("/devnet/fund", post(fund))
         .with_state(DevState { devnet, node })
         .layer(axum::middleware::from_fn(loopback_only))
 }

@@ -237,6 +237,34 @@ enum DevnetCmd {
         #[arg(long = "tlv")]
         tlv: Vec<String>,
     },
+    /// Mine blocks on the devnet's chain (returns once the nodes have them).
+    Mine {
+        /// How many blocks (1 to 1008).
+        blocks: u32,
+        /// Print the server's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the chain's last N blocks with N+1 empty ones (their transactions go back to
+    /// the mempool).
+    Reorg {
+        /// How many blocks to replace (1 to 1008).
+        blocks: u32,
+        /// Print the server's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pay sats on chain to a regtest address from the devnet's faucet.
+    Fund {
+        /// A regtest address (bcrt1...).
+        address: String,
+        /// Amount in sats.
+        #[arg(long)]
+        sats: u64,
+        /// Print the server's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl NodeCmd {
@@ -457,12 +485,24 @@ async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
                 bail!("the devnet backend runs on regtest only");
             }
             let dir = cfg.data_dir.join("devnet");
-            let d =
-                Arc::new(satchel_ldk::Devnet::start(&dir).await.map_err(|e| {
-                    anyhow::anyhow!("starting the devnet in {}: {e}", dir.display())
-                })?);
+            let d = Arc::new(
+                satchel_ldk::Devnet::start_on(
+                    &dir,
+                    satchel_ldk::DevnetOptions::default(),
+                    match cfg.devnet_chain {
+                        satchel::config::DevnetChainKind::Rpc => {
+                            satchel_ldk::DevnetChain::BitcoindRpc
+                        }
+                        satchel::config::DevnetChainKind::Esplora => {
+                            satchel_ldk::DevnetChain::Esplora
+                        }
+                    },
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("starting the devnet in {}: {e}", dir.display()))?,
+            );
             tracing::info!(
-                "Lightning backend: embedded LDK node on an in-process devnet (alice, hub, carol); real Lightning payments, no blockchain. Drive it with `satchel devnet`."
+                "Lightning backend: embedded LDK node on an in-process devnet (alice, hub, carol) following an in-process regtest chain; real Lightning payments. Drive it with `satchel devnet` (mine, reorg, fund, pay, ...)."
             );
             (d.node(), Some(d.clone() as Arc<dyn DevnetControl>), Some(d))
         }
@@ -682,8 +722,60 @@ async fn devnet_cmd(
         None => format!("http://{}", config.resolve()?.listen),
     };
     let http = reqwest::Client::new();
+    // Commands with a one-line human answer; `--json` prints the server's JSON instead.
+    let mut human: Option<fn(&serde_json::Value) -> String> = None;
     let (path, body) = match cmd {
         DevnetCmd::Info => ("/devnet/info", None),
+        DevnetCmd::Mine { blocks, json } => {
+            if !json {
+                human = Some(|v| {
+                    format!(
+                        "mined {} block(s); tip {} {}",
+                        v["blocks"].as_array().map_or(0, Vec::len),
+                        v["tip"]["height"],
+                        v["tip"]["hash"].as_str().unwrap_or("?")
+                    )
+                });
+            }
+            (
+                "/devnet/mine",
+                Some(serde_json::to_value(devnet::BlocksReq { blocks })?),
+            )
+        }
+        DevnetCmd::Reorg { blocks, json } => {
+            if !json {
+                human = Some(|v| {
+                    format!(
+                        "reorganised: {} new block(s); tip {} {}",
+                        v["blocks"].as_array().map_or(0, Vec::len),
+                        v["tip"]["height"],
+                        v["tip"]["hash"].as_str().unwrap_or("?")
+                    )
+                });
+            }
+            (
+                "/devnet/reorg",
+                Some(serde_json::to_value(devnet::BlocksReq { blocks })?),
+            )
+        }
+        DevnetCmd::Fund {
+            address,
+            sats,
+            json,
+        } => {
+            if !json {
+                human = Some(|v| {
+                    format!(
+                        "sent in {} (the auto-miner confirms it shortly)",
+                        v["txid"].as_str().unwrap_or("?")
+                    )
+                });
+            }
+            (
+                "/devnet/fund",
+                Some(serde_json::to_value(devnet::FundReq { address, sats })?),
+            )
+        }
         DevnetCmd::Invoice { node, sats, memo } => (
             "/devnet/invoice",
             Some(serde_json::to_value(devnet::InvoiceReq {
@@ -739,11 +831,17 @@ async fn devnet_cmd(
     .with_context(|| format!("contacting {url} (is `satchel serve` running?)"))?;
     let status = resp.status();
     let text = resp.text().await?;
-    let pretty = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok())
-        .unwrap_or(text);
-    println!("{pretty}");
+    let parsed = serde_json::from_str::<serde_json::Value>(&text).ok();
+    match (human, &parsed) {
+        (Some(line), Some(v)) if status.is_success() => println!("{}", line(v)),
+        _ => {
+            let pretty = parsed
+                .as_ref()
+                .and_then(|v| serde_json::to_string_pretty(v).ok())
+                .unwrap_or(text);
+            println!("{pretty}");
+        }
+    }
     if !status.is_success() {
         bail!("server answered {status}");
     }

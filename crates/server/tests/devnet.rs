@@ -598,12 +598,15 @@ async fn node_metrics_from_the_embedded_node() {
     assert!(
         value(&text, "satchel_node_channel_balance_msat{side=\"remote\"}").is_some_and(|v| v > 0.0)
     );
-    assert!(value(&text, "satchel_node_block_height").is_some());
-    // No chain source of its own: no sync lag is claimed.
+    // The node follows the devnet's chain: its height is the chain's, and a sync lag, when
+    // claimed, is 0 (claimed only after a sync round that reached the source's tip).
+    assert_eq!(
+        value(&text, "satchel_node_block_height"),
+        Some(f64::from(devnet.chain_tip().0)),
+        "{text}"
+    );
     assert!(
-        !text
-            .lines()
-            .any(|l| l.starts_with("satchel_node_sync_lag_seconds")),
+        value(&text, "satchel_node_sync_lag_seconds").is_none_or(|v| v == 0.0),
         "{text}"
     );
     match std::process::Command::new("promtool")

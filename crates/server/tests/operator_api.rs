@@ -509,13 +509,22 @@ async fn node_info_and_channels_on_the_devnet_and_the_cli() {
     let op = Op::new(&running.url());
     let sec = secret(&data_dir);
 
-    let (st, n) = op.get(&sec, "/node").await;
-    assert_eq!(st, StatusCode::OK, "{n}");
+    // The node follows the devnet's chain: its height is the chain's, and it says it is synced
+    // once its first round of chain sync has run.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let n = loop {
+        let (st, n) = op.get(&sec, "/node").await;
+        assert_eq!(st, StatusCode::OK, "{n}");
+        if n["synced"] == true || tokio::time::Instant::now() >= deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(n["backend"], "devnet");
     assert_eq!(n["network"], "regtest");
     assert_eq!(n["pubkey"], running.services.ctx.pubkey().to_string());
-    assert!(n["block_height"].is_u64(), "{n}");
-    assert!(n["synced"].is_null(), "{n}");
+    assert_eq!(n["block_height"], devnet.chain_tip().0, "{n}");
+    assert_eq!(n["synced"], true, "{n}");
 
     // Our node's channels: to alice and to hub, as the devnet peers see them.
     let peers = control.peers().await.unwrap();
@@ -580,6 +589,62 @@ async fn node_info_and_channels_on_the_devnet_and_the_cli() {
         other.to_str().unwrap(),
     ]);
     assert!(!ok && out.contains(".operator_cookie"), "{out}");
+
+    // `satchel devnet mine/reorg/fund` drive the chain; node info follows it.
+    let (ok, out) = satchel_cli(&["devnet", "mine", "3", "--server", &base]);
+    assert!(ok, "{out}");
+    let (height, hash) = devnet.chain_tip();
+    assert_eq!(
+        out.trim(),
+        format!("mined 3 block(s); tip {height} {hash}"),
+        "{out}"
+    );
+    let (st, n) = op.get(&sec, "/node").await;
+    assert_eq!(st, StatusCode::OK, "{n}");
+    assert_eq!(
+        n["block_height"], height,
+        "mine returns once the nodes have the blocks"
+    );
+    let (ok, out) = satchel_cli(&["devnet", "reorg", "2", "--json", "--server", &base]);
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{out}"));
+    assert_eq!(v["blocks"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v["tip"]["height"], height + 1, "{v}");
+    assert_eq!(v["tip"]["hash"], devnet.chain_tip().1.to_string(), "{v}");
+    let (_, n) = op.get(&sec, "/node").await;
+    assert_eq!(n["block_height"], height + 1, "{n}");
+    let address = devnet.chain().faucet_address().to_string();
+    let (ok, out) = satchel_cli(&[
+        "devnet", "fund", &address, "--sats", "20000", "--json", "--server", &base,
+    ]);
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{out}"));
+    let txid: bitcoin::Txid = v["txid"].as_str().unwrap().parse().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !devnet
+        .chain()
+        .with_state(|st| st.tx_index.contains_key(&txid))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never confirmed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (ok, out) = satchel_cli(&["devnet", "mine", "0", "--server", &base]);
+    assert!(!ok && out.contains("block count"), "{out}");
+    let (ok, out) = satchel_cli(&[
+        "devnet",
+        "fund",
+        "not-an-address",
+        "--sats",
+        "1000",
+        "--server",
+        &base,
+    ]);
+    assert!(!ok && out.contains("invalid address"), "{out}");
+    // The devnet info shows the chain's tip.
+    let (ok, out) = satchel_cli(&["devnet", "info", "--server", &base]);
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{out}"));
+    assert_eq!(v["chain"]["height"], devnet.chain_tip().0, "{v}");
 
     running.shutdown().await;
     devnet.stop().await.unwrap();
