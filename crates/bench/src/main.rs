@@ -567,12 +567,15 @@ async fn fresh_pg(admin: &str) -> anyhow::Result<String> {
     Ok(format!("{base}/{name}"))
 }
 
+/// Acknowledged two_process requests: index and reply body.
+type Acked = Arc<std::sync::Mutex<Vec<(usize, Vec<u8>)>>>;
+
 /// What a two_process run must find in the books afterwards.
 struct TwoProcess {
     /// (payer, payee) pool indexes of each request.
     pairs: Vec<(usize, usize)>,
     /// Acknowledged requests: index and reply body.
-    acked: Arc<std::sync::Mutex<Vec<(usize, Vec<u8>)>>>,
+    acked: Acked,
     /// The pool's balances (msat) before the run.
     before: Vec<i64>,
 }
@@ -1382,4 +1385,39 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&args.out, &text)?;
     eprintln!("wrote {}", args.out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random pairs are two different wallets of the pool, and every wallet is drawn both as
+    /// payer and as payee (so many_wallets really spreads its writes).
+    #[test]
+    fn pairs_are_distinct_and_cover_the_pool() {
+        let n = 50;
+        let mut payers = vec![0usize; n];
+        let mut payees = vec![0usize; n];
+        for i in 0..20_000 {
+            let (from, to) = pair(i, n, 64);
+            assert!(from < n && to < n);
+            assert_ne!(from, to);
+            payers[from] += 1;
+            payees[to] += 1;
+        }
+        assert!(payers.iter().all(|&k| k > 0));
+        assert!(payees.iter().all(|&k| k > 0));
+        // Another salt, another sequence: each concurrency level pays other pairs.
+        let differs = (0..100)
+            .filter(|&i| pair(i, n, 64) != pair(i, n, 16))
+            .count();
+        assert!(differs > 50);
+    }
+
+    #[test]
+    fn scenario_names_take_either_separator() {
+        assert_eq!(canonical("many-wallets"), "many_wallets");
+        assert!(pool_scenario(&canonical("two-process")));
+        assert!(!pool_scenario(&canonical("internal_payment")));
+    }
 }
