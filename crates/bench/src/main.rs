@@ -6,6 +6,16 @@
 //! answers, bounded by a request count and a time limit. It reports req/s, p50/p90/p99 latency,
 //! the server's CPU time per request and its peak RSS (both read from /proc), writes a Markdown
 //! table, and ends with `satchel audit`, which must be clean.
+//!
+//! Three scenarios are run only when named, because their setup is heavier: they pay between
+//! a pool of `--wallets` wallets (10,000 by default), created through the API and funded by
+//! transfers, once per database.
+//! - `many_wallets`: internal payments between random pairs of the pool, so the writes spread
+//!   over many rows instead of one hot pair;
+//! - `hot_wallet`: the pool pays one merchant wallet, the row every payment locks;
+//! - `two_process` (Postgres only): a second `satchel serve` on the same database, the load
+//!   split between the two; then every acknowledged payment must be in the books, the pool's
+//!   total unchanged and each balance what the replies add up to, and the audit clean.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -32,7 +42,8 @@ struct Args {
     /// Concurrency levels (connections).
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     concurrency: Vec<usize>,
-    /// Scenarios to run.
+    /// Scenarios to run (`-` and `_` are the same: `many-wallets` is `many_wallets`).
+    /// Not in the default list: many_wallets, hot_wallet, two_process (see the module docs).
     #[arg(
         long,
         value_delimiter = ',',
@@ -51,6 +62,10 @@ struct Args {
     /// History rows for list_1m.
     #[arg(long, default_value_t = 1_000_000)]
     history_rows: u64,
+    /// Wallets in the pool that many_wallets, hot_wallet and two_process pay between (created
+    /// through the API, funded by transfers, once per database).
+    #[arg(long, default_value_t = 10_000)]
+    wallets: usize,
     /// The satchel binary (default: next to this one).
     #[arg(long)]
     satchel: Option<PathBuf>,
@@ -141,11 +156,14 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// Starts `satchel serve`. The first server on a database creates the account and prints its
+/// key; pass that key as `sak` to start another server on the same database.
 async fn start_server(
     bin: &Path,
     db_url: &str,
     data_dir: &Path,
     backend: &str,
+    sak: Option<&str>,
 ) -> anyhow::Result<Server> {
     let port = free_port()?;
     let mut child = Command::new(bin)
@@ -177,12 +195,15 @@ async fn start_server(
             }
         }
     });
-    let sak = rx
-        .recv_timeout(Duration::from_secs(120))
-        .context("server printed no sak")?;
+    let sak = match sak {
+        Some(k) => k.to_owned(),
+        None => rx
+            .recv_timeout(Duration::from_secs(120))
+            .context("server printed no sak")?,
+    };
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    for _ in 0..600 {
+    for _ in 0..1200 {
         if http.get(format!("{base}/v1/wallets")).send().await.is_ok() {
             return Ok(Server {
                 child,
@@ -252,6 +273,23 @@ impl Client {
             bail!("{path}: {status} {}", String::from_utf8_lossy(&body));
         }
         Ok(())
+    }
+
+    /// A measured POST whose reply is kept (unparsed) for checks after the run.
+    async fn hit_post_keep(&self, path: &str, body: Value) -> anyhow::Result<Vec<u8>> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .header("X-Api-Key", &self.key)
+            .send()
+            .await?;
+        let status = r.status();
+        let body = r.bytes().await?;
+        if !status.is_success() {
+            bail!("{path}: {status} {}", String::from_utf8_lossy(&body));
+        }
+        Ok(body.to_vec())
     }
 
     /// A measured GET (see [`Client::hit`]).
@@ -324,45 +362,65 @@ mod futures_like {
         std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
 }
 
-/// Runs `job` closed-loop on `concurrency` connections until `limit` requests or `secs` pass.
-async fn run(
-    base: &str,
-    key: &str,
-    pid: u32,
+/// One server's share of a run: `concurrency` connections to `base`, together sending `limit`
+/// requests; request `i` (0-based within the lane) is `job(client, i)`.
+struct Lane {
+    base: String,
     concurrency: usize,
     limit: usize,
-    secs: u64,
     job: Job,
-) -> anyhow::Result<(usize, usize, f64, Vec<u64>, f64, f64)> {
-    let next = Arc::new(AtomicUsize::new(0));
+}
+
+/// What a run measured, over all its lanes.
+struct Measured {
+    ok: usize,
+    errors: usize,
+    secs: f64,
+    /// Latencies of the successful requests, sorted (µs).
+    lat: Vec<u64>,
+    /// Server CPU (all `pids`) per request.
+    cpu_ms: f64,
+    /// The largest peak RSS among `pids`.
+    rss_mb: f64,
+}
+
+/// Runs every lane closed-loop at once until each has sent its `limit` requests or `secs`
+/// pass. CPU is summed over the server processes `pids`.
+async fn run(key: &str, pids: &[u32], lanes: Vec<Lane>, secs: u64) -> anyhow::Result<Measured> {
     let deadline = Instant::now() + Duration::from_secs(secs);
-    let ticks0 = cpu_ticks(pid);
+    let ticks0: u64 = pids.iter().map(|&p| cpu_ticks(p)).sum();
     let t0 = Instant::now();
     let mut handles = Vec::new();
-    for _ in 0..concurrency {
-        let client = Arc::new(Client::new(base, key)?);
-        let next = next.clone();
-        let job = job.clone();
-        handles.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut errors = 0usize;
-            let mut first_error: Option<String> = None;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= limit || Instant::now() >= deadline {
-                    break;
-                }
-                let t = Instant::now();
-                match job(client.clone(), i).await {
-                    Ok(()) => lat.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)),
-                    Err(e) => {
-                        errors += 1;
-                        first_error.get_or_insert_with(|| e.to_string());
+    for lane in lanes {
+        let next = Arc::new(AtomicUsize::new(0));
+        for _ in 0..lane.concurrency {
+            let client = Arc::new(Client::new(&lane.base, key)?);
+            let next = next.clone();
+            let job = lane.job.clone();
+            let limit = lane.limit;
+            handles.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut errors = 0usize;
+                let mut first_error: Option<String> = None;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= limit || Instant::now() >= deadline {
+                        break;
+                    }
+                    let t = Instant::now();
+                    match job(client.clone(), i).await {
+                        Ok(()) => {
+                            lat.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX))
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| e.to_string());
+                        }
                     }
                 }
-            }
-            (lat, errors, first_error)
-        }));
+                (lat, errors, first_error)
+            }));
+        }
     }
     let mut lat = Vec::new();
     let mut errors = 0;
@@ -375,7 +433,8 @@ async fn run(
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    let ticks = cpu_ticks(pid).saturating_sub(ticks0) as f64;
+    let ticks1: u64 = pids.iter().map(|&p| cpu_ticks(p)).sum();
+    let ticks = ticks1.saturating_sub(ticks0) as f64;
     let ok = lat.len();
     let cpu_ms = if ok + errors > 0 {
         ticks * 1000.0 / clk_tck() / (ok + errors) as f64
@@ -383,7 +442,15 @@ async fn run(
         0.0
     };
     lat.sort_unstable();
-    Ok((ok, errors, secs, lat, cpu_ms, peak_rss_mb(pid)))
+    let rss_mb = pids.iter().map(|&p| peak_rss_mb(p)).fold(0.0, f64::max);
+    Ok(Measured {
+        ok,
+        errors,
+        secs,
+        lat,
+        cpu_ms,
+        rss_mb,
+    })
 }
 
 fn pct(sorted_us: &[u64], p: f64) -> f64 {
@@ -500,7 +567,39 @@ async fn fresh_pg(admin: &str) -> anyhow::Result<String> {
     Ok(format!("{base}/{name}"))
 }
 
-async fn bench_db(args: &Args, bin: &Path, db: &str) -> anyhow::Result<Vec<Row>> {
+/// Acknowledged two_process requests: index and reply body.
+type Acked = Arc<std::sync::Mutex<Vec<(usize, Vec<u8>)>>>;
+
+/// What a two_process run must find in the books afterwards.
+struct TwoProcess {
+    /// (payer, payee) pool indexes of each request.
+    pairs: Vec<(usize, usize)>,
+    /// Acknowledged requests: index and reply body.
+    acked: Acked,
+    /// The pool's balances (msat) before the run.
+    before: Vec<i64>,
+}
+
+/// Runs `satchel audit`; its report, or an error if the books do not balance.
+fn audit(bin: &Path, db_url: &str) -> anyhow::Result<String> {
+    let out = Command::new(bin)
+        .args(["audit", "--database-url", db_url])
+        .env("RUST_LOG", "warn")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() {
+        bail!("audit failed on {db_url}: {text}");
+    }
+    Ok(text)
+}
+
+/// Benchmarks one database; lines for the report's notes go to `notes`.
+async fn bench_db(
+    args: &Args,
+    bin: &Path,
+    db: &str,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<Row>> {
     let tmp = std::env::temp_dir().join(format!("satchel-bench-{}-{db}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
@@ -510,7 +609,7 @@ async fn bench_db(args: &Args, bin: &Path, db: &str) -> anyhow::Result<Vec<Row>>
         other => bail!("unknown db {other}"),
     };
     eprintln!("== {db}: starting server ({db_url})");
-    let srv = start_server(bin, &db_url, &tmp, &args.backend).await?;
+    let srv = start_server(bin, &db_url, &tmp, &args.backend, None).await?;
     let pid = srv.child.id();
     let admin = Client::new(&srv.base, &srv.sak)?;
     let a = create_wallet(&admin, "bench A").await?;
@@ -518,8 +617,20 @@ async fn bench_db(args: &Args, bin: &Path, db: &str) -> anyhow::Result<Vec<Row>>
     let max_c = args.concurrency.iter().copied().max().unwrap_or(1);
     let fast_total = args.requests * args.concurrency.len();
     // Enough for every internal payment and transfer at 1 sat, plus the Lightning scenarios.
-    let needed =
-        u64::try_from(2 * fast_total + 10 * args.ln_requests * args.concurrency.len())? + 10_000;
+    let scenarios: Vec<String> = args.scenarios.iter().map(|s| canonical(s)).collect();
+    let pooled = scenarios.iter().any(|s| pool_scenario(s));
+    if pooled && args.wallets < 2 {
+        bail!("--wallets must be at least 2");
+    }
+    let pool_each = pool_sats_each(args);
+    let pool_total = if pooled {
+        pool_each * u64::try_from(args.wallets)?
+    } else {
+        0
+    };
+    let needed = u64::try_from(2 * fast_total + 10 * args.ln_requests * args.concurrency.len())?
+        + 10_000
+        + pool_total;
     eprintln!("   funding wallet A with {needed} sats from alice");
     let mut left = needed;
     while left > 0 {
@@ -535,140 +646,336 @@ async fn bench_db(args: &Args, bin: &Path, db: &str) -> anyhow::Result<Vec<Row>>
     let mut rows = Vec::new();
     // The list_1m wallet, seeded once and measured at every concurrency: (list path, GET path).
     let mut history: Option<(String, String)> = None;
-    for scenario in &args.scenarios {
+    // The pool of wallets (many_wallets, hot_wallet, two_process), made once.
+    let mut pool: Option<Arc<Vec<Wallet>>> = None;
+    // hot_wallet's merchant.
+    let mut merchant: Option<Wallet> = None;
+    // two_process's second server on the same database.
+    let mut second: Option<Server> = None;
+    for scenario in &scenarios {
+        if scenario == "two_process" && db != "postgres" {
+            eprintln!("   two_process: Postgres only, skipped on {db}");
+            continue;
+        }
         for &c in &args.concurrency {
-            let (limit, job): (usize, Job) = match scenario.as_str() {
-                "get_wallet" => {
-                    let p = format!("/v1/wallet/{}", a.waka);
-                    (
-                        args.requests,
-                        Arc::new(move |cl: Arc<Client>, _| {
-                            let p = p.clone();
-                            Box::pin(async move { cl.hit_get(&p).await })
-                        }),
-                    )
+            let pool = if pool_scenario(scenario) {
+                if pool.is_none() {
+                    eprintln!("   pool: {} wallets", args.wallets);
+                    let made =
+                        make_pool(&srv.base, &srv.sak, &a, args.wallets, pool_each, max_c).await?;
+                    pool = Some(Arc::new(made));
                 }
-                "create_invoice" => {
-                    let p = format!("/v1/wallet/{}/invoice", b.waka);
-                    (
-                        args.requests,
-                        Arc::new(move |cl: Arc<Client>, _| {
-                            let p = p.clone();
-                            Box::pin(async move {
-                                cl.hit_post(&p, json!({"num_satoshis": 1, "memo": "bench"}))
-                                    .await
-                            })
-                        }),
-                    )
-                }
-                "transfer" => {
-                    let p = format!("/v1/wallet/{}/transfer", a.waka);
-                    let dest = b.id.clone();
-                    (
-                        args.requests,
-                        Arc::new(move |cl: Arc<Client>, _| {
-                            let p = p.clone();
-                            let d = dest.clone();
-                            Box::pin(async move {
-                                cl.hit_post(&p, json!({"dest_wallet_id": d, "num_satoshis": 1}))
-                                    .await
-                            })
-                        }),
-                    )
-                }
-                "internal_payment" => {
-                    // Invoices of B are made before the clock starts; the run times A paying them.
-                    let n = args.requests.min(c.max(1) * 2000);
-                    eprintln!("   {scenario} c={c}: preparing {n} invoices");
+                pool.clone().context("pool")?
+            } else {
+                Arc::new(Vec::new())
+            };
+            let mut pids = vec![pid];
+            // two_process: what each acknowledged request was, for the checks after the run.
+            let mut two: Option<TwoProcess> = None;
+            let lanes: Vec<Lane> = match scenario.as_str() {
+                "many_wallets" => {
+                    let n = args.requests;
+                    let pairs: Vec<(usize, usize)> =
+                        (0..n).map(|i| pair(i, pool.len(), c as u64)).collect();
+                    eprintln!("   {scenario} c={c}: preparing {n} invoices of random payees");
+                    let payees = pairs.iter().map(|&(_, to)| pool[to].waka.clone()).collect();
                     let invoices =
-                        Arc::new(make_invoices(&srv.base, &srv.sak, &b, n, max_c).await?);
-                    let p = format!("/v1/wallet/{}/withdraw", a.waka);
-                    (
-                        n,
-                        Arc::new(move |cl: Arc<Client>, i| {
-                            let p = p.clone();
+                        Arc::new(make_invoices_for(&srv.base, &srv.sak, payees, max_c).await?);
+                    let paths: Arc<Vec<String>> = Arc::new(
+                        pairs
+                            .iter()
+                            .map(|&(from, _)| format!("/v1/wallet/{}/withdraw", pool[from].waka))
+                            .collect(),
+                    );
+                    vec![Lane {
+                        base: srv.base.clone(),
+                        concurrency: c,
+                        limit: n,
+                        job: Arc::new(move |cl: Arc<Client>, i| {
+                            let p = paths[i].clone();
                             let pr = invoices[i].clone();
                             Box::pin(async move {
                                 cl.hit_post(&p, json!({"payment_request": pr})).await
                             })
                         }),
-                    )
+                    }]
                 }
-                "keysend" => {
-                    let p = format!("/v1/wallet/{}/keysend", a.waka);
-                    let dest = carol.clone();
-                    (
-                        args.ln_requests,
-                        Arc::new(move |cl: Arc<Client>, _| {
-                            let p = p.clone();
-                            let d = dest.clone();
+                "hot_wallet" => {
+                    let m = match &merchant {
+                        Some(m) => m.clone(),
+                        None => merchant
+                            .insert(create_wallet(&admin, "merchant").await?)
+                            .clone(),
+                    };
+                    let n = args.requests;
+                    eprintln!("   {scenario} c={c}: preparing {n} merchant invoices");
+                    let invoices = Arc::new(
+                        make_invoices_for(&srv.base, &srv.sak, vec![m.waka.clone(); n], max_c)
+                            .await?,
+                    );
+                    // Payers take turns, so each pays about n / wallets times.
+                    let paths: Arc<Vec<String>> = Arc::new(
+                        pool.iter()
+                            .map(|w| format!("/v1/wallet/{}/withdraw", w.waka))
+                            .collect(),
+                    );
+                    vec![Lane {
+                        base: srv.base.clone(),
+                        concurrency: c,
+                        limit: n,
+                        job: Arc::new(move |cl: Arc<Client>, i| {
+                            let p = paths[i % paths.len()].clone();
+                            let pr = invoices[i].clone();
                             Box::pin(async move {
-                                cl.hit_post(&p, json!({"dest_pubkey": d, "num_satoshis": 1, "fee_limit_msat": 2000})).await
+                                cl.hit_post(&p, json!({"payment_request": pr})).await
                             })
                         }),
-                    )
+                    }]
                 }
-                "withdraw" => {
-                    let n = args.ln_requests;
-                    eprintln!("   {scenario} c={c}: preparing {n} carol invoices");
-                    let mut prs = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        let v = admin
-                            .post(
-                                "/devnet/invoice",
-                                json!({"node": "carol", "sats": 1, "memo": "bench"}),
-                            )
-                            .await?;
-                        prs.push(v["payment_request"].as_str().context("pr")?.to_owned());
+                "two_process" => {
+                    if second.is_none() {
+                        eprintln!("   {scenario}: starting a second server on {db_url}");
+                        let dir = tmp.join("second");
+                        std::fs::create_dir_all(&dir)?;
+                        second = Some(
+                            start_server(bin, &db_url, &dir, &args.backend, Some(&srv.sak)).await?,
+                        );
                     }
-                    let prs = Arc::new(prs);
-                    let p = format!("/v1/wallet/{}/withdraw", a.waka);
-                    (
-                        n,
-                        Arc::new(move |cl: Arc<Client>, i| {
-                            let p = p.clone();
-                            let pr = prs[i].clone();
-                            Box::pin(async move {
-                                cl.hit_post(
-                                    &p,
-                                    json!({"payment_request": pr, "fee_limit_msat": 2000}),
-                                )
-                                .await
-                            })
-                        }),
-                    )
-                }
-                "list_1m" => {
-                    let (pl, pw) = match &history {
-                        Some(paths) => paths.clone(),
-                        None => {
-                            let h = create_wallet(&admin, "history").await?;
-                            let sink = create_wallet(&admin, "history sink").await?;
-                            eprintln!("   {scenario}: seeding {} history rows", args.history_rows);
-                            let acct = account_of(&db_url, &h.id).await?;
-                            let t = Instant::now();
-                            seed_history(&db_url, &acct, &h.id, &sink.id, args.history_rows)
-                                .await?;
-                            eprintln!("   seeded in {:.1}s", t.elapsed().as_secs_f64());
-                            let paths = (
-                                format!("/v1/wallet/{}/transactions", h.waka),
-                                format!("/v1/wallet/{}", h.waka),
-                            );
-                            history.insert(paths).clone()
+                    let other = second.as_ref().context("second server")?;
+                    pids.push(other.child.id());
+                    let n = args.requests;
+                    // Connections and requests split between the two servers in proportion.
+                    let c1 = c.div_ceil(2);
+                    let n1 = n * c1 / c.max(1);
+                    let pairs: Vec<(usize, usize)> = (0..n)
+                        .map(|i| pair(i, pool.len(), (c as u64) | 1 << 20))
+                        .collect();
+                    eprintln!(
+                        "   {scenario} c={c}: preparing {n} invoices, each on the server that pays it"
+                    );
+                    let payee_keys = |r: std::ops::Range<usize>| -> Vec<String> {
+                        pairs[r]
+                            .iter()
+                            .map(|&(_, to)| pool[to].waka.clone())
+                            .collect()
+                    };
+                    let mut invoices =
+                        make_invoices_for(&srv.base, &srv.sak, payee_keys(0..n1), max_c).await?;
+                    invoices.extend(
+                        make_invoices_for(&other.base, &srv.sak, payee_keys(n1..n), max_c).await?,
+                    );
+                    let invoices = Arc::new(invoices);
+                    let paths: Arc<Vec<String>> = Arc::new(
+                        pairs
+                            .iter()
+                            .map(|&(from, _)| format!("/v1/wallet/{}/withdraw", pool[from].waka))
+                            .collect(),
+                    );
+                    let acked = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
+                    let before = pool_balances(&db_url, &pool).await?;
+                    let lane = |base: &str, conns: usize, offset: usize, limit: usize| {
+                        let (paths, invoices, acked) =
+                            (paths.clone(), invoices.clone(), acked.clone());
+                        Lane {
+                            base: base.to_owned(),
+                            concurrency: conns,
+                            limit,
+                            job: Arc::new(move |cl: Arc<Client>, i| {
+                                let i = offset + i;
+                                let p = paths[i].clone();
+                                let pr = invoices[i].clone();
+                                let acked = acked.clone();
+                                Box::pin(async move {
+                                    let body = cl
+                                        .hit_post_keep(&p, json!({"payment_request": pr}))
+                                        .await?;
+                                    acked
+                                        .lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .push((i, body));
+                                    anyhow::Ok(())
+                                })
+                            }),
                         }
                     };
-                    (
-                        args.requests,
-                        Arc::new(move |cl: Arc<Client>, i| {
-                            let p = if i % 2 == 0 { pl.clone() } else { pw.clone() };
-                            Box::pin(async move { cl.hit_get(&p).await })
-                        }),
-                    )
+                    let lanes = vec![
+                        lane(&srv.base, c1, 0, n1),
+                        lane(&other.base, c - c1, n1, n - n1),
+                    ];
+                    two = Some(TwoProcess {
+                        pairs,
+                        acked,
+                        before,
+                    });
+                    lanes
                 }
-                other => bail!("unknown scenario {other}"),
+                _ => {
+                    let (limit, job): (usize, Job) = match scenario.as_str() {
+                        "get_wallet" => {
+                            let p = format!("/v1/wallet/{}", a.waka);
+                            (
+                                args.requests,
+                                Arc::new(move |cl: Arc<Client>, _| {
+                                    let p = p.clone();
+                                    Box::pin(async move { cl.hit_get(&p).await })
+                                }),
+                            )
+                        }
+                        "create_invoice" => {
+                            let p = format!("/v1/wallet/{}/invoice", b.waka);
+                            (
+                                args.requests,
+                                Arc::new(move |cl: Arc<Client>, _| {
+                                    let p = p.clone();
+                                    Box::pin(async move {
+                                        cl.hit_post(&p, json!({"num_satoshis": 1, "memo": "bench"}))
+                                            .await
+                                    })
+                                }),
+                            )
+                        }
+                        "transfer" => {
+                            let p = format!("/v1/wallet/{}/transfer", a.waka);
+                            let dest = b.id.clone();
+                            (
+                                args.requests,
+                                Arc::new(move |cl: Arc<Client>, _| {
+                                    let p = p.clone();
+                                    let d = dest.clone();
+                                    Box::pin(async move {
+                                        cl.hit_post(
+                                            &p,
+                                            json!({"dest_wallet_id": d, "num_satoshis": 1}),
+                                        )
+                                        .await
+                                    })
+                                }),
+                            )
+                        }
+                        "internal_payment" => {
+                            // Invoices of B are made before the clock starts; the run times A paying them.
+                            let n = args.requests.min(c.max(1) * 2000);
+                            eprintln!("   {scenario} c={c}: preparing {n} invoices");
+                            let invoices =
+                                Arc::new(make_invoices(&srv.base, &srv.sak, &b, n, max_c).await?);
+                            let p = format!("/v1/wallet/{}/withdraw", a.waka);
+                            (
+                                n,
+                                Arc::new(move |cl: Arc<Client>, i| {
+                                    let p = p.clone();
+                                    let pr = invoices[i].clone();
+                                    Box::pin(async move {
+                                        cl.hit_post(&p, json!({"payment_request": pr})).await
+                                    })
+                                }),
+                            )
+                        }
+                        "keysend" => {
+                            let p = format!("/v1/wallet/{}/keysend", a.waka);
+                            let dest = carol.clone();
+                            (
+                                args.ln_requests,
+                                Arc::new(move |cl: Arc<Client>, _| {
+                                    let p = p.clone();
+                                    let d = dest.clone();
+                                    Box::pin(async move {
+                                        cl.hit_post(&p, json!({"dest_pubkey": d, "num_satoshis": 1, "fee_limit_msat": 2000})).await
+                                    })
+                                }),
+                            )
+                        }
+                        "withdraw" => {
+                            let n = args.ln_requests;
+                            eprintln!("   {scenario} c={c}: preparing {n} carol invoices");
+                            let mut prs = Vec::with_capacity(n);
+                            for _ in 0..n {
+                                let v = admin
+                                    .post(
+                                        "/devnet/invoice",
+                                        json!({"node": "carol", "sats": 1, "memo": "bench"}),
+                                    )
+                                    .await?;
+                                prs.push(v["payment_request"].as_str().context("pr")?.to_owned());
+                            }
+                            let prs = Arc::new(prs);
+                            let p = format!("/v1/wallet/{}/withdraw", a.waka);
+                            (
+                                n,
+                                Arc::new(move |cl: Arc<Client>, i| {
+                                    let p = p.clone();
+                                    let pr = prs[i].clone();
+                                    Box::pin(async move {
+                                        cl.hit_post(
+                                            &p,
+                                            json!({"payment_request": pr, "fee_limit_msat": 2000}),
+                                        )
+                                        .await
+                                    })
+                                }),
+                            )
+                        }
+                        "list_1m" => {
+                            let (pl, pw) = match &history {
+                                Some(paths) => paths.clone(),
+                                None => {
+                                    let h = create_wallet(&admin, "history").await?;
+                                    let sink = create_wallet(&admin, "history sink").await?;
+                                    eprintln!(
+                                        "   {scenario}: seeding {} history rows",
+                                        args.history_rows
+                                    );
+                                    let acct = account_of(&db_url, &h.id).await?;
+                                    let t = Instant::now();
+                                    seed_history(
+                                        &db_url,
+                                        &acct,
+                                        &h.id,
+                                        &sink.id,
+                                        args.history_rows,
+                                    )
+                                    .await?;
+                                    eprintln!("   seeded in {:.1}s", t.elapsed().as_secs_f64());
+                                    let paths = (
+                                        format!("/v1/wallet/{}/transactions", h.waka),
+                                        format!("/v1/wallet/{}", h.waka),
+                                    );
+                                    history.insert(paths).clone()
+                                }
+                            };
+                            (
+                                args.requests,
+                                Arc::new(move |cl: Arc<Client>, i| {
+                                    let p = if i % 2 == 0 { pl.clone() } else { pw.clone() };
+                                    Box::pin(async move { cl.hit_get(&p).await })
+                                }),
+                            )
+                        }
+                        other => bail!("unknown scenario {other}"),
+                    };
+                    vec![Lane {
+                        base: srv.base.clone(),
+                        concurrency: c,
+                        limit,
+                        job,
+                    }]
+                }
             };
-            let (ok, errors, secs, lat, cpu, rss) =
-                run(&srv.base, &srv.sak, pid, c, limit, args.secs, job).await?;
+            let Measured {
+                ok,
+                errors,
+                secs,
+                lat,
+                cpu_ms: cpu,
+                rss_mb: rss,
+            } = run(&srv.sak, &pids, lanes, args.secs).await?;
+            if let Some(t) = two {
+                let acked = std::mem::take(&mut *t.acked.lock().unwrap_or_else(|e| e.into_inner()));
+                let checked =
+                    verify_two_process(&db_url, &pool, &t.pairs, &acked, &t.before, errors).await?;
+                let audit = audit(&srv.bin, &srv.db_url)?.replace('\n', "; ");
+                eprintln!("   {scenario} c={c}: {checked}; {audit}");
+                notes.push(format!("{db} {scenario} c={c}: {checked}; {audit}."));
+            }
             let row = Row {
                 db: db.to_owned(),
                 scenario: scenario.clone(),
@@ -698,18 +1005,252 @@ async fn bench_db(args: &Args, bin: &Path, db: &str) -> anyhow::Result<Vec<Row>>
         }
     }
     // The books must balance after all of it.
-    let out = Command::new(&srv.bin)
-        .args(["audit", "--database-url", &srv.db_url])
-        .env("RUST_LOG", "warn")
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    eprintln!("   {}", text.trim().replace('\n', "\n   "));
-    if !out.status.success() {
-        bail!("audit failed on {db}: {text}");
-    }
+    let text = audit(&srv.bin, &srv.db_url)?;
+    eprintln!("   {}", text.replace('\n', "\n   "));
+    drop(second);
     drop(srv);
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(rows)
+}
+
+/// Scenarios that pay between the wallets of the pool (`--wallets`).
+fn pool_scenario(s: &str) -> bool {
+    matches!(s, "many_wallets" | "hot_wallet" | "two_process")
+}
+
+/// A scenario's name as given (`many-wallets`) in its canonical form (`many_wallets`).
+fn canonical(s: &str) -> String {
+    s.replace('-', "_")
+}
+
+/// Sats each pool wallet is given: four times the payments it makes on average over all pool
+/// runs (payers are drawn at random), plus a margin.
+fn pool_sats_each(args: &Args) -> u64 {
+    let runs = args
+        .scenarios
+        .iter()
+        .filter(|s| pool_scenario(&canonical(s)))
+        .count()
+        * args.concurrency.len();
+    let per_wallet = (args.requests * runs).div_ceil(args.wallets.max(1));
+    u64::try_from(4 * per_wallet + 20).unwrap_or(u64::MAX)
+}
+
+/// SplitMix64: a fixed pseudo-random sequence, so a run's pairs are repeatable.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Request `i`'s (payer, payee) among `n >= 2` wallets: two different wallets, uniform.
+fn pair(i: usize, n: usize, salt: u64) -> (usize, usize) {
+    let n64 = n as u64;
+    let seed = (i as u64).wrapping_mul(2).wrapping_add(salt << 40);
+    let payee = (mix(seed) % n64) as usize;
+    let mut payer = (mix(seed + 1) % (n64 - 1)) as usize;
+    if payer >= payee {
+        payer += 1;
+    }
+    (payer, payee)
+}
+
+/// `f(client, i)` for every `i` in `0..n`, on `conns` connections at once; results in `i` order.
+async fn par_map<T, F, Fut>(
+    base: &str,
+    key: &str,
+    n: usize,
+    conns: usize,
+    f: F,
+) -> anyhow::Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(Arc<Client>, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>> + Send,
+{
+    let f = Arc::new(f);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..conns.clamp(1, n.max(1)) {
+        let c = Arc::new(Client::new(base, key)?);
+        let (f, next) = (f.clone(), next.clone());
+        handles.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                out.push((i, f(c.clone(), i).await?));
+            }
+            anyhow::Ok(out)
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for h in handles {
+        all.extend(h.await??);
+    }
+    all.sort_unstable_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, t)| t).collect())
+}
+
+/// Creates the pool's `n` wallets through the API and gives each `sats` by a transfer from
+/// `funder`, on `conns` connections at once.
+async fn make_pool(
+    base: &str,
+    sak: &str,
+    funder: &Wallet,
+    n: usize,
+    sats: u64,
+    conns: usize,
+) -> anyhow::Result<Vec<Wallet>> {
+    let t = Instant::now();
+    let pool = par_map(base, sak, n, conns, |c, i| async move {
+        create_wallet(&c, &format!("pool {i}")).await
+    })
+    .await?;
+    eprintln!(
+        "   created {n} wallets in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let ids = Arc::new(pool.iter().map(|w| w.id.clone()).collect::<Vec<_>>());
+    let path = format!("/v1/wallet/{}/transfer", funder.waka);
+    par_map(base, sak, n, conns, move |c, i| {
+        let (ids, path) = (ids.clone(), path.clone());
+        async move {
+            c.post(
+                &path,
+                json!({"dest_wallet_id": ids[i], "num_satoshis": sats}),
+            )
+            .await
+            .map(|_| ())
+        }
+    })
+    .await?;
+    eprintln!(
+        "   funded them with {sats} sats each in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(pool)
+}
+
+/// Invoices of 1 sat, the `i`-th on the wallet whose admin key is `payees[i]`, in that order.
+async fn make_invoices_for(
+    base: &str,
+    sak: &str,
+    payees: Vec<String>,
+    conns: usize,
+) -> anyhow::Result<Vec<String>> {
+    let payees = Arc::new(payees);
+    let n = payees.len();
+    par_map(base, sak, n, conns, move |c, i| {
+        let payees = payees.clone();
+        async move {
+            let v = c
+                .post(
+                    &format!("/v1/wallet/{}/invoice", payees[i]),
+                    json!({"num_satoshis": 1, "memo": "bench"}),
+                )
+                .await?;
+            anyhow::Ok(
+                v["payment_request"]
+                    .as_str()
+                    .context("payment_request")?
+                    .to_owned(),
+            )
+        }
+    })
+    .await
+}
+
+/// Every pool wallet's balance (msat), read from the database.
+async fn pool_balances(db_url: &str, pool: &[Wallet]) -> anyhow::Result<Vec<i64>> {
+    use sqlx::{Connection, Row};
+    let ids: Vec<String> = pool.iter().map(|w| w.id.clone()).collect();
+    let mut c = sqlx::PgConnection::connect(db_url).await?;
+    let rows = sqlx::query("SELECT id, balance_msat FROM wallets WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_all(&mut c)
+        .await?;
+    let mut by_id = std::collections::HashMap::new();
+    for r in rows {
+        by_id.insert(r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?);
+    }
+    pool.iter()
+        .map(|w| by_id.get(&w.id).copied().context("pool wallet missing"))
+        .collect()
+}
+
+/// After a two_process run: every acknowledged payment is in the books as its reply said, the
+/// pool's total is unchanged, and (if no request failed, so every payment's fate is known)
+/// each wallet's balance is exactly what the acknowledged payments make it.
+async fn verify_two_process(
+    db_url: &str,
+    pool: &[Wallet],
+    pairs: &[(usize, usize)],
+    acked: &[(usize, Vec<u8>)],
+    before: &[i64],
+    errors: usize,
+) -> anyhow::Result<String> {
+    use sqlx::{Connection, Row};
+    let mut wtx_ids = Vec::with_capacity(acked.len());
+    for (i, body) in acked {
+        let v: Value = serde_json::from_slice(body).context("reply is not JSON")?;
+        let (payer, _) = pairs[*i];
+        if v["wal"]["id"].as_str() != Some(pool[payer].id.as_str()) {
+            bail!("reply {i} names another wallet: {v}");
+        }
+        wtx_ids.push(v["id"].as_str().context("reply without id")?.to_owned());
+    }
+    let mut c = sqlx::PgConnection::connect(db_url).await?;
+    let rows = sqlx::query("SELECT id, wallet_id, amount_msat FROM wtxs WHERE id = ANY($1)")
+        .bind(&wtx_ids)
+        .fetch_all(&mut c)
+        .await?;
+    let mut found = std::collections::HashMap::new();
+    for r in rows {
+        found.insert(
+            r.try_get::<String, _>(0)?,
+            (r.try_get::<String, _>(1)?, r.try_get::<i64, _>(2)?),
+        );
+    }
+    let mut missing = 0usize;
+    for ((i, _), id) in acked.iter().zip(&wtx_ids) {
+        let (payer, _) = pairs[*i];
+        match found.get(id) {
+            Some((w, amount)) if *w == pool[payer].id && *amount == -1000 => {}
+            _ => missing += 1,
+        }
+    }
+    let after = pool_balances(db_url, pool).await?;
+    let (sum_before, sum_after): (i64, i64) = (before.iter().sum(), after.iter().sum());
+    let mut expected = before.to_vec();
+    for (i, _) in acked {
+        let (payer, payee) = pairs[*i];
+        expected[payer] -= 1000;
+        expected[payee] += 1000;
+    }
+    let off = expected.iter().zip(&after).filter(|(e, a)| e != a).count();
+    if missing > 0 || sum_before != sum_after || (errors == 0 && off > 0) {
+        bail!(
+            "two_process lost or changed money: {missing} of {} acknowledged payments missing, pool total {sum_before} -> {sum_after} msat, {off} wallets off the model",
+            acked.len()
+        );
+    }
+    Ok(if errors == 0 {
+        format!(
+            "{} acknowledged payments all in the books; pool total unchanged ({sum_after} msat); all {} balances as the model",
+            acked.len(),
+            pool.len()
+        )
+    } else {
+        format!(
+            "{} acknowledged payments all in the books; pool total unchanged ({sum_after} msat); {errors} failed requests, so balances checked only in total",
+            acked.len()
+        )
+    })
 }
 
 async fn make_invoices(
@@ -768,7 +1309,7 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), {mem:.0} GiB RAM, load generator on the same machine")
 }
 
-fn report(args: &Args, rows: &[Row]) -> String {
+fn report(args: &Args, rows: &[Row], notes: &[String]) -> String {
     let cmd: Vec<String> = std::env::args().collect();
     let mut s = String::new();
     s.push_str("# Satchel benchmarks\n\n");
@@ -799,7 +1340,19 @@ fn report(args: &Args, rows: &[Row]) -> String {
     }
     s.push_str("\nScenarios: `get_wallet` GET /v1/wallet/:key; `create_invoice` POST invoice; `internal_payment` wallet A pays wallet B's invoice (invoices made before the clock starts); ");
     s.push_str("`transfer` A→B 1 sat; `keysend` 1 sat to carol via hub (real LDK payments); `withdraw` A pays carol's invoices via hub; ");
-    s.push_str("`list_1m` alternates GET /v1/wallet/:key and the first page of its transactions on a wallet with that many rows of history. Every run ends with `satchel audit`, which was clean.\n");
+    s.push_str("`list_1m` alternates GET /v1/wallet/:key and the first page of its transactions on a wallet with that many rows of history; ");
+    s.push_str(&format!("`many_wallets`: internal payments of 1 sat between random pairs of {} wallets (the payee's invoices made before the clock starts); ", args.wallets));
+    s.push_str(
+        "`hot_wallet`: the same wallets, taking turns, pay one merchant wallet's invoices; ",
+    );
+    s.push_str("`two_process` (Postgres only): many_wallets' load split over two `satchel serve` processes on one database (connections and requests in halves, each paying invoices its own process issued); req/s is the combined rate, CPU both processes', RSS the larger one; afterwards every acknowledged payment must be in the books, the pool's total unchanged and each balance as a model of the replies says. ");
+    s.push_str("Every run ends with `satchel audit`, which was clean.\n");
+    for n in notes {
+        s.push_str(&format!("\n- {n}"));
+    }
+    if !notes.is_empty() {
+        s.push('\n');
+    }
     s
 }
 
@@ -821,14 +1374,50 @@ async fn main() -> anyhow::Result<()> {
         one => vec![one],
     };
     let mut rows = Vec::new();
+    let mut notes = Vec::new();
     for db in dbs {
-        rows.extend(bench_db(&args, &bin, db).await?);
+        rows.extend(bench_db(&args, &bin, db, &mut notes).await?);
     }
-    let text = report(&args, &rows);
+    let text = report(&args, &rows, &notes);
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&args.out, &text)?;
     eprintln!("wrote {}", args.out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random pairs are two different wallets of the pool, and every wallet is drawn both as
+    /// payer and as payee (so many_wallets really spreads its writes).
+    #[test]
+    fn pairs_are_distinct_and_cover_the_pool() {
+        let n = 50;
+        let mut payers = vec![0usize; n];
+        let mut payees = vec![0usize; n];
+        for i in 0..20_000 {
+            let (from, to) = pair(i, n, 64);
+            assert!(from < n && to < n);
+            assert_ne!(from, to);
+            payers[from] += 1;
+            payees[to] += 1;
+        }
+        assert!(payers.iter().all(|&k| k > 0));
+        assert!(payees.iter().all(|&k| k > 0));
+        // Another salt, another sequence: each concurrency level pays other pairs.
+        let differs = (0..100)
+            .filter(|&i| pair(i, n, 64) != pair(i, n, 16))
+            .count();
+        assert!(differs > 50);
+    }
+
+    #[test]
+    fn scenario_names_take_either_separator() {
+        assert_eq!(canonical("many-wallets"), "many_wallets");
+        assert!(pool_scenario(&canonical("two-process")));
+        assert!(!pool_scenario(&canonical("internal_payment")));
+    }
 }

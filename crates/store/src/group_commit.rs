@@ -56,6 +56,9 @@ pub(crate) struct WriterState {
     committed: u64,
     /// A flusher task is queued for the writer and will commit the open batch.
     flush_queued: bool,
+    /// The connection's change counter (`sqlite3_total_changes`) when the open batch began:
+    /// a batch that leaves it unchanged wrote no row, and its commit has nothing to flush.
+    changes_at_begin: u64,
     wal: Arc<WalSync>,
 }
 
@@ -73,6 +76,9 @@ pub(crate) struct WalSync {
     /// Highest batch number known durable. Held during a flush: concurrent committers queue
     /// behind one flush and usually find their batch already covered.
     synced: Mutex<u64>,
+    /// `fdatasync`s of the WAL made so far.
+    #[cfg_attr(not(test), allow(dead_code))]
+    flushes: std::sync::atomic::AtomicU64,
 }
 
 impl WalSync {
@@ -121,6 +127,7 @@ impl WalSync {
         Ok(WalSync {
             file,
             synced: Mutex::new(0),
+            flushes: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -136,6 +143,8 @@ impl WalSync {
         }
         // Everything committed by now is covered by this flush.
         let target = committed_now().max(seq);
+        self.flushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match blocking(|| file.sync_data()) {
             Ok(()) => {
                 *synced = target;
@@ -185,7 +194,10 @@ pub(crate) fn spawn_checkpointer(target: crate::sqlite::Target, alive: std::sync
 /// A committed batch whose operations are told once the WAL is flushed.
 #[must_use = "a committed batch must be made durable and answered"]
 struct Committed {
+    /// The last batch that wrote something, up to this one.
     seq: u64,
+    /// Whether this batch itself changed anything (else it waits only for earlier batches).
+    wrote: bool,
     /// When its `COMMIT` started (the flush latency metric runs to the answer).
     started: std::time::Instant,
     waiters: Waiters,
@@ -205,7 +217,9 @@ impl Committed {
                 state.try_lock().map_or(self.seq, |g| g.committed)
             })
             .await;
-        metrics::histogram!(FLUSH_SECONDS).record(self.started.elapsed().as_secs_f64());
+        if self.wrote {
+            metrics::histogram!(FLUSH_SECONDS).record(self.started.elapsed().as_secs_f64());
+        }
         for w in self.waiters {
             let _ = w.send(result.clone());
         }
@@ -220,6 +234,9 @@ pub const FLUSH_SECONDS: &str = "satchel_store_group_commit_flush_seconds";
 
 /// Durable commits performed (for tests and the benchmark's batch-size figure).
 pub(crate) static COMMITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Batches that changed no row, committed without a WAL flush (for tests).
+pub(crate) static EMPTY_COMMITS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
 
 const SAVEPOINT: &str = "SAVEPOINT satchel_op";
 const RELEASE: &str = "RELEASE SAVEPOINT satchel_op";
@@ -239,6 +256,7 @@ impl WriterState {
             r => r?,
         }
         self.in_tx = true;
+        self.changes_at_begin = self.conn.total_changes();
         Ok(())
     }
 
@@ -274,6 +292,12 @@ impl WriterState {
 
     /// Commits the open batch (if any). Its operations are answered by [`Committed::finish`],
     /// to be called after the writer lock is released.
+    ///
+    /// A batch that changed no row (an idle worker's purge that found nothing to delete, an
+    /// update whose `WHERE` matched nothing) appends nothing to the WAL, so it gets no batch
+    /// number and no flush of its own: its operations are answered once the batches committed
+    /// before it are durable (normally at once), since what they read may come from those.
+    /// So an idle server calls no `fdatasync`.
     fn flush(&mut self, state: &Arc<Mutex<WriterState>>) -> Option<Committed> {
         self.flush_queued = false;
         if !self.in_tx {
@@ -281,16 +305,25 @@ impl WriterState {
         }
         let conn = &self.conn;
         let started = std::time::Instant::now();
+        // The counter counts rows changed by INSERT, UPDATE and DELETE, triggers included.
+        // Schema changes are not counted, but they run only in migrations, whose transaction
+        // always inserts their `schema_version` row too.
+        let wrote = conn.total_changes() != self.changes_at_begin;
         // Without an fsync (unless checkpointing, or at synchronous=FULL): frames to the WAL.
         match blocking(|| run(conn, "COMMIT")) {
             Ok(()) => {
-                COMMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                #[allow(clippy::cast_precision_loss)] // a batch is far below 2^52 operations
-                metrics::histogram!(BATCH_SIZE).record(self.waiters.len() as f64);
                 self.in_tx = false;
-                self.committed = self.committed.saturating_add(1);
+                if wrote {
+                    COMMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    #[allow(clippy::cast_precision_loss)] // a batch is far below 2^52 operations
+                    metrics::histogram!(BATCH_SIZE).record(self.waiters.len() as f64);
+                    self.committed = self.committed.saturating_add(1);
+                } else {
+                    EMPTY_COMMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 Some(Committed {
                     seq: self.committed,
+                    wrote,
                     started,
                     waiters: std::mem::take(&mut self.waiters),
                     wal: Arc::clone(&self.wal),
@@ -319,6 +352,7 @@ impl Writer {
                 waiters: Vec::new(),
                 committed: 0,
                 flush_queued: false,
+                changes_at_begin: 0,
                 wal,
             })),
         })
@@ -355,6 +389,13 @@ impl Writer {
             .unwrap_or(-1);
         let durable = *g.wal.synced.lock().await;
         (g.committed, durable, sync)
+    }
+
+    /// `fdatasync`s of the WAL so far.
+    #[cfg(test)]
+    async fn wal_flushes(&self) -> u64 {
+        let g = self.state.lock().await;
+        g.wal.flushes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Commits whatever is open (used at shutdown).
@@ -568,6 +609,55 @@ mod tests {
         assert!(committed > committed_before);
         assert!(durable >= committed);
         assert_eq!(count(&t), 120);
+    }
+
+    /// A batch that changed no row (what an idle server's periodic purges are: a `DELETE` or
+    /// `UPDATE` matching nothing) is committed without flushing the WAL; its operations are
+    /// still answered, and the next batch that writes is flushed as before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_that_changed_nothing_is_not_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = target(&dir);
+        let w = Arc::new(setup(&t));
+        insert(&w, "a", 1).await.unwrap();
+        let (committed, durable, _) = w.progress().await;
+        let flushes = w.wal_flushes().await;
+        assert!(flushes > 0 && durable >= committed);
+
+        for _ in 0..10 {
+            let mut c = Conn::SqliteBatch(w.begin().await.unwrap(), Default::default());
+            let n = c
+                .exec("DELETE FROM t WHERE id = $1", args!["nobody"])
+                .await
+                .unwrap();
+            assert_eq!(n, 0);
+            c.exec("UPDATE t SET n = n + 1 WHERE id = $1", args!["nobody"])
+                .await
+                .unwrap();
+            c.commit().await.unwrap();
+        }
+        // Concurrent empty operations share batches; none is flushed either.
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let w = w.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut c = Conn::SqliteBatch(w.begin().await.unwrap(), Default::default());
+                c.exec("DELETE FROM t WHERE n < 0", args![]).await.unwrap();
+                c.commit().await.unwrap();
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(w.wal_flushes().await, flushes, "an empty batch was flushed");
+        assert_eq!(w.progress().await.0, committed);
+
+        // A write after the idle spell is flushed before it is acknowledged.
+        insert(&w, "b", 2).await.unwrap();
+        let (after, durable, _) = w.progress().await;
+        assert!(after > committed && durable >= after);
+        assert!(w.wal_flushes().await > flushes);
+        assert_eq!(count(&t), 2);
     }
 
     /// An in-memory database has no WAL file: commits stay synchronous inside SQLite.
