@@ -80,7 +80,7 @@ pub use fees::{ChainFeeEstimator, FEERATE_FLOOR_SAT_PER_KW, fallback_sat_per_kw}
 pub use node::{ChannelSummary, GraphEdge, LdkConfig, LdkNode};
 pub use wallet::{
     OnchainWallet, StoreError as WalletStoreError, TxSummary, UtxoSummary, WalletBalance,
-    WalletChainSource, WalletError,
+    WalletError,
 };
 
 /// Errors starting, stopping or driving an [`LdkNode`] or a [`Devnet`].
