@@ -163,9 +163,14 @@ impl ChainClient {
                 rpc_endpoint(url)?,
             )))),
             ChainSource::Esplora { url } => {
-                let client = esplora_client::Builder::new(url.trim_end_matches('/'))
-                    .build_async()
+                // The wallet's HTTP client (TLS on the workspace's provider): esplora-client's own
+                // builder would ask rustls for a process-wide default provider, which is unset.
+                let http = crate::wallet::esplora_http_client()
                     .map_err(|e| source_err("Esplora client", e))?;
+                let client = esplora_client::AsyncClient::from_client(
+                    url.trim_end_matches('/').to_owned(),
+                    http,
+                );
                 Ok(ChainClient::Esplora(Arc::new(
                     EsploraSyncClient::from_client(client, logger),
                 )))

@@ -104,6 +104,10 @@ pub enum LdkError {
     /// Something did not happen in time.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The on-chain wallet cannot fund what was asked (e.g. a channel larger than its
+    /// spendable balance).
+    #[error("funding: {0}")]
+    Funding(#[from] WalletError),
     /// The node has been stopped.
     #[error("node stopped")]
     Stopped,

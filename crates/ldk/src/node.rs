@@ -14,6 +14,7 @@ use bitcoin::Network as BtcNetwork;
 use bitcoin::constants::ChainHash;
 use bitcoin::secp256k1::PublicKey;
 use lightning::chain::BestBlock;
+use lightning::chain::chaininterface::{ConfirmationTarget, FeeEstimator};
 use lightning::chain::chainmonitor::ChainMonitor;
 use lightning::events::{Event, PaymentPurpose, ReplayEvent};
 use lightning::ln::channelmanager::{
@@ -64,6 +65,7 @@ use crate::support::{
     ChainMonitorT, ChannelManagerT, Graph, LdkLogger, PeerManagerT, RouterT, Scorer,
     load_or_create_seed, std_io, synthetic_funding_tx,
 };
+use crate::wallet::{OnchainWallet, WalletError};
 
 /// How long an [`IncomingPolicy`] may take before an incoming keysend is refused.
 const POLICY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,6 +79,12 @@ const PING_TIMER: Duration = Duration::from_secs(10);
 const GRAPH_PERSIST_TIMER: Duration = Duration::from_secs(600);
 /// Reconnection attempts to known peers.
 const RECONNECT_TIMER: Duration = Duration::from_secs(2);
+
+/// The fee target our channel funding transactions are built for: LDK has no funding target;
+/// a non-urgent spend of our own outputs is the closest.
+const FUNDING_FEE_TARGET: ConfirmationTarget = ConfirmationTarget::OutputSpendingFee;
+/// The wallet syncs at most this often (the chain poll interval may be shorter).
+const WALLET_SYNC_MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The network the node runs on: regtest (the devnet, and the chain sources it runs against).
 pub(crate) const NETWORK: BtcNetwork = BtcNetwork::Regtest;
@@ -183,6 +191,12 @@ pub struct ChannelSummary {
     pub outbound_scid: Option<u64>,
     /// The SCID alias our peer assigned, used in route hints for payments to us.
     pub inbound_scid: Option<u64>,
+    /// LDK's channel id (hex).
+    pub channel_id: String,
+    /// The funding transaction's id (synthetic in the chainless mode), once known.
+    pub funding_txid: Option<bitcoin::Txid>,
+    /// Confirmations of the funding transaction (`Some(0)` while unconfirmed).
+    pub confirmations: Option<u32>,
 }
 
 /// One direction of a channel, as injected into a node's network graph by
@@ -230,6 +244,9 @@ pub struct LdkNode {
     broadcaster: Arc<ChainBroadcaster>,
     /// `None` without a chain source; else whether the last sync round succeeded.
     chain_synced: Option<Arc<AtomicBool>>,
+    /// The on-chain wallet that funds our channels; `None` in the chainless mode (whose
+    /// channels are funded by synthetic transactions).
+    wallet: Option<Arc<OnchainWallet>>,
     state: Mutex<State>,
     policy: RwLock<Option<Arc<dyn IncomingPolicy>>>,
     /// Woken when an incoming event is appended.
@@ -428,6 +445,19 @@ impl LdkNode {
         let store = Arc::new(FilesystemStore::new(config.data_dir.join("kv")));
         let chain = match &config.chain_source {
             Some(source) => Some(ChainClient::connect(source, Arc::clone(&logger))?),
+            None => None,
+        };
+        let wallet = match &config.chain_source {
+            Some(source) => Some(Arc::new(
+                OnchainWallet::open(
+                    &config.data_dir.join("wallet"),
+                    &seed,
+                    NETWORK,
+                    source.clone(),
+                )
+                .await
+                .map_err(|e| LdkError::Chain(format!("on-chain wallet: {e}")))?,
+            )),
             None => None,
         };
         let (fee_est, broadcaster, broadcast_task) = match &chain {
@@ -648,6 +678,7 @@ impl LdkNode {
             fee_estimator: Arc::clone(&fee_est),
             broadcaster: Arc::clone(&broadcaster),
             chain_synced: chain_synced.clone(),
+            wallet,
             state: Mutex::new(state),
             policy: RwLock::new(policy),
             events_notify: Notify::new(),
@@ -734,6 +765,28 @@ impl LdkNode {
                 stop_rx.clone(),
             );
             node.lock_tasks().extend([sync, fees]);
+        }
+        if let Some(wallet) = node.wallet.clone() {
+            let wallet_sync = {
+                let node = Arc::clone(&node);
+                let mut stop_rx = stop_rx.clone();
+                tokio::spawn(async move {
+                    let interval = node
+                        .config
+                        .chain_poll_interval
+                        .max(WALLET_SYNC_MIN_INTERVAL);
+                    loop {
+                        if let Err(e) = wallet.sync().await {
+                            tracing::debug!(node = %node.config.alias, error = %e, "wallet sync");
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(interval) => {}
+                            _ = stop_rx.changed() => break,
+                        }
+                    }
+                })
+            };
+            node.lock_tasks().push(wallet_sync);
         }
         node.lock_tasks().extend(broadcast_task);
         *node.event_loop.lock().await = Some(event_loop);
@@ -879,11 +932,14 @@ impl LdkNode {
             .unwrap_or(false)
     }
 
-    /// Opens a zero-conf channel of `capacity_sats` to a connected peer, pushing `push_msat` to
-    /// it. There is no on-chain wallet yet: the channel is funded by a synthetic transaction
-    /// that is never broadcast (development networks only). Returns when LDK accepted the
-    /// request; the channel becomes usable once the peer accepts it (see
-    /// [`LdkNode::list_channels`]).
+    /// Opens a channel of `capacity_sats` to a connected peer, pushing `push_msat` to it
+    /// (zero-conf if the peer accepts that). With a chain source the funding transaction is
+    /// built and signed by our on-chain wallet ([`LdkNode::wallet`]) and broadcast by LDK; a
+    /// wallet that cannot pay `capacity_sats` now refuses here (`LdkError::Funding`), and one
+    /// that cannot when the peer has accepted makes the channel close unfunded. Without a
+    /// chain source the channel is funded by a synthetic transaction that is never broadcast
+    /// (development only). Returns when LDK accepted the request; the channel becomes usable
+    /// once the peer accepts it (see [`LdkNode::list_channels`]).
     ///
     /// Right after a connection the peer manager may already list the peer while the channel
     /// manager has not processed its `Init` yet and refuses with "Not connected" (seen when the
@@ -895,6 +951,20 @@ impl LdkNode {
         push_msat: u64,
     ) -> Result<(), LdkError> {
         let pk = from_node_pubkey(&counterparty).map_err(LdkError::Ldk)?;
+        if let Some(wallet) = &self.wallet {
+            // Refuse early what the wallet cannot fund, rather than after the peer's accept.
+            let b = wallet.balance().await;
+            let available = b
+                .confirmed
+                .checked_add(b.trusted_pending)
+                .unwrap_or(bitcoin::Amount::MAX_MONEY);
+            if available.to_sat() < capacity_sats {
+                return Err(LdkError::Funding(WalletError::InsufficientFunds {
+                    needed: bitcoin::Amount::from_sat(capacity_sats),
+                    available,
+                }));
+            }
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             if self.is_stopped() {
@@ -921,6 +991,12 @@ impl LdkNode {
         }
     }
 
+    /// The node's on-chain wallet (funds our channels, receives sweeps); `None` without a
+    /// chain source.
+    pub fn wallet(&self) -> Option<&Arc<OnchainWallet>> {
+        self.wallet.as_ref()
+    }
+
     /// Our channels.
     pub fn list_channels(&self) -> Vec<ChannelSummary> {
         self.channel_manager
@@ -935,6 +1011,9 @@ impl LdkNode {
                 forwarding_known: c.counterparty.forwarding_info.is_some(),
                 outbound_scid: c.get_outbound_payment_scid(),
                 inbound_scid: c.get_inbound_payment_scid(),
+                channel_id: c.channel_id.to_string(),
+                funding_txid: c.funding_txo.map(|o| o.txid),
+                confirmations: c.confirmations,
             })
             .collect()
     }
@@ -1307,7 +1386,41 @@ impl LdkNode {
                 output_script,
                 ..
             } => {
-                let tx = synthetic_funding_tx(channel_value_satoshis, output_script);
+                let tx = match &self.wallet {
+                    None => synthetic_funding_tx(channel_value_satoshis, output_script),
+                    Some(wallet) => {
+                        let fee_rate = bitcoin::FeeRate::from_sat_per_kwu(u64::from(
+                            self.fee_estimator
+                                .get_est_sat_per_1000_weight(FUNDING_FEE_TARGET),
+                        ));
+                        match wallet
+                            .build_funding_tx(output_script, channel_value_satoshis, fee_rate)
+                            .await
+                        {
+                            Ok(tx) => tx,
+                            Err(e) => {
+                                tracing::warn!(
+                                    node = alias,
+                                    peer = %counterparty_node_id,
+                                    error = %e,
+                                    "cannot fund the channel; closing it"
+                                );
+                                // Nothing was signed or broadcast: the unfunded channel just
+                                // goes away (the peer is told why).
+                                if let Err(e) =
+                                    self.channel_manager.force_close_broadcasting_latest_txn(
+                                        &temporary_channel_id,
+                                        &counterparty_node_id,
+                                        format!("funding failed: {e}"),
+                                    )
+                                {
+                                    tracing::warn!(node = alias, error = ?e, "closing unfunded channel");
+                                }
+                                return Ok(());
+                            }
+                        }
+                    }
+                };
                 if let Err(e) = self.channel_manager.funding_transaction_generated(
                     temporary_channel_id,
                     counterparty_node_id,

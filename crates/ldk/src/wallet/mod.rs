@@ -214,7 +214,7 @@ const ESPLORA_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The HTTP client for Esplora: HTTPS on the workspace's rustls provider (aws-lc-rs) with the
 /// platform's trust store, or plain HTTP (a local Esplora).
-fn esplora_http_client() -> Result<reqwest_esplora::Client, WalletError> {
+pub(crate) fn esplora_http_client() -> Result<reqwest_esplora::Client, WalletError> {
     use rustls_platform_verifier::BuilderVerifierExt;
     let failed = |e: String| WalletError::ChainSource(format!("Esplora client: {e}"));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
