@@ -387,8 +387,8 @@ fn user_config(config: &LdkConfig) -> UserConfig {
     c.channel_config.forwarding_fee_proportional_millionths =
         config.forwarding_fee_proportional_millionths;
     c.channel_config.cltv_expiry_delta = config.cltv_expiry_delta;
-    // Synthetic funding: these channels never reach the chain, so dust never matters there;
-    // do not let it limit small payments.
+    // Development-sized limit: dust HTLCs would be lost to fees only if a channel force-closes
+    // with them in flight; do not let the limit refuse small payments.
     c.channel_config.max_dust_htlc_exposure = MaxDustHTLCExposure::FixedLimitMsat(1_000_000_000);
     c.accept_forwards_to_priv_channels = config.accept_forwards_to_priv_channels;
     c.manually_accept_inbound_channels = true;
