@@ -37,12 +37,15 @@ use lightning::util::config::{MaxDustHTLCExposure, UserConfig};
 use lightning::util::errors::APIError;
 use lightning::util::persist::{
     CHANNEL_MANAGER_PERSISTENCE_KEY, CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE,
-    CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE, KVStoreSync, NETWORK_GRAPH_PERSISTENCE_KEY,
-    NETWORK_GRAPH_PERSISTENCE_PRIMARY_NAMESPACE, NETWORK_GRAPH_PERSISTENCE_SECONDARY_NAMESPACE,
+    CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE, KVStoreSync, KVStoreSyncWrapper,
+    NETWORK_GRAPH_PERSISTENCE_KEY, NETWORK_GRAPH_PERSISTENCE_PRIMARY_NAMESPACE,
+    NETWORK_GRAPH_PERSISTENCE_SECONDARY_NAMESPACE, OUTPUT_SWEEPER_PERSISTENCE_KEY,
+    OUTPUT_SWEEPER_PERSISTENCE_PRIMARY_NAMESPACE, OUTPUT_SWEEPER_PERSISTENCE_SECONDARY_NAMESPACE,
     SCORER_PERSISTENCE_KEY, SCORER_PERSISTENCE_PRIMARY_NAMESPACE,
     SCORER_PERSISTENCE_SECONDARY_NAMESPACE, read_channel_monitors,
 };
 use lightning::util::ser::{ReadableArgs, Writeable};
+use lightning::util::sweep::OutputSweeper;
 use lightning_persister::fs_store::FilesystemStore;
 
 use crate::invoice::InvoiceSigner;
@@ -62,7 +65,7 @@ use crate::records::{
     State, event_key,
 };
 use crate::support::{
-    ChainMonitorT, ChannelManagerT, Graph, LdkLogger, PeerManagerT, RouterT, Scorer,
+    ChainMonitorT, ChannelManagerT, Graph, LdkLogger, PeerManagerT, RouterT, Scorer, SweeperT,
     load_or_create_seed, std_io, synthetic_funding_tx,
 };
 use crate::wallet::{OnchainWallet, WalletError};
@@ -247,6 +250,8 @@ pub struct LdkNode {
     /// The on-chain wallet that funds our channels; `None` in the chainless mode (whose
     /// channels are funded by synthetic transactions).
     wallet: Option<Arc<OnchainWallet>>,
+    /// Sweeps closed channels' outputs into `wallet` (`None` with it).
+    sweeper: Option<Arc<SweeperT>>,
     state: Mutex<State>,
     policy: RwLock<Option<Arc<dyn IncomingPolicy>>>,
     /// Woken when an incoming event is appended.
@@ -591,6 +596,46 @@ impl LdkNode {
                 u32::try_from(now.as_secs()).unwrap_or(u32::MAX),
             )),
         };
+        // The sweeper (with a wallet to sweep into): persisted beside the manager; a new one
+        // starts where the manager is.
+        let sweeper: Option<Arc<SweeperT>> = match &wallet {
+            Some(wallet) => {
+                let filter = chain.as_ref().and_then(ChainClient::filter);
+                let args = (
+                    Arc::clone(&broadcaster),
+                    Arc::clone(&fee_est),
+                    filter.clone(),
+                    Arc::clone(&keys),
+                    Arc::clone(wallet),
+                    Arc::new(KVStoreSyncWrapper(Arc::clone(&store))),
+                    Arc::clone(&logger),
+                );
+                let sweeper = match read_optional(
+                    &store,
+                    OUTPUT_SWEEPER_PERSISTENCE_PRIMARY_NAMESPACE,
+                    OUTPUT_SWEEPER_PERSISTENCE_SECONDARY_NAMESPACE,
+                    OUTPUT_SWEEPER_PERSISTENCE_KEY,
+                )? {
+                    Some(buf) => {
+                        <(BestBlock, SweeperT)>::read(&mut &buf[..], args)
+                            .map_err(|e| LdkError::Corrupt(format!("output sweeper: {e:?}")))?
+                            .1
+                    }
+                    None => OutputSweeper::new(
+                        channel_manager.current_best_block(),
+                        args.0,
+                        args.1,
+                        args.2,
+                        args.3,
+                        args.4,
+                        args.5,
+                        args.6,
+                    ),
+                };
+                Some(Arc::new(sweeper))
+            }
+            None => None,
+        };
         // bitcoind: replay the blocks each of them missed before the monitors are watched.
         let mut header_cache = lightning_block_sync::UnboundedCache::new();
         let monitors: Vec<_> = match (&chain, manager_block) {
@@ -599,6 +644,9 @@ impl LdkNode {
                     rpc,
                     &mut header_cache,
                     (hash, &channel_manager),
+                    sweeper
+                        .as_ref()
+                        .map(|s| (s.current_best_block().block_hash, &**s)),
                     monitors,
                     &broadcaster,
                     &fee_est,
@@ -679,6 +727,7 @@ impl LdkNode {
             broadcaster: Arc::clone(&broadcaster),
             chain_synced: chain_synced.clone(),
             wallet,
+            sweeper: sweeper.clone(),
             state: Mutex::new(state),
             policy: RwLock::new(policy),
             events_notify: Notify::new(),
@@ -751,6 +800,7 @@ impl LdkNode {
                     client: client.clone(),
                     channel_manager: Arc::clone(&node.channel_manager),
                     chain_monitor: Arc::clone(&node.chain_monitor),
+                    sweeper: node.sweeper.clone(),
                     interval: node.config.chain_poll_interval,
                     synced,
                 },
@@ -778,6 +828,14 @@ impl LdkNode {
                     loop {
                         if let Err(e) = wallet.sync().await {
                             tracing::debug!(node = %node.config.alias, error = %e, "wallet sync");
+                        }
+                        // Broadcasts (or re-broadcasts) due sweeps and persists the sweeper.
+                        if let Some(s) = &node.sweeper
+                            && s.regenerate_and_broadcast_spend_if_necessary()
+                                .await
+                                .is_err()
+                        {
+                            tracing::warn!(node = %node.config.alias, "sweeping failed; retrying");
                         }
                         tokio::select! {
                             _ = tokio::time::sleep(interval) => {}
@@ -989,6 +1047,37 @@ impl LdkNode {
                 Err(e) => return Err(LdkError::Ldk(format!("{e:?}"))),
             }
         }
+    }
+
+    /// Closes our channel `channel_id` (hex, as in [`ChannelSummary::channel_id`]):
+    /// cooperatively (the peer must be connected; the closing transaction pays our balance to
+    /// us) or, with `force`, by broadcasting our latest commitment transaction (our balance
+    /// comes back after its CSV delay). Either way the sweeper moves what is ours into the
+    /// wallet.
+    pub fn close_channel(&self, channel_id: &str, force: bool) -> Result<(), LdkError> {
+        self.check_running().map_err(|_| LdkError::Stopped)?;
+        let bytes: [u8; 32] = hex::decode(channel_id)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| LdkError::Ldk(format!("not a channel id: {channel_id:?}")))?;
+        let id = ChannelId(bytes);
+        let channel = self
+            .channel_manager
+            .list_channels()
+            .into_iter()
+            .find(|c| c.channel_id == id)
+            .ok_or_else(|| LdkError::Ldk(format!("no channel {channel_id}")))?;
+        let peer = channel.counterparty.node_id;
+        let res = if force {
+            self.channel_manager.force_close_broadcasting_latest_txn(
+                &id,
+                &peer,
+                "closed by the operator".into(),
+            )
+        } else {
+            self.channel_manager.close_channel(&id, &peer)
+        };
+        res.map_err(|e| LdkError::Ldk(format!("{e:?}")))
     }
 
     /// The node's on-chain wallet (funds our channels, receives sweeps); `None` without a
@@ -1429,6 +1518,26 @@ impl LdkNode {
                     tracing::warn!(node = alias, error = ?e, "funding transaction refused");
                 }
             }
+            Event::SpendableOutputs {
+                outputs,
+                channel_id,
+            } => match &self.sweeper {
+                Some(s) => {
+                    if s.track_spendable_outputs(outputs, channel_id, false, None)
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(node = alias, "persisting outputs to sweep failed");
+                        return Err(ReplayEvent());
+                    }
+                }
+                None => {
+                    tracing::warn!(
+                        node = alias,
+                        "spendable outputs but no wallet to sweep into"
+                    );
+                }
+            },
             Event::OpenChannelRequest {
                 temporary_channel_id,
                 counterparty_node_id,
