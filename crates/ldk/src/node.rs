@@ -1445,13 +1445,11 @@ impl LdkNode {
                 async move { node.handle_event(event).await }
             })
             .await;
+        // SpendableOutputs come from the monitors: the sweeper takes them (`handle_event`).
         self.chain_monitor
-            .process_pending_events_async(|event| async move {
-                tracing::info!(
-                    ?event,
-                    "chain monitor event (not handled: no on-chain wallet)"
-                );
-                Ok(())
+            .process_pending_events_async(|event| {
+                let node = Arc::clone(self);
+                async move { node.handle_event(event).await }
             })
             .await;
         if self.channel_manager.needs_pending_htlc_processing() {

@@ -67,12 +67,9 @@ async fn a_cooperative_close_comes_back_into_the_wallet() {
     })
     .await;
     let after = wallet_sats(&ours).await;
-    // All of it, less the closing and sweeping fees (and the commitment fee we paid as
-    // funder, which `outbound_msat` already excludes partly).
-    assert!(
-        after <= before + our_sats + 10_000,
-        "{before} {after} {our_sats}"
-    );
+    // Our whole side (10M funded, 1M pushed; `outbound_msat` leaves out the channel reserve)
+    // less the closing and sweeping fees.
+    assert!(after - before <= 9_000_000, "{before} {after} {our_sats}");
     devnet.stop().await.unwrap();
 }
 
@@ -96,8 +93,10 @@ async fn a_force_close_by_the_peer_is_swept_exactly_once_across_a_restart() {
         ours.list_channels().iter().all(|c| c.channel_id != id)
     })
     .await;
-    // The commitment transaction confirms; then the node restarts before the sweep is due.
-    devnet.mine(1).await.unwrap();
+    // The commitment transaction confirms and gets deep enough (6 blocks) for LDK to hand our
+    // output to the sweeper; the devnet stops right then, before the sweep confirms (the
+    // sweeper's state is persisted with the output, possibly with its broadcast sweep).
+    devnet.mine(6).await.unwrap();
     devnet.stop().await.unwrap();
     drop(devnet);
     let devnet = Devnet::start(dir.path()).await.unwrap();
@@ -109,7 +108,8 @@ async fn a_force_close_by_the_peer_is_swept_exactly_once_across_a_restart() {
     // More blocks: nothing is swept twice.
     devnet.mine(10).await.unwrap();
     let after = wallet_sats(&ours).await;
-    assert!(after <= before + our_sats, "{before} {after} {our_sats}");
+    // At most the 5M sats pushed to us (the sweep paid its fee out of it).
+    assert!(after - before <= 5_000_000, "{before} {after} {our_sats}");
     let sweeps = ours.wallet().unwrap().transactions().await.len() - txs_before;
     assert_eq!(sweeps, 1, "one sweep transaction");
     devnet.stop().await.unwrap();
