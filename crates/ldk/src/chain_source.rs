@@ -284,8 +284,8 @@ impl ChainClient {
 pub(crate) async fn synchronize_rpc(
     rpc: &RpcClient,
     cache: &mut UnboundedCache,
-    manager: (BlockHash, &ChannelManagerT),
-    sweeper: Option<(BlockHash, &SweeperT)>,
+    // The channel manager and the sweeper, each with the block it is at.
+    mut listeners: Vec<(BlockHash, &(dyn Listen + Send + Sync))>,
     monitors: Vec<(BlockHash, ChannelMonitor<InMemorySigner>)>,
     broadcaster: &Arc<ChainBroadcaster>,
     fee_estimator: &Arc<ChainFeeEstimator>,
@@ -305,11 +305,6 @@ pub(crate) async fn synchronize_rpc(
             )
         })
         .collect();
-    let mut listeners: Vec<(BlockHash, &(dyn Listen + Send + Sync))> =
-        vec![(manager.0, manager.1 as &(dyn Listen + Send + Sync))];
-    if let Some((hash, s)) = sweeper {
-        listeners.push((hash, s as &(dyn Listen + Send + Sync)));
-    }
     for (hash, l) in &wrapped {
         listeners.push((*hash, l as &(dyn Listen + Send + Sync)));
     }

@@ -13,9 +13,9 @@ use bitcoin::BlockHash;
 use bitcoin::Network as BtcNetwork;
 use bitcoin::constants::ChainHash;
 use bitcoin::secp256k1::PublicKey;
-use lightning::chain::BestBlock;
 use lightning::chain::chaininterface::{ConfirmationTarget, FeeEstimator};
 use lightning::chain::chainmonitor::ChainMonitor;
+use lightning::chain::{BestBlock, Listen};
 use lightning::events::{Event, PaymentPurpose, ReplayEvent};
 use lightning::ln::channelmanager::{
     ChainParameters, ChannelManager, ChannelManagerReadArgs, RecentPaymentDetails,
@@ -643,10 +643,14 @@ impl LdkNode {
                 let (tip, monitors) = chain_source::synchronize_rpc(
                     rpc,
                     &mut header_cache,
-                    (hash, &channel_manager),
-                    sweeper
-                        .as_ref()
-                        .map(|s| (s.current_best_block().block_hash, &**s)),
+                    std::iter::once((hash, &*channel_manager as &(dyn Listen + Send + Sync)))
+                        .chain(sweeper.as_ref().map(|s| {
+                            (
+                                s.current_best_block().block_hash,
+                                &**s as &(dyn Listen + Send + Sync),
+                            )
+                        }))
+                        .collect(),
                     monitors,
                     &broadcaster,
                     &fee_est,
