@@ -1,6 +1,7 @@
 //! [`Devnet`]: our node plus `alice`, `hub` and `carol`, all in this process, on an
 //! in-process regtest chain.
 
+use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -226,8 +227,9 @@ impl Devnet {
                 carol,
             };
             devnet.fund_wallets().await?;
+            let existing = devnet.channel_ids();
             devnet.wire_up().await?;
-            devnet.wait_funding_confirmed().await?;
+            devnet.wait_funding_confirmed(&existing).await?;
             Ok(devnet)
         }
         .await;
@@ -282,12 +284,16 @@ impl Devnet {
     /// node has seen it, so the devnet starts on a chain where the channels' funding is buried
     /// (a later `reorg` shallower than the funding's depth leaves the channels alone; a deeper
     /// one un-confirms it and LDK force-closes those channels, as it would on any chain).
-    async fn wait_funding_confirmed(&self) -> Result<(), LdkError> {
+    ///
+    /// Only channels opened by this start are waited for: `existing` ones may come from a
+    /// devnet created before channels were funded on chain (synthetic funding, never confirmed).
+    async fn wait_funding_confirmed(&self, existing: &HashSet<String>) -> Result<(), LdkError> {
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
             let confirmed = self.all_nodes().iter().all(|n| {
                 n.list_channels()
                     .iter()
+                    .filter(|c| !existing.contains(&c.channel_id))
                     .all(|c| c.confirmations.is_some_and(|k| k >= 1))
             });
             if confirmed && self.wait_nodes_on_tip().await {
@@ -300,6 +306,15 @@ impl Devnet {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The ids of every node's channels.
+    fn channel_ids(&self) -> HashSet<String> {
+        self.all_nodes()
+            .iter()
+            .flat_map(|n| n.list_channels())
+            .map(|c| c.channel_id)
+            .collect()
     }
 
     /// Connects the nodes, opens the channels that do not exist yet, waits until all are
