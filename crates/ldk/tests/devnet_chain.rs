@@ -197,3 +197,55 @@ async fn an_unfunded_wallet_cannot_open_a_channel() {
     poor.stop().await.unwrap();
     devnet.stop().await.unwrap();
 }
+
+/// A wallet that covers the channel but not its fee passes the up-front check; the funding
+/// transaction cannot be built when the peer has accepted, and the channel goes away unfunded
+/// on both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_the_wallet_cannot_fund_is_closed_unfunded() {
+    common::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let devnet = Devnet::start(dir.path()).await.unwrap();
+    let (_, esplora_url) = devnet.chain_urls().unwrap();
+    let mut config = LdkConfig::new(dir.path().join("short"));
+    config.alias = "short".into();
+    config.chain_source = Some(ChainSource::Esplora { url: esplora_url });
+    config.chain_poll_interval = Duration::from_millis(250);
+    let short = LdkNode::start(config).await.unwrap();
+    let wallet = short.wallet().unwrap().clone();
+    let address = wallet.new_address().await.unwrap();
+    devnet.fund(&address.to_string(), 1_000_000).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        wallet.sync().await.unwrap();
+        if wallet.balance().await.confirmed.to_sat() == 1_000_000 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never funded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let alice = devnet.peer("alice").unwrap();
+    short
+        .connect(alice.pubkey(), alice.listen_addr())
+        .await
+        .unwrap();
+    // Exactly the balance: no room for the fee.
+    short
+        .open_channel(alice.pubkey(), 1_000_000, 0)
+        .await
+        .unwrap();
+    let short_pk = short.pubkey();
+    wait_for("the unfunded channel is gone on both sides", || {
+        short.list_channels().is_empty()
+            && alice
+                .list_channels()
+                .iter()
+                .all(|c| c.counterparty != short_pk)
+    })
+    .await;
+    // Nothing was spent.
+    wallet.sync().await.unwrap();
+    assert_eq!(wallet.balance().await.confirmed.to_sat(), 1_000_000);
+    short.stop().await.unwrap();
+    devnet.stop().await.unwrap();
+}
