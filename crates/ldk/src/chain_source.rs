@@ -36,7 +36,7 @@ use crate::LdkError;
 use crate::broadcast::ChainBroadcaster;
 use crate::fees::{ChainFeeEstimator, blocks_targets, sat_per_vb_to_sat_per_kw};
 use crate::node::NETWORK;
-use crate::support::{ChainMonitorT, ChannelManagerT, Logr};
+use crate::support::{ChainMonitorT, ChannelManagerT, Logr, SweeperT};
 
 /// Where an [`crate::LdkNode`] gets its chain from.
 #[derive(Clone, PartialEq, Eq)]
@@ -163,9 +163,14 @@ impl ChainClient {
                 rpc_endpoint(url)?,
             )))),
             ChainSource::Esplora { url } => {
-                let client = esplora_client::Builder::new(url.trim_end_matches('/'))
-                    .build_async()
+                // The wallet's HTTP client (TLS on the workspace's provider): esplora-client's own
+                // builder would ask rustls for a process-wide default provider, which is unset.
+                let http = crate::wallet::esplora_http_client()
                     .map_err(|e| source_err("Esplora client", e))?;
+                let client = esplora_client::AsyncClient::from_client(
+                    url.trim_end_matches('/').to_owned(),
+                    http,
+                );
                 Ok(ChainClient::Esplora(Arc::new(
                     EsploraSyncClient::from_client(client, logger),
                 )))
@@ -279,7 +284,8 @@ impl ChainClient {
 pub(crate) async fn synchronize_rpc(
     rpc: &RpcClient,
     cache: &mut UnboundedCache,
-    manager: (BlockHash, &ChannelManagerT),
+    // The channel manager and the sweeper, each with the block it is at.
+    mut listeners: Vec<(BlockHash, &(dyn Listen + Send + Sync))>,
     monitors: Vec<(BlockHash, ChannelMonitor<InMemorySigner>)>,
     broadcaster: &Arc<ChainBroadcaster>,
     fee_estimator: &Arc<ChainFeeEstimator>,
@@ -299,8 +305,6 @@ pub(crate) async fn synchronize_rpc(
             )
         })
         .collect();
-    let mut listeners: Vec<(BlockHash, &(dyn Listen + Send + Sync))> =
-        vec![(manager.0, manager.1 as &(dyn Listen + Send + Sync))];
     for (hash, l) in &wrapped {
         listeners.push((*hash, l as &(dyn Listen + Send + Sync)));
     }
@@ -323,11 +327,46 @@ type MonitorListener = (
 );
 
 /// What the sync and fee tasks need.
+/// Everything the block poller feeds, in order: monitors first (they may broadcast on a
+/// block), then the manager, then the sweeper.
+struct Listeners {
+    chain_monitor: Arc<ChainMonitorT>,
+    channel_manager: Arc<ChannelManagerT>,
+    sweeper: Option<Arc<SweeperT>>,
+}
+
+impl Listen for Listeners {
+    fn filtered_block_connected(
+        &self,
+        header: &bitcoin::block::Header,
+        txdata: &lightning::chain::transaction::TransactionData,
+        height: u32,
+    ) {
+        self.chain_monitor
+            .filtered_block_connected(header, txdata, height);
+        self.channel_manager
+            .filtered_block_connected(header, txdata, height);
+        if let Some(s) = &self.sweeper {
+            s.filtered_block_connected(header, txdata, height);
+        }
+    }
+
+    fn blocks_disconnected(&self, fork_point: BestBlock) {
+        self.chain_monitor.blocks_disconnected(fork_point);
+        self.channel_manager.blocks_disconnected(fork_point);
+        if let Some(s) = &self.sweeper {
+            s.blocks_disconnected(fork_point);
+        }
+    }
+}
+
 pub(crate) struct SyncParts {
     pub(crate) alias: String,
     pub(crate) client: ChainClient,
     pub(crate) channel_manager: Arc<ChannelManagerT>,
     pub(crate) chain_monitor: Arc<ChainMonitorT>,
+    /// Follows the chain too (it waits for its sweeps to confirm), when the node has one.
+    pub(crate) sweeper: Option<Arc<SweeperT>>,
     pub(crate) interval: Duration,
     /// Set after each successful round (the node's view equals the source's tip as of that
     /// round), cleared after a failed one.
@@ -347,6 +386,7 @@ pub(crate) fn spawn_sync(
             client,
             channel_manager,
             chain_monitor,
+            sweeper,
             interval,
             synced,
         } = parts;
@@ -369,7 +409,11 @@ pub(crate) fn spawn_sync(
         };
         match (client, rpc_start) {
             (ChainClient::Rpc(rpc), Some((tip, mut cache))) => {
-                let listener = (Arc::clone(&chain_monitor), Arc::clone(&channel_manager));
+                let listener = Listeners {
+                    chain_monitor: Arc::clone(&chain_monitor),
+                    channel_manager: Arc::clone(&channel_manager),
+                    sweeper: sweeper.clone(),
+                };
                 let poller = ChainPoller::new(Arc::clone(&rpc), NETWORK);
                 let mut spv = SpvClient::new(tip, poller, &mut cache, &listener);
                 loop {
@@ -386,10 +430,13 @@ pub(crate) fn spawn_sync(
                 }
             }
             (ChainClient::Esplora(sync), _) => loop {
-                let confirmables: Vec<&(dyn Confirm + Send + Sync)> = vec![
+                let mut confirmables: Vec<&(dyn Confirm + Send + Sync)> = vec![
                     &*channel_manager as &(dyn Confirm + Send + Sync),
                     &*chain_monitor as &(dyn Confirm + Send + Sync),
                 ];
+                if let Some(s) = &sweeper {
+                    confirmables.push(&**s as &(dyn Confirm + Send + Sync));
+                }
                 report(sync.sync(confirmables).await.map_err(|e| format!("{e:?}")));
                 tokio::select! {
                     _ = tokio::time::sleep(interval) => {}

@@ -1,6 +1,7 @@
 //! [`Devnet`]: our node plus `alice`, `hub` and `carol`, all in this process, on an
 //! in-process regtest chain.
 
+use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,10 @@ const US_HUB_SATS: u64 = 10_000_000;
 const US_HUB_PUSH_MSAT: u64 = 1_000_000_000;
 const HUB_CAROL_SATS: u64 = 10_000_000;
 const HUB_CAROL_PUSH_MSAT: u64 = 1_000_000_000;
+
+/// What each devnet node's wallet gets from the faucet at the first start: enough for its
+/// channels and for operator experiments (opens, sends).
+const WALLET_FUNDS_SATS: u64 = 100_000_000;
 
 /// The hub's forwarding policy.
 pub(crate) const HUB_FEE_BASE_MSAT: u32 = 1000;
@@ -82,7 +87,9 @@ impl IncomingPolicy for AcceptAll {
 }
 
 /// The development network: our node (`satchel`) plus three LDK peers in this process, over
-/// loopback, with zero-conf channels funded by synthetic transactions, all following one
+/// loopback, with zero-conf channels funded by real signed transactions from each funder's
+/// on-chain wallet (every wallet gets coins from the chain's faucet at the first start; the
+/// auto-miner confirms the funding transactions), all following one
 /// in-process regtest chain (`satchel-chain`, persisted in `data_dir/chain`, served on a
 /// loopback port as bitcoind RPC and Esplora, mined automatically shortly after a transaction
 /// arrives, and on demand with [`Devnet::mine`]):
@@ -219,7 +226,10 @@ impl Devnet {
                 hub,
                 carol,
             };
+            devnet.fund_wallets().await?;
+            let existing = devnet.channel_ids();
             devnet.wire_up().await?;
+            devnet.wait_funding_confirmed(&existing).await?;
             Ok(devnet)
         }
         .await;
@@ -229,6 +239,82 @@ impl Devnet {
             }
         }
         result
+    }
+
+    /// Gives every node's wallet [`WALLET_FUNDS_SATS`] from the faucet at the devnet's first
+    /// start (a wallet that has ever held coins is left alone), in one confirmed block, so the
+    /// channels are funded by real signed transactions. A young chain first mines past the
+    /// coinbase maturity (the faucet pays from mature coinbase outputs).
+    async fn fund_wallets(&self) -> Result<(), LdkError> {
+        let mut wallets = Vec::new();
+        for node in self.all_nodes() {
+            let wallet = node
+                .wallet()
+                .cloned()
+                .ok_or_else(|| LdkError::Chain("a devnet node has no on-chain wallet".into()))?;
+            wallet.sync().await.map_err(LdkError::Funding)?;
+            wallets.push(wallet);
+        }
+        let mut paid = false;
+        for wallet in &wallets {
+            if !wallet.transactions().await.is_empty() {
+                continue;
+            }
+            let address = wallet.new_address().await.map_err(LdkError::Funding)?;
+            if self.chain.tip().height <= satchel_chain::params::COINBASE_MATURITY {
+                self.chain
+                    .mine(satchel_chain::params::COINBASE_MATURITY + 1, None)
+                    .map_err(chain_err)?;
+            }
+            self.chain
+                .fund(&address, WALLET_FUNDS_SATS)
+                .map_err(chain_err)?;
+            paid = true;
+        }
+        if paid {
+            self.chain.mine(1, None).map_err(chain_err)?;
+            for wallet in &wallets {
+                wallet.sync().await.map_err(LdkError::Funding)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the auto-miner has confirmed every channel's funding transaction and every
+    /// node has seen it, so the devnet starts on a chain where the channels' funding is buried
+    /// (a later `reorg` shallower than the funding's depth leaves the channels alone; a deeper
+    /// one un-confirms it and LDK force-closes those channels, as it would on any chain).
+    ///
+    /// Only channels opened by this start are waited for: `existing` ones may come from a
+    /// devnet created before channels were funded on chain (synthetic funding, never confirmed).
+    async fn wait_funding_confirmed(&self, existing: &HashSet<String>) -> Result<(), LdkError> {
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            let confirmed = self.all_nodes().iter().all(|n| {
+                n.list_channels()
+                    .iter()
+                    .filter(|c| !existing.contains(&c.channel_id))
+                    .all(|c| c.confirmations.is_some_and(|k| k >= 1))
+            });
+            if confirmed && self.wait_nodes_on_tip().await {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(LdkError::Timeout(
+                    "devnet funding transactions did not confirm".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The ids of every node's channels.
+    fn channel_ids(&self) -> HashSet<String> {
+        self.all_nodes()
+            .iter()
+            .flat_map(|n| n.list_channels())
+            .map(|c| c.channel_id)
+            .collect()
     }
 
     /// Connects the nodes, opens the channels that do not exist yet, waits until all are

@@ -13,12 +13,13 @@
 //!   broadcasts ([`ChainBroadcaster`], queued to a background task). Without one (a
 //!   development-only mode) its best block is the regtest genesis block forever.
 //! * [`Devnet`] runs our node plus three peers (`alice`, `hub`, `carol`) in the same process,
-//!   connected over loopback with zero-conf channels funded by synthetic transactions, all on
+//!   connected over loopback with zero-conf channels funded from each funder's on-chain wallet
+//!   (real signed transactions; the wallets get faucet coins at the first start), all on
 //!   one in-process regtest chain (`satchel-chain`, persisted in the devnet's `chain/`
 //!   directory, served on loopback as bitcoind RPC and Esplora). Blocks are mined on demand
 //!   ([`Devnet::mine`], [`Devnet::reorg`]) and shortly after a transaction arrives (the
-//!   faucet: [`Devnet::fund`]). The channels' funding is still synthetic (never confirmed,
-//!   so they do not close on chain); payments use the chain's real heights. It implements
+//!   faucet: [`Devnet::fund`]). A start returns once the funding transactions are confirmed;
+//!   payments use the chain's real heights. It implements
 //!   [`satchel_lightning::DevnetControl`].
 //!
 //! # Running the devnet as the server's backend
@@ -80,7 +81,7 @@ pub use fees::{ChainFeeEstimator, FEERATE_FLOOR_SAT_PER_KW, fallback_sat_per_kw}
 pub use node::{ChannelSummary, GraphEdge, LdkConfig, LdkNode};
 pub use wallet::{
     OnchainWallet, StoreError as WalletStoreError, TxSummary, UtxoSummary, WalletBalance,
-    WalletChainSource, WalletError,
+    WalletError,
 };
 
 /// Errors starting, stopping or driving an [`LdkNode`] or a [`Devnet`].
@@ -104,6 +105,10 @@ pub enum LdkError {
     /// Something did not happen in time.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The on-chain wallet cannot fund what was asked (e.g. a channel larger than its
+    /// spendable balance).
+    #[error("funding: {0}")]
+    Funding(#[from] WalletError),
     /// The node has been stopped.
     #[error("node stopped")]
     Stopped,

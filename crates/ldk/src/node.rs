@@ -13,8 +13,9 @@ use bitcoin::BlockHash;
 use bitcoin::Network as BtcNetwork;
 use bitcoin::constants::ChainHash;
 use bitcoin::secp256k1::PublicKey;
-use lightning::chain::BestBlock;
+use lightning::chain::chaininterface::{ConfirmationTarget, FeeEstimator};
 use lightning::chain::chainmonitor::ChainMonitor;
+use lightning::chain::{BestBlock, Listen};
 use lightning::events::{Event, PaymentPurpose, ReplayEvent};
 use lightning::ln::channelmanager::{
     ChainParameters, ChannelManager, ChannelManagerReadArgs, RecentPaymentDetails,
@@ -36,12 +37,15 @@ use lightning::util::config::{MaxDustHTLCExposure, UserConfig};
 use lightning::util::errors::APIError;
 use lightning::util::persist::{
     CHANNEL_MANAGER_PERSISTENCE_KEY, CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE,
-    CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE, KVStoreSync, NETWORK_GRAPH_PERSISTENCE_KEY,
-    NETWORK_GRAPH_PERSISTENCE_PRIMARY_NAMESPACE, NETWORK_GRAPH_PERSISTENCE_SECONDARY_NAMESPACE,
+    CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE, KVStoreSync, KVStoreSyncWrapper,
+    NETWORK_GRAPH_PERSISTENCE_KEY, NETWORK_GRAPH_PERSISTENCE_PRIMARY_NAMESPACE,
+    NETWORK_GRAPH_PERSISTENCE_SECONDARY_NAMESPACE, OUTPUT_SWEEPER_PERSISTENCE_KEY,
+    OUTPUT_SWEEPER_PERSISTENCE_PRIMARY_NAMESPACE, OUTPUT_SWEEPER_PERSISTENCE_SECONDARY_NAMESPACE,
     SCORER_PERSISTENCE_KEY, SCORER_PERSISTENCE_PRIMARY_NAMESPACE,
     SCORER_PERSISTENCE_SECONDARY_NAMESPACE, read_channel_monitors,
 };
 use lightning::util::ser::{ReadableArgs, Writeable};
+use lightning::util::sweep::OutputSweeper;
 use lightning_persister::fs_store::FilesystemStore;
 
 use crate::invoice::InvoiceSigner;
@@ -61,9 +65,10 @@ use crate::records::{
     State, event_key,
 };
 use crate::support::{
-    ChainMonitorT, ChannelManagerT, Graph, LdkLogger, PeerManagerT, RouterT, Scorer,
+    ChainMonitorT, ChannelManagerT, Graph, LdkLogger, PeerManagerT, RouterT, Scorer, SweeperT,
     load_or_create_seed, std_io, synthetic_funding_tx,
 };
+use crate::wallet::{OnchainWallet, WalletError};
 
 /// How long an [`IncomingPolicy`] may take before an incoming keysend is refused.
 const POLICY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,6 +82,12 @@ const PING_TIMER: Duration = Duration::from_secs(10);
 const GRAPH_PERSIST_TIMER: Duration = Duration::from_secs(600);
 /// Reconnection attempts to known peers.
 const RECONNECT_TIMER: Duration = Duration::from_secs(2);
+
+/// The fee target our channel funding transactions are built for: LDK has no funding target;
+/// a non-urgent spend of our own outputs is the closest.
+const FUNDING_FEE_TARGET: ConfirmationTarget = ConfirmationTarget::OutputSpendingFee;
+/// The wallet syncs at most this often (the chain poll interval may be shorter).
+const WALLET_SYNC_MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The network the node runs on: regtest (the devnet, and the chain sources it runs against).
 pub(crate) const NETWORK: BtcNetwork = BtcNetwork::Regtest;
@@ -183,6 +194,12 @@ pub struct ChannelSummary {
     pub outbound_scid: Option<u64>,
     /// The SCID alias our peer assigned, used in route hints for payments to us.
     pub inbound_scid: Option<u64>,
+    /// LDK's channel id (hex).
+    pub channel_id: String,
+    /// The funding transaction's id (synthetic in the chainless mode), once known.
+    pub funding_txid: Option<bitcoin::Txid>,
+    /// Confirmations of the funding transaction (`Some(0)` while unconfirmed).
+    pub confirmations: Option<u32>,
 }
 
 /// One direction of a channel, as injected into a node's network graph by
@@ -230,6 +247,11 @@ pub struct LdkNode {
     broadcaster: Arc<ChainBroadcaster>,
     /// `None` without a chain source; else whether the last sync round succeeded.
     chain_synced: Option<Arc<AtomicBool>>,
+    /// The on-chain wallet that funds our channels; `None` in the chainless mode (whose
+    /// channels are funded by synthetic transactions).
+    wallet: Option<Arc<OnchainWallet>>,
+    /// Sweeps closed channels' outputs into `wallet` (`None` with it).
+    sweeper: Option<Arc<SweeperT>>,
     state: Mutex<State>,
     policy: RwLock<Option<Arc<dyn IncomingPolicy>>>,
     /// Woken when an incoming event is appended.
@@ -370,8 +392,8 @@ fn user_config(config: &LdkConfig) -> UserConfig {
     c.channel_config.forwarding_fee_proportional_millionths =
         config.forwarding_fee_proportional_millionths;
     c.channel_config.cltv_expiry_delta = config.cltv_expiry_delta;
-    // Synthetic funding: these channels never reach the chain, so dust never matters there;
-    // do not let it limit small payments.
+    // Development-sized limit: dust HTLCs would be lost to fees only if a channel force-closes
+    // with them in flight; do not let the limit refuse small payments.
     c.channel_config.max_dust_htlc_exposure = MaxDustHTLCExposure::FixedLimitMsat(1_000_000_000);
     c.accept_forwards_to_priv_channels = config.accept_forwards_to_priv_channels;
     c.manually_accept_inbound_channels = true;
@@ -428,6 +450,19 @@ impl LdkNode {
         let store = Arc::new(FilesystemStore::new(config.data_dir.join("kv")));
         let chain = match &config.chain_source {
             Some(source) => Some(ChainClient::connect(source, Arc::clone(&logger))?),
+            None => None,
+        };
+        let wallet = match &config.chain_source {
+            Some(source) => Some(Arc::new(
+                OnchainWallet::open(
+                    &config.data_dir.join("wallet"),
+                    &seed,
+                    NETWORK,
+                    source.clone(),
+                )
+                .await
+                .map_err(|e| LdkError::Chain(format!("on-chain wallet: {e}")))?,
+            )),
             None => None,
         };
         let (fee_est, broadcaster, broadcast_task) = match &chain {
@@ -561,6 +596,46 @@ impl LdkNode {
                 u32::try_from(now.as_secs()).unwrap_or(u32::MAX),
             )),
         };
+        // The sweeper (with a wallet to sweep into): persisted beside the manager; a new one
+        // starts where the manager is.
+        let sweeper: Option<Arc<SweeperT>> = match &wallet {
+            Some(wallet) => {
+                let filter = chain.as_ref().and_then(ChainClient::filter);
+                let args = (
+                    Arc::clone(&broadcaster),
+                    Arc::clone(&fee_est),
+                    filter.clone(),
+                    Arc::clone(&keys),
+                    Arc::clone(wallet),
+                    Arc::new(KVStoreSyncWrapper(Arc::clone(&store))),
+                    Arc::clone(&logger),
+                );
+                let sweeper = match read_optional(
+                    &store,
+                    OUTPUT_SWEEPER_PERSISTENCE_PRIMARY_NAMESPACE,
+                    OUTPUT_SWEEPER_PERSISTENCE_SECONDARY_NAMESPACE,
+                    OUTPUT_SWEEPER_PERSISTENCE_KEY,
+                )? {
+                    Some(buf) => {
+                        <(BestBlock, SweeperT)>::read(&mut &buf[..], args)
+                            .map_err(|e| LdkError::Corrupt(format!("output sweeper: {e:?}")))?
+                            .1
+                    }
+                    None => OutputSweeper::new(
+                        channel_manager.current_best_block(),
+                        args.0,
+                        args.1,
+                        args.2,
+                        args.3,
+                        args.4,
+                        args.5,
+                        args.6,
+                    ),
+                };
+                Some(Arc::new(sweeper))
+            }
+            None => None,
+        };
         // bitcoind: replay the blocks each of them missed before the monitors are watched.
         let mut header_cache = lightning_block_sync::UnboundedCache::new();
         let monitors: Vec<_> = match (&chain, manager_block) {
@@ -568,7 +643,14 @@ impl LdkNode {
                 let (tip, monitors) = chain_source::synchronize_rpc(
                     rpc,
                     &mut header_cache,
-                    (hash, &channel_manager),
+                    std::iter::once((hash, &*channel_manager as &(dyn Listen + Send + Sync)))
+                        .chain(sweeper.as_ref().map(|s| {
+                            (
+                                s.current_best_block().block_hash,
+                                &**s as &(dyn Listen + Send + Sync),
+                            )
+                        }))
+                        .collect(),
                     monitors,
                     &broadcaster,
                     &fee_est,
@@ -648,6 +730,8 @@ impl LdkNode {
             fee_estimator: Arc::clone(&fee_est),
             broadcaster: Arc::clone(&broadcaster),
             chain_synced: chain_synced.clone(),
+            wallet,
+            sweeper: sweeper.clone(),
             state: Mutex::new(state),
             policy: RwLock::new(policy),
             events_notify: Notify::new(),
@@ -720,6 +804,7 @@ impl LdkNode {
                     client: client.clone(),
                     channel_manager: Arc::clone(&node.channel_manager),
                     chain_monitor: Arc::clone(&node.chain_monitor),
+                    sweeper: node.sweeper.clone(),
                     interval: node.config.chain_poll_interval,
                     synced,
                 },
@@ -734,6 +819,36 @@ impl LdkNode {
                 stop_rx.clone(),
             );
             node.lock_tasks().extend([sync, fees]);
+        }
+        if let Some(wallet) = node.wallet.clone() {
+            let wallet_sync = {
+                let node = Arc::clone(&node);
+                let mut stop_rx = stop_rx.clone();
+                tokio::spawn(async move {
+                    let interval = node
+                        .config
+                        .chain_poll_interval
+                        .max(WALLET_SYNC_MIN_INTERVAL);
+                    loop {
+                        if let Err(e) = wallet.sync().await {
+                            tracing::debug!(node = %node.config.alias, error = %e, "wallet sync");
+                        }
+                        // Broadcasts (or re-broadcasts) due sweeps and persists the sweeper.
+                        if let Some(s) = &node.sweeper
+                            && s.regenerate_and_broadcast_spend_if_necessary()
+                                .await
+                                .is_err()
+                        {
+                            tracing::warn!(node = %node.config.alias, "sweeping failed; retrying");
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(interval) => {}
+                            _ = stop_rx.changed() => break,
+                        }
+                    }
+                })
+            };
+            node.lock_tasks().push(wallet_sync);
         }
         node.lock_tasks().extend(broadcast_task);
         *node.event_loop.lock().await = Some(event_loop);
@@ -879,11 +994,14 @@ impl LdkNode {
             .unwrap_or(false)
     }
 
-    /// Opens a zero-conf channel of `capacity_sats` to a connected peer, pushing `push_msat` to
-    /// it. There is no on-chain wallet yet: the channel is funded by a synthetic transaction
-    /// that is never broadcast (development networks only). Returns when LDK accepted the
-    /// request; the channel becomes usable once the peer accepts it (see
-    /// [`LdkNode::list_channels`]).
+    /// Opens a channel of `capacity_sats` to a connected peer, pushing `push_msat` to it
+    /// (zero-conf if the peer accepts that). With a chain source the funding transaction is
+    /// built and signed by our on-chain wallet ([`LdkNode::wallet`]) and broadcast by LDK; a
+    /// wallet that cannot pay `capacity_sats` now refuses here (`LdkError::Funding`), and one
+    /// that cannot when the peer has accepted makes the channel close unfunded. Without a
+    /// chain source the channel is funded by a synthetic transaction that is never broadcast
+    /// (development only). Returns when LDK accepted the request; the channel becomes usable
+    /// once the peer accepts it (see [`LdkNode::list_channels`]).
     ///
     /// Right after a connection the peer manager may already list the peer while the channel
     /// manager has not processed its `Init` yet and refuses with "Not connected" (seen when the
@@ -895,6 +1013,20 @@ impl LdkNode {
         push_msat: u64,
     ) -> Result<(), LdkError> {
         let pk = from_node_pubkey(&counterparty).map_err(LdkError::Ldk)?;
+        if let Some(wallet) = &self.wallet {
+            // Refuse early what the wallet cannot fund, rather than after the peer's accept.
+            let b = wallet.balance().await;
+            let available = b
+                .confirmed
+                .checked_add(b.trusted_pending)
+                .unwrap_or(bitcoin::Amount::MAX_MONEY);
+            if available.to_sat() < capacity_sats {
+                return Err(LdkError::Funding(WalletError::InsufficientFunds {
+                    needed: bitcoin::Amount::from_sat(capacity_sats),
+                    available,
+                }));
+            }
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             if self.is_stopped() {
@@ -921,6 +1053,43 @@ impl LdkNode {
         }
     }
 
+    /// Closes our channel `channel_id` (hex, as in [`ChannelSummary::channel_id`]):
+    /// cooperatively (the peer must be connected; the closing transaction pays our balance to
+    /// us) or, with `force`, by broadcasting our latest commitment transaction (our balance
+    /// comes back after its CSV delay). Either way the sweeper moves what is ours into the
+    /// wallet.
+    pub fn close_channel(&self, channel_id: &str, force: bool) -> Result<(), LdkError> {
+        self.check_running().map_err(|_| LdkError::Stopped)?;
+        let bytes: [u8; 32] = hex::decode(channel_id)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| LdkError::Ldk(format!("not a channel id: {channel_id:?}")))?;
+        let id = ChannelId(bytes);
+        let channel = self
+            .channel_manager
+            .list_channels()
+            .into_iter()
+            .find(|c| c.channel_id == id)
+            .ok_or_else(|| LdkError::Ldk(format!("no channel {channel_id}")))?;
+        let peer = channel.counterparty.node_id;
+        let res = if force {
+            self.channel_manager.force_close_broadcasting_latest_txn(
+                &id,
+                &peer,
+                "closed by the operator".into(),
+            )
+        } else {
+            self.channel_manager.close_channel(&id, &peer)
+        };
+        res.map_err(|e| LdkError::Ldk(format!("{e:?}")))
+    }
+
+    /// The node's on-chain wallet (funds our channels, receives sweeps); `None` without a
+    /// chain source.
+    pub fn wallet(&self) -> Option<&Arc<OnchainWallet>> {
+        self.wallet.as_ref()
+    }
+
     /// Our channels.
     pub fn list_channels(&self) -> Vec<ChannelSummary> {
         self.channel_manager
@@ -935,6 +1104,9 @@ impl LdkNode {
                 forwarding_known: c.counterparty.forwarding_info.is_some(),
                 outbound_scid: c.get_outbound_payment_scid(),
                 inbound_scid: c.get_inbound_payment_scid(),
+                channel_id: c.channel_id.to_string(),
+                funding_txid: c.funding_txo.map(|o| o.txid),
+                confirmations: c.confirmations,
             })
             .collect()
     }
@@ -1277,13 +1449,11 @@ impl LdkNode {
                 async move { node.handle_event(event).await }
             })
             .await;
+        // SpendableOutputs come from the monitors: the sweeper takes them (`handle_event`).
         self.chain_monitor
-            .process_pending_events_async(|event| async move {
-                tracing::info!(
-                    ?event,
-                    "chain monitor event (not handled: no on-chain wallet)"
-                );
-                Ok(())
+            .process_pending_events_async(|event| {
+                let node = Arc::clone(self);
+                async move { node.handle_event(event).await }
             })
             .await;
         if self.channel_manager.needs_pending_htlc_processing() {
@@ -1307,7 +1477,41 @@ impl LdkNode {
                 output_script,
                 ..
             } => {
-                let tx = synthetic_funding_tx(channel_value_satoshis, output_script);
+                let tx = match &self.wallet {
+                    None => synthetic_funding_tx(channel_value_satoshis, output_script),
+                    Some(wallet) => {
+                        let fee_rate = bitcoin::FeeRate::from_sat_per_kwu(u64::from(
+                            self.fee_estimator
+                                .get_est_sat_per_1000_weight(FUNDING_FEE_TARGET),
+                        ));
+                        match wallet
+                            .build_funding_tx(output_script, channel_value_satoshis, fee_rate)
+                            .await
+                        {
+                            Ok(tx) => tx,
+                            Err(e) => {
+                                tracing::warn!(
+                                    node = alias,
+                                    peer = %counterparty_node_id,
+                                    error = %e,
+                                    "cannot fund the channel; closing it"
+                                );
+                                // Nothing was signed or broadcast: the unfunded channel just
+                                // goes away (the peer is told why).
+                                if let Err(e) =
+                                    self.channel_manager.force_close_broadcasting_latest_txn(
+                                        &temporary_channel_id,
+                                        &counterparty_node_id,
+                                        format!("funding failed: {e}"),
+                                    )
+                                {
+                                    tracing::warn!(node = alias, error = ?e, "closing unfunded channel");
+                                }
+                                return Ok(());
+                            }
+                        }
+                    }
+                };
                 if let Err(e) = self.channel_manager.funding_transaction_generated(
                     temporary_channel_id,
                     counterparty_node_id,
@@ -1316,6 +1520,26 @@ impl LdkNode {
                     tracing::warn!(node = alias, error = ?e, "funding transaction refused");
                 }
             }
+            Event::SpendableOutputs {
+                outputs,
+                channel_id,
+            } => match &self.sweeper {
+                Some(s) => {
+                    if s.track_spendable_outputs(outputs, channel_id, false, None)
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(node = alias, "persisting outputs to sweep failed");
+                        return Err(ReplayEvent());
+                    }
+                }
+                None => {
+                    tracing::warn!(
+                        node = alias,
+                        "spendable outputs but no wallet to sweep into"
+                    );
+                }
+            },
             Event::OpenChannelRequest {
                 temporary_channel_id,
                 counterparty_node_id,

@@ -79,6 +79,17 @@ pub(crate) type ChannelManagerT = ChannelManager<
     Arc<MsgRouter>,
     Logr,
 >;
+/// Sweeps what closed channels leave us (`Event::SpendableOutputs`) into the on-chain wallet.
+pub(crate) type SweeperT = lightning::util::sweep::OutputSweeper<
+    Arc<ChainBroadcaster>,
+    Arc<crate::wallet::OnchainWallet>,
+    Arc<ChainFeeEstimator>,
+    Arc<dyn Filter + Send + Sync>,
+    // The sweeper persists through the async `KVStore`; the file store is a sync one.
+    Arc<lightning::util::persist::KVStoreSyncWrapper<Arc<FilesystemStore>>>,
+    Logr,
+    Arc<KeysManager>,
+>;
 pub(crate) type PeerManagerT = PeerManager<
     SocketDescriptor,
     Arc<ChannelManagerT>,

@@ -17,7 +17,7 @@ use bitcoin::{
 };
 use satchel_chain::state::Found;
 use satchel_chain::{Chain, ChainServer};
-use satchel_ldk::{OnchainWallet, WalletChainSource, WalletError};
+use satchel_ldk::{ChainSource, OnchainWallet, WalletError};
 
 struct Net {
     _dir: tempfile::TempDir,
@@ -49,12 +49,12 @@ enum Kind {
 const KINDS: [Kind; 2] = [Kind::Esplora, Kind::Rpc];
 
 impl Net {
-    fn source(&self, kind: Kind) -> WalletChainSource {
+    fn source(&self, kind: Kind) -> ChainSource {
         match kind {
-            Kind::Esplora => WalletChainSource::Esplora {
+            Kind::Esplora => ChainSource::Esplora {
                 url: self.server.esplora_url.clone(),
             },
-            Kind::Rpc => WalletChainSource::BitcoindRpc {
+            Kind::Rpc => ChainSource::BitcoindRpc {
                 url: self.server.rpc_url.clone(),
                 user: self.server.credentials.user.clone(),
                 password: self.server.credentials.password.clone(),

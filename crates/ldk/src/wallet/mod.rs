@@ -21,9 +21,9 @@
 //!
 //! # Chain sources
 //!
-//! [`WalletChainSource::Esplora`] syncs with `bdk_esplora` (a full scan with a stop gap on the
+//! [`ChainSource::Esplora`] syncs with `bdk_esplora` (a full scan with a stop gap on the
 //! first sync after opening, which also finds coins of a restored seed, then the revealed
-//! scripts only). [`WalletChainSource::BitcoindRpc`] walks every block from the newest
+//! scripts only). [`ChainSource::BitcoindRpc`] walks every block from the newest
 //! checkpoint that bitcoind still has to its tip (`rpc.rs` for the calls), keeps the
 //! transactions paying our scripts (revealed or within BDK's lookahead) or spending our
 //! outputs, and hands BDK one update per 500 blocks with sparse checkpoints; then it looks at
@@ -61,6 +61,7 @@ use bitcoin::{
 use lightning::sign::ChangeDestinationSource;
 use lightning::util::async_poll::AsyncResult;
 
+use crate::chain_source::ChainSource;
 use rpc::RpcClient;
 pub use store::StoreError;
 use store::WalletFile;
@@ -73,25 +74,6 @@ const PARALLEL_REQUESTS: usize = 4;
 const BLOCKS_PER_BATCH: u32 = 500;
 /// Times the bitcoind walk starts again when the chain changes under it.
 const WALK_ATTEMPTS: u32 = 3;
-
-/// Where the wallet learns about the chain. The same two kinds of source the node syncs from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WalletChainSource {
-    /// An Esplora REST server, e.g. `http://127.0.0.1:3002` (no trailing slash).
-    Esplora {
-        /// Base URL.
-        url: String,
-    },
-    /// bitcoind's JSON-RPC interface with basic auth.
-    BitcoindRpc {
-        /// e.g. `http://127.0.0.1:18443`.
-        url: String,
-        /// RPC user (or `__cookie__`).
-        user: String,
-        /// RPC password.
-        password: String,
-    },
-}
 
 /// Errors of the on-chain wallet.
 #[derive(Debug, thiserror::Error)]
@@ -232,7 +214,7 @@ const ESPLORA_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The HTTP client for Esplora: HTTPS on the workspace's rustls provider (aws-lc-rs) with the
 /// platform's trust store, or plain HTTP (a local Esplora).
-fn esplora_http_client() -> Result<reqwest_esplora::Client, WalletError> {
+pub(crate) fn esplora_http_client() -> Result<reqwest_esplora::Client, WalletError> {
     use rustls_platform_verifier::BuilderVerifierExt;
     let failed = |e: String| WalletError::ChainSource(format!("Esplora client: {e}"));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -269,7 +251,7 @@ impl OnchainWallet {
     pub async fn open_for_node(
         node_data_dir: &Path,
         network: Network,
-        source: WalletChainSource,
+        source: ChainSource,
     ) -> Result<OnchainWallet, WalletError> {
         satchel_lightning::fs_private::ensure_private_dir(node_data_dir)
             .map_err(WalletError::Seed)?;
@@ -284,7 +266,7 @@ impl OnchainWallet {
         wallet_dir: &Path,
         seed: &[u8; 32],
         network: Network,
-        source: WalletChainSource,
+        source: ChainSource,
     ) -> Result<OnchainWallet, WalletError> {
         satchel_lightning::fs_private::ensure_private_dir(wallet_dir).map_err(|e| {
             WalletError::Store(StoreError::Io {
@@ -293,13 +275,13 @@ impl OnchainWallet {
             })
         })?;
         let source = match source {
-            WalletChainSource::Esplora { url } => {
+            ChainSource::Esplora { url } => {
                 Source::Esplora(esplora_client::AsyncClient::from_client(
                     url.trim_end_matches('/').to_owned(),
                     esplora_http_client()?,
                 ))
             }
-            WalletChainSource::BitcoindRpc {
+            ChainSource::BitcoindRpc {
                 url,
                 user,
                 password,
