@@ -394,6 +394,58 @@ async fn channels(State(s): State<Services>) -> OpResult<ChannelsDto> {
     }))
 }
 
+/// `POST /operator/v1/onchain/address`.
+#[derive(Debug, Serialize)]
+pub struct OnchainAddressDto {
+    /// A receive address of the node's wallet, never handed out before.
+    pub address: String,
+}
+
+/// `GET /operator/v1/onchain/balance`, in sats.
+#[derive(Debug, Serialize)]
+pub struct OnchainBalanceDto {
+    /// Confirmed and spendable.
+    pub confirmed_sats: u64,
+    /// Not confirmed yet (our change and incoming).
+    pub unconfirmed_sats: u64,
+    /// Immature coinbase outputs.
+    pub immature_sats: u64,
+}
+
+/// `POST /operator/v1/onchain/send`.
+#[derive(Debug, Serialize)]
+pub struct OnchainSentDto {
+    /// The transaction, queued for broadcast.
+    pub txid: String,
+}
+
+async fn onchain_address(State(s): State<Services>) -> OpResult<OnchainAddressDto> {
+    let address = s.operator.onchain_address().await.map_err(api_error)?;
+    Ok(Json(OnchainAddressDto { address }))
+}
+
+async fn onchain_balance(State(s): State<Services>) -> OpResult<OnchainBalanceDto> {
+    let b = s.operator.onchain_balance().await.map_err(api_error)?;
+    Ok(Json(OnchainBalanceDto {
+        confirmed_sats: b.confirmed_sats,
+        unconfirmed_sats: b.unconfirmed_sats,
+        immature_sats: b.immature_sats,
+    }))
+}
+
+async fn onchain_send(State(s): State<Services>, p: Params) -> OpResult<OnchainSentDto> {
+    let address = p.required_string("address", "address")?;
+    let sats = p
+        .uint("sats", "sats")?
+        .ok_or_else(|| ApiError::bad_request("sats is required."))?;
+    let txid = s
+        .operator
+        .onchain_send(&address, sats)
+        .await
+        .map_err(api_error)?;
+    Ok(Json(OnchainSentDto { txid }))
+}
+
 async fn payments(State(s): State<Services>) -> OpResult<PaymentsDto> {
     let list = s.operator.unresolved().await.map_err(api_error)?;
     Ok(Json(PaymentsDto {
@@ -480,6 +532,9 @@ pub fn router(access: OperatorAccess, services: &Services) -> Router<AppState> {
     let api = Router::new()
         .route("/operator/v1/node", get(node))
         .route("/operator/v1/channels", get(channels))
+        .route("/operator/v1/onchain/address", post(onchain_address))
+        .route("/operator/v1/onchain/balance", get(onchain_balance))
+        .route("/operator/v1/onchain/send", post(onchain_send))
         .route("/operator/v1/payments", get(payments))
         .route("/operator/v1/payments/{id}/resolve", post(resolve))
         .route("/operator/v1/actions", get(actions))

@@ -76,6 +76,8 @@ fn three_hops(dest: NodePubkey, amount: u64) -> Route {
     }
 }
 
+impl satchel_lightning::NodeAdmin for Node {}
+
 #[async_trait]
 impl NodeInfo for Node {
     async fn node_info(&self) -> Result<NodeInfoData, LnError> {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bitcoin::hashes::{Hash as _, sha256};
+use lightning::chain::chaininterface::{BroadcasterInterface, ConfirmationTarget, FeeEstimator};
 use lightning::ln::channelmanager::{
     Bolt11PaymentError, PaymentId, RecentPaymentDetails, RecipientOnionFields, Retry,
     RetryableSendFailure,
@@ -20,8 +21,9 @@ use satchel_domain::{
 };
 use satchel_lightning::{
     ChannelInfo, ChannelState, IncomingEvent, IncomingKind, InternalTake, InvoiceEvents,
-    InvoiceState, Invoices, LnError, NewInvoice, NodeInfo, NodeInfoData, NodeStats, NodeStatus,
-    PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments, Route, RouteHop, Routes, TakeKind,
+    InvoiceState, Invoices, LnError, NewInvoice, NodeAdmin, NodeInfo, NodeInfoData, NodeStats,
+    NodeStatus, OnchainBalance, PayOutcome, PayRequest, PayTarget, PaymentLookup, Payments, Route,
+    RouteHop, Routes, TakeKind,
 };
 
 use crate::invoice::InvoiceParams;
@@ -412,6 +414,69 @@ impl LdkNode {
             .take(limit)
             .cloned()
             .collect()
+    }
+}
+
+/// How soon an operator's on-chain send should confirm: the same normal-priority target the
+/// node funds its channels at.
+const ONCHAIN_SEND_FEE_TARGET: ConfirmationTarget = ConfirmationTarget::OutputSpendingFee;
+
+fn wallet_of(node: &LdkNode) -> Result<&Arc<crate::wallet::OnchainWallet>, LnError> {
+    node.wallet().ok_or_else(|| {
+        LnError::Rejected("the node has no on-chain wallet (no chain source)".to_owned())
+    })
+}
+
+/// The on-chain wallet of the node (`None` without a chain source: then every call is
+/// `Rejected`, nothing to do). Sends are broadcast through the node's own broadcaster, the one
+/// LDK uses, so they reach the chain source the same way channel transactions do.
+#[async_trait]
+impl NodeAdmin for LdkNode {
+    async fn onchain_address(&self) -> Result<String, LnError> {
+        let address = wallet_of(self)?
+            .new_address()
+            .await
+            .map_err(|e| LnError::Transport(e.to_string()))?;
+        Ok(address.to_string())
+    }
+
+    async fn onchain_balance(&self) -> Result<OnchainBalance, LnError> {
+        let b = wallet_of(self)?.balance().await;
+        let unconfirmed = b
+            .trusted_pending
+            .checked_add(b.untrusted_pending)
+            .ok_or_else(|| LnError::Transport("balance overflows".to_owned()))?;
+        Ok(OnchainBalance {
+            confirmed_sats: b.confirmed.to_sat(),
+            unconfirmed_sats: unconfirmed.to_sat(),
+            immature_sats: b.immature.to_sat(),
+        })
+    }
+
+    async fn onchain_send(&self, address: &str, amount_sats: u64) -> Result<String, LnError> {
+        use crate::wallet::WalletError as W;
+        let wallet = wallet_of(self)?;
+        if amount_sats == 0 {
+            return Err(LnError::Rejected("amount must be positive".to_owned()));
+        }
+        let address: bitcoin::Address<bitcoin::address::NetworkUnchecked> = address
+            .parse()
+            .map_err(|e| LnError::Rejected(format!("bad address: {e}")))?;
+        let fee_rate = bitcoin::FeeRate::from_sat_per_kwu(u64::from(
+            self.fee_estimator()
+                .get_est_sat_per_1000_weight(ONCHAIN_SEND_FEE_TARGET),
+        ));
+        let tx = wallet
+            .send_to_address(&address, bitcoin::Amount::from_sat(amount_sats), fee_rate)
+            .await
+            .map_err(|e| match e {
+                W::WrongNetwork { .. } | W::Dust { .. } | W::InsufficientFunds { .. } => {
+                    LnError::Rejected(e.to_string())
+                }
+                other => LnError::Transport(other.to_string()),
+            })?;
+        self.broadcaster().broadcast_transactions(&[&tx]);
+        Ok(tx.compute_txid().to_string())
     }
 }
 

@@ -374,6 +374,45 @@ pub trait NodeInfo: Send + Sync {
     }
 }
 
+/// The node's on-chain wallet balance, in sats, for the operator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OnchainBalance {
+    /// Confirmed and spendable.
+    pub confirmed_sats: u64,
+    /// Unconfirmed: our own change and what others sent us.
+    pub unconfirmed_sats: u64,
+    /// Coinbase outputs that have not matured.
+    pub immature_sats: u64,
+}
+
+/// The operator's control of the node's own funds (`/operator/v1/onchain/*`). Only a node that
+/// holds an on-chain wallet can do this: the embedded LDK node implements it; LND, Core
+/// Lightning and the scripted backend keep the defaults, which answer
+/// [`LnError::NotSupported`] ("not supported by this backend") and do nothing.
+#[async_trait]
+pub trait NodeAdmin: Send + Sync {
+    /// A receive address of the node's wallet that was never handed out before. It is durably
+    /// revealed before it is returned, so the wallet watches it across restarts.
+    async fn onchain_address(&self) -> Result<String, LnError> {
+        Err(LnError::NotSupported)
+    }
+
+    /// The wallet's balance as of its last chain sync.
+    async fn onchain_balance(&self) -> Result<OnchainBalance, LnError> {
+        Err(LnError::NotSupported)
+    }
+
+    /// Pays `amount_sats` to `address` from the wallet (fee on top, change back to the wallet)
+    /// and hands the transaction to the node's broadcaster; returns its txid (hex). A bad
+    /// address (unparsable, other network), a zero or dust amount, or more than the wallet can
+    /// pay is `Rejected`, and then nothing was built or sent. `Ok` means the transaction was
+    /// signed and queued for broadcast, not that it confirmed.
+    async fn onchain_send(&self, address: &str, amount_sats: u64) -> Result<String, LnError> {
+        let _ = (address, amount_sats);
+        Err(LnError::NotSupported)
+    }
+}
+
 /// Invoices we issue.
 #[async_trait]
 pub trait Invoices: Send + Sync {
@@ -554,6 +593,12 @@ pub trait DevnetControl: Send + Sync {
 }
 
 /// Everything Satchel needs from a node.
-pub trait LightningBackend: NodeInfo + Invoices + Payments + InvoiceEvents + Routes {}
+pub trait LightningBackend:
+    NodeInfo + NodeAdmin + Invoices + Payments + InvoiceEvents + Routes
+{
+}
 
-impl<T: NodeInfo + Invoices + Payments + InvoiceEvents + Routes> LightningBackend for T {}
+impl<T: NodeInfo + NodeAdmin + Invoices + Payments + InvoiceEvents + Routes> LightningBackend
+    for T
+{
+}

@@ -378,6 +378,9 @@ pub(crate) fn channel_stats(channels: &[ChannelInfo]) -> NodeStats {
     }
 }
 
+/// On-chain commands are not wired to LND yet: "not supported by this backend".
+impl satchel_lightning::NodeAdmin for LndRest {}
+
 #[async_trait]
 impl NodeInfo for LndRest {
     async fn node_info(&self) -> Result<NodeInfoData, LnError> {

@@ -959,6 +959,10 @@ impl ScriptedBackend {
     }
 }
 
+/// The scripted backend has no on-chain wallet: every operator on-chain command is
+/// "not supported by this backend".
+impl satchel_lightning::NodeAdmin for ScriptedBackend {}
+
 #[async_trait]
 impl NodeInfo for ScriptedBackend {
     async fn node_info(&self) -> Result<NodeInfoData, LnError> {

@@ -692,3 +692,146 @@ async fn satchel_serve_writes_the_cookie_and_node_info_reads_it() {
     assert!(status.success(), "{status:?}");
     assert!(!cookie.exists());
 }
+
+/// Polls the operator's on-chain balance until `done` holds for it (the node's wallet syncs
+/// on its own after each block), or fails after a minute.
+async fn wait_balance(op: &Op, sec: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (st, b) = op.get(sec, "/onchain/balance").await;
+        assert_eq!(st, StatusCode::OK, "{b}");
+        if done(&b) {
+            return b;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn onchain_address_balance_and_send_on_the_devnet() {
+    let db = TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir: PathBuf = dir.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let devnet = Arc::new(
+        satchel_ldk::Devnet::start(&dir.path().join("devnet"))
+            .await
+            .expect("devnet starts"),
+    );
+    let backend: Arc<dyn LightningBackend> = devnet.node();
+    let control: Arc<dyn DevnetControl> = devnet.clone();
+    let running = start_with_http(
+        StartOptions {
+            database_url: db.url.clone(),
+            listen: "127.0.0.1:0".into(),
+            backend,
+            devnet: Some(control.clone()),
+            service: satchel_service::ServiceConfig {
+                backend_name: "devnet",
+                ..test_service_config()
+            },
+            webhooks: None,
+        },
+        operator_http(&data_dir, false),
+    )
+    .await
+    .unwrap();
+    let op = Op::new(&running.url());
+    let sec = secret(&data_dir);
+    let wallet = Arc::clone(
+        devnet
+            .node()
+            .wallet()
+            .expect("the devnet node has a wallet"),
+    );
+    let sats = |b: &Value, k: &str| b[k].as_u64().unwrap_or_else(|| panic!("{k} in {b}"));
+
+    // Nothing pending to start from: the devnet's initial funding is confirmed.
+    let start = wait_balance(&op, &sec, "initial funds confirm", |b| {
+        sats(b, "unconfirmed_sats") == 0 && sats(b, "confirmed_sats") > 0
+    })
+    .await;
+    let start_sats = sats(&start, "confirmed_sats");
+
+    // A fresh address each time; fund one from the devnet faucet.
+    let (st, a1) = op.post(&sec, "/onchain/address", json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{a1}");
+    let (st, a2) = op.post(&sec, "/onchain/address", json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{a2}");
+    let address = a1["address"].as_str().unwrap().to_owned();
+    assert!(address.starts_with("bcrt1"), "{a1}");
+    assert_ne!(a1["address"], a2["address"]);
+    let funded_sats = 250_000;
+    control.fund(&address, funded_sats).await.unwrap();
+    control.mine(1).await.unwrap();
+    let funded = wait_balance(&op, &sec, "the funding confirms", |b| {
+        sats(b, "unconfirmed_sats") == 0 && sats(b, "confirmed_sats") == start_sats + funded_sats
+    })
+    .await;
+    let funded_total = sats(&funded, "confirmed_sats");
+
+    // Bad input is refused with a 4xx and nothing is built or sent.
+    let txs_before = wallet.transactions().await.len();
+    let faucet = devnet.chain().faucet_address().to_string();
+    for (body, why) in [
+        (
+            json!({"address": "not-an-address", "sats": 1000}),
+            "bad address",
+        ),
+        (
+            json!({"address": "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq", "sats": 1000}),
+            "mainnet address",
+        ),
+        (json!({"address": faucet, "sats": 0}), "zero"),
+        (json!({"address": faucet}), "no amount"),
+        (
+            json!({"address": faucet, "sats": funded_total + 1}),
+            "over the balance",
+        ),
+    ] {
+        let (st, v) = op.post(&sec, "/onchain/send", body).await;
+        assert!(st.is_client_error(), "{why}: {st} {v}");
+    }
+    assert_eq!(wallet.transactions().await.len(), txs_before);
+    let (_, b) = op.get(&sec, "/onchain/balance").await;
+    assert_eq!(b, funded, "refused sends write nothing");
+
+    // Send to the faucet; once mined the balance is lower by the amount plus the fee.
+    let sent_sats = 100_000;
+    let (st, v) = op
+        .post(
+            &sec,
+            "/onchain/send",
+            json!({"address": faucet, "sats": sent_sats}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let txid: bitcoin::Txid = v["txid"].as_str().unwrap().parse().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !devnet
+        .chain()
+        .with_state(|st| st.mempool.entries.contains_key(&txid) || st.tx_index.contains_key(&txid))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never broadcast");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    control.mine(1).await.unwrap();
+    let fee_sats = wallet
+        .transactions()
+        .await
+        .iter()
+        .find(|t| t.txid == txid)
+        .and_then(|t| t.fee)
+        .expect("the wallet knows its send and its fee")
+        .to_sat();
+    assert!(fee_sats > 0);
+    wait_balance(&op, &sec, "the send confirms", |b| {
+        sats(b, "unconfirmed_sats") == 0
+            && sats(b, "confirmed_sats") == funded_total - sent_sats - fee_sats
+    })
+    .await;
+
+    running.shutdown().await;
+    devnet.stop().await.unwrap();
+}

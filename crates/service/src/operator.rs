@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use satchel_domain::{LnTxId, Msat, Preimage, WtxId, now_secs};
-use satchel_lightning::{ChannelInfo, LnError, NodeInfoData, NodeStatus};
+use satchel_lightning::{ChannelInfo, LnError, NodeInfoData, NodeStatus, OnchainBalance};
 use satchel_store::{
     AccountSummary, AuditReport, LnTxRecord, ManualResolution, OperatorAction, PaymentStateError,
     Store,
@@ -194,6 +194,18 @@ fn node_error(e: LnError) -> ServiceError {
     }
 }
 
+/// Errors of the operator's node commands: what the node refused before doing anything is the
+/// operator's input error (4xx), the rest as [`node_error`].
+fn admin_error(e: LnError) -> ServiceError {
+    match e {
+        LnError::Rejected(msg) => invalid(msg),
+        LnError::NotSupported => ServiceError::NotSupported(
+            "this Lightning backend does not support on-chain commands".to_owned(),
+        ),
+        other => node_error(other),
+    }
+}
+
 impl OperatorService {
     /// The service.
     pub fn new(ctx: Arc<Ctx>) -> OperatorService {
@@ -213,6 +225,37 @@ impl OperatorService {
     /// Our channels.
     pub async fn channels(&self) -> Result<Vec<ChannelInfo>, ServiceError> {
         self.ctx.ln.list_channels().await.map_err(node_error)
+    }
+
+    /// A fresh receive address of the node's on-chain wallet.
+    pub async fn onchain_address(&self) -> Result<String, ServiceError> {
+        self.ctx.ln.onchain_address().await.map_err(admin_error)
+    }
+
+    /// The node's on-chain wallet balance.
+    pub async fn onchain_balance(&self) -> Result<OnchainBalance, ServiceError> {
+        self.ctx.ln.onchain_balance().await.map_err(admin_error)
+    }
+
+    /// Pays `amount_sats` on chain from the node's wallet; returns the txid. Zero is refused
+    /// here, before the node is asked; what the node refuses (bad address, dust, more than the
+    /// wallet holds) is the operator's error too, and nothing was sent.
+    pub async fn onchain_send(
+        &self,
+        address: &str,
+        amount_sats: u64,
+    ) -> Result<String, ServiceError> {
+        if amount_sats == 0 {
+            return Err(invalid("the amount must be positive"));
+        }
+        if address.trim().is_empty() {
+            return Err(invalid("an address is required"));
+        }
+        self.ctx
+            .ln
+            .onchain_send(address.trim(), amount_sats)
+            .await
+            .map_err(admin_error)
     }
 
     /// See [`unresolved_payments`].

@@ -120,6 +120,8 @@ impl Spy {
     }
 }
 
+impl satchel_lightning::NodeAdmin for Spy {}
+
 #[async_trait]
 impl NodeInfo for Spy {
     async fn node_info(&self) -> Result<NodeInfoData, LnError> {

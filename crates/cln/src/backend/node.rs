@@ -88,6 +88,9 @@ pub(crate) fn channel_stats(channels: &[ChannelInfo]) -> NodeStats {
     }
 }
 
+/// On-chain commands are not wired to Core Lightning yet: "not supported by this backend".
+impl satchel_lightning::NodeAdmin for ClnBackend {}
+
 #[async_trait]
 impl NodeInfo for ClnBackend {
     /// `getinfo`: its `blockheight`; synced unless it carries `warning_bitcoind_sync` or

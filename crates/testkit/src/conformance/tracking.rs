@@ -48,6 +48,19 @@ impl NodeInfo for Recorder {
 }
 
 #[async_trait]
+impl satchel_lightning::NodeAdmin for Recorder {
+    async fn onchain_address(&self) -> Result<String, LnError> {
+        self.inner.onchain_address().await
+    }
+    async fn onchain_balance(&self) -> Result<satchel_lightning::OnchainBalance, LnError> {
+        self.inner.onchain_balance().await
+    }
+    async fn onchain_send(&self, address: &str, amount_sats: u64) -> Result<String, LnError> {
+        self.inner.onchain_send(address, amount_sats).await
+    }
+}
+
+#[async_trait]
 impl Invoices for Recorder {
     async fn create_invoice(&self, req: NewInvoice) -> Result<Bolt11, LnError> {
         self.invoice(req.preimage.hash());
