@@ -180,6 +180,29 @@ enum NodeCmd {
     Info(NodeArgs),
     /// Peer, capacity, local and remote balance, state, confirmations of each channel.
     Channels(NodeArgs),
+    /// The node's on-chain wallet.
+    Onchain {
+        #[command(subcommand)]
+        cmd: OnchainCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum OnchainCmd {
+    /// A receive address never handed out before.
+    Address(NodeArgs),
+    /// Confirmed, unconfirmed and immature sats.
+    Balance(NodeArgs),
+    /// Pays ADDRESS from the wallet (fee on top) and broadcasts; prints the txid.
+    Send {
+        /// Where to.
+        address: String,
+        /// How much, in sats.
+        #[arg(long)]
+        sats: u64,
+        #[command(flatten)]
+        args: NodeArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -272,6 +295,18 @@ impl NodeCmd {
         match self {
             NodeCmd::Info(a) => (satchel::node_cli::NodeQuery::Info, a),
             NodeCmd::Channels(a) => (satchel::node_cli::NodeQuery::Channels, a),
+            NodeCmd::Onchain { cmd } => match cmd {
+                OnchainCmd::Address(a) => (satchel::node_cli::NodeQuery::OnchainAddress, a),
+                OnchainCmd::Balance(a) => (satchel::node_cli::NodeQuery::OnchainBalance, a),
+                OnchainCmd::Send {
+                    address,
+                    sats,
+                    args,
+                } => (
+                    satchel::node_cli::NodeQuery::OnchainSend { address, sats },
+                    args,
+                ),
+            },
         }
     }
 }
@@ -284,7 +319,15 @@ fn log_format(cmd: &Cmd) -> LogFormat {
         Cmd::Serve(a) | Cmd::Audit(a) => a,
         Cmd::Devnet { config, .. } => config,
         Cmd::Node {
-            cmd: NodeCmd::Info(a) | NodeCmd::Channels(a),
+            cmd:
+                NodeCmd::Info(a)
+                | NodeCmd::Channels(a)
+                | NodeCmd::Onchain {
+                    cmd: OnchainCmd::Address(a) | OnchainCmd::Balance(a),
+                }
+                | NodeCmd::Onchain {
+                    cmd: OnchainCmd::Send { args: a, .. },
+                },
         } => &a.config,
         Cmd::Account {
             cmd: AccountCmd::Create { config, .. },

@@ -1,7 +1,7 @@
-//! `satchel node info | channels`: the operator API of a running server, authenticated with
-//! the secret `serve` wrote to `<data_dir>/.operator_cookie` (so only a user who can read the
-//! data dir can use it). Connecting peers, opening and closing channels and on-chain commands
-//! are not here: they need the node on a real chain, which is not wired yet.
+//! `satchel node info | channels | onchain address|balance|send`: the operator API of a running
+//! server, authenticated with the secret `serve` wrote to `<data_dir>/.operator_cookie` (so only
+//! a user who can read the data dir can use it). Connecting peers, opening and closing channels
+//! are not here yet.
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -10,12 +10,40 @@ use crate::app::OPERATOR_COOKIE_FILE;
 use crate::config::Config;
 
 /// What to ask.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeQuery {
     /// `GET /operator/v1/node`.
     Info,
     /// `GET /operator/v1/channels`.
     Channels,
+    /// `POST /operator/v1/onchain/address`.
+    OnchainAddress,
+    /// `GET /operator/v1/onchain/balance`.
+    OnchainBalance,
+    /// `POST /operator/v1/onchain/send`.
+    OnchainSend {
+        /// Where to.
+        address: String,
+        /// How much, in sats (the fee comes on top).
+        sats: u64,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+struct OnchainAddress {
+    address: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct OnchainBalance {
+    confirmed_sats: u64,
+    unconfirmed_sats: u64,
+    immature_sats: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct OnchainSent {
+    txid: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,13 +90,23 @@ pub async fn run(
             cookie_path.display()
         )
     })?;
-    let path = match query {
+    let path = match &query {
         NodeQuery::Info => "/operator/v1/node",
         NodeQuery::Channels => "/operator/v1/channels",
+        NodeQuery::OnchainAddress => "/operator/v1/onchain/address",
+        NodeQuery::OnchainBalance => "/operator/v1/onchain/balance",
+        NodeQuery::OnchainSend { .. } => "/operator/v1/onchain/send",
     };
     let url = format!("{}{}", base.trim_end_matches('/'), path);
-    let resp = reqwest::Client::new()
-        .get(&url)
+    let client = reqwest::Client::new();
+    let req = match &query {
+        NodeQuery::Info | NodeQuery::Channels | NodeQuery::OnchainBalance => client.get(&url),
+        NodeQuery::OnchainAddress => client.post(&url).json(&serde_json::json!({})),
+        NodeQuery::OnchainSend { address, sats } => client
+            .post(&url)
+            .json(&serde_json::json!({ "address": address, "sats": sats })),
+    };
+    let resp = req
         .bearer_auth(secret.trim())
         .send()
         .await
@@ -110,6 +148,20 @@ pub async fn run(
                 );
             }
             println!("{} channel(s)", c.channels.len());
+        }
+        NodeQuery::OnchainAddress => {
+            let a: OnchainAddress = serde_json::from_str(&text).context("the server's answer")?;
+            println!("{}", a.address);
+        }
+        NodeQuery::OnchainBalance => {
+            let b: OnchainBalance = serde_json::from_str(&text).context("the server's answer")?;
+            println!("confirmed_sats:   {}", b.confirmed_sats);
+            println!("unconfirmed_sats: {}", b.unconfirmed_sats);
+            println!("immature_sats:    {}", b.immature_sats);
+        }
+        NodeQuery::OnchainSend { .. } => {
+            let t: OnchainSent = serde_json::from_str(&text).context("the server's answer")?;
+            println!("sent; txid {}", t.txid);
         }
     }
     Ok(())

@@ -3,7 +3,8 @@
 //! key, a forwarded request, a non-loopback peer), node and channels, the stuck-payment flow
 //! (list, resolve failed and succeeded, refusals, audit trail, audit) and accounts, on SQLite
 //! and Postgres; node info and channels on the LDK devnet, and `satchel node info --json` /
-//! `satchel node channels` against it.
+//! `satchel node channels` against it; the node's on-chain wallet (address, balance, send and
+//! its refusals) over the API and `satchel node onchain …` on the devnet.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod child;
 mod common;
@@ -826,9 +827,61 @@ async fn onchain_address_balance_and_send_on_the_devnet() {
         .expect("the wallet knows its send and its fee")
         .to_sat();
     assert!(fee_sats > 0);
-    wait_balance(&op, &sec, "the send confirms", |b| {
+    let after_api = wait_balance(&op, &sec, "the send confirms", |b| {
         sats(b, "unconfirmed_sats") == 0
             && sats(b, "confirmed_sats") == funded_total - sent_sats - fee_sats
+    })
+    .await;
+    let after_api = sats(&after_api, "confirmed_sats");
+
+    // The same through `satchel node onchain …`.
+    let base = running.url();
+    let dd = data_dir.to_str().unwrap();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["node", "onchain"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--server", &base, "--data-dir", dd]);
+        satchel_cli(&all)
+    };
+    let (ok, out) = cli(&["balance", "--json"]);
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{out}"));
+    assert_eq!(sats(&v, "confirmed_sats"), after_api, "{v}");
+    let (ok, out) = cli(&["balance"]);
+    assert!(
+        ok && out.contains(&format!("confirmed_sats:   {after_api}")),
+        "{out}"
+    );
+    let (ok, out) = cli(&["address"]);
+    assert!(ok && out.trim().starts_with("bcrt1"), "{out}");
+    let (ok, out) = cli(&["send", &faucet, "--sats", "0"]);
+    assert!(!ok && out.contains("400"), "{out}");
+    let cli_sent_sats = 40_000;
+    let (ok, out) = cli(&["send", &faucet, "--sats", "40000", "--json"]);
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{out}"));
+    let txid: bitcoin::Txid = v["txid"].as_str().unwrap().parse().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let fee_sats = loop {
+        let fee = wallet
+            .transactions()
+            .await
+            .iter()
+            .find(|t| t.txid == txid)
+            .and_then(|t| t.fee);
+        if let Some(fee) = fee {
+            break fee.to_sat();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the wallet never saw {txid}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    control.mine(1).await.unwrap();
+    wait_balance(&op, &sec, "the CLI send confirms", |b| {
+        sats(b, "unconfirmed_sats") == 0
+            && sats(b, "confirmed_sats") == after_api - cli_sent_sats - fee_sats
     })
     .await;
 
