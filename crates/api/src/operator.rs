@@ -446,6 +446,50 @@ async fn onchain_send(State(s): State<Services>, p: Params) -> OpResult<OnchainS
     Ok(Json(OnchainSentDto { txid }))
 }
 
+/// Answer of the peer and channel commands: the node accepted the request.
+#[derive(Debug, Serialize)]
+pub struct AcceptedDto {
+    /// Always `true` (a refusal is an error answer).
+    pub accepted: bool,
+}
+
+async fn connect_peer(State(s): State<Services>, p: Params) -> OpResult<AcceptedDto> {
+    let pubkey = p.required_string("pubkey", "pubkey")?;
+    let address = p.required_string("address", "address")?;
+    s.operator
+        .connect_peer(&pubkey, &address)
+        .await
+        .map_err(api_error)?;
+    Ok(Json(AcceptedDto { accepted: true }))
+}
+
+async fn open_channel(State(s): State<Services>, p: Params) -> OpResult<AcceptedDto> {
+    let pubkey = p.required_string("pubkey", "pubkey")?;
+    let sats = p
+        .uint("sats", "sats")?
+        .ok_or_else(|| ApiError::bad_request("sats is required."))?;
+    let push_msat = p.uint("push_msat", "push_msat")?.unwrap_or(0);
+    s.operator
+        .open_channel(&pubkey, sats, push_msat)
+        .await
+        .map_err(api_error)?;
+    Ok(Json(AcceptedDto { accepted: true }))
+}
+
+async fn close_channel(State(s): State<Services>, p: Params) -> OpResult<AcceptedDto> {
+    let channel_id = p.required_string("channel_id", "channel_id")?;
+    let force = match p.get("force") {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::bad_request("force must be true or false.")),
+    };
+    s.operator
+        .close_channel(&channel_id, force)
+        .await
+        .map_err(api_error)?;
+    Ok(Json(AcceptedDto { accepted: true }))
+}
+
 async fn payments(State(s): State<Services>) -> OpResult<PaymentsDto> {
     let list = s.operator.unresolved().await.map_err(api_error)?;
     Ok(Json(PaymentsDto {
@@ -535,6 +579,9 @@ pub fn router(access: OperatorAccess, services: &Services) -> Router<AppState> {
         .route("/operator/v1/onchain/address", post(onchain_address))
         .route("/operator/v1/onchain/balance", get(onchain_balance))
         .route("/operator/v1/onchain/send", post(onchain_send))
+        .route("/operator/v1/peers/connect", post(connect_peer))
+        .route("/operator/v1/channels/open", post(open_channel))
+        .route("/operator/v1/channels/close", post(close_channel))
         .route("/operator/v1/payments", get(payments))
         .route("/operator/v1/payments/{id}/resolve", post(resolve))
         .route("/operator/v1/actions", get(actions))

@@ -427,6 +427,17 @@ fn wallet_of(node: &LdkNode) -> Result<&Arc<crate::wallet::OnchainWallet>, LnErr
     })
 }
 
+/// The operator's channel and peer commands: LDK answers them synchronously, and an error
+/// means it refused before changing anything (a stopped node aside, which is a transport error).
+fn refused(e: crate::LdkError) -> LnError {
+    match e {
+        crate::LdkError::Stopped | crate::LdkError::Io(_) | crate::LdkError::Corrupt(_) => {
+            LnError::Transport(e.to_string())
+        }
+        other => LnError::Rejected(other.to_string()),
+    }
+}
+
 /// The on-chain wallet of the node (`None` without a chain source: then every call is
 /// `Rejected`, nothing to do). Sends are broadcast through the node's own broadcaster, the one
 /// LDK uses, so they reach the chain source the same way channel transactions do.
@@ -477,6 +488,32 @@ impl NodeAdmin for LdkNode {
             })?;
         self.broadcaster().broadcast_transactions(&[&tx]);
         Ok(tx.compute_txid().to_string())
+    }
+
+    async fn connect_peer(&self, pubkey: NodePubkey, addr: &str) -> Result<(), LnError> {
+        let addr: std::net::SocketAddr = addr
+            .trim()
+            .parse()
+            .map_err(|e| LnError::Rejected(format!("bad peer address {addr:?}: {e}")))?;
+        self.connect(pubkey, addr).await.map_err(refused)
+    }
+
+    async fn open_channel(
+        &self,
+        peer: NodePubkey,
+        capacity_sats: u64,
+        push_msat: u64,
+    ) -> Result<(), LnError> {
+        if capacity_sats == 0 {
+            return Err(LnError::Rejected("capacity must be positive".to_owned()));
+        }
+        LdkNode::open_channel(self, peer, capacity_sats, push_msat)
+            .await
+            .map_err(refused)
+    }
+
+    async fn close_channel(&self, channel_id: &str, force: bool) -> Result<(), LnError> {
+        LdkNode::close_channel(self, channel_id, force).map_err(refused)
     }
 }
 

@@ -411,6 +411,36 @@ pub trait NodeAdmin: Send + Sync {
         let _ = (address, amount_sats);
         Err(LnError::NotSupported)
     }
+
+    /// Connects to peer `pubkey` at `addr` (`host:port`, an IP address) and returns once the
+    /// handshake is done; the node keeps reconnecting to it. `Rejected` when it cannot (bad
+    /// address, unreachable, wrong key).
+    async fn connect_peer(&self, pubkey: NodePubkey, addr: &str) -> Result<(), LnError> {
+        let _ = (pubkey, addr);
+        Err(LnError::NotSupported)
+    }
+
+    /// Asks a connected peer for a channel of `capacity_sats` funded from the node's wallet,
+    /// pushing `push_msat` to it. Returns once the node accepted the request (the channel shows
+    /// in `list_channels` as pending); `Rejected` when it refused before doing anything (peer
+    /// not connected, wallet too small, bad amounts).
+    async fn open_channel(
+        &self,
+        peer: NodePubkey,
+        capacity_sats: u64,
+        push_msat: u64,
+    ) -> Result<(), LnError> {
+        let _ = (peer, capacity_sats, push_msat);
+        Err(LnError::NotSupported)
+    }
+
+    /// Starts closing channel `channel_id` (as `list_channels` names it): cooperatively, or
+    /// with `force` by broadcasting our latest commitment. `Rejected` for an unknown channel or
+    /// when the node refused; then nothing changed.
+    async fn close_channel(&self, channel_id: &str, force: bool) -> Result<(), LnError> {
+        let _ = (channel_id, force);
+        Err(LnError::NotSupported)
+    }
 }
 
 /// Invoices we issue.

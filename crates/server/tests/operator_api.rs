@@ -888,3 +888,178 @@ async fn onchain_address_balance_and_send_on_the_devnet() {
     running.shutdown().await;
     devnet.stop().await.unwrap();
 }
+
+/// Polls `/operator/v1/channels` until `done` holds for the list, or fails after a minute.
+async fn wait_channels(
+    op: &Op,
+    sec: &str,
+    what: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (st, v) = op.get(sec, "/channels").await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let list = v["channels"].as_array().unwrap().clone();
+        if done(&list) {
+            return list;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn open_and_close_a_channel_on_the_devnet() {
+    let db = TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir: PathBuf = dir.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let devnet = Arc::new(
+        satchel_ldk::Devnet::start(&dir.path().join("devnet"))
+            .await
+            .expect("devnet starts"),
+    );
+    let backend: Arc<dyn LightningBackend> = devnet.node();
+    let control: Arc<dyn DevnetControl> = devnet.clone();
+    let running = start_with_http(
+        StartOptions {
+            database_url: db.url.clone(),
+            listen: "127.0.0.1:0".into(),
+            backend,
+            devnet: Some(control.clone()),
+            service: satchel_service::ServiceConfig {
+                backend_name: "devnet",
+                ..test_service_config()
+            },
+            webhooks: None,
+        },
+        operator_http(&data_dir, false),
+    )
+    .await
+    .unwrap();
+    let op = Op::new(&running.url());
+    let sec = secret(&data_dir);
+    let alice = control
+        .peers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name == "alice")
+        .expect("alice")
+        .pubkey
+        .to_string();
+    let (_, v) = op.get(&sec, "/channels").await;
+    let before: Vec<String> = v["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["channel_id"].as_str().unwrap().to_owned())
+        .collect();
+
+    // Refusals: 4xx, and no channel appears.
+    for (path, body, why) in [
+        (
+            "/channels/open",
+            json!({"pubkey": "nope", "sats": 100_000}),
+            "bad pubkey",
+        ),
+        (
+            "/channels/open",
+            json!({"pubkey": alice, "sats": 0}),
+            "zero capacity",
+        ),
+        ("/channels/open", json!({"pubkey": alice}), "no capacity"),
+        (
+            "/channels/close",
+            json!({"channel_id": "00".repeat(32)}),
+            "unknown channel",
+        ),
+        (
+            "/channels/close",
+            json!({"channel_id": "xyz"}),
+            "not a channel id",
+        ),
+        (
+            "/peers/connect",
+            json!({"pubkey": alice, "address": "nowhere"}),
+            "bad address",
+        ),
+    ] {
+        let (st, v) = op.post(&sec, path, body).await;
+        assert!(st.is_client_error(), "{why}: {st} {v}");
+    }
+    let (_, v) = op.get(&sec, "/channels").await;
+    assert_eq!(v["channels"].as_array().unwrap().len(), before.len(), "{v}");
+
+    // Open a channel to alice (already a peer), confirm it, then close it cooperatively.
+    let capacity_sats = 150_000;
+    let (st, v) = op
+        .post(
+            &sec,
+            "/channels/open",
+            json!({"pubkey": alice, "sats": capacity_sats}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let is_new = |c: &Value| !before.iter().any(|id| c["channel_id"] == id.as_str());
+    let list = wait_channels(&op, &sec, "the new channel is listed", |l| {
+        l.iter().any(&is_new)
+    })
+    .await;
+    let new = list.iter().find(|c| is_new(c)).unwrap().clone();
+    assert_eq!(new["peer"], alice.as_str(), "{new}");
+    assert_eq!(new["capacity_sats"], capacity_sats, "{new}");
+    // The id a pending channel shows is LDK's temporary one; the funded channel gets its own.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        control.mine(1).await.unwrap();
+        let (_, v) = op.get(&sec, "/channels").await;
+        let ch = v["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| is_new(c))
+            .cloned()
+            .unwrap_or_else(|| panic!("{v}"));
+        if ch["state"] == "active" {
+            break ch["channel_id"].as_str().unwrap().to_owned();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never active: {ch}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (st, v) = op
+        .post(
+            &sec,
+            "/channels/close",
+            json!({"channel_id": id, "force": "yes"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    let (st, v) = op
+        .post(&sec, "/channels/close", json!({"channel_id": id}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        control.mine(1).await.unwrap();
+        let (_, v) = op.get(&sec, "/channels").await;
+        let gone = !v["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["channel_id"] == id.as_str());
+        if gone {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never closed: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_channels(&op, &sec, "the other channels stay", |l| {
+        l.len() == before.len()
+    })
+    .await;
+
+    running.shutdown().await;
+    devnet.stop().await.unwrap();
+}

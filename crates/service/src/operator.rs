@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use satchel_domain::{LnTxId, Msat, Preimage, WtxId, now_secs};
+use satchel_domain::{LnTxId, Msat, NodePubkey, Preimage, WtxId, now_secs};
 use satchel_lightning::{ChannelInfo, LnError, NodeInfoData, NodeStatus, OnchainBalance};
 use satchel_store::{
     AccountSummary, AuditReport, LnTxRecord, ManualResolution, OperatorAction, PaymentStateError,
@@ -194,6 +194,10 @@ fn node_error(e: LnError) -> ServiceError {
     }
 }
 
+fn parse_pubkey(s: &str) -> Result<NodePubkey, ServiceError> {
+    NodePubkey::parse(s.trim()).map_err(|e| invalid(format!("bad node pubkey: {e}")))
+}
+
 /// Errors of the operator's node commands: what the node refused before doing anything is the
 /// operator's input error (4xx), the rest as [`node_error`].
 fn admin_error(e: LnError) -> ServiceError {
@@ -254,6 +258,43 @@ impl OperatorService {
         self.ctx
             .ln
             .onchain_send(address.trim(), amount_sats)
+            .await
+            .map_err(admin_error)
+    }
+
+    /// Connects the node to a peer (`pubkey`, `host:port`).
+    pub async fn connect_peer(&self, pubkey: &str, addr: &str) -> Result<(), ServiceError> {
+        let pubkey = parse_pubkey(pubkey)?;
+        self.ctx
+            .ln
+            .connect_peer(pubkey, addr)
+            .await
+            .map_err(admin_error)
+    }
+
+    /// Opens a channel of `capacity_sats` to a connected peer.
+    pub async fn open_channel(
+        &self,
+        pubkey: &str,
+        capacity_sats: u64,
+        push_msat: u64,
+    ) -> Result<(), ServiceError> {
+        let pubkey = parse_pubkey(pubkey)?;
+        if capacity_sats == 0 {
+            return Err(invalid("the capacity must be positive"));
+        }
+        self.ctx
+            .ln
+            .open_channel(pubkey, capacity_sats, push_msat)
+            .await
+            .map_err(admin_error)
+    }
+
+    /// Starts closing one of our channels.
+    pub async fn close_channel(&self, channel_id: &str, force: bool) -> Result<(), ServiceError> {
+        self.ctx
+            .ln
+            .close_channel(channel_id.trim(), force)
             .await
             .map_err(admin_error)
     }

@@ -58,6 +58,22 @@ impl satchel_lightning::NodeAdmin for Recorder {
     async fn onchain_send(&self, address: &str, amount_sats: u64) -> Result<String, LnError> {
         self.inner.onchain_send(address, amount_sats).await
     }
+    async fn connect_peer(&self, pubkey: NodePubkey, addr: &str) -> Result<(), LnError> {
+        self.inner.connect_peer(pubkey, addr).await
+    }
+    async fn open_channel(
+        &self,
+        peer: NodePubkey,
+        capacity_sats: u64,
+        push_msat: u64,
+    ) -> Result<(), LnError> {
+        self.inner
+            .open_channel(peer, capacity_sats, push_msat)
+            .await
+    }
+    async fn close_channel(&self, channel_id: &str, force: bool) -> Result<(), LnError> {
+        self.inner.close_channel(channel_id, force).await
+    }
 }
 
 #[async_trait]
