@@ -185,6 +185,36 @@ enum NodeCmd {
         #[command(subcommand)]
         cmd: OnchainCmd,
     },
+    /// Connects to a peer: PUBKEY@HOST:PORT.
+    Connect {
+        /// `pubkey@host:port`.
+        peer: String,
+        #[command(flatten)]
+        args: NodeArgs,
+    },
+    /// Opens a channel to a connected peer, funded from the node's wallet.
+    OpenChannel {
+        /// The peer's pubkey.
+        pubkey: String,
+        /// Capacity in sats.
+        #[arg(long)]
+        sats: u64,
+        /// Given to the peer at open, in msat.
+        #[arg(long, default_value_t = 0)]
+        push_msat: u64,
+        #[command(flatten)]
+        args: NodeArgs,
+    },
+    /// Closes a channel (its id as `node channels --json` shows it).
+    CloseChannel {
+        /// The channel id.
+        channel_id: String,
+        /// Broadcast our latest commitment instead of closing cooperatively.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        args: NodeArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -291,8 +321,8 @@ enum DevnetCmd {
 }
 
 impl NodeCmd {
-    fn split(self) -> (satchel::node_cli::NodeQuery, NodeArgs) {
-        match self {
+    fn split(self) -> anyhow::Result<(satchel::node_cli::NodeQuery, NodeArgs)> {
+        Ok(match self {
             NodeCmd::Info(a) => (satchel::node_cli::NodeQuery::Info, a),
             NodeCmd::Channels(a) => (satchel::node_cli::NodeQuery::Channels, a),
             NodeCmd::Onchain { cmd } => match cmd {
@@ -307,7 +337,38 @@ impl NodeCmd {
                     args,
                 ),
             },
-        }
+            NodeCmd::Connect { peer, args } => {
+                let Some((pubkey, address)) = peer.split_once('@') else {
+                    anyhow::bail!("the peer is PUBKEY@HOST:PORT, not {peer:?}");
+                };
+                let (pubkey, address) = (pubkey.to_owned(), address.to_owned());
+                (
+                    satchel::node_cli::NodeQuery::Connect { pubkey, address },
+                    args,
+                )
+            }
+            NodeCmd::OpenChannel {
+                pubkey,
+                sats,
+                push_msat,
+                args,
+            } => (
+                satchel::node_cli::NodeQuery::OpenChannel {
+                    pubkey,
+                    sats,
+                    push_msat,
+                },
+                args,
+            ),
+            NodeCmd::CloseChannel {
+                channel_id,
+                force,
+                args,
+            } => (
+                satchel::node_cli::NodeQuery::CloseChannel { channel_id, force },
+                args,
+            ),
+        })
     }
 }
 
@@ -327,7 +388,10 @@ fn log_format(cmd: &Cmd) -> LogFormat {
                 }
                 | NodeCmd::Onchain {
                     cmd: OnchainCmd::Send { args: a, .. },
-                },
+                }
+                | NodeCmd::Connect { args: a, .. }
+                | NodeCmd::OpenChannel { args: a, .. }
+                | NodeCmd::CloseChannel { args: a, .. },
         } => &a.config,
         Cmd::Account {
             cmd: AccountCmd::Create { config, .. },
@@ -988,7 +1052,7 @@ fn main() -> ExitCode {
                 config,
             } => devnet_cmd(cmd, server, config).await.map(|_| true),
             Cmd::Node { cmd } => {
-                let (query, a) = cmd.split();
+                let (query, a) = cmd.split()?;
                 satchel::node_cli::run(query, a.server, a.json, &a.config.resolve()?)
                     .await
                     .map(|_| true)

@@ -1,7 +1,6 @@
 //! `satchel node info | channels | onchain address|balance|send`: the operator API of a running
 //! server, authenticated with the secret `serve` wrote to `<data_dir>/.operator_cookie` (so only
-//! a user who can read the data dir can use it). Connecting peers, opening and closing channels
-//! are not here yet.
+//! a user who can read the data dir can use it); and `connect | open-channel | close-channel`.
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -26,6 +25,29 @@ pub enum NodeQuery {
         address: String,
         /// How much, in sats (the fee comes on top).
         sats: u64,
+    },
+    /// `POST /operator/v1/peers/connect`.
+    Connect {
+        /// The peer's pubkey.
+        pubkey: String,
+        /// `host:port`.
+        address: String,
+    },
+    /// `POST /operator/v1/channels/open`.
+    OpenChannel {
+        /// The (connected) peer's pubkey.
+        pubkey: String,
+        /// Capacity in sats.
+        sats: u64,
+        /// Given to the peer at open, msat.
+        push_msat: u64,
+    },
+    /// `POST /operator/v1/channels/close`.
+    CloseChannel {
+        /// As `node channels --json` shows it.
+        channel_id: String,
+        /// Broadcast our commitment instead of closing cooperatively.
+        force: bool,
     },
 }
 
@@ -96,6 +118,9 @@ pub async fn run(
         NodeQuery::OnchainAddress => "/operator/v1/onchain/address",
         NodeQuery::OnchainBalance => "/operator/v1/onchain/balance",
         NodeQuery::OnchainSend { .. } => "/operator/v1/onchain/send",
+        NodeQuery::Connect { .. } => "/operator/v1/peers/connect",
+        NodeQuery::OpenChannel { .. } => "/operator/v1/channels/open",
+        NodeQuery::CloseChannel { .. } => "/operator/v1/channels/close",
     };
     let url = format!("{}{}", base.trim_end_matches('/'), path);
     let client = reqwest::Client::new();
@@ -105,6 +130,19 @@ pub async fn run(
         NodeQuery::OnchainSend { address, sats } => client
             .post(&url)
             .json(&serde_json::json!({ "address": address, "sats": sats })),
+        NodeQuery::Connect { pubkey, address } => client
+            .post(&url)
+            .json(&serde_json::json!({ "pubkey": pubkey, "address": address })),
+        NodeQuery::OpenChannel {
+            pubkey,
+            sats,
+            push_msat,
+        } => client
+            .post(&url)
+            .json(&serde_json::json!({ "pubkey": pubkey, "sats": sats, "push_msat": push_msat })),
+        NodeQuery::CloseChannel { channel_id, force } => client
+            .post(&url)
+            .json(&serde_json::json!({ "channel_id": channel_id, "force": force })),
     };
     let resp = req
         .bearer_auth(secret.trim())
@@ -162,6 +200,14 @@ pub async fn run(
         NodeQuery::OnchainSend { .. } => {
             let t: OnchainSent = serde_json::from_str(&text).context("the server's answer")?;
             println!("sent; txid {}", t.txid);
+        }
+        NodeQuery::Connect { pubkey, .. } => println!("connected to {pubkey}"),
+        NodeQuery::OpenChannel { pubkey, sats, .. } => {
+            println!("opening a {sats} sat channel to {pubkey} (see `satchel node channels`)")
+        }
+        NodeQuery::CloseChannel { channel_id, force } => {
+            let how = if force { "force-closing" } else { "closing" };
+            println!("{how} channel {channel_id}")
         }
     }
     Ok(())

@@ -1036,10 +1036,28 @@ async fn open_and_close_a_channel_on_the_devnet() {
         )
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
-    let (st, v) = op
-        .post(&sec, "/channels/close", json!({"channel_id": id}))
-        .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
+    // The rest through `satchel node …`.
+    let base = running.url();
+    let dd = data_dir.to_str().unwrap();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["node"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--server", &base, "--data-dir", dd]);
+        satchel_cli(&all)
+    };
+    let (ok, out) = cli(&["connect", &alice]);
+    assert!(!ok && out.contains("PUBKEY@HOST:PORT"), "{out}");
+    let (ok, out) = cli(&["connect", &format!("{alice}@nowhere")]);
+    assert!(!ok && out.contains("400"), "{out}");
+    let (ok, out) = cli(&["open-channel", "nope", "--sats", "100000"]);
+    assert!(!ok && out.contains("400"), "{out}");
+    let (ok, out) = cli(&["close-channel", &"00".repeat(32)]);
+    assert!(!ok && out.contains("400"), "{out}");
+    let (ok, out) = cli(&["close-channel", &id]);
+    assert!(
+        ok && out.contains(&format!("closing channel {id}")),
+        "{out}"
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         control.mine(1).await.unwrap();
